@@ -1,0 +1,107 @@
+/* route-chain's C API: the reply core (reply.c) and the serving loop
+ * (serve.c). cffi parses this file as it stands (routechain/_build.py), so it
+ * holds plain declarations only: no include guards, no macros, no includes,
+ * no inline code. C files include <stdint.h> and <stddef.h> before it. */
+
+/* Why a packet got no reply. rc_reply() returns these negated. */
+enum rc_drop {
+    RC_DROP_NONE = 0,
+    RC_DROP_TRUNCATED,       /* shorter than its headers, or a length field lies */
+    RC_DROP_BAD_VERSION,     /* neither IPv4 nor IPv6 */
+    RC_DROP_BAD_HEADER,      /* IHL < 5, bad IPv4 header checksum */
+    RC_DROP_NOT_OURS,        /* destination outside every chain */
+    RC_DROP_FRAGMENT,        /* a non-first fragment */
+    RC_DROP_ICMP_ERROR,      /* RFC 1122 3.2.2 / RFC 4443 2.4(e): never answer an error */
+    RC_DROP_ICMP_INFO,       /* an informational message other than Echo Request */
+    RC_DROP_MULTICAST,       /* multicast or broadcast destination */
+    RC_DROP_BAD_SOURCE,      /* unspecified, loopback, multicast or broadcast source */
+    RC_DROP_EXT_HEADERS,     /* too many IPv6 extension headers */
+    RC_DROP_BAD_CHECKSUM,    /* upper-layer checksum wrong at the destination */
+    RC_DROP_TCP_RST,         /* RFC 9293 3.10.7.1: a RST gets no reply */
+    RC_DROP_SILENT,          /* the answering hop is silent */
+    RC_DROP_NO_ROOM,         /* headroom or capacity too small for the reply */
+    RC_DROP_COUNT
+};
+
+/* What a reply is, for the counters. */
+enum rc_kind {
+    RC_KIND_TIME_EXCEEDED = 0,
+    RC_KIND_PORT_UNREACH,
+    RC_KIND_ECHO_REPLY,
+    RC_KIND_TCP_RST,
+    RC_KIND_PROTO_UNREACH,   /* v4 Protocol Unreachable, v6 Parameter Problem 1 */
+    RC_KIND_HOST_UNREACH,    /* beyond the chain, or below its host */
+    RC_KIND_COUNT
+};
+
+enum rc_limits {
+    RC_HEADROOM = 64,        /* >= IPv6 + ICMPv6 header (48), rounded up */
+    RC_MAX_HOPS = 255,
+    RC_HOP_SILENT = 1        /* hop_flags bit: the hop never answers */
+};
+
+/* One chain: host address and prefix, as assigned to the TUN. Hop k
+ * (1 <= k <= length) has the address host + k; a probe to D arriving with
+ * TTL t has arrived when D <= host + t. */
+struct rc_chain {
+    uint8_t family;          /* 4 or 6 */
+    uint8_t prefix_len;
+    uint8_t length;          /* hops in the chain, 1 .. RC_MAX_HOPS */
+    uint8_t reply_ttl;       /* initial TTL of host+1; host+k sends reply_ttl - (k - 1) */
+    uint8_t host[16];        /* network byte order; IPv4 in the first 4 bytes */
+    uint8_t mask[16];        /* prefix mask, same layout */
+    uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
+};
+
+/* Read-only once built; chains do not overlap. */
+struct rc_table {
+    uint32_t n_chains;
+    const struct rc_chain *chains;
+};
+
+/* Build the reply to the packet at buf + headroom (len bytes) in place, in
+ * a buffer of cap bytes. Returns the reply's length and sets *off to where it
+ * starts in buf, or returns -(enum rc_drop). No system call, no allocation. */
+int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
+             const struct rc_table *table, size_t *off);
+
+/* The kind of a reply rc_reply() built, from its bytes. */
+int rc_reply_kind(const uint8_t *reply, size_t len);
+
+/* Per-queue counters: written only by the queue's worker, read by anyone. */
+struct rc_stats {
+    uint64_t received;
+    uint64_t sent;
+    uint64_t replies[6];     /* by enum rc_kind */
+    uint64_t drops[16];      /* by enum rc_drop */
+    uint64_t write_errors;
+    uint64_t read_errors;
+    int32_t last_write_errno;
+    int32_t last_read_errno;
+};
+
+/* One serving loop. The live table is swapped by rc_table_publish(); the
+ * worker records the table it holds in in_use (NULL while it waits), so
+ * the publisher knows when an old table may be freed. */
+struct rc_worker {
+    int fd;                  /* TUN queue, non-blocking */
+    int stop_fd;             /* eventfd: readable means stop */
+    const struct rc_table **live;
+    const struct rc_table *in_use;
+    uint8_t *buf;
+    size_t cap;
+    struct rc_stats stats;
+};
+
+/* Serve until stop_fd is readable: returns 0, or -errno if poll fails. */
+int rc_serve(struct rc_worker *w);
+
+/* Make table the live one; returns the one it replaced. */
+const struct rc_table *rc_table_publish(const struct rc_table **live,
+                                        const struct rc_table *table);
+
+/* Nonzero while the worker may still read table. */
+int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table);
+
+/* A consistent-enough copy of the worker's counters. */
+void rc_stats_read(const struct rc_worker *w, struct rc_stats *out);
