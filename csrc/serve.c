@@ -1,7 +1,144 @@
+/* The serving loop: one per TUN queue, run by a worker thread with the GIL
+ * released. While packets keep coming it makes one read and at most one
+ * write per packet; it waits in poll() only when the queue is empty, and
+ * stops when stop_fd (an eventfd) becomes readable.
+ *
+ * Tables are swapped without locks (rc_table_publish) and reclaimed by
+ * quiescent-state tracking: a worker records the table it holds in in_use,
+ * and NULL while it sleeps, so the publisher knows when the old table is no
+ * longer read. */
+#include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <unistd.h>
+
 #include "routechain.h"
-int rc_serve(struct rc_worker *w) { return 0; }
-const struct rc_table *rc_table_publish(const struct rc_table **live, const struct rc_table *table) { const struct rc_table *o = *live; *live = table; return o; }
-int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table) { return 0; }
-void rc_stats_read(const struct rc_worker *w, struct rc_stats *out) { *out = w->stats; }
+
+_Static_assert(sizeof ((struct rc_stats *)0)->drops / sizeof(uint64_t) >= RC_DROP_COUNT,
+               "rc_stats.drops must hold every enum rc_drop");
+_Static_assert(sizeof ((struct rc_stats *)0)->replies / sizeof(uint64_t) >= RC_KIND_COUNT,
+               "rc_stats.replies must hold every enum rc_kind");
+
+/* Counters have one writer; relaxed atomics keep readers free of torn values. */
+static inline void bump(uint64_t *counter)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
+}
+
+/* Take the live table. Store-then-recheck pairs with the publisher's
+ * store-then-wait: either the publisher sees us holding the old table and
+ * waits, or we see its new table here and hold that instead. */
+static const struct rc_table *hold_live(struct rc_worker *w)
+{
+    const struct rc_table *t = __atomic_load_n(w->live, __ATOMIC_SEQ_CST);
+    for (;;) {
+        __atomic_store_n(&w->in_use, t, __ATOMIC_SEQ_CST);
+        const struct rc_table *now = __atomic_load_n(w->live, __ATOMIC_SEQ_CST);
+        if (now == t)
+            return t;
+        t = now;
+    }
+}
+
+static void release_live(struct rc_worker *w)
+{
+    __atomic_store_n(&w->in_use, NULL, __ATOMIC_SEQ_CST);
+}
+
+/* Sleep until the queue has a packet (1) or stop is asked (0); -errno if
+ * poll itself fails, or if the queue reports an error (the TUN is gone). */
+static int wait_readable(const struct rc_worker *w)
+{
+    struct pollfd fds[2] = {
+        { .fd = w->fd, .events = POLLIN },
+        { .fd = w->stop_fd, .events = POLLIN },
+    };
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (fds[1].revents)
+            return 0;
+        if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+            return -EIO;
+        if (fds[0].revents & POLLIN)
+            return 1;
+    }
+}
+
+int rc_serve(struct rc_worker *w)
+{
+    uint8_t *const packet = w->buf + RC_HEADROOM;
+    const size_t room = w->cap - RC_HEADROOM;
+    const struct rc_table *table = hold_live(w);
+
+    for (;;) {
+        ssize_t n = read(w->fd, packet, room);
+        if (n < 0) {
+            int err = errno;
+            if (err == EINTR)
+                continue;
+            if (err != EAGAIN) {
+                bump(&w->stats.read_errors);
+                __atomic_store_n(&w->stats.last_read_errno, err, __ATOMIC_RELAXED);
+            }
+            /* Empty, or a failed read: either way, wait for the next packet
+             * rather than spin on a queue that has nothing to give. */
+            release_live(w);
+            int r = wait_readable(w);
+            if (r <= 0)
+                return r;
+            table = hold_live(w);
+            continue;
+        }
+        bump(&w->stats.received);
+        if (__atomic_load_n(w->live, __ATOMIC_ACQUIRE) != table)
+            table = hold_live(w);
+
+        size_t off = 0;
+        int len = rc_reply(w->buf, RC_HEADROOM, (size_t)n, w->cap, table, &off);
+        if (len < 0) {
+            int why = -len < RC_DROP_COUNT ? -len : RC_DROP_NONE;
+            bump(&w->stats.drops[why]);
+            continue;
+        }
+        bump(&w->stats.replies[rc_reply_kind(w->buf + off, (size_t)len)]);
+        /* A full queue or a vanished route loses this reply, not the loop. */
+        if (write(w->fd, w->buf + off, (size_t)len) != len) {
+            bump(&w->stats.write_errors);
+            __atomic_store_n(&w->stats.last_write_errno, errno, __ATOMIC_RELAXED);
+            continue;
+        }
+        bump(&w->stats.sent);
+    }
+}
+
+const struct rc_table *rc_table_publish(const struct rc_table **live,
+                                        const struct rc_table *table)
+{
+    return __atomic_exchange_n(live, table, __ATOMIC_SEQ_CST);
+}
+
+int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table)
+{
+    return __atomic_load_n(&w->in_use, __ATOMIC_SEQ_CST) == table;
+}
+
+void rc_stats_read(const struct rc_worker *w, struct rc_stats *out)
+{
+    const struct rc_stats *s = &w->stats;
+    out->received = __atomic_load_n(&s->received, __ATOMIC_RELAXED);
+    out->sent = __atomic_load_n(&s->sent, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < sizeof s->replies / sizeof s->replies[0]; i++)
+        out->replies[i] = __atomic_load_n(&s->replies[i], __ATOMIC_RELAXED);
+    for (size_t i = 0; i < sizeof s->drops / sizeof s->drops[0]; i++)
+        out->drops[i] = __atomic_load_n(&s->drops[i], __ATOMIC_RELAXED);
+    out->write_errors = __atomic_load_n(&s->write_errors, __ATOMIC_RELAXED);
+    out->read_errors = __atomic_load_n(&s->read_errors, __ATOMIC_RELAXED);
+    out->last_write_errno = __atomic_load_n(&s->last_write_errno, __ATOMIC_RELAXED);
+    out->last_read_errno = __atomic_load_n(&s->last_read_errno, __ATOMIC_RELAXED);
+}
