@@ -1,0 +1,149 @@
+"""Living under systemd: the journal and the sd_notify protocol.
+
+The only module that imports `systemd` (systemd-python). Everything here
+also works, as a no-op or a plain stderr logger, when route-chain is run by
+hand or under another supervisor.
+
+The daemon's side of the protocol (Type=notify, see systemd.service(5) and
+sd_notify(3)):
+
+- `ready()` once the TUN, its addresses, the routes and the DNS listeners
+  are up, never before: systemd starts what is ordered after us then.
+- `status()` every few seconds with live counters.
+- on SIGHUP: `reloading()`, re-read and apply, then `ready()` again, also
+  when the new config was refused (the old one goes on serving).
+- `watchdog()` every `watchdog_interval()` seconds, only while every worker
+  is alive: a stuck worker must let systemd restart us.
+- `stopping()` as soon as shutdown begins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from systemd import daemon, journal
+
+SYSLOG_IDENTIFIER = "route-chain"
+
+
+def started_by_systemd_journal(stream=None) -> bool:
+    """True when `stream` (stderr by default) is the journal stream systemd
+    connected us to: $JOURNAL_STREAM holds its `device:inode`.
+
+    Comparing the inode, not just the variable's presence, keeps a child
+    that inherited the variable but had stderr redirected logging to
+    stderr (systemd.exec(5), $JOURNAL_STREAM).
+    """
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class _TerseFormatter(logging.Formatter):
+    """`route-chain: message`, with the level named only when it matters."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{SYSLOG_IDENTIFIER}: {record.levelname.lower()}: {text}"
+        return f"{SYSLOG_IDENTIFIER}: {text}"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Send the root logger to the journal when systemd started us, else to
+    stderr. Replaces handlers set before, so calling it twice is harmless.
+
+    In the journal, each record carries PRIORITY, CODE_* and the fields
+    given as `extra=` (upper-case names, e.g. `extra={"CHAIN": "..."}`), so
+    `journalctl -u route-chain CHAIN=...` finds them.
+    """
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    handler: logging.Handler
+    if started_by_systemd_journal():
+        handler = journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_TerseFormatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def monotonic_usec() -> int:
+    """CLOCK_MONOTONIC in microseconds, the clock MONOTONIC_USEC= is read on."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+class Notifier:
+    """sd_notify(3) messages to the service manager; every method is a
+    no-op when $NOTIFY_SOCKET was not set at construction.
+
+    Safe to call from any thread: each message is one datagram.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+
+    def _send(self, *fields: str) -> bool:
+        if not self.enabled:
+            return False
+        return daemon.notify("\n".join(fields))
+
+    @staticmethod
+    def _status_field(text: str) -> str:
+        # One datagram line per field: a newline would start a bogus field.
+        return "STATUS=" + " ".join(text.split("\n"))
+
+    def ready(self, status: str = "") -> None:
+        fields = ["READY=1"]
+        if status:
+            fields.append(self._status_field(status))
+        self._send(*fields)
+
+    def reloading(self) -> None:
+        """RELOADING=1 and the moment the reload began, in one datagram:
+        systemd (253+, Type=notify-reload) matches it to the READY=1 after."""
+        self._send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
+
+    def status(self, text: str) -> None:
+        self._send(self._status_field(text))
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1")
+
+    def watchdog(self) -> None:
+        self._send("WATCHDOG=1")
+
+    def watchdog_interval(self) -> float | None:
+        """Seconds between WATCHDOG=1 pings: half of $WATCHDOG_USEC, as
+        sd_watchdog_enabled(3) advises; None when there is no watchdog or
+        it is meant for another process ($WATCHDOG_PID is not ours)."""
+        if not self.enabled:
+            return None
+        return watchdog_interval(os.environ, os.getpid())
+
+
+def watchdog_interval(env, pid: int) -> float | None:
+    """The rule of `Notifier.watchdog_interval`, over an explicit
+    environment and pid."""
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    owner = env.get("WATCHDOG_PID", "")
+    if owner:
+        if not owner.isdigit() or int(owner) != pid:
+            return None
+    return int(usec) / 2 / 1_000_000
