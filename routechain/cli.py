@@ -1,0 +1,179 @@
+"""The command line: the only module that prints and exits.
+
+    route-chain [OPTIONS] ADDR/PLEN [ADDR/PLEN ...]   serve chains (as the original)
+    route-chain --config FILE [OPTIONS] [ADDR/PLEN ...]
+    route-chain zone --config FILE --output-dir DIR   write PTR zone files
+    route-chain preview --config FILE                 what traceroute will show
+    route-chain demo                                  a story in throwaway namespaces
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .chain import Chain, check_overlap, parse_prefix, DEFAULT_REPLY_TTL
+from .config import DEFAULT_INTERFACE, Config, Route
+from .errors import RouteChainError, UsageError
+
+PROG = "route-chain"
+SUBCOMMANDS = ("zone", "preview", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are ours: one line, exit 2."""
+
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def _int_in(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: not a number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: {lo}..{hi}")
+        return value
+    return parse
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Answer traceroute probes through prefixes with a story: a probe to D "
+                    "arriving with TTL t is answered by hop host+t until host+t reaches D.",
+        epilog=f"Other commands: {PROG} zone | preview | demo (each takes --help).")
+    p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
+                   help="host address and prefix of a chain (a bare address is /32 or /128)")
+    p.add_argument("-c", "--config", type=Path, metavar="FILE",
+                   help="TOML file with chains, stories, routes and DNS (re-read on SIGHUP)")
+    p.add_argument("-i", "--interface", metavar="NAME",
+                   help=f"TUN interface to create (default: {DEFAULT_INTERFACE})")
+    p.add_argument("-q", "--queues", type=_int_in(1, 256, "queue count"), metavar="N",
+                   help="TUN queues, one worker thread each (default: the CPUs we may run on)")
+    p.add_argument("--mtu", type=_int_in(68, 65535, "MTU"), metavar="BYTES",
+                   help="interface MTU (default: the kernel's, 1500)")
+    p.add_argument("--route", action="append", default=[], metavar="PREFIX",
+                   help="extra route into the TUN, e.g. a covering /48 (repeatable)")
+    p.add_argument("--route-table", type=_int_in(1, 2**32 - 1, "route table"), metavar="ID",
+                   help="routing table for --route (default: main)")
+    p.add_argument("--route-metric", type=_int_in(0, 2**32 - 1, "route metric"), metavar="N",
+                   help="metric for --route")
+    p.add_argument("--reply-ttl", type=_int_in(1, 255, "reply TTL"), default=DEFAULT_REPLY_TTL,
+                   metavar="TTL", help="initial TTL of the first hop's replies "
+                                       f"(default: {DEFAULT_REPLY_TTL})")
+    p.add_argument("--user", metavar="NAME",
+                   help="drop to this user after setup, keeping only CAP_NET_ADMIN "
+                        "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+def command_line_config(args: argparse.Namespace) -> Config:
+    """The part of the configuration the command line gives."""
+    chains = tuple(Chain(parse_prefix(text, f"command line: {text}"), reply_ttl=args.reply_ttl,
+                         where="command line") for text in args.prefixes)
+    routes = []
+    for text in args.route:
+        try:
+            prefix = parse_prefix(text, f"--route {text}").network
+        except UsageError:
+            raise UsageError(f"--route: bad prefix {text!r}") from None
+        routes.append(Route(prefix, args.route_table, args.route_metric, f"--route {text}"))
+    check_overlap(chains)
+    return Config(chains=chains, routes=tuple(routes), interface=args.interface,
+                  queues=args.queues, mtu=args.mtu)
+
+
+def check_runnable(config: Config) -> Config:
+    from .tun import check_name
+    if not config.chains:
+        raise UsageError("no chain: give ADDR/PLEN on the command line or [[chain]] in --config")
+    check_name(config.interface or DEFAULT_INTERFACE,
+               "--interface" if config.interface else "default interface")
+    if config.mtu and config.mtu < 1280 and any(c.family == 6 for c in config.chains):
+        raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least 1280")
+    return config
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    cli = command_line_config(args)
+
+    def load() -> Config:
+        if args.config is None:
+            return check_runnable(cli)
+        from . import config as config_file
+        return check_runnable(config_file.merge(cli, config_file.load(args.config)))
+
+    load()  # refuse bad input before touching the system
+    from . import daemon, service
+    service.setup_logging(args.verbose)
+    return daemon.run(load, user=args.user)
+
+
+def cmd_zone(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} zone",
+                description="Write one master file per reverse zone of the chains' stories, "
+                            "for BIND, Knot or NSD.")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR")
+    args = p.parse_args(argv)
+    from . import config as config_file, zone
+    config = config_file.load(args.config)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for path in zone.export(config, args.output_dir):
+        print(path)
+    parent = zone.parent_records(config)
+    if parent:
+        print(parent, end="" if parent.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_preview(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} preview",
+                description="Print what traceroute will show for each chain (no root needed).")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    args = p.parse_args(argv)
+    from . import config as config_file, preview
+    config = config_file.load(args.config)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(preview.render(config), end="")
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} demo",
+                description="Run a built-in story in a throwaway pair of network namespaces "
+                            "and show a real traceroute through it (root).")
+    p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
+                   help="trace the IPv6 chain")
+    args = p.parse_args(argv)
+    from . import testnet
+    print(testnet.run_demo(args.family), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return cmd_run(argv)
+    except RouteChainError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

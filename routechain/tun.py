@@ -1,0 +1,84 @@
+"""The TUN interface: the only module that imports pytun.
+
+One multiqueue TUN, one descriptor per queue, each non-blocking and
+close-on-exec. The interface lives as long as its descriptors: closing the
+last one removes it, with its addresses and routes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+import pytun
+
+from .errors import SetupError, UsageError
+
+TUN_PATH = "/dev/net/tun"
+MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
+IFNAMSIZ = 16
+
+_FLAGS = pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_MULTI_QUEUE
+
+
+def check_name(name: str, where: str = "command line") -> str:
+    """A Linux interface name: 1..15 bytes, no '/', no white space."""
+    raw = name.encode()
+    if not 0 < len(raw) < IFNAMSIZ or b"/" in raw or any(c <= 32 or c == 127 for c in raw) \
+            or name in (".", ".."):
+        raise UsageError(f"{where}: bad interface name {name!r}: "
+                               f"1 to {IFNAMSIZ - 1} bytes, no '/' or white space")
+    return name
+
+
+class Tun:
+    """A multiqueue TUN that this process created (never one that existed)."""
+
+    def __init__(self, name: str, queues: int) -> None:
+        if not 1 <= queues <= MAX_QUEUES:
+            raise UsageError(f"bad queue count {queues}: 1..{MAX_QUEUES}")
+        self.name = name
+        self._devices: list[pytun.TunTapDevice] = []
+        try:
+            # The first queue creates the interface and refuses one that exists.
+            for i in range(queues):
+                flags = _FLAGS | (pytun.IFF_TUN_EXCL if i == 0 else 0)
+                self._devices.append(pytun.TunTapDevice(name=name, flags=flags, dev=TUN_PATH))
+        except pytun.Error as e:
+            self.close()
+            raise _setup_error(name, e) from None
+        except OSError as e:
+            self.close()
+            raise _setup_error(name, e) from None
+        for dev in self._devices:
+            fd = dev.fileno()
+            os.set_blocking(fd, False)
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+
+    @property
+    def fds(self) -> list[int]:
+        return [dev.fileno() for dev in self._devices]
+
+    def close(self) -> None:
+        while self._devices:
+            self._devices.pop().close()
+
+    def __enter__(self) -> "Tun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _setup_error(name: str, e: Exception) -> SetupError:
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else getattr(e, "errno", None)
+    text = e.args[1] if len(e.args) > 1 else str(e)
+    if code == errno.EBUSY:
+        return SetupError(f"interface {name!r} already exists: choose another with --interface")
+    if code == errno.EPERM:
+        return SetupError(f"cannot create TUN {name!r}: CAP_NET_ADMIN is needed (run as root)")
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return SetupError(f"cannot create TUN {name!r}: {TUN_PATH} is missing "
+                          f"(load the tun module, or allow the device)")
+    return SetupError(f"cannot create TUN {name!r}: {text}")

@@ -1,0 +1,152 @@
+"""The test network, built with iproute2 (independently of route-chain's own
+netlink code), and the daemon run inside it as users run it.
+
+    ns "client"                            ns "router"
+    +----------------------+   veth   +---------------------------------------+
+    | c0  192.0.2.2/24      |----------| r0  192.0.2.1/24     TUN "route-chain" |
+    |     2001:db8:ff::2/64 |          |     2001:db8:ff::1/64  198.18.0.1/24   |
+    | default via the router|          | forwarding on          2001:db8::1/64  |
+    +----------------------+          +---------------------------------------+
+
+A probe from the client to 198.18.0.6 crosses the router (hop 1, 192.0.2.1)
+and enters the TUN with its TTL lowered by one, so hop n of a traceroute is
+host + (n - 1), and the destination is hop 6.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GATEWAY4, CLIENT4 = "192.0.2.1", "192.0.2.2"
+GATEWAY6, CLIENT6 = "2001:db8:ff::1", "2001:db8:ff::2"
+CHAIN4, CHAIN6 = "198.18.0.1/24", "2001:db8::1/64"
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+@dataclass
+class TestNet:
+    """Two namespaces joined by a veth pair; removed by close()."""
+
+    client: str
+    router: str
+    _made: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, tag: str = "t") -> "TestNet":
+        pid = os.getpid()
+        net = cls(f"rc-{tag}-c{pid}", f"rc-{tag}-r{pid}")
+        try:
+            for ns in (net.client, net.router):
+                sh("ip", "netns", "add", ns)
+                net._made.append(ns)
+                net.run(ns, "ip", "link", "set", "lo", "up")
+            sh("ip", "-n", net.client, "link", "add", "c0", "type", "veth",
+               "peer", "name", "r0", "netns", net.router)
+            for ns, dev, v4, v6 in ((net.client, "c0", CLIENT4, CLIENT6),
+                                    (net.router, "r0", GATEWAY4, GATEWAY6)):
+                net.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                        "net.ipv6.conf.default.accept_dad=0")
+                sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+                sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+                sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", net.client, "route", "add", "default", "via", GATEWAY4)
+            sh("ip", "-n", net.client, "-6", "route", "add", "default", "via", GATEWAY6)
+            net.run(net.router, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                    "net.ipv6.conf.all.forwarding=1")
+        except BaseException:
+            net.close()
+            raise
+        return net
+
+    def run(self, ns: str, *args: str, check: bool = True, timeout: float = 60,
+            **kw) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout, **kw)
+
+    def popen(self, ns: str, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(("ip", "netns", "exec", ns) + args, **kw)
+
+    def close(self) -> None:
+        while self._made:
+            sh("ip", "netns", "del", self._made.pop(), check=False)
+
+    def __enter__(self) -> "TestNet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Daemon:
+    """route-chain running in a namespace, as `python -m routechain ARGS`,
+    with its own NOTIFY_SOCKET so that start-up is awaited on READY=1."""
+
+    def __init__(self, net: TestNet, *args: str, ns: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="rc-daemon-")
+        self.notify_path = os.path.join(self._dir.name, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.messages: list[str] = []
+        self.log = Path(self._dir.name, "log")
+        environment = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **(env or {}))
+        environment.pop("JOURNAL_STREAM", None)
+        with open(self.log, "w") as out:
+            self.proc = net.popen(ns or net.router, sys.executable, "-m", "routechain", *args,
+                                  stdout=out, stderr=subprocess.STDOUT, env=environment,
+                                  start_new_session=True)
+
+    def wait_for(self, state: str, timeout: float = 20) -> str:
+        """The first notify message with `state` (e.g. READY=1); fails on exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.messages:
+                if state in msg.split("\n"):
+                    self.messages.remove(msg)
+                    return msg
+            self.notify.settimeout(0.1)
+            try:
+                self.messages.append(self.notify.recv(4096).decode())
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"route-chain exited {self.proc.returncode} before "
+                                         f"{state}:\n{self.output()}")
+        raise AssertionError(f"no {state} within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, and the exit status (SIGKILL only if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self.notify.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
