@@ -59,9 +59,10 @@ class _TerseFormatter(logging.Formatter):
         return f"{SYSLOG_IDENTIFIER}: {text}"
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, stream=None) -> None:
     """Send the root logger to the journal when systemd started us, else to
-    stderr. Replaces handlers set before, so calling it twice is harmless.
+    `stream` (stderr by default). Replaces handlers set before, so calling
+    it twice is harmless.
 
     In the journal, each record carries PRIORITY, CODE_* and the fields
     given as `extra=` (upper-case names, e.g. `extra={"CHAIN": "..."}`), so
@@ -72,11 +73,12 @@ def setup_logging(verbose: bool = False) -> None:
         root.removeHandler(old)
         old.close()
     handler: logging.Handler
-    if started_by_systemd_journal():
+    stream = sys.stderr if stream is None else stream
+    if started_by_systemd_journal(stream):
         handler = journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(stream)
         handler.setFormatter(_TerseFormatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

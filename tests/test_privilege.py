@@ -1,0 +1,179 @@
+"""routechain.privilege: a forked child drops to `nobody` and reports what
+the kernel says about it in /proc/self/status."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from routechain import privilege
+from routechain.errors import SetupError
+
+NET_ADMIN = 1 << 12
+NET_BIND_SERVICE = 1 << 10
+
+
+def in_child(work) -> dict:
+    """Run `work()` in a forked child; return what it returned (a dict),
+    or {"error": message} for a SetupError."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                result = work()
+            except SetupError as e:
+                result = {"error": str(e)}
+            os.write(write_end, json.dumps(result).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
+
+
+def proc_status() -> dict:
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()
+    return fields
+
+
+def drop_and_report(user, keep):
+    def work():
+        privilege.drop_to(user, keep)
+        status = proc_status()
+        try:
+            os.setuid(0)
+            regained = True
+        except PermissionError:
+            regained = False
+        return {
+            "uid": [int(x) for x in status["Uid"]],
+            "gid": [int(x) for x in status["Gid"]],
+            "groups": [int(x) for x in status["Groups"]],
+            "caps": {k: int(status[k][0], 16) for k in
+                     ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb")},
+            "no_new_privs": status["NoNewPrivs"] == ["1"],
+            "regained_root": regained,
+        }
+    return in_child(work)
+
+
+# (capabilities kept, expected mask)
+KEEP = [
+    (["CAP_NET_ADMIN"], NET_ADMIN),
+    (["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"], NET_ADMIN | NET_BIND_SERVICE),
+    (["net_admin"], NET_ADMIN),
+    ([], 0),
+]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("keep,mask", KEEP)
+def test_drop_to_keeps_exactly_the_named_capabilities(keep, mask):
+    nobody = privilege.pwd.getpwnam("nobody")
+    got = drop_and_report("nobody", keep)
+    assert got["uid"] == [nobody.pw_uid] * 4
+    assert got["gid"] == [nobody.pw_gid] * 4
+    assert got["groups"] == [g for g in os.getgrouplist("nobody", nobody.pw_gid)]
+    assert got["caps"] == {"CapEff": mask, "CapPrm": mask, "CapInh": 0,
+                           "CapBnd": mask, "CapAmb": 0}
+    assert got["no_new_privs"]
+    assert not got["regained_root"]
+
+
+CLONE_NEWNET = 0x40000000
+TUNSETIFF = 0x400454CA
+IFF_TUN_NO_PI = 0x0001 | 0x1000
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("keep,allowed", [(["CAP_NET_ADMIN"], True), ([], False)])
+def test_drop_to_kept_net_admin_still_works(keep, allowed):
+    """What keeping CAP_NET_ADMIN is for: after the drop, configuring a
+    network device still works, and without it is refused. The child first
+    moves to a network namespace of its own, which dies with it; the TUN
+    descriptor is opened before the drop, as the daemon's setup does."""
+    def work():
+        import fcntl
+        import struct
+        if privilege._libc.unshare(CLONE_NEWNET) != 0:
+            return {"error": "unshare(CLONE_NEWNET) failed"}
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            privilege.drop_to("nobody", keep)
+            ifr = struct.pack("16sH", b"rc-priv-test", IFF_TUN_NO_PI)
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, ifr)
+                return {"allowed": True}
+            except PermissionError:
+                return {"allowed": False}
+        finally:
+            os.close(fd)
+
+    assert in_child(work) == {"allowed": allowed}
+
+
+@pytest.mark.root
+def test_drop_to_unknown_user_names_it():
+    got = in_child(lambda: privilege.drop_to("no-such-user-rc", ["CAP_NET_ADMIN"]))
+    assert "no-such-user-rc" in got["error"]
+
+
+@pytest.mark.root
+def test_drop_to_refuses_root():
+    got = in_child(lambda: privilege.drop_to("root", ["CAP_NET_ADMIN"]))
+    assert "root" in got["error"] and "uid 0" in got["error"]
+
+
+@pytest.mark.root
+def test_drop_to_refuses_without_root():
+    """Once dropped, a second drop is refused, naming the user and uid."""
+    def work():
+        privilege.drop_to("nobody", [])
+        privilege.drop_to("nobody", [])
+        return {}
+    got = in_child(work)
+    assert got["error"].startswith("--user nobody: dropping privileges needs root")
+
+
+@pytest.mark.root
+def test_drop_to_refuses_once_threads_run():
+    """capset() changes one thread: a second thread would keep root's sets."""
+    def work():
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            privilege.drop_to("nobody", ["CAP_NET_ADMIN"])
+            return {"uid": os.getuid()}
+        finally:
+            stop.set()
+            thread.join()
+    got = in_child(work)
+    assert "2 threads are running" in got["error"]
+
+
+def test_capability_mask_names_the_unknown():
+    assert privilege.capability_mask(["CAP_NET_ADMIN", "net_bind_service"]) == (
+        NET_ADMIN | NET_BIND_SERVICE)
+    with pytest.raises(SetupError, match="CAP_NET_ADMINN"):
+        privilege.capability_mask(["CAP_NET_ADMINN"])
+
+
+def test_capability_names_round_trip():
+    for bit, name in enumerate(privilege.CAPABILITIES):
+        assert privilege.capability_names(1 << bit) == [name]
+        assert privilege.capability_mask([name]) == 1 << bit
