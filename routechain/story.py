@@ -1,0 +1,243 @@
+"""Story lines to hop names: one line of a story is one hop, and its
+reverse-DNS name is the line made into a host name traceroute will print.
+
+The rules (docs/stories.md says the same for users):
+
+- Line k of the story (counting only lines that are hops) is hop host+k;
+  a story holds at most MAX_HOPS lines.
+- A line that is just `*` is a silent hop: it never answers, so traceroute
+  prints `* * *` there, and it has no name (no address of it is ever shown,
+  so no PTR record is published for it).
+- Empty lines (or only white space) are skipped: paragraph breaks cost no
+  hop. A line whose first non-blank character is `#` is a comment.
+- A line that already is a host name (below) is kept exactly as written.
+- Otherwise words (split on white space) become labels joined by dots:
+  `Once upon a time,` becomes `Once.upon.a.time`. Inside a word a dot also
+  separates labels; `_` and `/` and dashes become `-`, `&` becomes `and`,
+  `@` becomes `at`; any other character that cannot stand in a host name is
+  dropped; runs of `-` shrink to one and a label neither starts nor ends
+  with `-`. Case is kept as written (DNS preserves it).
+- A word with non-ASCII letters becomes an IDNA A-label (`café` becomes
+  `xn--caf-dma`) by IDNA 2003 ToASCII, the mapping UTS #46 transitional
+  processing also applies: it folds case and maps `ß` to `ss`.
+- A label longer than 63 octets is split into several labels, never cut.
+- The suffix, if any, is appended to every name. A name longer than 253
+  characters after all this is an error: shorten the line.
+
+A host name here is what every resolver shows, old glibc included: labels
+of 1..63 letters, digits and `-`, starting and ending with a letter or
+digit, at most 253 characters in all. glibc (since 2.34, `res_hnok` and
+`binary_hnok`) also takes `_` anywhere and `-` at the edges except at the
+very start of the name, and getnameinfo drops a PTR answer it refuses, so
+traceroute would print the bare address; older glibc insisted on letters or
+digits at both ends of every label. The stricter rule suits both.
+
+Every change made to a line is reported as a warning naming file and line.
+"""
+
+from __future__ import annotations
+
+import encodings.idna
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .chain import MAX_HOPS, Hop
+from .errors import ConfigError
+
+SILENT = "*"
+COMMENT = "#"
+MAX_LABEL = 63
+MAX_NAME = 253
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
+# ASCII characters that stand for something in a host name; all other ASCII
+# punctuation is dropped. A dot splits labels and is handled apart.
+_ASCII_MAP = {"_": "-", "/": "-", "&": "and", "@": "at"}
+
+
+@dataclass(frozen=True)
+class Story:
+    """The hops of a story, in order, and the warnings about changed lines."""
+
+    hops: tuple[Hop, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def host_name_ok(name: str) -> bool:
+    """True if every resolver shows `name` as written (see module doc)."""
+    if not name or len(name) > MAX_NAME or not name.isascii():
+        return False
+    return all(len(label) <= MAX_LABEL and _LABEL.match(label)
+               for label in name.split("."))
+
+
+def name_for(line: str, suffix: str | None = None) -> tuple[str | None, tuple[str, ...]]:
+    """The host name for one story line (stripped, not `*`) and notes on
+    what had to change beyond dropping and mapping characters; None when
+    nothing of the line can stand in a host name. Raises ValueError when the
+    name is longer than MAX_NAME."""
+    text = line.strip()
+    notes: list[str] = []
+    if host_name_ok(text):
+        labels = text.split(".")
+    else:
+        labels = []
+        for word in text.split():
+            labels.extend(_word_labels(word, notes))
+    if not labels:
+        return None, tuple(notes)
+    name = ".".join(labels)
+    if suffix:
+        name = f"{name}.{suffix}"
+    if len(name) > MAX_NAME:
+        raise ValueError(
+            f"name is {len(name)} characters, DNS holds at most {MAX_NAME}: {_short(name)!r}")
+    return name, tuple(notes)
+
+
+def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> Story:
+    """A story from (where, text) pairs, `where` being `file:line` for
+    messages. Skips empty and comment lines; raises ConfigError on a name too
+    long or more than MAX_HOPS hops."""
+    if suffix is not None and not host_name_ok(suffix):
+        raise ConfigError(f"suffix {suffix!r} is not a host name "
+                          "(labels of letters, digits and inner '-', at most 63 each)")
+    hops: list[Hop] = []
+    warnings: list[str] = []
+    for where, raw in lines:
+        text = raw.strip()
+        if not text or text.startswith(COMMENT):
+            continue
+        if len(hops) == MAX_HOPS:
+            raise ConfigError(f"{where}: more than {MAX_HOPS} hops: a chain holds at most {MAX_HOPS}")
+        if text == SILENT:
+            hops.append(Hop(name=None, silent=True, where=where))
+            continue
+        try:
+            name, notes = name_for(text, suffix)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        written = text if not suffix else f"{text}.{suffix}"
+        if name is None:
+            warnings.append(f"{where}: {text!r} has nothing a host name can hold: "
+                            "the hop answers without a name")
+        elif name != written:
+            extra = f" ({'; '.join(notes)})" if notes else ""
+            warnings.append(f"{where}: {text!r} becomes {_name_only(name, suffix)!r}{extra}")
+        hops.append(Hop(name=name, where=where))
+    if hops and hops[-1].silent:
+        warnings.append(f"{hops[-1].where}: the last hop is the destination and it is silent: "
+                        "traceroute never sees the destination answer")
+    return Story(tuple(hops), tuple(warnings))
+
+
+def parse_text(text: str, source: str, suffix: str | None = None) -> Story:
+    """A story from the text of a story file; `source` names it in messages."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    pairs = ((f"{source}:{n}", line) for n, line in enumerate(text.splitlines(), 1))
+    story = parse_lines(pairs, suffix)
+    if not story.hops:
+        raise ConfigError(f"{source}: no hops: every line is empty or a comment")
+    return story
+
+
+def read(path: Path, source: str | None = None, suffix: str | None = None) -> Story:
+    """Read a UTF-8 story file; `source` names it in messages (default: the
+    path as given)."""
+    source = source or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read story: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{source}:{line}: not UTF-8 (byte {data[e.start]:#04x})") from None
+    return parse_text(text, source, suffix)
+
+
+def _word_labels(word: str, notes: list[str]) -> list[str]:
+    word = unicodedata.normalize("NFC", word)
+    labels: list[str] = []
+    for piece in word.split("."):
+        piece = _clean(piece)
+        if not piece:
+            continue
+        if piece.isascii():
+            labels.extend(_split_ascii(piece, notes))
+        else:
+            labels.extend(_idna_labels(piece, notes))
+    return labels
+
+
+def _clean(piece: str) -> str:
+    """Keep letters and digits (any script), map or drop the rest, tidy `-`."""
+    out = []
+    for ch in piece:
+        if ch.isascii():
+            if ch.isalnum() or ch == "-":
+                out.append(ch)
+            else:
+                out.append(_ASCII_MAP.get(ch, ""))
+        else:
+            cat = unicodedata.category(ch)
+            if cat[0] in "LMN":
+                out.append(ch)
+            elif cat == "Pd":
+                out.append("-")
+    return re.sub(r"-{2,}", "-", "".join(out)).strip("-")
+
+
+def _split_ascii(piece: str, notes: list[str]) -> list[str]:
+    if len(piece) <= MAX_LABEL:
+        return [piece]
+    notes.append(f"{_short(piece)!r} is {len(piece)} octets, split into labels of at most {MAX_LABEL}")
+    chunks = [piece[i:i + MAX_LABEL] for i in range(0, len(piece), MAX_LABEL)]
+    return [c.strip("-") for c in chunks if c.strip("-")]
+
+
+def _ace(text: str) -> str | None:
+    """IDNA 2003 ToASCII of one label, or None if it cannot be one."""
+    try:
+        label = encodings.idna.ToASCII(text).decode("ascii")
+    except UnicodeError:
+        return None
+    return label if _LABEL.match(label) else None
+
+
+def _idna_labels(piece: str, notes: list[str]) -> list[str]:
+    whole = _ace(piece)
+    if whole is not None:
+        notes.append(f"IDNA: {piece!r} is {whole!r}")
+        return [whole]
+    # Too long as one A-label (or refused): the longest prefixes that fit.
+    labels: list[str] = []
+    rest = piece
+    while rest:
+        for end in range(len(rest), 0, -1):
+            label = _ace(rest[:end])
+            if label is not None:
+                labels.append(label)
+                rest = rest[end:].lstrip("-")
+                break
+        else:
+            notes.append(f"{rest[0]!r} cannot be written in IDNA, dropped")
+            rest = rest[1:].lstrip("-")
+    if len(labels) > 1:
+        notes.append(f"IDNA: {piece!r} is too long for one label, split into {'.'.join(labels)!r}")
+    elif labels:
+        notes.append(f"IDNA: {piece!r} is {labels[0]!r}")
+    return labels
+
+
+def _name_only(name: str, suffix: str | None) -> str:
+    return name[:-len(suffix) - 1] if suffix else name
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
