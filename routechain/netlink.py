@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .chain import Interface
@@ -97,3 +97,68 @@ def _reason(e: NetlinkError) -> str:
     if e.code == errno.EPERM:
         return "operation not permitted (CAP_NET_ADMIN is needed)"
     return os.strerror(e.code) if e.code else str(e)
+
+
+# --- Throwaway namespaces, for the demo. -----------------------------------
+
+class Namespaces:
+    """Named network namespaces joined by veth pairs; close() removes them
+    (and with them every link, address and route inside)."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def create(self, name: str) -> str:
+        try:
+            netns.create(name)
+        except OSError as e:
+            raise SetupError(f"cannot create network namespace {name!r}: "
+                             f"{os.strerror(e.errno or 0)}") from None
+        self.made.append(name)
+        with NetNS(name) as ns:
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        return name
+
+    def veth(self, a: str, a_name: str, b: str, b_name: str) -> None:
+        with NetNS(a) as ns:
+            ns.link("add", ifname=a_name, kind="veth", peer={"ifname": b_name, "net_ns_fd": b})
+
+    def configure(self, ns_name: str, ifname: str, addresses: list[Interface],
+                  gateways: list[str] = ()) -> None:
+        with NetNS(ns_name) as ns:
+            index = ns.link_lookup(ifname=ifname)[0]
+            for iface in addresses:
+                ns.addr("add", index=index, address=str(iface.ip),
+                        prefixlen=iface.network.prefixlen,
+                        flags=IFA_F_NODAD if iface.version == 6 else 0)
+            ns.link("set", index=index, state="up")
+            for gateway in gateways:
+                default = "::/0" if ":" in gateway else "0.0.0.0/0"
+                ns.route("add", dst=default, gateway=gateway)
+
+    def sysctl(self, ns_name: str, key: str, value: str) -> None:
+        """Write /proc/sys/KEY as seen from inside the namespace."""
+        netns.pushns(ns_name)
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        finally:
+            netns.popns()
+
+    def close(self) -> None:
+        while self.made:
+            try:
+                netns.remove(self.made.pop())
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Namespaces":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def enter_namespace(name: str) -> None:
+    """Move the calling process into a namespace (for a child's preexec_fn)."""
+    netns.setns(name)
