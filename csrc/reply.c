@@ -1,7 +1,721 @@
-/* placeholder until the reply core lands */
-#include <stdint.h>
+/* The reply core: one received IPv4 or IPv6 packet in, the reply a chain of
+ * real routers and a real host would send out, built in place in the same
+ * buffer. No system call, no allocation, no globals; the work per packet is
+ * bounded by the chain count, EXT_HEADERS_MAX and the bytes a checksum must
+ * cover. docs/replies.md has the table of probe -> reply -> RFC clause. */
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
 #include "routechain.h"
+#include "wire.h"
+#include "checksum.h"
+
+enum {
+    EXT_HEADERS_MAX = 8,         /* bound on the IPv6 extension-header walk */
+    IPV4_ERROR_HEADER = IPV4_HEADER_LEN + ICMP_HEADER_LEN,
+    IPV6_ERROR_HEADER = IPV6_HEADER_LEN + ICMP_HEADER_LEN
+};
+
+/* Who answers, and how. */
+enum answer {
+    ANSWER_TIME_EXCEEDED,        /* hop host + t, mid-chain */
+    ANSWER_HOST_UNREACH,         /* D beyond the chain or at/below its host */
+    ANSWER_DESTINATION           /* D itself, as a host */
+};
+
+/* What parsing learnt about the packet at buf + headroom. */
+struct probe {
+    uint8_t *ip;
+    size_t ip_len;               /* from its length fields: padding excluded */
+    size_t upper_off;            /* upper-layer header, from ip */
+    size_t upper_len;
+    size_t next_header_off;      /* IPv6: the Next Header field naming proto */
+    const uint8_t *src;
+    const uint8_t *dst;
+    size_t addr_len;
+    const struct rc_chain *chain;
+    uint8_t family;
+    uint8_t proto;
+    uint8_t ttl;
+    bool first_fragment;
+};
+
+static bool is_all(const uint8_t *p, size_t n, uint8_t value)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != value)
+            return false;
+    return true;
+}
+
+static const struct rc_chain *find_chain(const struct rc_table *table, uint8_t family,
+                                         const uint8_t *dst, size_t addr_len)
+{
+    for (uint32_t c = 0; c < table->n_chains; c++) {
+        const struct rc_chain *chain = &table->chains[c];
+        size_t i = 0;
+
+        if (chain->family != family)
+            continue;
+        while (i < addr_len && ((dst[i] ^ chain->host[i]) & chain->mask[i]) == 0)
+            i++;
+        if (i == addr_len)
+            return chain;
+    }
+    return NULL;
+}
+
+/* k = D - host over every bit, with borrow. Returns 0 when D <= host,
+ * RC_MAX_HOPS + 1 when k is past any chain, else k. */
+static unsigned measure_distance(const uint8_t *dst, const uint8_t *host, size_t addr_len)
+{
+    uint8_t diff[IPV6_ADDR_LEN];
+    int borrow = 0;
+
+    for (size_t i = addr_len; i-- > 0;) {
+        int v = dst[i] - host[i] - borrow;
+
+        borrow = v < 0;
+        diff[i] = (uint8_t)v;
+    }
+    if (borrow)
+        return 0;
+    if (!is_all(diff, addr_len - 1, 0))
+        return RC_MAX_HOPS + 1;
+    return diff[addr_len - 1];
+}
+
+/* host + k over every bit, with carry. */
+static void add_to_address(uint8_t *out, const uint8_t *host, size_t addr_len, unsigned k)
+{
+    unsigned carry = k;
+
+    for (size_t i = addr_len; i-- > 0;) {
+        carry += host[i];
+        out[i] = (uint8_t)carry;
+        carry >>= 8;
+    }
+}
+
+/* 0/8, 127/8, 224/4; 240/4 too (RFC 1812 5.3.7: reserved, never a
+ * sender), which covers 255.255.255.255. */
+static bool is_bad_ipv4_source(const uint8_t *a)
+{
+    return a[0] == 0 || a[0] == 127 || a[0] >= 224;
+}
+
+static bool is_bad_ipv6_source(const uint8_t *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+    if (a[0] == 0xff)                                 /* ff00::/8 */
+        return true;
+    if (memcmp(a, mapped, sizeof mapped) == 0)        /* ::ffff:0:0/96 */
+        return true;
+    return is_all(a, 15, 0) && a[15] <= 1;            /* :: and ::1 */
+}
+
+/* RFC 919 / RFC 922: the all-ones host part of a prefix that has one. */
+static bool is_prefix_broadcast(const uint8_t *dst, const struct rc_chain *chain)
+{
+    if (chain->prefix_len > 30)                       /* RFC 3021 /31, and /32 */
+        return false;
+    for (size_t i = 0; i < IPV4_ADDR_LEN; i++)
+        if ((dst[i] | chain->mask[i]) != 0xff)
+            return false;
+    return true;
+}
+
+static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, struct probe *p)
+{
+    size_t ihl, total;
+    uint16_t fragment;
+
+    if (len < IPV4_HEADER_LEN)
+        return RC_DROP_TRUNCATED;
+    ihl = (size_t)(ip[IPV4_VERSION_IHL] & 0x0f) * 4;
+    if (ihl < IPV4_HEADER_LEN)
+        return RC_DROP_BAD_HEADER;
+    total = load16(ip + IPV4_TOTAL_LENGTH);
+    /* Bytes past the total length are link padding, never part of it. */
+    if (ihl > len || total > len || total < ihl)
+        return RC_DROP_TRUNCATED;
+    if (!csum_is_valid(csum_add(0, ip, ihl)))        /* RFC 1812 5.2.2 */
+        return RC_DROP_BAD_HEADER;
+
+    p->ip = ip;
+    p->ip_len = total;
+    p->upper_off = ihl;
+    p->upper_len = total - ihl;
+    p->src = ip + IPV4_SOURCE;
+    p->dst = ip + IPV4_DESTINATION;
+    p->addr_len = IPV4_ADDR_LEN;
+    p->family = 4;
+    p->proto = ip[IPV4_PROTOCOL];
+    p->ttl = ip[IPV4_TTL];
+
+    if (is_bad_ipv4_source(p->src))                   /* RFC 1812 4.3.2.7 */
+        return RC_DROP_BAD_SOURCE;
+    if ((p->dst[0] & 0xf0) == 0xe0 || is_all(p->dst, IPV4_ADDR_LEN, 0xff))
+        return RC_DROP_MULTICAST;                     /* RFC 1122 3.2.2 */
+    p->chain = find_chain(table, 4, p->dst, IPV4_ADDR_LEN);
+    if (!p->chain)
+        return RC_DROP_NOT_OURS;
+    if (is_prefix_broadcast(p->dst, p->chain))
+        return RC_DROP_MULTICAST;                     /* RFC 1122 3.2.2 */
+    fragment = load16(ip + IPV4_FRAGMENT);
+    if (fragment & IPV4_FRAG_OFFSET_MASK)             /* RFC 1122 3.2.2 */
+        return RC_DROP_FRAGMENT;
+    p->first_fragment = (fragment & IPV4_FRAG_MORE) != 0;
+    return RC_DROP_NONE;
+}
+
+static bool is_ipv6_extension(uint8_t next)
+{
+    return next == PROTO_HOP_BY_HOP || next == PROTO_ROUTING || next == PROTO_FRAGMENT ||
+           next == PROTO_DEST_OPTIONS || next == PROTO_AH;
+}
+
+/* RFC 8200 4: find the upper-layer header behind at most EXT_HEADERS_MAX
+ * extension headers, each of which must lie inside the payload. */
+static int walk_ipv6_extensions(struct probe *p)
+{
+    const uint8_t *ip = p->ip;
+    size_t off = IPV6_HEADER_LEN, next_off = IPV6_NEXT_HEADER;
+    uint8_t next = ip[IPV6_NEXT_HEADER];
+
+    for (unsigned n = 0; is_ipv6_extension(next); n++) {
+        size_t ext_len;
+
+        if (n == EXT_HEADERS_MAX)
+            return RC_DROP_EXT_HEADERS;
+        if (p->ip_len - off < EXT_MIN_LEN)
+            return RC_DROP_TRUNCATED;
+        if (next == PROTO_FRAGMENT)
+            ext_len = FRAG_HEADER_LEN;
+        else if (next == PROTO_AH)
+            ext_len = ((size_t)ip[off + EXT_LENGTH] + 2) * AH_UNIT;
+        else
+            ext_len = ((size_t)ip[off + EXT_LENGTH] + 1) * EXT_UNIT;
+        if (ext_len > p->ip_len - off)
+            return RC_DROP_TRUNCATED;
+        if (next == PROTO_FRAGMENT) {
+            uint16_t fragment = load16(ip + off + FRAG_OFFSET_FLAGS);
+
+            if (fragment >> FRAG_OFFSET_SHIFT)        /* RFC 4443 2.4(e) */
+                return RC_DROP_FRAGMENT;
+            /* RFC 6946: offset 0 without M is an atomic fragment, whole. */
+            p->first_fragment = (fragment & FRAG_MORE) != 0;
+        }
+        next_off = off + EXT_NEXT_HEADER;
+        next = ip[next_off];
+        off += ext_len;
+    }
+    p->upper_off = off;
+    p->upper_len = p->ip_len - off;
+    p->next_header_off = next_off;
+    p->proto = next;
+    return RC_DROP_NONE;
+}
+
+static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, struct probe *p)
+{
+    size_t payload;
+
+    if (len < IPV6_HEADER_LEN)
+        return RC_DROP_TRUNCATED;
+    payload = load16(ip + IPV6_PAYLOAD_LENGTH);
+    /* Zero is a jumbogram (RFC 2675), which no TUN delivers: a lie here. */
+    if (payload == 0 || IPV6_HEADER_LEN + payload > len)
+        return RC_DROP_TRUNCATED;
+
+    p->ip = ip;
+    p->ip_len = IPV6_HEADER_LEN + payload;
+    p->src = ip + IPV6_SOURCE;
+    p->dst = ip + IPV6_DESTINATION;
+    p->addr_len = IPV6_ADDR_LEN;
+    p->family = 6;
+    p->ttl = ip[IPV6_HOP_LIMIT];
+    p->first_fragment = false;
+
+    if (is_bad_ipv6_source(p->src))                   /* RFC 4443 2.4(e.5) */
+        return RC_DROP_BAD_SOURCE;
+    if (p->dst[0] == 0xff)                            /* RFC 4443 2.4(e.3) */
+        return RC_DROP_MULTICAST;
+    p->chain = find_chain(table, 6, p->dst, IPV6_ADDR_LEN);
+    if (!p->chain)
+        return RC_DROP_NOT_OURS;
+    return walk_ipv6_extensions(p);
+}
+
+static bool is_icmp_informational(uint8_t type)
+{
+    switch (type) {
+    case ICMP_ECHO_REPLY: case ICMP_ECHO_REQUEST:
+    case ICMP_ROUTER_ADVERT: case ICMP_ROUTER_SOLICIT:
+    case ICMP_TIMESTAMP: case ICMP_TIMESTAMP_REPLY:
+    case ICMP_INFO_REQUEST: case ICMP_INFO_REPLY:
+    case ICMP_ADDRESS_MASK: case ICMP_ADDRESS_MASK_REPLY:
+    case ICMP_EXT_ECHO_REQUEST: case ICMP_EXT_ECHO_REPLY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool is_icmp(const struct probe *p)
+{
+    return p->proto == (p->family == 4 ? PROTO_ICMP : PROTO_ICMPV6);
+}
+
+/* RFC 1122 3.2.2, RFC 1812 4.3.2.7, RFC 4443 2.4(e.1): no error about an
+ * error; a type we do not know may be one, so it gets no reply either. */
+static int check_icmp_error(const struct probe *p)
+{
+    uint8_t type;
+
+    if (!is_icmp(p))
+        return RC_DROP_NONE;
+    if (p->upper_len < ICMP_HEADER_LEN)
+        return RC_DROP_TRUNCATED;
+    type = p->ip[p->upper_off + ICMP_TYPE];
+    if (p->family == 4 ? !is_icmp_informational(type)
+                       : type < ICMPV6_INFO_FIRST || type > ICMPV6_INFO_LAST_KNOWN)
+        return RC_DROP_ICMP_ERROR;
+    return RC_DROP_NONE;
+}
+
+/* The pseudo-header's sum: RFC 768, RFC 9293 3.1, RFC 8200 8.1. Swapping
+ * source and destination leaves it unchanged. */
+static uint64_t sum_pseudo_header(const struct probe *p, size_t upper_len, uint8_t proto)
+{
+    return csum_add(0, p->src, 2 * p->addr_len) + upper_len + proto;
+}
+
+/* The IPv4 ID of a reply: it must vary (RFC 6864 4.1 asks for it on
+ * atomic datagrams only loosely), and without state it comes from the
+ * probe, whose ID and checksum vary per probe and per TTL. */
+static uint16_t derive_ipv4_id(const uint8_t *ip)
+{
+    return load16(ip + IPV4_ID) ^ load16(ip + IPV4_CHECKSUM);
+}
+
+/* A fresh 20-byte header: TOS 0, DF clear, no options (RFC 1812 4.3.2.5). */
+static void write_ipv4_header(uint8_t *h, size_t total, uint16_t id, uint8_t ttl,
+                              uint8_t proto, const uint8_t *src, const uint8_t *dst)
+{
+    h[IPV4_VERSION_IHL] = IPV4_VERSION_IHL_PLAIN;
+    h[IPV4_TOS] = 0;
+    store16(h + IPV4_TOTAL_LENGTH, (uint16_t)total);
+    store16(h + IPV4_ID, id);
+    store16(h + IPV4_FRAGMENT, 0);
+    h[IPV4_TTL] = ttl;
+    h[IPV4_PROTOCOL] = proto;
+    store16(h + IPV4_CHECKSUM, 0);
+    memcpy(h + IPV4_SOURCE, src, IPV4_ADDR_LEN);
+    memcpy(h + IPV4_DESTINATION, dst, IPV4_ADDR_LEN);
+    store16(h + IPV4_CHECKSUM, csum_finish(csum_add(0, h, IPV4_HEADER_LEN)));
+}
+
+/* A fresh 40-byte header: traffic class 0, flow label 0. */
+static void write_ipv6_header(uint8_t *h, size_t payload, uint8_t next, uint8_t hop_limit,
+                              const uint8_t *src, const uint8_t *dst)
+{
+    store32(h + IPV6_VERSION_CLASS_FLOW, IPV6_VERSION_WORD);
+    store16(h + IPV6_PAYLOAD_LENGTH, (uint16_t)payload);
+    h[IPV6_NEXT_HEADER] = next;
+    h[IPV6_HOP_LIMIT] = hop_limit;
+    memcpy(h + IPV6_SOURCE, src, IPV6_ADDR_LEN);
+    memcpy(h + IPV6_DESTINATION, dst, IPV6_ADDR_LEN);
+}
+
+/* An ICMP error from hop_addr: a new IP + ICMP header in the headroom, in
+ * front of the probe, which stays where it was read and is quoted as
+ * received up to the family's limit. The checksum covers the new header
+ * and the quote: all of it is new to the reply. */
+static int build_error(const struct probe *p, size_t headroom, const uint8_t *hop_addr,
+                       uint8_t ttl, uint8_t type, uint8_t code, uint32_t rest, size_t *off)
+{
+    size_t header = p->family == 4 ? IPV4_ERROR_HEADER : IPV6_ERROR_HEADER;
+    size_t limit = p->family == 4 ? IPV4_ERROR_MAX : IPV6_ERROR_MAX;
+    size_t quote = p->ip_len < limit - header ? p->ip_len : limit - header;
+    uint8_t *h, *icmp;
+    uint64_t sum = 0;
+
+    if (headroom < header)
+        return -RC_DROP_NO_ROOM;
+    h = p->ip - header;
+    icmp = h + header - ICMP_HEADER_LEN;
+    icmp[ICMP_TYPE] = type;
+    icmp[ICMP_CODE] = code;
+    store16(icmp + ICMP_CHECKSUM, 0);
+    store32(icmp + ICMP_REST, rest);
+    if (p->family == 4) {
+        write_ipv4_header(h, header + quote, derive_ipv4_id(p->ip), ttl, PROTO_ICMP,
+                          hop_addr, p->src);
+    } else {
+        write_ipv6_header(h, ICMP_HEADER_LEN + quote, PROTO_ICMPV6, ttl, hop_addr, p->src);
+        sum = csum_add(0, h + IPV6_SOURCE, 2 * IPV6_ADDR_LEN) + ICMP_HEADER_LEN + quote +
+              PROTO_ICMPV6;
+    }
+    sum = csum_add(sum, icmp, ICMP_HEADER_LEN + quote);
+    store16(icmp + ICMP_CHECKSUM, csum_finish(sum));
+    *off = headroom - header;
+    return (int)(header + quote);
+}
+
+/* The reply's IP header for an in-place reply whose upper layer starts at
+ * upper (Echo Reply, RST): addresses swapped. The probe's addresses are
+ * copied first because the new header may overlap them. */
+static size_t write_swapped_header(const struct probe *p, uint8_t *upper, size_t upper_len,
+                                   uint8_t ttl)
+{
+    uint8_t src[IPV6_ADDR_LEN], dst[IPV6_ADDR_LEN];
+
+    memcpy(src, p->src, p->addr_len);
+    memcpy(dst, p->dst, p->addr_len);
+    if (p->family == 4) {
+        uint16_t id = derive_ipv4_id(p->ip);
+
+        write_ipv4_header(upper - IPV4_HEADER_LEN, IPV4_HEADER_LEN + upper_len, id, ttl,
+                          p->proto, dst, src);
+        return IPV4_HEADER_LEN;
+    }
+    write_ipv6_header(upper - IPV6_HEADER_LEN, upper_len, p->proto, ttl, dst, src);
+    return IPV6_HEADER_LEN;
+}
+
+/* RFC 1624: a header without options becomes the reply's by patching the
+ * words that change (version/TOS, ID, flags, TTL) and swapping addresses,
+ * which leaves the sum alone. */
+static void patch_ipv4_header(uint8_t *ip, uint8_t ttl)
+{
+    uint16_t check = load16(ip + IPV4_CHECKSUM);
+    uint16_t id = derive_ipv4_id(ip);
+    uint16_t ttl_proto = (uint16_t)(ttl << 8 | ip[IPV4_PROTOCOL]);
+    uint8_t src[IPV4_ADDR_LEN];
+
+    check = csum_replace2(check, load16(ip + IPV4_VERSION_IHL), IPV4_VERSION_IHL_PLAIN << 8);
+    check = csum_replace2(check, load16(ip + IPV4_ID), id);
+    check = csum_replace2(check, load16(ip + IPV4_FRAGMENT), 0);
+    check = csum_replace2(check, load16(ip + IPV4_TTL), ttl_proto);
+    ip[IPV4_TOS] = 0;
+    store16(ip + IPV4_ID, id);
+    store16(ip + IPV4_FRAGMENT, 0);
+    ip[IPV4_TTL] = ttl;
+    memcpy(src, ip + IPV4_SOURCE, IPV4_ADDR_LEN);
+    memmove(ip + IPV4_SOURCE, ip + IPV4_DESTINATION, IPV4_ADDR_LEN);
+    memcpy(ip + IPV4_DESTINATION, src, IPV4_ADDR_LEN);
+    store16(ip + IPV4_CHECKSUM, check);
+}
+
+/* RFC 792 / RFC 4443 4.2: the request turned into its reply where it lies;
+ * the payload is neither moved nor summed. The caller verified the
+ * request's checksum. */
+static int build_echo_reply(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+{
+    uint8_t *icmp = p->ip + p->upper_off;
+    uint8_t reply = p->family == 4 ? ICMP_ECHO_REPLY : ICMPV6_ECHO_REPLY;
+    uint16_t check = load16(icmp + ICMP_CHECKSUM);
+    size_t ip_header;
+
+    check = csum_replace2(check, load16(icmp + ICMP_TYPE),
+                          (uint16_t)(reply << 8 | icmp[ICMP_CODE]));
+    icmp[ICMP_TYPE] = reply;
+    /* RFC 1624 3: an all-zero ICMPv4 reply sums to +0, whose checksum is
+     * 0xffff, not the 0 that eqn. 3 gives. Rare; looked at only then. */
+    if (check == 0 && p->family == 4 && icmp[ICMP_CODE] == 0 &&
+        is_all(icmp + ICMP_REST, p->upper_len - ICMP_REST, 0))
+        check = 0xffff;
+    store16(icmp + ICMP_CHECKSUM, check);
+
+    if (p->family == 4 && p->upper_off == IPV4_HEADER_LEN) {
+        patch_ipv4_header(p->ip, ttl);
+        *off = headroom;
+        return (int)p->ip_len;
+    }
+    /* Options or extension headers are dropped: a fresh header goes right
+     * in front of the message. */
+    ip_header = write_swapped_header(p, icmp, p->upper_len, ttl);
+    *off = headroom + p->upper_off - ip_header;
+    return (int)(ip_header + p->upper_len);
+}
+
+/* RFC 9293 3.10.7.1, CLOSED: a 20-byte RST in place of the segment. Ports
+ * and addresses swap, which leaves their sum alone; the rest is new. */
+static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+{
+    uint8_t *tcp = p->ip + p->upper_off;
+    uint8_t flags = tcp[TCP_FLAGS];
+    uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
+    uint32_t seq = load32(tcp + TCP_SEQ), ack = load32(tcp + TCP_ACK);
+    size_t data = p->upper_len - (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    size_t ip_header;
+
+    store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
+    store16(tcp + TCP_DEST_PORT, sport);
+    if (flags & TCP_ACK_FLAG) {
+        /* <SEQ=SEG.ACK><CTL=RST> */
+        store32(tcp + TCP_SEQ, ack);
+        store32(tcp + TCP_ACK, 0);
+        tcp[TCP_FLAGS] = TCP_RST;
+    } else {
+        /* <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN and FIN count. */
+        uint32_t seg_len = (uint32_t)data + !!(flags & TCP_SYN) + !!(flags & TCP_FIN);
+
+        store32(tcp + TCP_SEQ, 0);
+        store32(tcp + TCP_ACK, seq + seg_len);
+        tcp[TCP_FLAGS] = TCP_RST | TCP_ACK_FLAG;
+    }
+    tcp[TCP_DATA_OFFSET] = TCP_DATA_OFFSET_PLAIN;
+    store16(tcp + TCP_WINDOW, 0);
+    store16(tcp + TCP_CHECKSUM, 0);
+    store16(tcp + TCP_URGENT, 0);
+    store16(tcp + TCP_CHECKSUM,
+            csum_finish(csum_add(sum_pseudo_header(p, TCP_HEADER_LEN, PROTO_TCP),
+                                 tcp, TCP_HEADER_LEN)));
+    ip_header = write_swapped_header(p, tcp, TCP_HEADER_LEN, ttl);
+    *off = headroom + p->upper_off - ip_header;
+    return (int)(ip_header + TCP_HEADER_LEN);
+}
+
+/* RFC 1122 4.1.3.4 / RFC 8200 8.1: a host drops a datagram whose checksum
+ * fails; zero means "none" over IPv4 and is invalid over IPv6. */
+static int check_udp(const struct probe *p)
+{
+    const uint8_t *udp = p->ip + p->upper_off;
+    size_t length;
+
+    if (p->upper_len < UDP_HEADER_LEN)
+        return RC_DROP_TRUNCATED;
+    length = load16(udp + UDP_LENGTH);
+    if (length < UDP_HEADER_LEN || length > p->upper_len)
+        return RC_DROP_TRUNCATED;
+    if (load16(udp + UDP_CHECKSUM) == 0)
+        return p->family == 4 ? RC_DROP_NONE : RC_DROP_BAD_CHECKSUM;
+    if (!csum_is_valid(csum_add(sum_pseudo_header(p, length, PROTO_UDP), udp, length)))
+        return RC_DROP_BAD_CHECKSUM;
+    return RC_DROP_NONE;
+}
+
+static int check_tcp(const struct probe *p)
+{
+    const uint8_t *tcp = p->ip + p->upper_off;
+    size_t header;
+
+    if (p->upper_len < TCP_HEADER_LEN)
+        return RC_DROP_TRUNCATED;
+    header = (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    if (header < TCP_HEADER_LEN)
+        return RC_DROP_BAD_HEADER;
+    if (header > p->upper_len)
+        return RC_DROP_TRUNCATED;
+    if (!csum_is_valid(csum_add(sum_pseudo_header(p, p->upper_len, PROTO_TCP),
+                                tcp, p->upper_len)))
+        return RC_DROP_BAD_CHECKSUM;                  /* RFC 9293 3.10.7.1 */
+    if (tcp[TCP_FLAGS] & TCP_RST)                     /* RFC 9293 3.10.7.1 */
+        return RC_DROP_TCP_RST;
+    return RC_DROP_NONE;
+}
+
+static int check_echo_request(const struct probe *p)
+{
+    const uint8_t *icmp = p->ip + p->upper_off;
+    uint8_t request = p->family == 4 ? ICMP_ECHO_REQUEST : ICMPV6_ECHO_REQUEST;
+    uint64_t sum = p->family == 4 ? 0 : sum_pseudo_header(p, p->upper_len, PROTO_ICMPV6);
+
+    if (icmp[ICMP_TYPE] != request)                   /* RFC 4443 2.4(b), RFC 1122 3.2.2 */
+        return RC_DROP_ICMP_INFO;
+    if (!csum_is_valid(csum_add(sum, icmp, p->upper_len)))
+        return RC_DROP_BAD_CHECKSUM;
+    return RC_DROP_NONE;
+}
+
+/* The destination D answers as a host would. */
+static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+{
+    int drop;
+
+    /* A host reassembles before it answers; we do not, and a first
+     * fragment alone cannot have its checksum verified. */
+    if (p->first_fragment)
+        return -RC_DROP_FRAGMENT;
+    if (is_icmp(p)) {
+        drop = check_echo_request(p);
+        return drop ? -drop : build_echo_reply(p, headroom, ttl, off);
+    }
+    switch (p->proto) {
+    case PROTO_UDP:
+        drop = check_udp(p);
+        if (drop)
+            return -drop;
+        return build_error(p, headroom, p->dst, ttl,
+                           p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
+                           p->family == 4 ? ICMP_PORT_UNREACH : ICMPV6_PORT_UNREACH, 0, off);
+    case PROTO_TCP:
+        drop = check_tcp(p);
+        return drop ? -drop : build_tcp_rst(p, headroom, ttl, off);
+    case PROTO_NO_NEXT_HEADER:
+        if (p->family == 6)                           /* RFC 8200 4.7 */
+            return -RC_DROP_NO_NEXT_HEADER;
+        break;
+    default:
+        break;
+    }
+    if (p->family == 4)                               /* RFC 1122 3.2.2.1 */
+        return build_error(p, headroom, p->dst, ttl, ICMP_DEST_UNREACH, ICMP_PROTO_UNREACH,
+                           0, off);
+    /* RFC 8200 4, RFC 4443 3.4: the pointer names the Next Header field. */
+    return build_error(p, headroom, p->dst, ttl, ICMPV6_PARAM_PROBLEM,
+                       ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, off);
+}
+
+/* MUST / MUST NOT, in the order they are applied (docs/replies.md):
+ *  - The buffer must hold headroom + len bytes, else NO_ROOM.
+ *  - MUST NOT reply to a packet shorter than its headers or whose length
+ *    fields lie: IPv4 IHL (< 5 is BAD_HEADER), total length; IPv6 payload
+ *    length (0, a jumbogram, counts as a lie); an extension header running
+ *    past the payload; an ICMP message under 8 bytes. Bytes past the
+ *    length fields are padding: never read as data, never quoted.
+ *  - MUST drop an IPv4 header with a bad checksum (RFC 1812 5.2.2).
+ *  - MUST NOT reply to an unspecified, loopback, multicast, broadcast or
+ *    (IPv6) v4-mapped source (RFC 1122 3.2.2, RFC 1812 4.3.2.7, RFC 4443
+ *    2.4(e.5)), nor to a multicast or broadcast destination, including the
+ *    chain prefix's all-ones address when it is /30 or shorter.
+ *  - Only a destination inside a chain's prefix is ours.
+ *  - MUST NOT reply to a non-first fragment (RFC 1122 3.2.2, RFC 4443
+ *    2.4(e.4)); IPv6 walks at most EXT_HEADERS_MAX extension headers.
+ *  - MUST NOT reply to an ICMP error (RFC 1122 3.2.2, RFC 1812 4.3.2.7,
+ *    RFC 4443 2.4(e.1)); an unknown ICMP type counts as one.
+ *  - A silent answering hop sends nothing at all.
+ *  - At the destination only: a first fragment is dropped (no reassembly);
+ *    an informational ICMP message other than Echo Request gets nothing
+ *    (RFC 4443 2.4(b)); an upper-layer checksum that fails is dropped as a
+ *    host would (RFC 1122 3.2.2 / 4.1.3.4, RFC 8200 8.1, RFC 9293); a RST
+ *    gets nothing (RFC 9293 3.10.7.1); IPv6 No Next Header gets nothing
+ *    (RFC 8200 4.7).
+ *  - Routers do not check upper-layer checksums: Time Exceeded and Host
+ *    Unreachable never do. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
-             const struct rc_table *table, size_t *off) { return -RC_DROP_NOT_OURS; }
-int rc_reply_kind(const uint8_t *reply, size_t len) { return 0; }
+             const struct rc_table *table, size_t *off)
+{
+    struct probe p;
+    const struct rc_chain *chain;
+    uint8_t hop_addr[IPV6_ADDR_LEN];
+    unsigned t, k, hop;
+    enum answer answer;
+    int drop, ttl;
+
+    if (headroom > cap || len > cap - headroom)
+        return -RC_DROP_NO_ROOM;
+    if (len == 0)
+        return -RC_DROP_TRUNCATED;
+    switch (buf[headroom] >> 4) {
+    case 4:
+        drop = parse_ipv4(buf + headroom, len, table, &p);
+        break;
+    case 6:
+        drop = parse_ipv6(buf + headroom, len, table, &p);
+        break;
+    default:
+        return -RC_DROP_BAD_VERSION;
+    }
+    if (drop)
+        return -drop;
+    drop = check_icmp_error(&p);
+    if (drop)
+        return -drop;
+
+    /* The chain rule. t = 0 never arrives over a real path; a router would
+     * have answered it at t = 1. */
+    chain = p.chain;
+    t = p.ttl ? p.ttl : 1;
+    k = measure_distance(p.dst, chain->host, p.addr_len);
+    if (k == 0) {
+        answer = ANSWER_HOST_UNREACH;                 /* at or below the host */
+        hop = 1;
+    } else if (k <= chain->length) {
+        answer = t >= k ? ANSWER_DESTINATION : ANSWER_TIME_EXCEEDED;
+        hop = t >= k ? k : t;
+    } else if (t < chain->length) {
+        answer = ANSWER_TIME_EXCEEDED;                /* beyond, still on the way */
+        hop = t;
+    } else {
+        answer = ANSWER_HOST_UNREACH;                 /* beyond: the last hop knows */
+        hop = chain->length;
+    }
+    if (chain->hop_flags[hop] & RC_HOP_SILENT)
+        return -RC_DROP_SILENT;
+    /* As if each hop sent with reply_ttl and the way back crossed the hops
+     * in front of it, so traceroute --back sees a consistent path. */
+    ttl = (int)chain->reply_ttl - (int)(hop - 1);
+    if (ttl < 1)
+        ttl = 1;
+
+    switch (answer) {
+    case ANSWER_DESTINATION:
+        return answer_as_host(&p, headroom, (uint8_t)ttl, off);
+    case ANSWER_TIME_EXCEEDED:                        /* RFC 1812 5.3.1, RFC 4443 3.3 */
+        add_to_address(hop_addr, chain->host, p.addr_len, hop);
+        return build_error(&p, headroom, hop_addr, (uint8_t)ttl,
+                           p.family == 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED,
+                           p.family == 4 ? ICMP_TTL_EXCEEDED : ICMPV6_HOP_LIMIT_EXCEEDED,
+                           0, off);
+    case ANSWER_HOST_UNREACH:                         /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
+    default:
+        add_to_address(hop_addr, chain->host, p.addr_len, hop);
+        return build_error(&p, headroom, hop_addr, (uint8_t)ttl,
+                           p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
+                           p.family == 4 ? ICMP_HOST_UNREACH : ICMPV6_ADDR_UNREACH,
+                           0, off);
+    }
+}
+
+int rc_reply_kind(const uint8_t *reply, size_t len)
+{
+    uint8_t proto, type, code;
+    size_t header;
+
+    if (len == 0)
+        return -1;
+    if (reply[0] >> 4 == 4 && len >= IPV4_HEADER_LEN) {
+        header = (size_t)(reply[IPV4_VERSION_IHL] & 0x0f) * 4;
+        proto = reply[IPV4_PROTOCOL];
+    } else if (reply[0] >> 4 == 6 && len >= IPV6_HEADER_LEN) {
+        header = IPV6_HEADER_LEN;
+        proto = reply[IPV6_NEXT_HEADER];
+    } else {
+        return -1;
+    }
+    if (proto == PROTO_TCP)
+        return RC_KIND_TCP_RST;
+    if (len < header + ICMP_HEADER_LEN)
+        return -1;
+    type = reply[header + ICMP_TYPE];
+    code = reply[header + ICMP_CODE];
+    if (proto == PROTO_ICMP) {
+        switch (type) {
+        case ICMP_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
+        case ICMP_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
+        case ICMP_DEST_UNREACH:
+            return code == ICMP_PORT_UNREACH ? RC_KIND_PORT_UNREACH
+                 : code == ICMP_PROTO_UNREACH ? RC_KIND_PROTO_UNREACH
+                 : code == ICMP_HOST_UNREACH ? RC_KIND_HOST_UNREACH : -1;
+        default: return -1;
+        }
+    }
+    if (proto == PROTO_ICMPV6) {
+        switch (type) {
+        case ICMPV6_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
+        case ICMPV6_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
+        case ICMPV6_PARAM_PROBLEM: return RC_KIND_PROTO_UNREACH;
+        case ICMPV6_DEST_UNREACH:
+            return code == ICMPV6_PORT_UNREACH ? RC_KIND_PORT_UNREACH
+                 : code == ICMPV6_ADDR_UNREACH ? RC_KIND_HOST_UNREACH : -1;
+        default: return -1;
+        }
+    }
+    return -1;
+}

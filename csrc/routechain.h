@@ -20,6 +20,7 @@ enum rc_drop {
     RC_DROP_TCP_RST,         /* RFC 9293 3.10.7.1: a RST gets no reply */
     RC_DROP_SILENT,          /* the answering hop is silent */
     RC_DROP_NO_ROOM,         /* headroom or capacity too small for the reply */
+    RC_DROP_NO_NEXT_HEADER,  /* RFC 8200 4.7: IPv6 No Next Header at the destination */
     RC_DROP_COUNT
 };
 
@@ -65,7 +66,7 @@ struct rc_table {
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
              const struct rc_table *table, size_t *off);
 
-/* The kind of a reply rc_reply() built, from its bytes. */
+/* The kind of a reply rc_reply() built, from its bytes; -1 if none. */
 int rc_reply_kind(const uint8_t *reply, size_t len);
 
 /* Per-queue counters: written only by the queue's worker, read by anyone. */

@@ -1,0 +1,98 @@
+"""The C reply core as Python sees it: the only importer of routechain._core.
+
+It builds the chain table the C side reads from `Chain` objects once, names
+the C side's drop reasons and reply kinds as enums generated from the
+library's own constants (so they cannot drift), and offers `reply()` over a
+fresh buffer for tests and tools. The serving loop does not go through
+`reply()`: it hands the C side one buffer per queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Iterable
+
+from ._core import ffi, lib
+from .chain import Chain
+
+HEADROOM = lib.RC_HEADROOM
+
+
+def _constants(prefix: str) -> dict[str, int]:
+    """NAME -> value for the library's enum constants RC_<prefix>_NAME,
+    without the RC_<prefix>_COUNT sentinel."""
+    start = f"RC_{prefix}_"
+    found = {name[len(start):]: getattr(lib, name) for name in dir(lib)
+             if name.startswith(start) and name != f"{start}COUNT"}
+    return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+Drop = enum.IntEnum("Drop", _constants("DROP"), module=__name__)
+Drop.__doc__ = "Why a packet got no reply (enum rc_drop)."
+
+Kind = enum.IntEnum("Kind", _constants("KIND"), module=__name__)
+Kind.__doc__ = "What a reply is (enum rc_kind)."
+
+
+class Table:
+    """The read-only chain table the C core reads, built once.
+
+    Owns the cffi memory: it lives exactly as long as this object, so keep
+    the Table alive while any C code may read `.ptr`. Chains of length 0
+    answer nothing and are left out."""
+
+    def __init__(self, chains: Iterable[Chain]) -> None:
+        self.chains: tuple[Chain, ...] = tuple(c for c in chains if c.length > 0)
+        # ffi.new never hands out a zero-length array: keep one unused slot.
+        self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
+        for slot, chain in zip(self._array, self.chains):
+            fill_chain(slot, chain)
+        self._table = ffi.new("struct rc_table *")
+        self._table.n_chains = len(self.chains)
+        self._table.chains = self._array
+
+    @property
+    def ptr(self):
+        """The `struct rc_table *`, valid while this Table lives."""
+        return self._table
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+
+def fill_chain(slot, chain: Chain) -> None:
+    """Write one Chain into a `struct rc_chain` (zeroed by ffi.new)."""
+    host = chain.host.packed
+    mask = chain.network.netmask.packed
+    slot.family = chain.family
+    slot.prefix_len = chain.network.prefixlen
+    slot.length = chain.length
+    slot.reply_ttl = chain.reply_ttl
+    ffi.memmove(slot.host, host, len(host))
+    ffi.memmove(slot.mask, mask, len(mask))
+    for k in range(1, chain.length + 1):
+        if chain.hop(k).silent:
+            slot.hop_flags[k] = lib.RC_HOP_SILENT
+
+
+def reply(packet: bytes, table: Table, headroom: int = HEADROOM,
+          slack: int = 0) -> bytes | Drop:
+    """The reply to one packet, or why there is none. The packet is copied
+    into a buffer of exactly headroom + len(packet) + slack bytes."""
+    buf = bytearray(headroom + len(packet) + slack)
+    buf[headroom:headroom + len(packet)] = packet
+    off = ffi.new("size_t *")
+    n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), headroom, len(packet),
+                     len(buf), table.ptr, off)
+    if n < 0:
+        return Drop(-n)
+    return bytes(buf[off[0]:off[0] + n])
+
+
+def kind(built: bytes) -> Kind | None:
+    """What a reply built by the core is, from its bytes."""
+    k = lib.rc_reply_kind(built, len(built))
+    return None if k < 0 else Kind(k)
+
+
+# The serving loop's wrappers follow.
