@@ -184,13 +184,14 @@ MDWE_WORK = textwrap.dedent("""
 """)
 
 
-def test_modules_import_without_writable_executable_memory():
+def test_modules_import_without_writable_executable_memory(tmp_path):
     """MemoryDenyWriteExecute=yes must not break us: every routechain module
     (cffi core, pyroute2, pytun, dnspython, systemd-python, ctypes in
     privilege) imports under the kernel's equivalent, PR_SET_MDWE, which
-    survives execve, so a fresh interpreter starts under it."""
+    survives execve, so a fresh interpreter starts under it. Run outside
+    the checkout, so that the installed package is the one imported."""
     result = subprocess.run([sys.executable, "-c", MDWE_PROBE, MDWE_WORK],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     if result.returncode == 77:
         why = "kernel lacks PR_SET_MDWE (Linux 6.3+)"
         if os.environ.get("CI", "").lower() == "true":
