@@ -1,0 +1,316 @@
+"""The daemon's side of sd_notify, as systemd would see it: the real daemon
+(`python -m routechain --config FILE`) runs in the router namespace of the
+test network with its own $NOTIFY_SOCKET (an AF_UNIX datagram socket this
+test binds), $WATCHDOG_USEC and $WATCHDOG_PID, and every datagram it sends
+is recorded with the moment it arrived.
+
+    ns "client"                            ns "router"
+    +----------------------+   veth   +---------------------------------------+
+    | c0  192.0.2.2/24      |----------| r0  192.0.2.1/24     TUN "route-chain" |
+    |     2001:db8:ff::2/64 |          |     2001:db8:ff::1/64  198.18.0.1/24   |
+    | ping, traceroute      |          | forwarding on          2001:db8::1/64  |
+    +----------------------+          |   route 198.18.1.0/24 -> TUN            |
+                                      +---------------------------------------+
+                 NOTIFY_SOCKET (a path in a temporary directory) <-- route-chain
+
+Checked, in the order systemd relies on them: READY=1 only once the TUN
+holds its addresses and routes; STATUS= updates; WATCHDOG=1 pings while
+the workers live, none when $WATCHDOG_PID names another process; on SIGHUP
+RELOADING=1 with MONOTONIC_USEC= then READY=1, with the chain answering
+throughout; a broken config on SIGHUP keeps serving and says why; SIGTERM
+gives STOPPING=1, removes the TUN and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from netns import CHAIN4, CHAIN6, TestNet
+
+pytestmark = pytest.mark.netns
+
+INTERFACE = "route-chain"
+DEST4, DEST6 = "198.18.0.6", "2001:db8::6"
+ROUTE = "198.18.1.0/24"
+WATCHDOG_USEC = 2_000_000  # pings every second
+HOPS = ["Once upon a time", "a probe went out", "*", "and came back", "The end"]
+
+CONFIG = f"""
+[daemon]
+interface = "{INTERFACE}"
+queues = 2
+
+[[route]]
+prefix = "{ROUTE}"
+
+[[chain]]
+address = "{CHAIN4}"
+hops = {json.dumps(HOPS)}
+
+[[chain]]
+address = "{CHAIN6}"
+hops = {json.dumps(HOPS)}
+"""
+
+
+def monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def fields_of(datagram: bytes) -> dict[str, str]:
+    """`READY=1\nSTATUS=...` as {"READY": "1", "STATUS": "..."}."""
+    return dict(line.partition("=")[::2] for line in datagram.decode().split("\n") if line)
+
+
+class Notified:
+    """route-chain under a stand-in service manager: its notify socket, the
+    datagrams received as (arrival in µs on CLOCK_MONOTONIC, fields), and
+    a hook run the moment a datagram with a chosen field arrives."""
+
+    def __init__(self, net: TestNet, config: Path, watchdog_pid: str = "$$") -> None:
+        self.net = net
+        self._dir = tempfile.TemporaryDirectory(prefix="rc-notify-")
+        path = os.path.join(self._dir.name, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(path)
+        self.received: list[tuple[int, dict[str, str]]] = []
+        self.seen = 0
+        self.log = Path(self._dir.name, "log")
+        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC=str(WATCHDOG_USEC))
+        for name in ("JOURNAL_STREAM", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
+            env.pop(name, None)
+        # `ip netns exec` and `exec` keep one process: $$ is the daemon's
+        # pid, as systemd sets WATCHDOG_PID to the main process's.
+        command = (f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; exec "
+                   f"{shlex.quote(sys.executable)} -m routechain --config "
+                   f"{shlex.quote(str(config))}")
+        with open(self.log, "w") as out:
+            self.proc = net.popen(net.router, "sh", "-c", command, stdout=out,
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def next(self, field: str, timeout: float = 20.0, on_arrival=None) -> dict[str, str]:
+        """The next datagram (after those already taken) holding `field`
+        (`READY=1` or a bare `STATUS`); `on_arrival()` runs as it lands."""
+        name, _, value = field.partition("=")
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(self.seen, len(self.received)):
+                fields = self.received[i][1]
+                if name in fields and (not value or fields[name] == value):
+                    self.seen = i + 1
+                    return fields
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {field} within {timeout}s; got "
+                                     f"{[f for _, f in self.received]}\n{self.output()}")
+            self.sock.settimeout(min(left, 0.2))
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"route-chain exited {self.proc.returncode} "
+                                         f"before {field}:\n{self.output()}") from None
+                continue
+            fields = fields_of(data)
+            self.received.append((monotonic_usec(), fields))
+            if on_arrival and name in fields and (not value or fields[name] == value):
+                on_arrival()
+
+    def collect(self, seconds: float) -> list[dict[str, str]]:
+        """Every datagram arriving in the next `seconds`."""
+        mark = len(self.received)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                break
+            fields = fields_of(data)
+            self.received.append((monotonic_usec(), fields))
+        return [fields for _, fields in self.received[mark:]]
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close()
+        self._dir.cleanup()
+
+
+@pytest.fixture
+def net():
+    with TestNet.create("sd") as net:
+        yield net
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "route-chain.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def daemon(net, config):
+    notified = Notified(net, config)
+    yield notified
+    notified.close()
+
+
+def tun_state(net: TestNet) -> dict:
+    """What the kernel holds on the TUN now: addresses, routes, link up."""
+    link = net.run(net.router, "ip", "-j", "link", "show", "dev", INTERFACE, check=False)
+    if link.returncode != 0:
+        return {"exists": False, "addresses": set(), "routes": set(), "up": False}
+    addrs = json.loads(net.run(net.router, "ip", "-j", "addr", "show", "dev", INTERFACE).stdout)
+    routes = json.loads(net.run(net.router, "ip", "-j", "route", "show", "dev", INTERFACE).stdout)
+    return {
+        "exists": True,
+        "addresses": {f"{a['local']}/{a['prefixlen']}" for a in addrs[0]["addr_info"]},
+        "routes": {r["dst"] for r in routes},
+        "up": "UP" in json.loads(link.stdout)[0]["flags"],
+    }
+
+
+def pinger(net: TestNet, dest: str, count: int) -> subprocess.Popen:
+    """`count` echo requests to `dest`, 50 ms apart, from the client."""
+    ping = ["ping", "-6"] if ":" in dest else ["ping"]
+    return net.popen(net.client, *ping, "-n", "-q", "-c", str(count), "-i", "0.05",
+                     "-W", "1", dest, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                     text=True)
+
+
+def received_all(proc: subprocess.Popen, count: int) -> str | None:
+    """None when every reply came back, else ping's summary."""
+    out, _ = proc.communicate(timeout=30)
+    return None if f"{count} packets transmitted, {count} received" in out else out
+
+
+def traceroute_path(net: TestNet, dest: str) -> list[str]:
+    """The addresses traceroute prints, one probe per hop, at most 8 hops."""
+    family = "-6" if ":" in dest else "-4"
+    out = net.run(net.client, "traceroute", family, "-n", "-q", "1", "-w", "1", "-m", "8",
+                  dest).stdout
+    return [line.split()[1] for line in out.splitlines()[1:]]
+
+
+def expected_path(dest: str) -> list[str]:
+    gateway = "2001:db8:ff::1" if ":" in dest else "192.0.2.1"
+    host = dest.rsplit(":" if ":" in dest else ".", 1)[0] + (":" if ":" in dest else ".")
+    return [gateway] + [f"{host}{k}" if HOPS[k - 2] != "*" else "*" for k in range(2, 7)]
+
+
+def test_ready_only_once_addresses_and_routes_exist(net, daemon):
+    """At the moment READY=1 arrives the TUN is up with both chains' host
+    addresses and the extra route; the first status rides along."""
+    at_ready = {}
+    ready = daemon.next("READY=1", on_arrival=lambda: at_ready.update(tun_state(net)))
+    assert at_ready["up"]
+    assert {CHAIN4, CHAIN6} <= at_ready["addresses"]
+    assert ROUTE in at_ready["routes"]
+    assert ready.get("STATUS"), ready
+    before = [fields for _, fields in daemon.received[:-1]]
+    assert not any("WATCHDOG" in f or "READY" in f for f in before), before
+
+
+def test_status_updates_and_watchdog_pings(net, daemon):
+    """WATCHDOG=1 comes every WATCHDOG_USEC/2 (here 1 s) while serving;
+    STATUS= comes every few seconds with live counters."""
+    daemon.next("READY=1")
+    mark = len(daemon.received)
+    start = time.monotonic()
+    for _ in range(3):
+        daemon.next("WATCHDOG=1", timeout=3)
+    status = daemon.next("STATUS", timeout=12)
+    assert status["STATUS"]
+    pings = [t for t, f in daemon.received[mark:] if f.get("WATCHDOG") == "1"]
+    span = (pings[-1] - pings[0]) / 1e6
+    # Half of WATCHDOG_USEC between pings: never slower than the deadline.
+    assert span / (len(pings) - 1) <= WATCHDOG_USEC / 1e6 * 0.75
+    assert time.monotonic() - start < 15
+
+
+def test_no_watchdog_pings_for_another_pid(net, config):
+    """$WATCHDOG_PID naming another process (here 1): the watchdog is not
+    ours, so no WATCHDOG=1 is sent."""
+    notified = Notified(net, config, watchdog_pid="1")
+    try:
+        notified.next("READY=1")
+        later = notified.collect(3)
+        assert not any("WATCHDOG" in fields for fields in later), later
+        assert notified.proc.poll() is None
+    finally:
+        notified.close()
+
+
+def test_sighup_reloads_while_answering(net, daemon, config):
+    """SIGHUP: RELOADING=1 and MONOTONIC_USEC= (the moment it began, on
+    CLOCK_MONOTONIC) in one datagram, then READY=1; an echo stream to the
+    chain that did not change loses nothing, and the new chain answers."""
+    daemon.next("READY=1")
+    assert traceroute_path(net, DEST4) == expected_path(DEST4)
+    config.write_text(CONFIG + '\n[[chain]]\naddress = "198.18.2.1/24"\nhops = ["new", "end"]\n')
+    count = 40
+    echo = pinger(net, DEST4, count)
+    time.sleep(0.5)
+    before = monotonic_usec()
+    daemon.proc.send_signal(signal.SIGHUP)
+    reloading = daemon.next("RELOADING=1", timeout=10)
+    ready = daemon.next("READY=1", timeout=10)
+    after = monotonic_usec()
+    assert set(reloading) == {"RELOADING", "MONOTONIC_USEC"}
+    assert before <= int(reloading["MONOTONIC_USEC"]) <= after
+    assert "reload failed" not in ready.get("STATUS", "")
+    assert received_all(echo, count) is None
+    assert "198.18.2.1/24" in tun_state(net)["addresses"]
+    assert traceroute_path(net, "198.18.2.3") == ["192.0.2.1", "198.18.2.2", "198.18.2.3"]
+    assert traceroute_path(net, DEST6) == expected_path(DEST6)
+
+
+def test_broken_config_on_sighup_keeps_serving(net, daemon, config):
+    """A config that fails to load: READY=1 again (systemd must not wait),
+    the old chains go on answering, and the log says what is wrong where."""
+    daemon.next("READY=1")
+    config.write_text(CONFIG + '\n[[chain]]\naddress = "300.1.1.1/24"\n')
+    count = 20
+    echo = pinger(net, DEST6, count)
+    time.sleep(0.3)
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.next("RELOADING=1", timeout=10)
+    ready = daemon.next("READY=1", timeout=10)
+    assert "reload failed" in ready.get("STATUS", ""), ready
+    assert received_all(echo, count) is None
+    assert traceroute_path(net, DEST4) == expected_path(DEST4)
+    deadline = time.monotonic() + 5
+    while "300.1.1.1" not in daemon.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = daemon.output()
+    assert "reload failed" in log and f"{config}:" in log and "300.1.1.1" in log, log
+    assert {CHAIN4, CHAIN6} <= tun_state(net)["addresses"]
+
+
+def test_sigterm_sends_stopping_and_exits_zero(net, daemon):
+    daemon.next("READY=1")
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.next("STOPPING=1", timeout=10)
+    assert daemon.proc.wait(20) == 0, daemon.output()
+    assert not tun_state(net)["exists"]
