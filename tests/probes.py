@@ -1,0 +1,124 @@
+"""Random chains and probes for the byte-for-byte comparisons and the
+fuzzers' seed corpus. Documentation prefixes only: 192.0.2.0/24,
+198.51.100.0/24, 198.18.0.0/15, 2001:db8::/32."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6Unknown, IPv6, IPv6ExtHdrDestOpt,
+                                IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+from scapy.packet import Raw
+
+from routechain.chain import Chain, Hop, parse_prefix
+
+SOURCES_V4 = ["198.51.100.7", "192.0.2.200", "198.19.255.1"]
+SOURCES_V6 = ["2001:db8:ffff::7", "2001:db8:aaaa::1"]
+BAD_SOURCES_V4 = ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1"]
+BAD_SOURCES_V6 = ["::", "::1", "ff02::1", "::ffff:198.51.100.7"]
+
+
+def random_chains(rng: random.Random) -> list[Chain]:
+    """Non-overlapping chains of both families, some with silent hops,
+    some hosts placed so hop addresses carry across bytes and words."""
+    v4_hosts = [("192.0.2.1", 24), ("198.18.0.250", 15), ("198.51.100.100", 26)]
+    v6_hosts = [("2001:db8:1::1", 64), ("2001:db8:2:0:ffff:ffff:ffff:ff80", 64),
+                ("2001:db8:3::ff00", 120), ("2001:db8:4::fffe", 127)]
+    chains = []
+    for text, plen in rng.sample(v4_hosts, rng.randint(1, 3)) + rng.sample(v6_hosts, rng.randint(1, 4)):
+        interface = parse_prefix(f"{text}/{plen}")
+        room = Chain(interface).length
+        if room == 0:
+            continue
+        hops: tuple[Hop, ...] = ()
+        if rng.random() < 0.6:
+            length = rng.randint(1, min(room, 40))
+            hops = tuple(Hop(silent=rng.random() < 0.1) for _ in range(length))
+        chains.append(Chain(interface, hops, reply_ttl=rng.choice([1, 5, 30, 64, 255])))
+    return chains
+
+
+def pick_destination(rng: random.Random, chains: list[Chain]) -> str:
+    chain = rng.choice(chains)
+    roll = rng.random()
+    if roll < 0.7:
+        k = rng.randint(-3, chain.length + 3)
+    elif roll < 0.9:
+        k = rng.randint(-(2**20), 2**20)
+    else:
+        return "203.0.113.9" if chain.family == 4 else "2001:db9::1"
+    address = chain.host + 0
+    try:
+        address = chain.host + k
+    except ipaddress.AddressValueError:
+        pass
+    if address not in chain.network:
+        address = chain.network.broadcast_address if k > 0 else chain.network.network_address
+    return str(address)
+
+
+def random_upper(rng: random.Random, family: int):
+    payload = Raw(bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 7, 32, 200, 600, 1400]))))
+    roll = rng.random()
+    if roll < 0.3:
+        return UDP(sport=rng.randrange(1, 65536), dport=rng.randrange(33434, 33535)) / payload
+    if roll < 0.55:
+        flags = rng.choice(["S", "SE", "SEC", "A", "PA", "FA", "R", "RA", "", "F", "SF"])
+        options = [("MSS", 1460), ("SAckOK", b"")] if rng.random() < 0.3 else []
+        return TCP(sport=rng.randrange(1, 65536), dport=rng.randrange(1, 65536),
+                   seq=rng.randrange(2**32), ack=rng.randrange(2**32), flags=flags,
+                   options=options) / payload
+    if roll < 0.8:
+        if family == 4:
+            return ICMP(type=8, id=rng.randrange(65536), seq=rng.randrange(65536)) / payload
+        return ICMPv6EchoRequest(id=rng.randrange(65536), seq=rng.randrange(65536)) / payload
+    if roll < 0.9:
+        if family == 4:
+            return ICMP(type=rng.choice([0, 3, 11, 13, 17, 5, 99, 42]), code=rng.randrange(4)) / payload
+        return ICMPv6Unknown(type=rng.choice([1, 3, 4, 129, 133, 135, 161, 162, 200, 255]),
+                             code=rng.randrange(4), msgbody=bytes(payload))
+    return Raw(bytes([rng.randrange(256) for _ in range(8)])) / payload
+
+
+def random_probe(rng: random.Random, chains: list[Chain]) -> bytes:
+    """One packet, usually well formed, sometimes corrupted."""
+    dst = pick_destination(rng, chains)
+    family = ipaddress.ip_address(dst).version
+    ttl = rng.choice([0, 1, 2, 3, 64, 64, 64, rng.randrange(256)])
+    upper = random_upper(rng, family)
+    if family == 4:
+        src = rng.choice(BAD_SOURCES_V4) if rng.random() < 0.05 else rng.choice(SOURCES_V4)
+        ip = IP(src=src, dst=dst, ttl=ttl, tos=rng.randrange(256), id=rng.randrange(65536),
+                flags=rng.choice(["", "", "DF", "DF", "MF"]),
+                frag=rng.choice([0] * 9 + [rng.randrange(1, 8192)]))
+        if rng.random() < 0.2:
+            ip.options = [IPOption(b"\x01" * rng.choice([1, 4, 8, 40]))]
+        if isinstance(upper, Raw):
+            ip.proto = rng.choice([47, 50, 132, 59, 255])
+    else:
+        src = rng.choice(BAD_SOURCES_V6) if rng.random() < 0.05 else rng.choice(SOURCES_V6)
+        ip = IPv6(src=src, dst=dst, hlim=ttl, tc=rng.randrange(256), fl=rng.randrange(2**20))
+        for _ in range(rng.choice([0, 0, 0, 1, 2, 3, 8, 9])):
+            ip = ip / rng.choice([
+                IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(),
+                IPv6ExtHdrRouting(addresses=["2001:db8::1"], segleft=0),
+                IPv6ExtHdrFragment(offset=rng.choice([0, 0, 3]), m=rng.randrange(2), id=7)])
+        if isinstance(upper, Raw):
+            ip = ip / IPv6ExtHdrDestOpt(nh=rng.choice([47, 50, 132, 59, 255]))
+    packet = bytearray(bytes(ip / upper))
+    corrupt(rng, packet)
+    return bytes(packet)
+
+
+def corrupt(rng: random.Random, packet: bytearray) -> None:
+    roll = rng.random()
+    if roll < 0.05:
+        del packet[rng.randrange(len(packet)):]
+    elif roll < 0.1:
+        packet.extend(bytes(rng.randrange(1, 30)))     # link padding
+    elif roll < 0.15:
+        packet[rng.randrange(len(packet))] ^= 1 << rng.randrange(8)
+    elif roll < 0.18 and len(packet) > 4:
+        packet[2 if packet[0] >> 4 == 4 else 4] ^= 0xff  # a lying length field
