@@ -14,7 +14,7 @@ is recorded with the moment it arrived.
                  NOTIFY_SOCKET (a path in a temporary directory) <-- route-chain
 
 Checked, in the order systemd relies on them: READY=1 only once the TUN
-holds its addresses and routes; STATUS= updates; WATCHDOG=1 pings while
+holds its addresses and routes and the DNS server listens; STATUS= updates; WATCHDOG=1 pings while
 the workers live, none when $WATCHDOG_PID names another process; on SIGHUP
 RELOADING=1 with MONOTONIC_USEC= then READY=1, with the chain answering
 throughout; a broken config on SIGHUP keeps serving and says why; SIGTERM
@@ -230,6 +230,28 @@ def test_ready_only_once_addresses_and_routes_exist(net, daemon):
     assert ready.get("STATUS"), ready
     before = [fields for _, fields in daemon.received[:-1]]
     assert not any("WATCHDOG" in f or "READY" in f for f in before), before
+
+
+def listening_on_53(net: TestNet) -> set[str]:
+    """`udp ADDR` / `tcp ADDR` for every socket listening on port 53."""
+    out = net.run(net.router, "ss", "-Hlntu", "sport = :53").stdout
+    return {f"{line.split()[0]} {line.split()[4].rsplit(':', 1)[0].strip('[]')}"
+            for line in out.splitlines()}
+
+
+def test_ready_only_once_dns_listens(net, tmp_path):
+    """With the built-in DNS server on, READY=1 waits for its UDP and TCP
+    listeners too."""
+    config = tmp_path / "dns.toml"
+    config.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
+    notified = Notified(net, config)
+    try:
+        at_ready: set[str] = set()
+        notified.next("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
+        assert {"udp 198.18.0.1", "tcp 198.18.0.1",
+                "udp 2001:db8::1", "tcp 2001:db8::1"} <= at_ready, at_ready
+    finally:
+        notified.close()
 
 
 def test_status_updates_and_watchdog_pings(net, daemon):
