@@ -9,7 +9,8 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
   name NXDOMAIN, both with the zone's SOA in the authority section, its TTL
   the smaller of the SOA's TTL and MINIMUM (RFC 2308 3); a name with
   nothing of its own but names below it exists (RFC 8020);
-- a name outside its zones: REFUSED, without AA;
+- a name outside its zones: REFUSED, without AA, with the extended error
+  Not Authoritative (RFC 8914) when the query had EDNS;
 - RD and CD copied, RA never set: it does not recurse;
 - EDNS (RFC 6891): an OPT in the answer only when the query had one; the
   answer fits the requester's UDP payload size, at most PAYLOAD_MAX
@@ -38,6 +39,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -327,7 +329,11 @@ class Server:
         found = self._index.zone_for(q.name) if q.rdclass == dns.rdataclass.IN else None
         if found is None or q.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             self._counters["refused"] += 1
-            return _response(query, dns.rcode.REFUSED)
+            response = _response(query, dns.rcode.REFUSED)
+            if query.edns >= 0:  # RFC 8914 4.21, as Knot says it too
+                response.use_edns(0, response.ednsflags, PAYLOAD_MAX, options=[
+                    dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
+            return response
         zone, nodes, names = found
         response = _response(query, dns.rcode.NOERROR)
         response.flags |= dns.flags.AA

@@ -1,0 +1,240 @@
+"""The config file loader (routechain.config): every error names file:line
+and the bad value."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from routechain import config
+from routechain.chain import Chain, parse_prefix
+from routechain.errors import ConfigError, UsageError
+
+GOOD = """\
+# a full config
+[daemon]
+interface = "rc0"
+queues = 2
+mtu = 1500
+
+[[route]]
+prefix = "2001:db8::/48"
+table = 100
+metric = 1024
+
+[[chain]]
+address = "192.0.2.1/27"
+story = "story.txt"
+suffix = "story.example.net"
+reply_ttl = 60
+
+[[chain]]
+address = "2001:db8:5::1/64"
+hops = [
+  "Once upon a time,",   # a comment with "quotes" and [brackets]
+  '*',
+  \"\"\"the end\"\"\",
+]
+
+[dns]
+listen = ["127.0.0.1:5353", "[::1]:5353", "192.0.2.1"]
+ns = ["ns1.example.net", "ns2.example.net."]
+soa_rname = "hostmaster@example.net"
+ttl = 600
+serial = 42
+"""
+
+
+def write(tmp_path: Path, text: str, story: str = "one\ntwo,\n") -> Path:
+    (tmp_path / "story.txt").write_text(story)
+    path = tmp_path / "route-chain.toml"
+    path.write_text(textwrap.dedent(text))
+    return Path(os.path.relpath(path))  # messages name the file as the user gave it
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_config_loads_every_section(in_tmp):
+    c = config.load(write(in_tmp, GOOD))
+    assert (c.interface, c.queues, c.mtu) == ("rc0", 2, 1500)
+    route, = c.routes
+    assert route == config.Route(ipaddress.ip_network("2001:db8::/48"), 100, 1024,
+                                 "route-chain.toml:7")
+    v4, v6 = c.chains
+    assert str(v4.interface) == "192.0.2.1/27" and v4.reply_ttl == 60
+    assert v4.where == "route-chain.toml:12" and v4.suffix == "story.example.net"
+    assert [h.name for h in v4.hops] == ["one.story.example.net", "two.story.example.net"]
+    assert [h.where for h in v4.hops] == ["story.txt:1", "story.txt:2"]
+    assert [(h.name, h.silent, h.where) for h in v6.hops] == [
+        ("Once.upon.a.time", False, "route-chain.toml:21"),
+        (None, True, "route-chain.toml:22"),
+        ("the.end", False, "route-chain.toml:23")]
+    assert c.dns.listen == (("127.0.0.1", 5353), ("::1", 5353), ("192.0.2.1", 53))
+    assert c.dns.ns == ("ns1.example.net", "ns2.example.net")
+    assert c.dns.soa_rname == "hostmaster.example.net"
+    assert (c.dns.ttl, c.dns.serial, c.dns.refresh) == (600, 42, 3600)
+    assert c.warnings == (
+        "story.txt:2: 'two,' becomes 'two'",
+        "route-chain.toml:21: 'Once upon a time,' becomes 'Once.upon.a.time'",
+        "route-chain.toml:23: 'the end' becomes 'the.end'")
+    assert c.path == Path("route-chain.toml")
+
+
+def test_config_story_path_is_relative_to_the_file(tmp_path, monkeypatch):
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    write(sub, '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n', "a b\n")
+    monkeypatch.chdir(tmp_path)
+    c = config.load(Path("etc/route-chain.toml"))
+    assert c.chains[0].hops[0].where == "etc/story.txt:1"
+    assert c.warnings == ("etc/story.txt:1: 'a b' becomes 'a.b'",)
+
+
+def test_config_empty_file_is_an_empty_config(in_tmp):
+    c = config.load(write(in_tmp, "# nothing\n"))
+    assert c.chains == () and c.dns is None and c.interface is None
+
+
+def test_config_dns_without_listen_is_no_server(in_tmp):
+    c = config.load(write(in_tmp, "[dns]\nttl = 60\n"))
+    assert c.dns.listen == () and c.dns.ttl == 60
+
+
+# (config text, expected message after "route-chain.toml:")
+ERRORS = [
+    ("[daemon]\nqueues = \"2\"\n", "2: daemon.queues must be an integer, not '2'"),
+    ("[daemon]\nqueues = 0\n", "2: daemon.queues = 0 is not in 1..1024"),
+    ("[daemon]\nqueues = true\n", "2: daemon.queues must be an integer, not True"),
+    ("[daemon]\nmtu = 40\n", "2: daemon.mtu = 40 is not in 68..65535"),
+    ("[daemon]\ninterface = \"a/b\"\n", "2: bad interface name 'a/b'"),
+    ("[daemon]\ninterface = \"much-too-long-name\"\n", "2: bad interface name"),
+    ("[daemon]\ncolour = \"red\"\n", "2: unknown key 'colour' in [daemon]"),
+    ("\n\n[deamon]\nqueues = 2\n", "3: unknown table or key 'deamon'"),
+    ("title = \"x\"\n", "1: unknown table or key 'title'"),
+    ("daemon = 3\n", "1: daemon must be a table"),
+    ("[[route]]\nprefix = \"2001:db8::1/48\"\n", "2: bad route prefix '2001:db8::1/48'"),
+    ("[[route]]\ntable = 5\n", "1: [[route]] needs a prefix"),
+    ("[[route]]\nprefix = \"192.0.2.0/24\"\ntable = 0\n", "3: route.table = 0 is not in"),
+    ("[[route]]\nprefix = \"192.0.2.0/24\"\n\n[[route]]\nprefix = \"bogus\"\n",
+     "5: bad route prefix 'bogus'"),
+    ("[[chain]]\nstory = \"story.txt\"\n", "1: [[chain]] needs an address"),
+    ("[[chain]]\naddress = \"192.0.2.300/24\"\n", "2: bad address '192.0.2.300'"),
+    ("[[chain]]\naddress = \"192.0.2.1/33\"\n", "2: bad prefix length '33'"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nreply_ttl = 0\n",
+     "3: chain.reply_ttl = 0 is not in 1..255"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nsuffix = \"a_b.net\"\n",
+     "3: suffix 'a_b.net' is not a host name"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nstory = \"story.txt\"\nhops = [\"a\"]\n",
+     "4: a chain takes story = FILE or hops = [...], not both"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nhops = [\"a\", 3]\n",
+     "3: chain.hops must hold strings, not 3"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nhops = [\n  \"a\",\n  3,\n]\n",
+     "5: chain.hops must hold strings, not 3"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nhops = []\n", "3: hops is empty"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nstory = \"nope.txt\"\n",
+     "nope.txt: cannot read story"),
+    ("[[chain]]\naddress = \"192.0.2.1/30\"\nhops = [\"a\", \"b\", \"c\"]\n",
+     "1: 3 hops do not fit after 192.0.2.1/30: the prefix has room for 1"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\nweight = 3\n", "3: unknown key 'weight' in [chain]"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\"\n\n[[chain]]\naddress = \"192.0.2.129/25\"\n",
+     "chains overlap: 192.0.2.1/24 (route-chain.toml:1) and 192.0.2.129/25 "
+     "(route-chain.toml:4)"),
+    ("[daemon]\nmtu = 1000\n[[chain]]\naddress = \"2001:db8::1/64\"\n",
+     "2: mtu 1000: IPv6 chains need an MTU of at least 1280"),
+    ("[dns]\nlisten = [\"127.0.0.1:53\",\n  \"localhost:53\"]\n",
+     "3: bad listen address 'localhost:53'"),
+    ("[dns]\nlisten = [\"127.0.0.1:99999\"]\n", "2: bad port in listen address"),
+    ("[dns]\nlisten = [\"[::1]:0\"]\n", "2: bad port in listen address"),
+    ("[dns]\nns = [\"ns1.example.net\", \"bad name\"]\n", "2: ns 'bad name' is not a host name"),
+    ("[dns]\nttl = -1\n", "2: dns.ttl = -1 is not in"),
+    ("[dns]\nserial = 4294967296\n", "2: dns.serial = 4294967296 is not in 0..4294967295"),
+    ("[dns]\nsoa_rname = \"first.last@example.net\"\n", "2: soa_rname 'first.last@example.net'"),
+    ("[dns]\nrecursion = true\n", "2: unknown key 'recursion' in [dns]"),
+    ("dns.listen = [\"x\"]\n", "1: bad listen address 'x'"),
+    ("[daemon]\nqueues = 2\nqueues = 3\n", "3: Cannot overwrite a value (column 11)"),
+    ("[[chain]]\naddress = \"192.0.2.1/24\n", "2: Illegal character"),
+    ("[dns]\nlisten = [\n", "3: "),
+]
+
+
+@pytest.mark.parametrize("text,message", ERRORS)
+def test_config_error_names_file_line_and_value(in_tmp, text, message):
+    path = write(in_tmp, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith("route-chain.toml:") or message.startswith("nope.txt")
+    assert message in str(info.value)
+
+
+def test_config_story_error_names_the_story_line(in_tmp):
+    path = write(in_tmp, '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n',
+                 story="ok\n" + " ".join(["word"] * 60) + "\n")
+    with pytest.raises(ConfigError, match=r"^story\.txt:2: name is 299 characters"):
+        config.load(path)
+
+
+def test_config_missing_file(in_tmp):
+    with pytest.raises(ConfigError, match=r"^absent\.toml: cannot read config"):
+        config.load(Path("absent.toml"))
+
+
+def test_config_keys_inside_multiline_strings_are_not_keys(in_tmp):
+    """A line inside a multi-line string that looks like a key must not move
+    the line an error is reported at."""
+    text = ('[[chain]]\naddress = "192.0.2.1/24"\nhops = ["""\nreply_ttl = 5\n""", "b"]\n'
+            'reply_ttl = 900\n')
+    with pytest.raises(ConfigError, match=r"^route-chain\.toml:6: chain\.reply_ttl = 900"):
+        config.load(write(in_tmp, text))
+
+
+def test_config_second_array_table_gets_its_own_lines(in_tmp):
+    text = ('[[chain]]\naddress = "192.0.2.1/24"\nreply_ttl = 5\n\n'
+            '[[chain]]\naddress = "198.51.100.1/24"\nreply_ttl = 300\n')
+    with pytest.raises(ConfigError, match=r"^route-chain\.toml:7: chain\.reply_ttl = 300"):
+        config.load(write(in_tmp, text))
+
+
+def cli_config(*prefixes: str, **kw) -> config.Config:
+    chains = tuple(Chain(parse_prefix(p), where="command line") for p in prefixes)
+    return config.Config(chains=chains, **kw)
+
+
+def test_config_merge_cli_first_and_overrides(in_tmp):
+    file = config.load(write(in_tmp, GOOD))
+    merged = config.merge(cli_config("198.51.100.1/24", interface="cli0", mtu=9000), file)
+    assert [str(c.interface) for c in merged.chains] == [
+        "198.51.100.1/24", "192.0.2.1/27", "2001:db8:5::1/64"]
+    assert (merged.interface, merged.queues, merged.mtu) == ("cli0", 2, 9000)
+    assert merged.dns == file.dns and merged.warnings == file.warnings
+    assert merged.routes == file.routes
+
+
+def test_config_merge_refuses_overlap(in_tmp):
+    file = config.load(write(in_tmp, GOOD))
+    with pytest.raises(UsageError, match=r"chains overlap: 192\.0\.2\.0/24 \(command line\) "
+                                         r"and 192\.0\.2\.1/27 \(route-chain\.toml:12\)"):
+        config.merge(cli_config("192.0.2.0/24"), file)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("192.0.2.1:53", ("192.0.2.1", 53)), ("[2001:db8::1]:5353", ("2001:db8::1", 5353)),
+    ("2001:db8::1", ("2001:db8::1", 53)), ("[::1]", ("::1", 53)),
+    ("198.51.100.7", ("198.51.100.7", 53)),
+])
+def test_config_parse_listen(text, expected):
+    assert config.parse_listen(text, "x") == expected
+
+
+def test_config_environment_untouched(in_tmp):
+    """Loading reads files only: no listening, no environment changes."""
+    before = dict(os.environ)
+    config.load(write(in_tmp, GOOD))
+    assert dict(os.environ) == before
