@@ -1,0 +1,224 @@
+"""Reverse zones (routechain.zone): which zones, which records, and master
+files that BIND's named-checkzone, Knot's kzonecheck and NSD's nsd-checkzone
+all accept. The checkers are real binaries; a missing one skips here and
+fails under CI=true."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import dns.name
+import dns.rdatatype
+import pytest
+
+from conftest import cannot_run
+from routechain import zone
+from routechain.chain import Chain, Hop, parse_prefix
+from routechain.config import Config, DnsSettings
+
+NOW = 1_700_000_000
+
+
+def chain(prefix: str, names: list[str | None], suffix: str | None = None) -> Chain:
+    hops = tuple(Hop(silent=True) if n == "*" else Hop(name=n) for n in names)
+    return Chain(parse_prefix(prefix), hops, where=f"test {prefix}", suffix=suffix)
+
+
+STORY = ["Once.upon.a.time", "a.little.packet", "*", "set.out", None, "The.end"]
+
+# name, chains, expected zone origins
+LAYOUTS = [
+    ("v4-24", [chain("198.51.100.1/24", STORY)], ["100.51.198.in-addr.arpa."]),
+    ("v4-27-rfc2317", [chain("198.51.100.33/27", STORY)],
+     ["32-27.100.51.198.in-addr.arpa.", "100.51.198.in-addr.arpa."]),
+    ("v4-29-two-in-one-24", [chain("192.0.2.1/29", ["a", "b"]), chain("192.0.2.9/29", ["c"])],
+     ["0-29.2.0.192.in-addr.arpa.", "8-29.2.0.192.in-addr.arpa.", "2.0.192.in-addr.arpa."]),
+    ("v4-20-crossing-24", [chain("198.18.0.254/20", ["a", "b", "c"])],
+     ["0.18.198.in-addr.arpa.", "1.18.198.in-addr.arpa."]),
+    ("v4-16", [chain("198.18.0.1/16", ["a"])], ["18.198.in-addr.arpa."]),
+    ("v6-64", [chain("2001:db8:5::1/64", STORY)], ["0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
+    ("v6-56", [chain("2001:db8:0:100::1/56", ["a", "b"])], ["1.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
+    ("v6-62", [chain("2001:db8:0:4::1/62", ["a"])], ["4.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
+    ("mixed-suffix", [chain("198.51.100.1/24", ["Once", "upon"], suffix="story.example.net"),
+                      chain("2001:db8:5::1/64", ["*", "x"], suffix="story.example.net")],
+     ["100.51.198.in-addr.arpa.", "0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
+]
+
+
+def config_of(chains, **dns) -> Config:
+    return Config(chains=tuple(chains), dns=DnsSettings(**dns) if dns else None)
+
+
+def records(z: zone.Zone) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for rrset in z.rrsets:
+        key = (rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype))
+        out.setdefault(key, []).extend(r.to_text() for r in rrset)
+    return out
+
+
+@pytest.mark.parametrize("name,chains,origins", LAYOUTS, ids=[x[0] for x in LAYOUTS])
+def test_zone_origins(name, chains, origins):
+    zones = zone.build(config_of(chains), now=NOW)
+    assert sorted(z.origin.to_text() for z in zones) == sorted(origins)
+    for z in zones:
+        assert z.filename == z.origin.to_text(omit_final_dot=True) + ".zone"
+        assert z.rrsets[0].rdtype == dns.rdatatype.SOA and z.rrsets[0].name == z.origin
+        assert z.rrsets[1].rdtype == dns.rdatatype.NS and z.rrsets[1].name == z.origin
+
+
+def lookup(zones: list[zone.Zone], owner: str) -> list[str]:
+    """PTR targets for owner as a server would find them: the zone with the
+    longest origin holding it, one CNAME followed inside that zone."""
+    name = dns.name.from_text(owner)
+    holders = [z for z in zones if name.is_subdomain(z.origin)]
+    if not holders:
+        return []
+    z = max(holders, key=lambda z: len(z.origin))
+    recs = records(z)
+    if (name.to_text(), "CNAME") in recs:
+        name = dns.name.from_text(recs[(name.to_text(), "CNAME")][0])
+    return recs.get((name.to_text(), "PTR"), [])
+
+
+@pytest.mark.parametrize("name,chains,origins", LAYOUTS, ids=[x[0] for x in LAYOUTS])
+def test_zone_has_a_ptr_for_every_named_hop_and_nothing_else(name, chains, origins):
+    zones = zone.build(config_of(chains), now=NOW)
+    for c in chains:
+        for k, hop in enumerate(c.hops, 1):
+            owner = ipaddress.ip_address(c.hop_address(k)).reverse_pointer
+            assert lookup(zones, owner) == ([f"{hop.name}."] if hop.name else []), owner
+    named = sum(1 for c in chains for h in c.hops if h.name)
+    ptrs_in_own_zones = sum(len(rrset) for z in zones for rrset in z.rrsets
+                            if rrset.rdtype == dns.rdatatype.PTR
+                            and max((o for o in zones if rrset.name.is_subdomain(o.origin)),
+                                    key=lambda o: len(o.origin)) is z)
+    assert ptrs_in_own_zones == named
+
+
+def test_zone_rfc2317_layout():
+    zones = {z.origin.to_text(): z for z in
+             zone.build(config_of([chain("198.51.100.33/27", STORY)]), now=NOW)}
+    z27, parent = zones["32-27.100.51.198.in-addr.arpa."], zones["100.51.198.in-addr.arpa."]
+    assert z27.origin.to_text() == "32-27.100.51.198.in-addr.arpa."
+    assert records(z27)[("34.32-27.100.51.198.in-addr.arpa.", "PTR")] == ["Once.upon.a.time."]
+    assert ("36.32-27.100.51.198.in-addr.arpa.", "PTR") not in records(z27)  # silent hop
+    assert ("38.32-27.100.51.198.in-addr.arpa.", "PTR") not in records(z27)  # unnamed hop
+    p = records(parent)
+    assert p[("34.100.51.198.in-addr.arpa.", "CNAME")] == ["34.32-27.100.51.198.in-addr.arpa."]
+    # The CNAME's target sits in the same file, so any server answers CNAME + PTR.
+    assert p[("34.32-27.100.51.198.in-addr.arpa.", "PTR")] == ["Once.upon.a.time."]
+    assert ("32-27.100.51.198.in-addr.arpa.", "NS") not in p  # no zone cut in the stand-in
+
+
+def test_zone_parent_records_for_rfc2317():
+    c = config_of([chain("198.51.100.33/27", STORY), chain("2001:db8:5::1/64", ["x"])],
+                  ns=("ns1.example.net", "ns2.example.net"))
+    text = zone.parent_records(c)
+    lines = text.splitlines()
+    assert lines[0] == ("; 198.51.100.32/27 (test 198.51.100.33/27): add to the zone "
+                        "100.51.198.in-addr.arpa.")
+    assert lines[1] == "$ORIGIN 100.51.198.in-addr.arpa."
+    assert lines[2:4] == ["32-27\tIN\tNS\tns1.example.net.", "32-27\tIN\tNS\tns2.example.net."]
+    cnames = lines[4:]
+    assert len(cnames) == 32
+    assert cnames[0] == "32\tIN\tCNAME\t32.32-27" and cnames[-1] == "63\tIN\tCNAME\t63.32-27"
+
+
+def test_zone_parent_records_empty_without_classless_chains():
+    assert zone.parent_records(config_of([chain("198.51.100.1/24", ["a"])])) == ""
+
+
+def test_zone_defaults_ns_rname_serial():
+    z, = zone.build(config_of([chain("198.51.100.1/24", ["a"], suffix="story.example.net")]),
+                    now=NOW)
+    soa = z.rrsets[0][0]
+    assert soa.mname.to_text() == "ns.story.example.net."
+    assert soa.rname.to_text() == "hostmaster.story.example.net."
+    assert soa.serial == NOW
+    assert [r.target.to_text() for r in z.rrsets[1]] == ["ns.story.example.net."]
+    z, = zone.build(config_of([chain("198.51.100.1/24", ["a"])]), now=NOW)
+    assert z.rrsets[1][0].target.to_text() == "ns.route-chain.invalid."
+
+
+def test_zone_settings_are_used():
+    c = config_of([chain("198.51.100.1/24", ["a"])], ns=("ns1.example.net", "ns2.example.net"),
+                  soa_mname="primary.example.net", soa_rname="dns.example.net", serial=7,
+                  ttl=60, refresh=1, retry=2, expire=3, minimum=4)
+    z, = zone.build(c, now=NOW)
+    soa = z.rrsets[0]
+    assert soa.ttl == 60 and soa[0].to_text() == (
+        "primary.example.net. dns.example.net. 7 1 2 3 4")
+    assert sorted(r.target.to_text() for r in z.rrsets[1]) == [
+        "ns1.example.net.", "ns2.example.net."]
+
+
+def test_zone_serial_grows_with_time():
+    c = config_of([chain("198.51.100.1/24", ["a"])])
+    first, = zone.build(c, now=NOW)
+    later, = zone.build(c, now=NOW + 1)
+    assert later.soa[0].serial == first.soa[0].serial + 1
+
+
+def test_zone_chain_without_names_has_no_zone():
+    assert zone.build(config_of([chain("198.51.100.1/24", []),
+                                 chain("192.0.2.1/24", ["*", None])]), now=NOW) == []
+
+
+def test_zone_text_keeps_case_and_parses_back():
+    import dns.zone
+    z, = zone.build(config_of([chain("198.51.100.1/24", ["Once.Upon", "xn--caf-dma"])]), now=NOW)
+    text = z.to_text()
+    assert "2\t3600\tIN\tPTR\tOnce.Upon.\n" in text
+    assert text.startswith("; 100.51.198.in-addr.arpa. written by route-chain\n"
+                           "$ORIGIN 100.51.198.in-addr.arpa.\n$TTL 3600\n")
+    parsed = dns.zone.from_text(text, origin=z.origin, relativize=False)
+    assert parsed.find_rdataset("2.100.51.198.in-addr.arpa.", "PTR")[0].target.to_text() == \
+        "Once.Upon."
+
+
+def test_zone_export_writes_one_file_per_zone(tmp_path):
+    c = config_of([chain("198.51.100.33/27", STORY), chain("2001:db8:5::1/64", STORY)])
+    paths = zone.export(c, tmp_path / "out")
+    assert sorted(p.name for p in paths) == sorted([
+        "32-27.100.51.198.in-addr.arpa.zone", "100.51.198.in-addr.arpa.zone",
+        "0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.zone"])
+    assert all(p.parent == tmp_path / "out" for p in paths)
+
+
+CHECKERS = {
+    "named-checkzone": lambda origin, path: ["named-checkzone", "-k", "fail", "-n", "fail",
+                                             "-i", "full", origin, str(path)],
+    "kzonecheck": lambda origin, path: ["kzonecheck", "-o", origin, str(path)],
+    "nsd-checkzone": lambda origin, path: ["nsd-checkzone", origin, str(path)],
+}
+
+
+@pytest.mark.parametrize("checker", sorted(CHECKERS))
+@pytest.mark.parametrize("name,chains,origins", LAYOUTS, ids=[x[0] for x in LAYOUTS])
+def test_zone_files_pass_checker(tmp_path, checker, name, chains, origins):
+    if shutil.which(checker) is None:
+        cannot_run(f"{checker} is not installed (bind9-utils, knot-dnssecutils, nsd)")
+    c = config_of(chains, ns=("ns1.example.net", "ns2.example.org"),
+                  soa_rname="hostmaster.example.net")
+    paths = zone.export(c, tmp_path)
+    assert len(paths) == len(origins)
+    for path in paths:
+        origin = path.name[:-len(".zone")]
+        done = subprocess.run(CHECKERS[checker](origin, path), capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, f"{checker} {path.name}:\n{done.stdout}{done.stderr}"
+
+
+def test_zone_files_pass_checkers_with_default_ns(tmp_path):
+    """The default NS (ns.route-chain.invalid) is out of zone and passes too."""
+    if shutil.which("named-checkzone") is None:
+        cannot_run("named-checkzone is not installed (bind9-utils)")
+    for path in zone.export(config_of([chain("198.51.100.33/27", STORY)]), tmp_path):
+        origin = path.name[:-len(".zone")]
+        done = subprocess.run(CHECKERS["named-checkzone"](origin, path), capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
