@@ -10,6 +10,9 @@ fresh buffer for tests and tools. The serving loop does not go through
 from __future__ import annotations
 
 import enum
+import os
+import time
+from dataclasses import dataclass
 from typing import Iterable
 
 from ._core import ffi, lib
@@ -95,4 +98,96 @@ def kind(built: bytes) -> Kind | None:
     return None if k < 0 else Kind(k)
 
 
-# The serving loop's wrappers follow.
+
+# The serving loop: workers, the live table, counters.
+
+BUFFER_SIZE = lib.RC_HEADROOM + 65536  # headroom + the largest IP packet
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One queue's counters, or their sum."""
+
+    received: int = 0
+    sent: int = 0
+    replies: tuple[int, ...] = (0,) * len(Kind)
+    drops: tuple[int, ...] = (0,) * len(Drop)
+    write_errors: int = 0
+    read_errors: int = 0
+    last_write_errno: int = 0
+
+    @classmethod
+    def total(cls, many: Iterable["Stats"]) -> "Stats":
+        out = cls()
+        for s in many:
+            out = cls(out.received + s.received, out.sent + s.sent,
+                      tuple(a + b for a, b in zip(out.replies, s.replies)),
+                      tuple(a + b for a, b in zip(out.drops, s.drops)),
+                      out.write_errors + s.write_errors, out.read_errors + s.read_errors,
+                      s.last_write_errno or out.last_write_errno)
+        return out
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops)
+
+    def summary(self, detail: bool = False) -> str:
+        text = (f"{self.received} received, {self.sent} replies, {self.dropped} dropped, "
+                f"{self.write_errors} write errors")
+        if detail:
+            kinds = ", ".join(f"{Kind(i).name.lower()}={n}" for i, n in enumerate(self.replies) if n)
+            drops = ", ".join(f"{Drop(i).name.lower()}={n}" for i, n in enumerate(self.drops) if n)
+            text += f"; replies: {kinds or 'none'}; drops: {drops or 'none'}"
+            if self.last_write_errno:
+                text += f"; last write error: {os.strerror(self.last_write_errno)}"
+        return text
+
+
+class Live:
+    """The table the workers read, swapped by publish() without a lock."""
+
+    def __init__(self, table: Table) -> None:
+        self._cell = ffi.new("const struct rc_table **", table.ptr)
+        self._table = table
+        self.workers: list[Worker] = []
+        self._stuck: list[Table] = []
+
+    def publish(self, table: Table, grace: float = 5.0) -> None:
+        """Swap in table; free the old one once no worker holds it."""
+        old = self._table
+        lib.rc_table_publish(self._cell, table.ptr)
+        self._table = table
+        deadline = time.monotonic() + grace
+        while any(lib.rc_worker_holds(w.ptr, old.ptr) for w in self.workers):
+            if time.monotonic() > deadline:
+                # A worker that never lets go: keep the old table rather than
+                # free it under the worker's feet.
+                self._stuck.append(old)
+                return
+            time.sleep(0.001)
+
+
+class Worker:
+    """One TUN queue's serving loop and the buffer it owns."""
+
+    def __init__(self, fd: int, stop_fd: int, live: Live) -> None:
+        self._buf = ffi.new("uint8_t[]", BUFFER_SIZE)
+        self.ptr = ffi.new("struct rc_worker *")
+        self.ptr.fd = fd
+        self.ptr.stop_fd = stop_fd
+        self.ptr.live = live._cell
+        self.ptr.buf = self._buf
+        self.ptr.cap = BUFFER_SIZE
+        self._live = live
+        live.workers.append(self)
+
+    def run(self) -> int:
+        """Serve until stopped (the GIL is released inside); 0, or an errno."""
+        return -lib.rc_serve(self.ptr)
+
+    def stats(self) -> Stats:
+        out = ffi.new("struct rc_stats *")
+        lib.rc_stats_read(self.ptr, out)
+        return Stats(out.received, out.sent, tuple(out.replies[0:len(Kind)]),
+                     tuple(out.drops[0:len(Drop)]), out.write_errors, out.read_errors,
+                     out.last_write_errno)

@@ -38,6 +38,8 @@ def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.
 class TestNet:
     """Two namespaces joined by a veth pair; removed by close()."""
 
+    __test__ = False  # a helper, not a test class
+
     client: str
     router: str
     _made: list[str] = field(default_factory=list)
@@ -62,8 +64,15 @@ class TestNet:
                 sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", net.client, "route", "add", "default", "via", GATEWAY4)
             sh("ip", "-n", net.client, "-6", "route", "add", "default", "via", GATEWAY6)
+            # The router's own Time Exceeded (hop 1) is not what we test: lift
+            # the kernel's per-peer ICMP rate limit so that it always comes.
             net.run(net.router, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                    "net.ipv6.conf.all.forwarding=1")
+                    "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
+                    "net.ipv6.icmp.ratelimit=0")
+            # Resolve the neighbours now: a first traceroute burst must not be
+            # lost in the few packets the kernel queues while it resolves.
+            for gateway in (GATEWAY4, GATEWAY6):
+                net.run(net.client, "ping", "-c", "1", "-W", "5", gateway)
         except BaseException:
             net.close()
             raise
