@@ -28,6 +28,8 @@ from systemd import daemon, journal
 
 SYSLOG_IDENTIFIER = "route-chain"
 
+log = logging.getLogger("route-chain")
+
 
 def started_by_systemd_journal(stream=None) -> bool:
     """True when `stream` (stderr by default) is the journal stream systemd
@@ -98,11 +100,21 @@ class Notifier:
 
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._failed = False
 
     def _send(self, *fields: str) -> bool:
+        """A failed send is logged, never raised: the manager's timeouts
+        (start, watchdog) are the consequence, and serving goes on."""
         if not self.enabled:
             return False
-        return daemon.notify("\n".join(fields))
+        try:
+            return daemon.notify("\n".join(fields))
+        except OSError as e:
+            level = logging.DEBUG if self._failed else logging.WARNING
+            self._failed = True
+            log.log(level, "sd_notify to %s failed: %s: %s",
+                    os.environ.get("NOTIFY_SOCKET"), fields[0], e.strerror or e)
+            return False
 
     @staticmethod
     def _status_field(text: str) -> str:

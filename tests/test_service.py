@@ -101,6 +101,20 @@ def test_notifier_silent_without_notify_socket(tmp_path, monkeypatch):
         assert nothing_waiting(sock)
 
 
+def test_notifier_failure_is_logged_not_raised(tmp_path, monkeypatch, caplog):
+    """An unreachable socket (gone, or not ours after --user) must not stop
+    the daemon: the first failure is a warning, later ones debug."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    notifier = service.Notifier()
+    with caplog.at_level(logging.DEBUG, logger="route-chain"):
+        notifier.ready()
+        notifier.watchdog()
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert levels[0][0] == logging.WARNING and "READY=1" in levels[0][1]
+    assert str(tmp_path / "gone") in levels[0][1]
+    assert levels[1][0] == logging.DEBUG and "WATCHDOG=1" in levels[1][1]
+
+
 PID = 4242
 # (WATCHDOG_USEC, WATCHDOG_PID, expected interval in seconds)
 WATCHDOG_ENV = [
