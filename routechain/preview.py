@@ -1,0 +1,116 @@
+"""What `traceroute` will show for each chain, without root or network: the
+lines a traceroute from a host one router in front of the daemon prints
+(line 1 is that router; hop host+k answers line k+1), and warnings about
+what would spoil the story.
+
+Widths come from the clients' sources: traceroute stops after 30 hops by
+default (`-m` changes it; so does mtr's `-m`); mtr's host column is 25
+characters in `mtr --report` (a 33-column field that starts after
+` NN.|-- `; `--report-wide` widens it) and, in an 80-column terminal with
+the default fields `LS NABWV` (43 columns), 32 characters.
+"""
+
+from __future__ import annotations
+
+import encodings.idna
+
+from .chain import Chain
+from .config import Config
+
+TRACEROUTE_MAX_HOPS = 30
+TTL_MAX = 255
+MTR_REPORT_WIDTH = 25
+MTR_CURSES_WIDTH = 32
+_PLAIN_SHOWN = 3  # a chain without a story: its first hops and its last
+
+
+def render(config: Config) -> str:
+    """The preview of every chain, ready to print."""
+    if not config.chains:
+        return "no chains\n"
+    return "\n".join(render_chain(chain) for chain in config.chains)
+
+
+def render_chain(chain: Chain) -> str:
+    lines = [f"{chain.interface} ({chain.where}): "
+             + (f"{chain.length} hops, destination {chain.destination}" if chain.length
+                else "no room for a hop after the host: it answers nothing")]
+    if not chain.length:
+        return lines[0] + "\n"
+    maxttl = chain.length + 1
+    lines.append(f"traceroute to {chain.destination} ({chain.destination}), "
+                 f"{max(TRACEROUTE_MAX_HOPS, maxttl)} hops max")
+    lines.append(f"{_hopno(1, maxttl)}  (the router in front of the daemon)")
+    ks = list(range(1, chain.length + 1))
+    if not chain.hops and len(ks) > 2 * _PLAIN_SHOWN:
+        ks = ks[:_PLAIN_SHOWN] + [0] + ks[-_PLAIN_SHOWN:]
+    for k in ks:
+        if k == 0:
+            lines.append("   ...")
+            continue
+        hop, addr = chain.hop(k), chain.hop_address(k)
+        no = _hopno(k + 1, maxttl)
+        if hop.silent:
+            lines.append(f"{no}  * * *")
+        elif hop.name:
+            shown = _unicode(hop.name)
+            extra = f"   [{shown} in a UTF-8 terminal]" if shown != hop.name else ""
+            lines.append(f"{no}  {hop.name} ({addr}){extra}")
+        else:
+            lines.append(f"{no}  {addr} ({addr})")
+    lines.extend(f"warning: {w}" for w in warnings(chain))
+    return "\n".join(lines) + "\n"
+
+
+def warnings(chain: Chain) -> list[str]:
+    """What would keep a traceroute or mtr from telling the story in full."""
+    out = []
+    maxttl = chain.length + 1
+    if maxttl > TTL_MAX:
+        out.append(f"the destination is {maxttl} hops away and a TTL holds at most {TTL_MAX}: "
+                   "no traceroute from behind a router reaches it; trace from the daemon's "
+                   "own host or shorten the story")
+    elif maxttl > TRACEROUTE_MAX_HOPS:
+        out.append(f"the destination is {maxttl} hops away and traceroute stops at "
+                   f"{TRACEROUTE_MAX_HOPS}: use `traceroute -m {maxttl}` (mtr: `mtr -m {maxttl}`)")
+    wide = [(k, h.name) for k, h in enumerate(chain.hops, 1)
+            if h.name and len(_unicode(h.name)) > MTR_REPORT_WIDTH]
+    if wide:
+        hops = _ranges([k + 1 for k, _ in wide])
+        widest = max(len(_unicode(n)) for _, n in wide)
+        where = (f"mtr --report's {MTR_REPORT_WIDTH}-character host column"
+                 + (f" and the {MTR_CURSES_WIDTH} of mtr in an 80-column terminal"
+                    if widest > MTR_CURSES_WIDTH else ""))
+        out.append(f"{len(wide)} names (lines {hops}; up to {widest} characters) are wider "
+                   f"than {where}: mtr cuts them; use `mtr --report-wide` or a wider terminal")
+    if not chain.hops:
+        out.append("no story: the hops answer without names")
+    return out
+
+
+def _ranges(numbers: list[int]) -> str:
+    """`2-5, 7` for [2, 3, 4, 5, 7]."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _hopno(n: int, maxttl: int) -> str:
+    return f"{n:>{3 if maxttl >= 100 else 2}}"
+
+
+def _unicode(name: str) -> str:
+    """The name as traceroute shows it with NI_IDN in a UTF-8 locale."""
+    labels = []
+    for label in name.split("."):
+        if label.lower().startswith("xn--"):
+            try:
+                label = encodings.idna.ToUnicode(label)
+            except UnicodeError:
+                pass
+        labels.append(label)
+    return ".".join(labels)

@@ -1,0 +1,66 @@
+"""What preview.render says traceroute will show, and its warnings."""
+
+from __future__ import annotations
+
+from routechain import demo, preview, zone
+from routechain.chain import Chain, Hop, parse_prefix
+from routechain.config import Config
+
+
+def chain(prefix: str, names) -> Chain:
+    hops = tuple(Hop(silent=True) if n == "*" else Hop(name=n) for n in names)
+    return Chain(parse_prefix(prefix), hops, where="test")
+
+
+def test_preview_lines_as_traceroute_through_one_router():
+    text = preview.render(Config(chains=(chain("198.51.100.1/24",
+                                               ["Once.upon", "*", None, "xn--caf-dma"]),)))
+    assert text.splitlines() == [
+        "198.51.100.1/24 (test): 4 hops, destination 198.51.100.5",
+        "traceroute to 198.51.100.5 (198.51.100.5), 30 hops max",
+        " 1  (the router in front of the daemon)",
+        " 2  Once.upon (198.51.100.2)",
+        " 3  * * *",
+        " 4  198.51.100.4 (198.51.100.4)",
+        " 5  xn--caf-dma (198.51.100.5)   [café in a UTF-8 terminal]",
+    ]
+
+
+def test_preview_warns_past_30_hops_with_the_m_to_use():
+    text = preview.render_chain(chain("2001:db8::1/64", [f"h{k}" for k in range(35)]))
+    assert "warning: the destination is 36 hops away and traceroute stops at 30: " \
+           "use `traceroute -m 36`" in text
+    assert "36 hops max" in text
+
+
+def test_preview_warns_when_no_ttl_reaches_the_destination():
+    text = preview.render_chain(chain("2001:db8::1/64", [f"h{k}" for k in range(255)]))
+    assert "a TTL holds at most 255" in text
+
+
+def test_preview_warns_names_wider_than_mtr():
+    text = preview.render_chain(chain("192.0.2.1/24", ["a" * 25, "b" * 26, "short", "c" * 33]))
+    warning, = [l for l in text.splitlines() if "mtr" in l]
+    assert "2 names (lines 3, 5; up to 33 characters)" in warning
+    assert "25-character host column" in warning and "80-column terminal" in warning
+
+
+def test_preview_plain_chain_is_summarised():
+    text = preview.render_chain(Chain(parse_prefix("192.0.2.1/24")))
+    assert "   ..." in text and "254  192.0.2.254 (192.0.2.254)" in text
+    assert "no story" in text
+
+
+def test_preview_no_chains():
+    assert preview.render(Config()) == "no chains\n"
+
+
+def test_demo_config_tells_a_story_on_documentation_prefixes():
+    c = demo.demo_config()
+    assert [str(ch.interface) for ch in c.chains] == ["198.51.100.1/24", "2001:db8:5::1/64"]
+    assert c.dns.listen == (("198.51.100.1", 53), ("2001:db8:5::1", 53))
+    hops = c.chains[0].hops
+    assert 8 <= len(hops) <= 12 and hops[0].name == "Once.upon.a.time"
+    assert any(h.silent for h in hops) and any("xn--" in (h.name or "") for h in hops)
+    assert len(zone.build(c)) == 2
+    assert "warning: the destination" not in preview.render(c)
