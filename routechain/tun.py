@@ -76,8 +76,9 @@ def _setup_error(name: str, e: Exception) -> SetupError:
     text = e.args[1] if len(e.args) > 1 else str(e)
     if code == errno.EBUSY:
         return SetupError(f"interface {name!r} already exists: choose another with --interface")
-    if code == errno.EPERM:
-        return SetupError(f"cannot create TUN {name!r}: CAP_NET_ADMIN is needed (run as root)")
+    if code in (errno.EPERM, errno.EACCES):
+        return SetupError(f"cannot create TUN {name!r}: {os.strerror(code).lower()}: "
+                          f"CAP_NET_ADMIN is needed (run as root)")
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
         return SetupError(f"cannot create TUN {name!r}: {TUN_PATH} is missing "
                           f"(load the tun module, or allow the device)")

@@ -1,0 +1,125 @@
+"""The command line refuses bad input and a hostile environment with one
+clear line and the right exit status (2 usage, 1 environment), leaving
+nothing configured behind it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from netns import TestNet
+
+
+def route_chain(*args: str, ns: TestNet | None = None, prefix: tuple[str, ...] = ()):
+    cmd = (*prefix, sys.executable, "-m", "routechain", *args)
+    if ns is not None:
+        return ns.run(ns.router, *cmd, check=False, timeout=30)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+USAGE_ERRORS = [
+    (["300.1.1.1/24"], "bad address '300.1.1.1'"),
+    (["fd00::/129"], "bad prefix length '129'"),
+    (["198.18.0.1/33"], "bad prefix length '33'"),
+    (["198.18.0.1/24", "198.18.0.200/25"], "chains overlap: 198.18.0.1/24"),
+    (["--queues", "0", "198.18.0.1/24"], "bad queue count '0'"),
+    (["--mtu", "20", "198.18.0.1/24"], "bad MTU '20'"),
+    (["--mtu", "1000", "2001:db8::1/64"], "--mtu 1000: IPv6 chains need"),
+    (["--route", "banana", "198.18.0.1/24"], "--route: bad prefix 'banana'"),
+    (["--interface", "a/b", "198.18.0.1/24"], "bad interface name 'a/b'"),
+    (["--interface", "x" * 16, "198.18.0.1/24"], "bad interface name"),
+    ([], "no chain"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("args,message", USAGE_ERRORS, ids=[" ".join(a) or "none"
+                                                            for a, _ in USAGE_ERRORS])
+def test_cli_usage_error_is_one_line_exit_2(args, message):
+    r = route_chain(*args)
+    assert r.returncode == 2, r
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("route-chain: "), r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_cli_version_and_help():
+    r = route_chain("--version")
+    assert r.returncode == 0 and r.stdout.startswith("route-chain "), r
+    r = route_chain("--help")
+    assert r.returncode == 0 and "ADDR/PLEN" in r.stdout and "--route" in r.stdout, r
+
+
+@pytest.fixture
+def net():
+    with TestNet.create("cli") as net:
+        yield net
+
+
+def assert_nothing_configured(net: TestNet) -> None:
+    addrs = net.run(net.router, "ip", "-o", "addr").stdout
+    assert "198.18.0.1" not in addrs and "2001:db8::1/" not in addrs, addrs
+    links = net.run(net.router, "ip", "-o", "link").stdout
+    assert "route-chain" not in links, links
+
+
+@pytest.mark.netns
+def test_cli_interface_name_taken_exits_1(net):
+    net.run(net.router, "ip", "link", "add", "route-chain", "type", "veth",
+            "peer", "name", "rc-peer")
+    r = route_chain("198.18.0.1/24", ns=net)
+    assert r.returncode == 1, r
+    assert r.stderr.strip() == ("route-chain: interface 'route-chain' already exists: "
+                                "choose another with --interface"), r.stderr
+    addrs = net.run(net.router, "ip", "-o", "addr", "show", "dev", "route-chain").stdout
+    assert "198.18.0.1" not in addrs, addrs
+
+
+@pytest.mark.netns
+def test_cli_without_cap_net_admin_exits_1(net):
+    r = route_chain("198.18.0.1/24", ns=net,
+                    prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "--inh-caps=-all", "--bounding-set=-all"))
+    assert r.returncode == 1, r
+    assert "CAP_NET_ADMIN is needed" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert_nothing_configured(net)
+
+
+@pytest.mark.netns
+def test_cli_without_dev_net_tun_exits_1(net):
+    """/dev/net hidden under an empty tmpfs in a private mount namespace."""
+    script = ("mount -t tmpfs none /dev/net && exec " + sys.executable +
+              " -m routechain 198.18.0.1/24")
+    r = net.run(net.router, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                check=False)
+    assert r.returncode == 1, r
+    assert "/dev/net/tun is missing" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert_nothing_configured(net)
+
+
+@pytest.mark.netns
+def test_cli_failure_half_way_undoes_setup(net, tmp_path):
+    """The DNS port is taken: that fails after the TUN, its addresses, routes
+    and workers are up, and everything done before must be undone."""
+    blocker = net.popen(net.router, sys.executable, "-c",
+                        "import socket, time; s = socket.socket(socket.AF_INET, "
+                        "socket.SOCK_DGRAM); s.bind(('127.0.0.1', 5353)); "
+                        "print('bound', flush=True); time.sleep(60)",
+                        stdout=subprocess.PIPE, text=True)
+    try:
+        assert blocker.stdout.readline().strip() == "bound"
+        config = tmp_path / "rc.toml"
+        config.write_text('[[chain]]\naddress = "198.18.0.1/24"\nhops = ["a", "b"]\n\n'
+                          '[[route]]\nprefix = "198.19.0.0/16"\n\n'
+                          '[dns]\nlisten = ["127.0.0.1:5353"]\n')
+        r = route_chain("--config", str(config), "2001:db8::1/64", ns=net)
+    finally:
+        blocker.kill()
+        blocker.wait()
+    assert r.returncode == 1, r
+    assert "127.0.0.1" in r.stderr and "5353" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert_nothing_configured(net)
+    routes = net.run(net.router, "ip", "-o", "route").stdout
+    assert "198.19.0.0" not in routes, routes
