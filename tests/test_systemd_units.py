@@ -4,9 +4,10 @@ rate each unit at an exposure of 2.0 or lower. The template is checked as
 an instance, route-chain@demo.service.
 
 verify refuses a unit whose ExecStart binary is missing, and the tests do
-not install /usr/local/bin/route-chain: they check a copy whose ExecStart
-names a stub in a temporary directory, every other line unchanged (and
-the unit as shipped too, once scripts/install has put the binary there).
+not install /usr/local/bin/route-chain: as root they verify the unit byte
+for byte in a mount namespace where a stub stands at that path; without
+root, a copy whose ExecStart names a stub elsewhere, every other line
+unchanged.
 """
 
 from __future__ import annotations
@@ -84,15 +85,23 @@ def test_unit_verify_is_clean(tmp_path, shipped, name, conf):
     assert result.returncode == 0 and output == "", output
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("shipped,name,conf", UNITS, ids=UNIT_IDS)
-def test_unit_verify_as_installed(tmp_path, shipped, name, conf):
-    """The unit exactly as shipped, where the installed binary exists."""
-    if not os.access(BINARY, os.X_OK):
-        pytest.skip(f"{BINARY} is not installed (scripts/install); "
-                    "the stubbed copy is verified instead")
+def test_unit_verify_exactly_as_shipped(tmp_path, shipped, name, conf):
+    """The unit byte for byte, with the binary it names present: in a
+    private mount namespace, a tmpfs on /usr/local/bin holds a stub, so the
+    machine's own /usr/local/bin is neither needed nor touched."""
     path = tmp_path / name
     shutil.copy(SYSTEMD / shipped, path)
-    result = analyze("verify", "--man=no", str(path))
+    bindir = os.path.dirname(BINARY)
+    script = (f"mount -t tmpfs -o mode=0755 tmpfs {bindir} && "
+              f"printf '#!/bin/sh\\nexit 0\\n' > {BINARY} && chmod 0755 {BINARY} && "
+              f"exec \"$0\" verify --man=no \"$1\"")
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+         systemd_analyze(), str(path)],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, SYSTEMD_COLORS="0", LC_ALL="C.UTF-8"))
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and output == "", output
 
