@@ -204,7 +204,8 @@ static int walk_ipv6_extensions(struct probe *p)
         if (next == PROTO_FRAGMENT) {
             uint16_t fragment = load16(ip + off + FRAG_OFFSET_FLAGS);
 
-            if (fragment >> FRAG_OFFSET_SHIFT)        /* RFC 4443 2.4(e) */
+            /* RFC 8200 4.5: the upper-layer header is in the first. */
+            if (fragment >> FRAG_OFFSET_SHIFT)
                 return RC_DROP_FRAGMENT;
             /* RFC 6946: offset 0 without M is an atomic fragment, whole. */
             p->first_fragment = (fragment & FRAG_MORE) != 0;
@@ -240,7 +241,7 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->ttl = ip[IPV6_HOP_LIMIT];
     p->first_fragment = false;
 
-    if (is_bad_ipv6_source(p->src))                   /* RFC 4443 2.4(e.5) */
+    if (is_bad_ipv6_source(p->src))                   /* RFC 4443 2.4(e.6) */
         return RC_DROP_BAD_SOURCE;
     if (p->dst[0] == 0xff)                            /* RFC 4443 2.4(e.3) */
         return RC_DROP_MULTICAST;
@@ -294,9 +295,10 @@ static uint64_t sum_pseudo_header(const struct probe *p, size_t upper_len, uint8
     return csum_add(0, p->src, 2 * p->addr_len) + upper_len + proto;
 }
 
-/* The IPv4 ID of a reply: it must vary (RFC 6864 4.1 asks for it on
- * atomic datagrams only loosely), and without state it comes from the
- * probe, whose ID and checksum vary per probe and per TTL. */
+/* The IPv4 ID of a reply. RFC 6864 4.1 lets an atomic datagram carry any
+ * ID, but tools that tell replies apart by it want it to vary; without
+ * state it comes from the probe, whose ID and header checksum (which
+ * covers the TTL) vary from probe to probe. */
 static uint16_t derive_ipv4_id(const uint8_t *ip)
 {
     return load16(ip + IPV4_ID) ^ load16(ip + IPV4_CHECKSUM);
@@ -582,11 +584,13 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, s
  *  - MUST drop an IPv4 header with a bad checksum (RFC 1812 5.2.2).
  *  - MUST NOT reply to an unspecified, loopback, multicast, broadcast or
  *    (IPv6) v4-mapped source (RFC 1122 3.2.2, RFC 1812 4.3.2.7, RFC 4443
- *    2.4(e.5)), nor to a multicast or broadcast destination, including the
- *    chain prefix's all-ones address when it is /30 or shorter.
+ *    2.4(e.6)), nor to a multicast or broadcast destination, including the
+ *    chain prefix's all-ones address when it is /30 or shorter (RFC 4443
+ *    2.4(e.3)).
  *  - Only a destination inside a chain's prefix is ours.
- *  - MUST NOT reply to a non-first fragment (RFC 1122 3.2.2, RFC 4443
- *    2.4(e.4)); IPv6 walks at most EXT_HEADERS_MAX extension headers.
+ *  - MUST NOT reply to a non-first fragment (RFC 1122 3.2.2, RFC 1812
+ *    4.3.2.7; IPv6 alike, RFC 8200 4.5); IPv6 walks at most
+ *    EXT_HEADERS_MAX extension headers.
  *  - MUST NOT reply to an ICMP error (RFC 1122 3.2.2, RFC 1812 4.3.2.7,
  *    RFC 4443 2.4(e.1)); an unknown ICMP type counts as one.
  *  - A silent answering hop sends nothing at all.
