@@ -427,3 +427,66 @@ def test_dns_answers_match_knotd(server, knotd, transport, host, question):
     ours = dig(server.addresses[0][1], transport, *question.split(), server=host)
     theirs = dig(knotd, transport, *question.split(), server=host)
     assert comparable(ours) == comparable(theirs), ours["text"] + theirs["text"]
+
+
+# --- glibc takes every name ---------------------------------------------------
+
+GLIBC_LOOKUP = r"""
+import json, socket, sys
+out = {}
+for address in json.loads(sys.argv[1]):
+    try:
+        out[address] = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)[0]
+    except OSError as e:
+        out[address] = f"ERROR {e}"
+print(json.dumps(out))
+"""
+
+# The server and the resolver in separate processes, as with traceroute.
+GLIBC_PROBE = r"""
+import json, subprocess, sys
+from routechain import dns as rdns, story, zone
+from routechain.chain import Chain, parse_prefix
+from routechain.config import Config, DnsSettings
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+told = story.parse_lines([(f"s:{k}", line) for k, line in enumerate(json.loads(sys.argv[1]), 1)])
+chains = (Chain(parse_prefix("198.51.100.1/24"), told.hops),
+          Chain(parse_prefix("192.0.2.33/27"), told.hops),
+          Chain(parse_prefix("2001:db8:5::1/64"), told.hops))
+written = {str(c.hop_address(k)): h.name for c in chains for k, h in enumerate(c.hops, 1)}
+with rdns.Server(zone.build(Config(chains=chains, dns=DnsSettings())), [("127.0.0.1", 53)]):
+    done = subprocess.run([sys.executable, "-c", sys.argv[2], json.dumps(list(written))],
+                          capture_output=True, text=True, timeout=120, check=True)
+shown = json.loads(done.stdout)
+print(json.dumps([[a, written[a], shown[a]] for a in written]))
+"""
+
+
+@pytest.mark.root
+def test_dns_glibc_getnameinfo_shows_every_story_name(tmp_path):
+    """traceroute asks getnameinfo, and glibc drops PTR answers that fail its
+    host-name check: in a throwaway mount and network namespace whose
+    resolv.conf points at the built-in server, every name comes back as
+    written, through the RFC 2317 CNAME too."""
+    import json
+    import sys
+    need("unshare", "util-linux")
+    lines = ["Once upon a time,", "snake_case -dash- trailing-", "café Straße 日本語",
+             "x" * 70, "gateway.example.net", "Q&A: don't panic!", "1984",
+             " ".join(["word"] * 40)]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    script = tmp_path / "probe.py"
+    script.write_text(GLIBC_PROBE)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["unshare", "--mount", "--net", "sh", "-c",
+         f'mount --bind "{resolv}" /etc/resolv.conf && exec "$0" "$@"',
+         sys.executable, str(script), json.dumps(lines), GLIBC_LOOKUP],
+        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(root),
+                                                         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert len(results) == 3 * len(lines)
+    for address, written, shown in results:
+        assert shown == written, f"{address}: glibc shows {shown!r} for {written!r}"
