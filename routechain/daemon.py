@@ -148,13 +148,14 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         addresses = Addresses(link)
         stack.callback(addresses.remove_all)
         addresses.apply(config.chains, config.routes)
+        if user:
+            # Capabilities are per thread: drop before any thread starts.
+            from .privilege import drop_to
+            drop_to(user, keep=_capabilities_kept(config))
         live = core.Live(core.Table(config.chains))
         workers = Workers(tun.fds, live)
         stack.callback(workers.stop)
         dns = stack.enter_context(DnsSide(config))
-        if user:
-            from .privilege import drop_to
-            drop_to(user, keep=_capabilities_kept(config))
         _log_chains(config, settings)
         notifier.ready(_status(workers))
         status = _serve(load, config, settings, link, addresses, live, workers, dns, notifier)

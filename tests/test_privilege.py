@@ -187,10 +187,6 @@ def test_capability_names_round_trip():
 
 
 @pytest.mark.netns
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon.run calls drop_to after starting its worker and DNS threads, which "
-    "drop_to refuses (capabilities are per thread): the drop must move before "
-    "Workers(...) in routechain/daemon.py; remove this mark then"))
 def test_daemon_user_drops_every_thread():
     """`route-chain --user nobody`, run by hand as root: once READY=1, every
     thread of the daemon is nobody holding CAP_NET_ADMIN alone, and a
