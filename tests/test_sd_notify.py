@@ -18,7 +18,11 @@ holds its addresses and routes and the DNS server listens; STATUS= updates; WATC
 the workers live, none when $WATCHDOG_PID names another process; on SIGHUP
 RELOADING=1 with MONOTONIC_USEC= then READY=1, with the chain answering
 throughout; a broken config on SIGHUP keeps serving and says why; SIGTERM
-gives STOPPING=1, removes the TUN and exits 0.
+gives STOPPING=1, removes the TUN and exits 0. And, since no systemd can
+start the unit here, the daemon once more under the unit's identity and
+limits (AS_UNIT): an unprivileged user with the unit's two ambient
+capabilities only, no-new-privileges, no writable executable memory, a
+/proc without /proc/sys.
 """
 
 from __future__ import annotations
@@ -64,6 +68,27 @@ hops = {json.dumps(HOPS)}
 """
 
 
+# What route-chain.service gives the daemon, short of a systemd to start it
+# (none runs here): a private mount namespace where /dev/net/tun is
+# world-usable as on Debian and /proc shows only processes
+# (ProtectProc=invisible, ProcSubset=pid); then an unprivileged uid holding
+# only the unit's ambient capabilities, with the same bounding set,
+# no-new-privileges (DynamicUser=, AmbientCapabilities=,
+# CapabilityBoundingSet=, NoNewPrivileges=); then no writable executable
+# memory (MemoryDenyWriteExecute=, here the kernel's PR_SET_MDWE).
+NOBODY = 65534
+UNIT_CAPS = "net_admin,+net_bind_service"
+AS_UNIT = (
+    "mount -t tmpfs -o mode=0755 tmpfs /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && "
+    "mount -t proc -o hidepid=invisible,subset=pid proc /proc && "
+    f"exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups "
+    f"--inh-caps=-all,+{UNIT_CAPS} --ambient-caps=-all,+{UNIT_CAPS} "
+    f"--bounding-set=-all,+{UNIT_CAPS} --no-new-privs ")
+MDWE_EXEC = ("import ctypes, os, sys\n"
+             "if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0: sys.exit('PR_SET_MDWE failed')\n"
+             "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n")
+
+
 def monotonic_usec() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
@@ -78,25 +103,36 @@ class Notified:
     datagrams received as (arrival in µs on CLOCK_MONOTONIC, fields), and
     a hook run the moment a datagram with a chosen field arrives."""
 
-    def __init__(self, net: TestNet, config: Path, watchdog_pid: str = "$$") -> None:
+    def __init__(self, net: TestNet, config: Path, watchdog_pid: str = "$$",
+                 as_unit: bool = False) -> None:
         self.net = net
         self._dir = tempfile.TemporaryDirectory(prefix="rc-notify-")
+        # Reachable by an unprivileged daemon too, as systemd's socket is.
+        os.chmod(self._dir.name, 0o755)
         path = os.path.join(self._dir.name, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind(path)
+        os.chmod(path, 0o666)
         self.received: list[tuple[int, dict[str, str]]] = []
         self.seen = 0
         self.log = Path(self._dir.name, "log")
         env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC=str(WATCHDOG_USEC))
         for name in ("JOURNAL_STREAM", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
             env.pop(name, None)
-        # `ip netns exec` and `exec` keep one process: $$ is the daemon's
-        # pid, as systemd sets WATCHDOG_PID to the main process's.
-        command = (f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; exec "
-                   f"{shlex.quote(sys.executable)} -m routechain --config "
-                   f"{shlex.quote(str(config))}")
+        # `ip netns exec`, `unshare`, `setpriv` and `exec` keep one process:
+        # $$ is the daemon's pid, as systemd sets WATCHDOG_PID to the main
+        # process's.
+        python = shlex.quote(sys.executable)
+        command = f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; "
+        argv = ["sh", "-c"]
+        if as_unit:
+            command += AS_UNIT + f"{python} -c {shlex.quote(MDWE_EXEC)} "
+            argv = ["unshare", "--mount", "--propagation", "private"] + argv
+        else:
+            command += f"exec {python} "
+        command += f"-m routechain --config {shlex.quote(str(config))}"
         with open(self.log, "w") as out:
-            self.proc = net.popen(net.router, "sh", "-c", command, stdout=out,
+            self.proc = net.popen(net.router, *argv, command, stdout=out,
                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def next(self, field: str, timeout: float = 20.0, on_arrival=None) -> dict[str, str]:
@@ -336,3 +372,55 @@ def test_sigterm_sends_stopping_and_exits_zero(net, daemon):
     daemon.next("STOPPING=1", timeout=10)
     assert daemon.proc.wait(20) == 0, daemon.output()
     assert not tun_state(net)["exists"]
+
+
+@pytest.fixture
+def readable_config():
+    """The config in a directory the unprivileged daemon can read."""
+    with tempfile.TemporaryDirectory(prefix="rc-conf-") as d:
+        os.chmod(d, 0o755)
+        path = Path(d, "route-chain.toml")
+        path.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
+        path.chmod(0o644)
+        yield path
+
+
+def test_serves_as_the_unit_runs_it(net, readable_config):
+    """The daemon under the unit's identity and limits (AS_UNIT above): an
+    unprivileged user with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only sets
+    up the TUN and DNS on port 53, answers, reloads a new chain, and on
+    SIGTERM removes everything and exits 0."""
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-c", "import routechain.daemon"],
+        capture_output=True, text=True, timeout=60, cwd="/")
+    if probe.returncode != 0:
+        from conftest import cannot_run
+        cannot_run(f"uid {NOBODY} cannot run {sys.executable}: {probe.stderr.strip()}")
+    daemon = Notified(net, readable_config, as_unit=True)
+    try:
+        at_ready: set[str] = set()
+        daemon.next("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
+        assert {"udp 198.18.0.1", "tcp 2001:db8::1"} <= at_ready, at_ready
+        status = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines())
+        assert status["Uid"].split() == [str(NOBODY)] * 4
+        assert int(status["CapEff"], 16) == (1 << 12) | (1 << 10)
+        assert int(status["CapBnd"], 16) == (1 << 12) | (1 << 10)
+        assert status["NoNewPrivs"].strip() == "1"
+        assert traceroute_path(net, DEST6) == expected_path(DEST6)
+
+        readable_config.write_text(readable_config.read_text().replace(
+            "[dns]", '[[chain]]\naddress = "198.18.2.1/24"\nhops = ["new", "end"]\n\n[dns]'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.next("RELOADING=1", timeout=10)
+        ready = daemon.next("READY=1", timeout=10)
+        assert "reload failed" not in ready.get("STATUS", ""), daemon.output()
+        assert traceroute_path(net, "198.18.2.3") == ["192.0.2.1", "198.18.2.2", "198.18.2.3"]
+
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.next("STOPPING=1", timeout=10)
+        assert daemon.proc.wait(20) == 0, daemon.output()
+        assert not tun_state(net)["exists"]
+    finally:
+        daemon.close()
