@@ -64,7 +64,7 @@ _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 COUNTER_NAMES = (
     "udp_queries", "tcp_queries", "tcp_connections", "tcp_refused_connections",
     "noerror", "nodata", "nxdomain", "refused", "formerr", "notimp", "badvers",
-    "truncated", "dropped_malformed", "dropped_responses",
+    "truncated", "dropped_malformed", "dropped_responses", "internal_errors",
 )
 
 
@@ -224,6 +224,8 @@ class Server:
                         self._on_tcp(key.data, events)
                 except OSError:
                     pass  # a peer that went away; the loop goes on
+                except Exception:  # a bug must not take DNS down: count it
+                    self._counters["internal_errors"] += 1
             self._expire_idle()
 
     def _on_udp(self, sock: socket.socket) -> None:

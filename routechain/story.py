@@ -26,8 +26,8 @@ The rules (docs/stories.md says the same for users):
 
 A host name here is what every resolver shows, old glibc included: labels
 of 1..63 letters, digits and `-`, starting and ending with a letter or
-digit, at most 253 characters in all. glibc (since 2.34, `res_hnok` and
-`binary_hnok`) also takes `_` anywhere and `-` at the edges except at the
+digit, at most 253 characters in all. Current glibc (`res_hnok` and
+`binary_hnok`; checked on 2.36) also takes `_` anywhere and `-` at the edges except at the
 very start of the name, and getnameinfo drops a PTR answer it refuses, so
 traceroute would print the bare address; older glibc insisted on letters or
 digits at both ends of every label. The stricter rule suits both.

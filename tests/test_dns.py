@@ -490,3 +490,24 @@ def test_dns_glibc_getnameinfo_shows_every_story_name(tmp_path):
     assert len(results) == 3 * len(lines)
     for address, written, shown in results:
         assert shown == written, f"{address}: glibc shows {shown!r} for {written!r}"
+
+
+def test_dns_answer_never_raises_on_random_messages(zones):
+    """Random and mangled messages, fixed seed: each gets a reply or nothing,
+    and every reply parses."""
+    srv = rdns.Server(zones, [])
+    rng = random.Random(4)
+    good = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=0).to_wire()
+    for i in range(3000):  # bounded
+        if i % 2:
+            wire = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+        else:
+            wire = bytearray(good)
+            for _ in range(rng.randrange(1, 4)):
+                wire[rng.randrange(len(wire))] = rng.randrange(256)
+            wire = bytes(wire)
+        reply = srv.answer(wire, udp=bool(i % 3))
+        if reply is not None:
+            assert len(reply) >= 12 and reply[:2] == wire[:2]
+            header = struct.unpack("!H", reply[2:4])[0]
+            assert header & dns.flags.QR
