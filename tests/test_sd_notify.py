@@ -21,8 +21,8 @@ throughout; a broken config on SIGHUP keeps serving and says why; SIGTERM
 gives STOPPING=1, removes the TUN and exits 0. And, since no systemd can
 start the unit here, the daemon once more under the unit's identity and
 limits (AS_UNIT): an unprivileged user with the unit's two ambient
-capabilities only, no-new-privileges, no writable executable memory, a
-/proc without /proc/sys.
+capabilities only, no-new-privileges, the unit's system call filter, no
+writable executable memory, a /proc without /proc/sys.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import pytest
 
+import syscall_filter
 from netns import CHAIN4, CHAIN6, TestNet
 
 pytestmark = pytest.mark.netns
@@ -74,8 +76,9 @@ hops = {json.dumps(HOPS)}
 # (ProtectProc=invisible, ProcSubset=pid); then an unprivileged uid holding
 # only the unit's ambient capabilities, with the same bounding set,
 # no-new-privileges (DynamicUser=, AmbientCapabilities=,
-# CapabilityBoundingSet=, NoNewPrivileges=); then no writable executable
-# memory (MemoryDenyWriteExecute=, here the kernel's PR_SET_MDWE).
+# CapabilityBoundingSet=, NoNewPrivileges=); then the unit's system call
+# allow list (SystemCallFilter=, tests/syscall_filter.py); then no writable
+# executable memory (MemoryDenyWriteExecute=, here the kernel's PR_SET_MDWE).
 NOBODY = 65534
 UNIT_CAPS = "net_admin,+net_bind_service"
 AS_UNIT = (
@@ -126,7 +129,9 @@ class Notified:
         command = f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; "
         argv = ["sh", "-c"]
         if as_unit:
-            command += AS_UNIT + f"{python} -c {shlex.quote(MDWE_EXEC)} "
+            allowed = ",".join(map(str, sorted(syscall_filter.unit_allow_list())))
+            command += (AS_UNIT + f"{python} {shlex.quote(syscall_filter.__file__)} {allowed} "
+                        f"{python} -c {shlex.quote(MDWE_EXEC)} ")
             argv = ["unshare", "--mount", "--propagation", "private"] + argv
         else:
             command += f"exec {python} "
@@ -387,9 +392,13 @@ def readable_config():
 
 def test_serves_as_the_unit_runs_it(net, readable_config):
     """The daemon under the unit's identity and limits (AS_UNIT above): an
-    unprivileged user with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only sets
-    up the TUN and DNS on port 53, answers, reloads a new chain, and on
-    SIGTERM removes everything and exits 0."""
+    unprivileged user with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE only, and
+    the unit's system call filter, sets up the TUN and DNS on port 53,
+    answers, reloads a new chain, and on SIGTERM removes everything and
+    exits 0."""
+    if shutil.which("systemd-analyze") is None:
+        from conftest import cannot_run
+        cannot_run("systemd-analyze is missing: it names the filter's system calls")
     probe = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
          sys.executable, "-c", "import routechain.daemon"],
@@ -408,6 +417,7 @@ def test_serves_as_the_unit_runs_it(net, readable_config):
         assert int(status["CapEff"], 16) == (1 << 12) | (1 << 10)
         assert int(status["CapBnd"], 16) == (1 << 12) | (1 << 10)
         assert status["NoNewPrivs"].strip() == "1"
+        assert status["Seccomp"].strip() == "2"  # SECCOMP_MODE_FILTER
         assert traceroute_path(net, DEST6) == expected_path(DEST6)
 
         readable_config.write_text(readable_config.read_text().replace(
@@ -422,5 +432,6 @@ def test_serves_as_the_unit_runs_it(net, readable_config):
         daemon.next("STOPPING=1", timeout=10)
         assert daemon.proc.wait(20) == 0, daemon.output()
         assert not tun_state(net)["exists"]
+        assert "not permitted" not in daemon.output(), daemon.output()
     finally:
         daemon.close()
