@@ -160,7 +160,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         notifier.ready(_status(workers))
         status = _serve(load, config, settings, link, addresses, live, workers, dns, notifier)
         notifier.stopping()
-        log.info("stopping: %s", workers.totals().summary())
+        _log_counters(workers)
     return status
 
 

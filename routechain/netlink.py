@@ -14,6 +14,7 @@ from .config import Route
 from .errors import SetupError
 
 IFA_F_NODAD = 0x02
+NUD_PERMANENT = 0x80
 # The kernel's own floor for an interface that carries IPv6 (RFC 8200 §5).
 IPV6_MIN_MTU = 1280
 IPV4_MIN_MTU = 68
@@ -135,6 +136,17 @@ class Namespaces:
             for gateway in gateways:
                 default = "::/0" if ":" in gateway else "0.0.0.0/0"
                 ns.route("add", dst=default, gateway=gateway)
+
+    def mac(self, ns_name: str, ifname: str) -> str:
+        with NetNS(ns_name) as ns:
+            return ns.get_links(ns.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS")
+
+    def neighbour(self, ns_name: str, ifname: str, address: str, mac: str) -> None:
+        """A permanent neighbour entry: the first packet need not wait for
+        address resolution."""
+        with NetNS(ns_name) as ns:
+            ns.neigh("replace", dst=address, lladdr=mac, state=NUD_PERMANENT,
+                     ifindex=ns.link_lookup(ifname=ifname)[0])
 
     def sysctl(self, ns_name: str, key: str, value: str) -> None:
         """Write /proc/sys/KEY as seen from inside the namespace."""

@@ -68,6 +68,14 @@ def run_demo(family: int = 4) -> str:
         spaces.configure(router, ROUTER[0], _interfaces(ROUTER[1]))
         for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
             spaces.sysctl(router, key, "1")
+        # Each end knows the other's link address from the start, so the
+        # first probe does not wait a second for neighbour discovery.
+        for ns, dev, peer, peer_dev, peer_addresses in (
+                (client, CLIENT[0], router, ROUTER[0], ROUTER[1]),
+                (router, ROUTER[0], client, CLIENT[0], CLIENT[1])):
+            mac = spaces.mac(peer, peer_dev)
+            for iface in _interfaces(peer_addresses):
+                spaces.neighbour(ns, dev, str(iface.ip), mac)
 
         daemon = stack.enter_context(_Daemon(router, config, tmp))
         daemon.wait_ready()
