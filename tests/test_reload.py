@@ -1,0 +1,74 @@
+"""Reload on SIGHUP applies what changed without a gap: chains that did not
+change keep answering every probe while chains come and go, and each added
+or removed chain's address and route follow on the TUN.
+
+The network is tests/netns.py's; the daemon reads a config file that the
+test rewrites between SIGHUPs.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from netns import CHAIN4, Daemon, TestNet
+
+pytestmark = pytest.mark.netns
+
+EXTRA = "198.19.0.1/24"
+ROUTE = "198.19.128.0/17"
+
+
+def write_config(path, extra: bool) -> None:
+    text = f'[[chain]]\naddress = "{CHAIN4}"\n'
+    if extra:
+        text += f'\n[[chain]]\naddress = "{EXTRA}"\nhops = ["one", "two", "three"]\n'
+        text += f'\n[[route]]\nprefix = "{ROUTE}"\n'
+    path.write_text(text)
+
+
+def test_reload_loses_no_probe_and_applies_addresses(tmp_path):
+    config = tmp_path / "rc.toml"
+    write_config(config, extra=False)
+    with TestNet.create("rl") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        # 600 pings 5 ms apart (3 s) while the config flips six times.
+        ping = net.popen(net.client, "ping", "-4", "-c", "600", "-i", "0.005", "-W", "1",
+                         "198.18.0.6", stdout=-1, stderr=-1, text=True)
+        for flip in range(6):
+            time.sleep(0.4)
+            write_config(config, extra=flip % 2 == 0)
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for("RELOADING=1")
+            daemon.wait_for("READY=1")
+            addrs = net.run(net.router, "ip", "-o", "addr", "show", "dev", "route-chain").stdout
+            routes = net.run(net.router, "ip", "-o", "route").stdout
+            if flip % 2 == 0:
+                assert "198.19.0.1/24" in addrs and ROUTE in routes, (addrs, routes)
+                trace = net.run(net.client, "traceroute", "-n", "-q", "1", "-w", "1",
+                                "198.19.0.4").stdout
+                assert re.findall(r"^\s*\d+\s+(\S+)", trace, re.MULTILINE) == [
+                    "192.0.2.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"], trace
+            else:
+                assert "198.19.0.1" not in addrs and ROUTE not in routes, (addrs, routes)
+        out, _ = ping.communicate(timeout=30)
+        assert " 600 received, 0% packet loss" in out, out
+        assert "reloaded: " in daemon.output()
+
+
+def test_reload_with_broken_config_keeps_serving(tmp_path):
+    config = tmp_path / "rc.toml"
+    write_config(config, extra=True)
+    with TestNet.create("rb") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        config.write_text('[[chain]]\naddress = "300.1.1.1/24"\n')
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("RELOADING=1")
+        ready = daemon.wait_for("READY=1")
+        assert "reload failed" in ready, ready
+        assert "rc.toml:2" in daemon.output() and "300.1.1.1" in daemon.output()
+        out = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.19.0.4").stdout
+        assert "1 received" in out, out
