@@ -21,7 +21,7 @@ from typing import Callable
 from . import core
 from .chain import Chain, Interface
 from .config import DEFAULT_INTERFACE, Config, Route
-from .errors import RouteChainError, SetupError
+from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
 
@@ -157,70 +157,83 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         stack.callback(workers.stop)
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
-        notifier.ready(_status(workers))
-        status = _serve(load, config, settings, link, addresses, live, workers, dns, notifier)
+        running = Running(load, config, settings, link, addresses, live, workers, dns, notifier)
+        notifier.ready(workers.totals().summary())
+        status = running.serve()
         notifier.stopping()
         _log_counters(workers)
     return status
 
 
-def _serve(load, config, settings, link, addresses, live, workers, dns, notifier) -> int:
-    """The main thread's loop: signals, watchdog pings and status updates."""
-    watchdog = notifier.watchdog_interval()
-    tick = min(STATUS_INTERVAL, watchdog) if watchdog else STATUS_INTERVAL
-    next_status = time.monotonic() + STATUS_INTERVAL
-    while True:
-        info = signal.sigtimedwait(SIGNALS, tick)
-        if not workers.alive():
-            log.error("a worker stopped (%s): exiting so that the service restarts",
-                      "; ".join(workers.failures) or "unknown reason")
-            return 1
-        if watchdog:
-            notifier.watchdog()
-        if info is None:
-            pass
-        elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
-            log.info("%s received", signal.Signals(info.si_signo).name)
-            return 0
-        elif info.si_signo == signal.SIGHUP:
-            config = reload(load, config, settings, link, addresses, live, dns, notifier)
-        elif info.si_signo == signal.SIGUSR1:
-            _log_counters(workers)
-        if time.monotonic() >= next_status:
-            notifier.status(_status(workers))
-            next_status = time.monotonic() + STATUS_INTERVAL
+@dataclass
+class Running:
+    """A daemon whose setup is done: the main thread's loop and reload."""
 
+    load: Callable[[], Config]
+    config: Config
+    settings: Settings
+    link: Link
+    addresses: Addresses
+    live: core.Live
+    workers: Workers
+    dns: "DnsSide"
+    notifier: object
 
-def reload(load, old: Config, settings, link, addresses, live, dns, notifier) -> Config:
-    """Re-read the configuration and apply what changed without closing the
-    TUN; a configuration that fails keeps the old one serving."""
-    notifier.reloading()
-    try:
-        new = load()
-        for warning in new.warnings:
-            log.warning("%s", warning)
-        for what, now in (("interface", Settings.of(new).interface),
-                          ("queues", Settings.of(new).queues)):
-            if now != getattr(settings, what):
-                log.warning("reload: %s %s -> %s needs a restart; keeping %s",
-                            what, getattr(settings, what), now, getattr(settings, what))
-        table = core.Table(new.chains)
-        if new.mtu and new.mtu != old.mtu:
-            link.set_mtu(new.mtu)
+    def serve(self) -> int:
+        """Signals, watchdog pings and status updates until asked to stop."""
+        watchdog = self.notifier.watchdog_interval()
+        tick = min(STATUS_INTERVAL, watchdog) if watchdog else STATUS_INTERVAL
+        next_status = time.monotonic() + STATUS_INTERVAL
+        while True:
+            info = signal.sigtimedwait(SIGNALS, tick)
+            if not self.workers.alive():
+                log.error("a worker stopped (%s): exiting so that the service restarts",
+                          "; ".join(self.workers.failures) or "unknown reason")
+                return 1
+            if watchdog:
+                self.notifier.watchdog()
+            signo = info.si_signo if info else None
+            if signo in (signal.SIGTERM, signal.SIGINT):
+                log.info("%s received", signal.Signals(signo).name)
+                return 0
+            if signo == signal.SIGHUP:
+                self.reload()
+            elif signo == signal.SIGUSR1:
+                _log_counters(self.workers)
+            if time.monotonic() >= next_status:
+                self.notifier.status(self.workers.totals().summary())
+                next_status = time.monotonic() + STATUS_INTERVAL
+
+    def reload(self) -> None:
+        """Re-read the configuration and apply what changed without closing
+        the TUN; a configuration that fails keeps the old one serving."""
+        self.notifier.reloading()
+        old = self.config
         try:
-            addresses.apply(new.chains, new.routes)
-        except RouteChainError:
-            addresses.apply(old.chains, old.routes)
-            raise
-        live.publish(table)
-        dns.reload(new)
-    except RouteChainError as e:
-        log.error("reload failed, still serving the previous configuration: %s", e)
-        notifier.ready(f"reload failed: {e}")
-        return old
-    log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
-    notifier.ready()
-    return new
+            new = self.load()
+            for warning in new.warnings:
+                log.warning("%s", warning)
+            wanted = Settings.of(new)
+            if wanted != self.settings:
+                log.warning("reload: interface and queues need a restart: keeping %s "
+                            "with %d queues", self.settings.interface, self.settings.queues)
+            table = core.Table(new.chains)
+            if new.mtu and new.mtu != old.mtu:
+                self.link.set_mtu(new.mtu)
+            try:
+                self.addresses.apply(new.chains, new.routes)
+            except RouteChainError:
+                self.addresses.apply(old.chains, old.routes)
+                raise
+            self.live.publish(table)
+            self.dns.reload(new)
+        except RouteChainError as e:
+            log.error("reload failed, still serving the previous configuration: %s", e)
+            self.notifier.ready(f"reload failed: {e}")
+            return
+        self.config = new
+        log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
+        self.notifier.ready(self.workers.totals().summary())
 
 
 class DnsSide:
@@ -228,25 +241,24 @@ class DnsSide:
 
     def __init__(self, config: Config) -> None:
         self._server = None
-        self._start(config)
-
-    def _start(self, config: Config) -> None:
-        if config.dns is None or not config.dns.listen:
+        self._listen = config.dns.listen if config.dns else ()
+        if not self._listen:
             return
         from . import dns, zone
         zones = zone.build(config)
-        self._server = dns.Server(zones, config.dns.listen)
+        self._server = dns.Server(zones, self._listen)
         self._server.start()
-        log.info("DNS: serving %d zones on %s", len(zones),
-                 ", ".join(f"{h}:{p}" for h, p in config.dns.listen))
+        log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
-        if self._server is None:
-            if config.dns is not None and config.dns.listen:
-                log.warning("reload: DNS listeners added: they start at the next restart")
-            return
-        from . import zone
-        self._server.reload(zone.build(config))
+        """New zones for the running server; listeners stay as they were bound."""
+        listen = config.dns.listen if config.dns else ()
+        if listen != self._listen:
+            log.warning("reload: DNS listeners change from %s to %s at the next restart",
+                        _addresses(self._listen) or "none", _addresses(listen) or "none")
+        if self._server is not None:
+            from . import zone
+            self._server.reload(zone.build(config))
 
     def __enter__(self) -> "DnsSide":
         return self
@@ -274,8 +286,8 @@ def _log_chains(config: Config, settings: Settings) -> None:
     log.info("serving on %s with %d queues", settings.interface, settings.queues)
 
 
-def _status(workers: Workers) -> str:
-    return workers.totals().summary()
+def _addresses(listen) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
 
 
 def _log_counters(workers: Workers) -> None:
