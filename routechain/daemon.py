@@ -190,6 +190,9 @@ class Running:
                 log.error("a worker stopped (%s): exiting so that the service restarts",
                           "; ".join(self.workers.failures) or "unknown reason")
                 return 1
+            if not self.dns.alive():
+                log.error("the DNS server stopped: exiting so that the service restarts")
+                return 1
             if watchdog:
                 self.notifier.watchdog()
             signo = info.si_signo if info else None
@@ -259,6 +262,9 @@ class DnsSide:
         if self._server is not None:
             from . import zone
             self._server.reload(zone.build(config))
+
+    def alive(self) -> bool:
+        return self._server is None or self._server.alive()
 
     def __enter__(self) -> "DnsSide":
         return self

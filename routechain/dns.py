@@ -148,6 +148,10 @@ class Server:
         """Serve `zones` from now on; the sockets stay as they are."""
         self._index = Index(zones)
 
+    def alive(self) -> bool:
+        """True while the serving thread runs (for the watchdog)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._wake_w is not None:
