@@ -64,8 +64,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--route-metric", type=_int_in(0, 2**32 - 1, "route metric"), metavar="N",
                    help="metric for --route")
     p.add_argument("--reply-ttl", type=_int_in(1, 255, "reply TTL"), default=DEFAULT_REPLY_TTL,
-                   metavar="TTL", help="initial TTL of the first hop's replies "
-                                       f"(default: {DEFAULT_REPLY_TTL})")
+                   metavar="TTL", help="initial TTL of hop 1's replies, for the chains "
+                                       "given here (a [[chain]] sets its own reply_ttl; "
+                                       f"default: {DEFAULT_REPLY_TTL})")
     p.add_argument("--user", metavar="NAME",
                    help="drop to this user after setup, keeping only CAP_NET_ADMIN "
                         "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
