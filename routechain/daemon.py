@@ -28,6 +28,7 @@ from .tun import Tun
 log = logging.getLogger("route-chain")
 
 STATUS_INTERVAL = 5.0
+LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
 
 
@@ -182,8 +183,9 @@ class Running:
     def serve(self) -> int:
         """Signals, watchdog pings and status updates until asked to stop."""
         watchdog = self.notifier.watchdog_interval()
-        tick = min(STATUS_INTERVAL, watchdog) if watchdog else STATUS_INTERVAL
+        tick = min(LIVENESS_INTERVAL, watchdog) if watchdog else LIVENESS_INTERVAL
         next_status = time.monotonic() + STATUS_INTERVAL
+        next_watchdog = time.monotonic()
         while True:
             info = signal.sigtimedwait(SIGNALS, tick)
             if not self.workers.alive():
@@ -193,8 +195,9 @@ class Running:
             if not self.dns.alive():
                 log.error("the DNS server stopped: exiting so that the service restarts")
                 return 1
-            if watchdog:
+            if watchdog and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
+                next_watchdog = time.monotonic() + watchdog
             signo = info.si_signo if info else None
             if signo in (signal.SIGTERM, signal.SIGINT):
                 log.info("%s received", signal.Signals(signo).name)

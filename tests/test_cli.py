@@ -123,3 +123,15 @@ def test_cli_failure_half_way_undoes_setup(net, tmp_path):
     assert_nothing_configured(net)
     routes = net.run(net.router, "ip", "-o", "route").stdout
     assert "198.19.0.0" not in routes, routes
+
+
+@pytest.mark.netns
+def test_tun_removed_under_the_daemon_exits_1_within_seconds(net):
+    """A worker whose queue fails ends the daemon with status 1 (so that
+    systemd restarts it), naming the error; it never spins or hangs."""
+    from netns import CHAIN4, Daemon
+    with Daemon(net, CHAIN4, "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        net.run(net.router, "ip", "link", "del", "route-chain")
+        assert daemon.proc.wait(5) == 1, daemon.output()
+        assert "a worker stopped (queue" in daemon.output(), daemon.output()
