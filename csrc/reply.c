@@ -189,6 +189,11 @@ static int walk_ipv6_extensions(struct probe *p)
     for (unsigned n = 0; is_ipv6_extension(next); n++) {
         size_t ext_len;
 
+        /* RFC 8200 4.1: Hop-by-Hop Options may only follow the IPv6 header.
+         * Anywhere else it is a Next Header a host does not recognise, and
+         * the destination answers Parameter Problem 1 pointing at it. */
+        if (next == PROTO_HOP_BY_HOP && n > 0)
+            break;
         if (n == EXT_HEADERS_MAX)
             return RC_DROP_EXT_HEADERS;
         if (p->ip_len - off < EXT_MIN_LEN)

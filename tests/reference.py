@@ -119,6 +119,8 @@ def parse_v6(packet: bytes, chains: Sequence[Chain]) -> Probe | Drop:
     packet = packet[:40 + payload]
     at, next_header_at, first_fragment, walked = 40, 6, False, 0
     while next_header in IPV6_EXTENSIONS:
+        if next_header == 0 and walked:
+            break  # Hop-by-Hop anywhere but first: an unrecognised Next Header
         if walked == MAX_EXTENSIONS:
             return Drop.EXT_HEADERS
         walked += 1

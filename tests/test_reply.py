@@ -166,6 +166,11 @@ CASES = [
     ("protocol_unreachable_after_extensions", None,
      v6(5, 9, Raw(PAYLOAD), IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(nh=132)),
      R(K.PROTO_UNREACH, 5, 60, pointer=48)),
+    ("parameter_problem_hop_by_hop_not_first", None,
+     v6(5, 9, udp(), IPv6ExtHdrDestOpt(), IPv6ExtHdrHopByHop()),
+     R(K.PROTO_UNREACH, 5, 60, pointer=40)),
+    ("time_exceeded_hop_by_hop_not_first", None,
+     v6(5, 2, udp(), IPv6ExtHdrDestOpt(), IPv6ExtHdrHopByHop()), R(K.TIME_EXCEEDED, 2, 63)),
     # Outside the chain's hops but inside its prefix.
     ("host_unreachable_beyond_chain", v4(40, 64, udp()), v6(40, 64, udp()),
      R(K.HOST_UNREACH, 5, 60)),
