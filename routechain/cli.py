@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .chain import Chain, check_overlap, parse_prefix, DEFAULT_REPLY_TTL
-from .config import DEFAULT_INTERFACE, Config, Route
+from .config import DEFAULT_INTERFACE, Config, Route, check_interface_name
 from .errors import RouteChainError, UsageError
 
 PROG = "route-chain"
@@ -92,11 +92,10 @@ def command_line_config(args: argparse.Namespace) -> Config:
 
 
 def check_runnable(config: Config) -> Config:
-    from .tun import check_name
     if not config.chains:
         raise UsageError("no chain: give ADDR/PLEN on the command line or [[chain]] in --config")
-    check_name(config.interface or DEFAULT_INTERFACE,
-               "--interface" if config.interface else "default interface")
+    check_interface_name(config.interface or DEFAULT_INTERFACE,
+                         "--interface" if config.interface else "default interface")
     if config.mtu and config.mtu < 1280 and any(c.family == 6 for c in config.chains):
         raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least 1280")
     return config

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,17 @@ def merge(cli: Config, file: Config) -> Config:
     )
     check_overlap(merged.chains)
     return merged
+
+
+def check_interface_name(name: str, where: str) -> str:
+    """A Linux interface name: 1..15 bytes (IFNAMSIZ - 1), no '/', no white
+    space, not '.' or '..'."""
+    raw = name.encode()
+    if not 0 < len(raw) < 16 or b"/" in raw or any(c <= 32 or c == 127 for c in raw) \
+            or name in (".", ".."):
+        raise UsageError(f"{where}: bad interface name {name!r}: "
+                         "1 to 15 bytes, no '/' or white space")
+    return name
 
 
 def parse_listen(text: str, where: str) -> tuple[str, int]:
@@ -235,10 +246,11 @@ class _Loader:
 
     def interface(self, daemon: dict) -> str | None:
         name = self.string(daemon, "daemon", None, "interface")
-        if name is not None and (not 1 <= len(name) <= 15 or "/" in name
-                                 or any(c.isspace() for c in name) or name in (".", "..")):
-            raise ConfigError(f"{self.at('daemon', None, 'interface')}: bad interface name "
-                              f"{name!r}: 1..15 characters, no '/' or white space")
+        if name is not None:
+            try:
+                check_interface_name(name, self.at("daemon", None, "interface"))
+            except UsageError as e:
+                raise ConfigError(str(e)) from None
         return name
 
     def route(self, t: dict, i: int) -> Route:

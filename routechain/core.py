@@ -178,7 +178,6 @@ class Worker:
         self.ptr.live = live._cell
         self.ptr.buf = self._buf
         self.ptr.cap = BUFFER_SIZE
-        self._live = live
         live.workers.append(self)
 
     def run(self) -> int:

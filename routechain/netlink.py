@@ -15,9 +15,6 @@ from .errors import SetupError
 
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
-# The kernel's own floor for an interface that carries IPv6 (RFC 8200 §5).
-IPV6_MIN_MTU = 1280
-IPV4_MIN_MTU = 68
 
 
 class Link:

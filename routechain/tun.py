@@ -17,19 +17,8 @@ from .errors import SetupError, UsageError
 
 TUN_PATH = "/dev/net/tun"
 MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
-IFNAMSIZ = 16
 
 _FLAGS = pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_MULTI_QUEUE
-
-
-def check_name(name: str, where: str = "command line") -> str:
-    """A Linux interface name: 1..15 bytes, no '/', no white space."""
-    raw = name.encode()
-    if not 0 < len(raw) < IFNAMSIZ or b"/" in raw or any(c <= 32 or c == 127 for c in raw) \
-            or name in (".", ".."):
-        raise UsageError(f"{where}: bad interface name {name!r}: "
-                               f"1 to {IFNAMSIZ - 1} bytes, no '/' or white space")
-    return name
 
 
 class Tun:
@@ -45,10 +34,7 @@ class Tun:
             for i in range(queues):
                 flags = _FLAGS | (pytun.IFF_TUN_EXCL if i == 0 else 0)
                 self._devices.append(pytun.TunTapDevice(name=name, flags=flags, dev=TUN_PATH))
-        except pytun.Error as e:
-            self.close()
-            raise _setup_error(name, e) from None
-        except OSError as e:
+        except (pytun.Error, OSError) as e:
             self.close()
             raise _setup_error(name, e) from None
         for dev in self._devices:

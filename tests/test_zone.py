@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
-from pathlib import Path
 
 import dns.name
 import dns.rdatatype
