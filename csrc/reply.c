@@ -22,13 +22,25 @@ enum {
 enum answer {
     ANSWER_TIME_EXCEEDED,        /* hop host + t, mid-chain */
     ANSWER_HOST_UNREACH,         /* D beyond the chain or at/below its host */
-    ANSWER_DESTINATION           /* D itself, as a host */
+    ANSWER_DESTINATION,          /* D itself, as a host */
+    ANSWER_TOO_BIG,              /* a hop whose next-hop MTU the probe exceeds */
+    ANSWER_ENDING                /* the chain's `end`, from its last hop */
+};
+
+/* The RFC 4884 extension structure an error carries: none when len is 0. */
+struct extension {
+    const uint8_t *bytes;        /* checksum and label TTLs zero */
+    size_t len;
+    uint32_t sum;                /* of bytes, unfolded */
+    unsigned n_labels;
+    uint8_t label_ttl;
 };
 
 /* What parsing learnt about the packet at buf + headroom. */
 struct probe {
     uint8_t *ip;
     size_t ip_len;               /* from its length fields: padding excluded */
+    size_t room;                 /* bytes of buffer from ip on */
     size_t upper_off;            /* upper-layer header, from ip */
     size_t upper_len;
     size_t next_header_off;      /* IPv6: the Next Header field naming proto */
@@ -40,6 +52,7 @@ struct probe {
     uint8_t proto;
     uint8_t ttl;
     bool first_fragment;
+    bool dont_fragment;          /* IPv4 DF; always true over IPv6 (RFC 8200 5) */
 };
 
 static bool is_all(const uint8_t *p, size_t n, uint8_t value)
@@ -169,6 +182,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
     if (fragment & IPV4_FRAG_OFFSET_MASK)             /* RFC 1122 3.2.2 */
         return RC_DROP_FRAGMENT;
     p->first_fragment = (fragment & IPV4_FRAG_MORE) != 0;
+    p->dont_fragment = (fragment & IPV4_FRAG_DONT) != 0;
     return RC_DROP_NONE;
 }
 
@@ -245,6 +259,7 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->family = 6;
     p->ttl = ip[IPV6_HOP_LIMIT];
     p->first_fragment = false;
+    p->dont_fragment = true;
 
     if (is_bad_ipv6_source(p->src))                   /* RFC 4443 2.4(e.6) */
         return RC_DROP_BAD_SOURCE;
@@ -338,16 +353,53 @@ static void write_ipv6_header(uint8_t *h, size_t payload, uint8_t next, uint8_t 
     memcpy(h + IPV6_DESTINATION, dst, IPV6_ADDR_LEN);
 }
 
+/* RFC 4884 5.1, 5.2, 7: the original datagram field becomes whole units of
+ * at least 128 octets, zero-padded behind the quote, and the extension
+ * structure follows it, label TTLs and checksum filled in; everything stays
+ * within the family's limit, so the quote shrinks to make room. Returns the
+ * field's length, or 0 when the buffer has no room behind the probe. */
+static size_t append_extension(const struct probe *p, const struct extension *ext,
+                               size_t *quote)
+{
+    size_t unit = p->family == 4 ? ICMP_LENGTH_UNIT : ICMPV6_LENGTH_UNIT;
+    size_t header = p->family == 4 ? IPV4_ERROR_HEADER : IPV6_ERROR_HEADER;
+    size_t limit = p->family == 4 ? IPV4_ERROR_MAX : IPV6_ERROR_MAX;
+    size_t most = (limit - header - ext->len) / unit * unit;
+    size_t field;
+    uint8_t *e;
+
+    *quote = p->ip_len < most ? p->ip_len : most;
+    field = (*quote + unit - 1) / unit * unit;
+    if (field < ICMP_EXT_MIN_FIELD)
+        field = ICMP_EXT_MIN_FIELD;
+    if (field + ext->len > p->room)
+        return 0;
+    memset(p->ip + *quote, 0, field - *quote);
+    e = p->ip + field;
+    memcpy(e, ext->bytes, ext->len);
+    /* The MPLS object, when there is one, comes first (rc_hop). */
+    for (unsigned i = 0; i < ext->n_labels; i++)
+        e[ICMP_EXT_HEADER_LEN + ICMP_EXT_OBJECT_HEADER_LEN + i * MPLS_ENTRY_LEN +
+          MPLS_ENTRY_TTL] = ext->label_ttl;
+    store16(e + ICMP_EXT_CHECKSUM,
+            csum_finish(ext->sum + (uint64_t)ext->n_labels * ext->label_ttl));
+    return field;
+}
+
 /* An ICMP error from hop_addr: a new IP + ICMP header in the headroom, in
  * front of the probe, which stays where it was read and is quoted as
  * received up to the family's limit. The checksum covers the new header
- * and the quote: all of it is new to the reply. */
+ * and the quote: all of it is new to the reply. An extension structure
+ * sums to all ones with its own checksum in place, which adds nothing to
+ * a nonzero sum: it is left out of the ICMP checksum. */
 static int build_error(const struct probe *p, size_t headroom, const uint8_t *hop_addr,
-                       uint8_t ttl, uint8_t type, uint8_t code, uint32_t rest, size_t *off)
+                       uint8_t ttl, uint8_t type, uint8_t code, uint32_t rest,
+                       const struct extension *ext, size_t *off)
 {
     size_t header = p->family == 4 ? IPV4_ERROR_HEADER : IPV6_ERROR_HEADER;
     size_t limit = p->family == 4 ? IPV4_ERROR_MAX : IPV6_ERROR_MAX;
     size_t quote = p->ip_len < limit - header ? p->ip_len : limit - header;
+    size_t body, field = 0;
     uint8_t *h, *icmp;
     uint64_t sum = 0;
 
@@ -355,22 +407,33 @@ static int build_error(const struct probe *p, size_t headroom, const uint8_t *ho
         return -RC_DROP_NO_ROOM;
     h = p->ip - header;
     icmp = h + header - ICMP_HEADER_LEN;
+    body = quote;
+    if (ext && ext->len) {
+        field = append_extension(p, ext, &quote);
+        if (field == 0)
+            return -RC_DROP_NO_ROOM;
+        body = field + ext->len;
+    }
     icmp[ICMP_TYPE] = type;
     icmp[ICMP_CODE] = code;
     store16(icmp + ICMP_CHECKSUM, 0);
     store32(icmp + ICMP_REST, rest);
+    if (field && p->family == 4)
+        icmp[ICMP_LENGTH] = (uint8_t)(field / ICMP_LENGTH_UNIT);
+    else if (field)
+        icmp[ICMPV6_LENGTH] = (uint8_t)(field / ICMPV6_LENGTH_UNIT);
     if (p->family == 4) {
-        write_ipv4_header(h, header + quote, derive_ipv4_id(p->ip), ttl, PROTO_ICMP,
+        write_ipv4_header(h, header + body, derive_ipv4_id(p->ip), ttl, PROTO_ICMP,
                           hop_addr, p->src);
     } else {
-        write_ipv6_header(h, ICMP_HEADER_LEN + quote, PROTO_ICMPV6, ttl, hop_addr, p->src);
-        sum = csum_add(0, h + IPV6_SOURCE, 2 * IPV6_ADDR_LEN) + ICMP_HEADER_LEN + quote +
+        write_ipv6_header(h, ICMP_HEADER_LEN + body, PROTO_ICMPV6, ttl, hop_addr, p->src);
+        sum = csum_add(0, h + IPV6_SOURCE, 2 * IPV6_ADDR_LEN) + ICMP_HEADER_LEN + body +
               PROTO_ICMPV6;
     }
     sum = csum_add(sum, icmp, ICMP_HEADER_LEN + quote);
     store16(icmp + ICMP_CHECKSUM, csum_finish(sum));
     *off = headroom - header;
-    return (int)(header + quote);
+    return (int)(header + body);
 }
 
 /* The reply's IP header for an in-place reply whose upper layer starts at
@@ -541,7 +604,8 @@ static int check_echo_request(const struct probe *p)
 }
 
 /* The destination D answers as a host would. */
-static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
+                          const struct extension *ext, size_t *off)
 {
     int drop;
 
@@ -560,7 +624,8 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, s
             return -drop;
         return build_error(p, headroom, p->dst, ttl,
                            p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
-                           p->family == 4 ? ICMP_PORT_UNREACH : ICMPV6_PORT_UNREACH, 0, off);
+                           p->family == 4 ? ICMP_PORT_UNREACH : ICMPV6_PORT_UNREACH, 0, ext,
+                           off);
     case PROTO_TCP:
         drop = check_tcp(p);
         return drop ? -drop : build_tcp_rst(p, headroom, ttl, off);
@@ -573,10 +638,110 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, s
     }
     if (p->family == 4)                               /* RFC 1122 3.2.2.1 */
         return build_error(p, headroom, p->dst, ttl, ICMP_DEST_UNREACH, ICMP_PROTO_UNREACH,
-                           0, off);
-    /* RFC 8200 4, RFC 4443 3.4: the pointer names the Next Header field. */
+                           0, ext, off);
+    /* RFC 8200 4, RFC 4443 3.4: the pointer names the Next Header field;
+     * RFC 4884 gives Parameter Problem no length field: no extension. */
     return build_error(p, headroom, p->dst, ttl, ICMPV6_PARAM_PROBLEM,
-                       ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, off);
+                       ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, NULL, off);
+}
+
+/* FNV-1a (32 bits) over n bytes, continuing from h. */
+static uint32_t hash_bytes(uint32_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* What an ECMP router hashes (docs/replies.md): source and destination
+ * address, the IPv6 flow label, the upper-layer protocol and the first four
+ * octets of its header (ports for UDP and TCP; type, code and checksum for
+ * ICMP, which Paris traceroute keeps constant). Absent octets count as 0. */
+static uint32_t hash_flow(const struct probe *p)
+{
+    uint8_t l4[4] = {0, 0, 0, 0};
+    uint32_t h = 2166136261u;
+
+    /* Source and destination lie side by side in both headers. */
+    h = hash_bytes(h, p->src, 2 * p->addr_len);
+    if (p->family == 6) {
+        uint8_t flow[3] = {p->ip[1] & 0x0f, p->ip[2], p->ip[3]};
+
+        h = hash_bytes(h, flow, sizeof flow);
+    }
+    h = hash_bytes(h, &p->proto, 1);
+    memcpy(l4, p->ip + p->upper_off, p->upper_len < 4 ? p->upper_len : 4);
+    return hash_bytes(h, l4, sizeof l4);
+}
+
+/* Which of n routers at hop k a flow meets: a different, independent
+ * choice at every hop, as routers seed their hashes differently. */
+static unsigned pick_branch(uint32_t flow, unsigned k, unsigned n)
+{
+    uint32_t x = flow ^ (uint32_t)k * 0x9e3779b9u;
+
+    x ^= x >> 16;                                     /* murmur3's finaliser */
+    x *= 0x85ebca6bu;
+    x ^= x >> 13;
+    x *= 0xc2b2ae35u;
+    x ^= x >> 16;
+    return x % n;
+}
+
+/* The router of hop k that a flow meets; forced, when the probe is
+ * addressed to an alternative of hop k, is that one. */
+static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k, uint32_t flow,
+                                     const struct rc_hop *forced)
+{
+    const struct rc_hop *hop = &chain->hops[k];
+    unsigned b;
+
+    if (forced && forced->hop == k)
+        return forced;
+    if (hop->n_alts == 0)
+        return hop;
+    b = pick_branch(flow, k, hop->n_alts + 1u);
+    return b ? &chain->hops[hop->first_alt + b - 1] : hop;
+}
+
+/* The alternative whose address is dst, if any: a probe addressed to a
+ * router of an ECMP branch. */
+static const struct rc_hop *find_alternative(const struct rc_chain *chain, const uint8_t *dst,
+                                             size_t addr_len)
+{
+    for (unsigned i = chain->length + 1u; i < chain->n_hops; i++)
+        if (memcmp(chain->hops[i].addr, dst, addr_len) == 0)
+            return &chain->hops[i];
+    return NULL;
+}
+
+/* RFC 1191 4, RFC 8201 4 (RFC 1812 5.2.6 (DF), RFC 8200 5): the first router
+ * before `last` on the flow's path whose next-hop MTU the probe exceeds; it
+ * drops the probe and says so. IPv4 without DF is fragmented and goes on,
+ * which the destination's reassembly makes invisible: it passes. */
+static const struct rc_hop *find_too_big(const struct probe *p, const struct rc_chain *chain,
+                                         unsigned last, uint32_t flow,
+                                         const struct rc_hop *forced)
+{
+    if (chain->min_mtu == 0 || p->ip_len <= chain->min_mtu || !p->dont_fragment)
+        return NULL;
+    for (unsigned j = 1; j < last; j++) {
+        const struct rc_hop *r = route_at(chain, j, flow, forced);
+
+        if (r->mtu && p->ip_len > r->mtu)
+            return r;
+    }
+    return NULL;
+}
+
+/* The Destination Unreachable code of a chain's `end` (enum rc_end). */
+static uint8_t ending_code(uint8_t family, uint8_t end)
+{
+    /* RFC 792, RFC 1812 5.2.7.1; RFC 4443 3.1 */
+    static const uint8_t v4[] = {0, ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_ADMIN_PROHIBITED};
+    static const uint8_t v6[] = {0, ICMPV6_NO_ROUTE, ICMPV6_ADDR_UNREACH, ICMPV6_ADMIN_PROHIBITED};
+
+    return end < sizeof v4 ? (family == 4 ? v4 : v6)[end] : (family == 4 ? v4 : v6)[1];
 }
 
 /* MUST / MUST NOT, in the order they are applied (docs/replies.md):
@@ -612,10 +777,15 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
 {
     struct probe p;
     const struct rc_chain *chain;
+    const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL;
+    struct extension ext = {NULL, 0, 0, 0, 0};
     uint8_t hop_addr[IPV6_ADDR_LEN];
+    const uint8_t *source = hop_addr;
     unsigned t, k, hop;
+    uint32_t flow = 0;
     enum answer answer;
     int drop, ttl;
+    bool silent;
 
     if (headroom > cap || len > cap - headroom)
         return -RC_DROP_NO_ROOM;
@@ -636,12 +806,22 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     drop = check_icmp_error(&p);
     if (drop)
         return -drop;
+    p.room = cap - headroom;
 
     /* The chain rule. t = 0 never arrives over a real path; a router would
      * have answered it at t = 1. */
     chain = p.chain;
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
+    if (chain->hops) {
+        flow = hash_flow(&p);
+        /* An alternative's own address: it is a router of hop k, reached
+         * over the hops in front of it. */
+        if (k == 0 || k > chain->length)
+            forced = find_alternative(chain, p.dst, p.addr_len);
+        if (forced)
+            k = forced->hop;
+    }
     if (k == 0) {
         answer = ANSWER_HOST_UNREACH;                 /* at or below the host */
         hop = 1;
@@ -655,30 +835,72 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         answer = ANSWER_HOST_UNREACH;                 /* beyond: the last hop knows */
         hop = chain->length;
     }
-    if (chain->hop_flags[hop] & RC_HOP_SILENT)
+    if (!chain->hops) {
+        silent = chain->hop_flags[hop] & RC_HOP_SILENT;
+        /* As if each hop sent with reply_ttl and the way back crossed the
+         * hops in front of it, so traceroute --back sees a consistent path. */
+        ttl = (int)chain->reply_ttl - (int)(hop - 1);
+        if (ttl < 1)
+            ttl = 1;
+        add_to_address(hop_addr, chain->host, p.addr_len, hop);
+    } else {
+        /* Hops in front of the one that answers forward the probe, and the
+         * first whose MTU it exceeds answers instead (k > 0: forwarded). */
+        if (k > 0)
+            too_big = find_too_big(&p, chain, hop, flow, forced);
+        if (too_big) {
+            answer = ANSWER_TOO_BIG;
+            hop = too_big->hop;
+            router = too_big;
+        } else {
+            router = route_at(chain, hop, flow, forced);
+        }
+        /* The last hop of a chain with an `end` is a router with no route
+         * to what lies past it, its own address included. */
+        if (chain->end != RC_END_HOST && !forced && hop == chain->length &&
+            (answer == ANSWER_DESTINATION || answer == ANSWER_HOST_UNREACH) && k > 0)
+            answer = ANSWER_ENDING;
+        silent = router->flags & RC_HOP_SILENT;
+        ttl = router->reply_ttl;                      /* computed with the table */
+        source = router->addr;
+        if (router->ext_len) {
+            ext.bytes = chain->ext + router->ext_off;
+            ext.len = router->ext_len;
+            ext.sum = router->ext_sum;
+            ext.n_labels = router->n_labels;
+            /* Uniform model (RFC 3443): the label TTL is the TTL the probe
+             * arrived with at this hop. */
+            ext.label_ttl = (uint8_t)(t - hop + 1 > 255 ? 255 : t - hop + 1);
+        }
+    }
+    if (silent)
         return -RC_DROP_SILENT;
-    /* As if each hop sent with reply_ttl and the way back crossed the hops
-     * in front of it, so traceroute --back sees a consistent path. */
-    ttl = (int)chain->reply_ttl - (int)(hop - 1);
-    if (ttl < 1)
-        ttl = 1;
 
     switch (answer) {
     case ANSWER_DESTINATION:
-        return answer_as_host(&p, headroom, (uint8_t)ttl, off);
+        return answer_as_host(&p, headroom, (uint8_t)ttl, &ext, off);
     case ANSWER_TIME_EXCEEDED:                        /* RFC 1812 5.3.1, RFC 4443 3.3 */
-        add_to_address(hop_addr, chain->host, p.addr_len, hop);
-        return build_error(&p, headroom, hop_addr, (uint8_t)ttl,
+        return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED,
                            p.family == 4 ? ICMP_TTL_EXCEEDED : ICMPV6_HOP_LIMIT_EXCEEDED,
-                           0, off);
+                           0, &ext, off);
+    case ANSWER_TOO_BIG:
+        if (p.family == 4)                            /* RFC 1191 4, RFC 4884 4.1 */
+            return build_error(&p, headroom, source, (uint8_t)ttl, ICMP_DEST_UNREACH,
+                               ICMP_FRAG_NEEDED, router->mtu, &ext, off);
+        /* RFC 4443 3.2, RFC 8201 4: no length field, so no extension. */
+        return build_error(&p, headroom, source, (uint8_t)ttl, ICMPV6_PACKET_TOO_BIG, 0,
+                           router->mtu, NULL, off);
+    case ANSWER_ENDING:                               /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
+        return build_error(&p, headroom, source, (uint8_t)ttl,
+                           p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
+                           ending_code(p.family, chain->end), 0, &ext, off);
     case ANSWER_HOST_UNREACH:                         /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
     default:
-        add_to_address(hop_addr, chain->host, p.addr_len, hop);
-        return build_error(&p, headroom, hop_addr, (uint8_t)ttl,
+        return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            p.family == 4 ? ICMP_HOST_UNREACH : ICMPV6_ADDR_UNREACH,
-                           0, off);
+                           0, &ext, off);
     }
 }
 
@@ -711,7 +933,10 @@ int rc_reply_kind(const uint8_t *reply, size_t len)
         case ICMP_DEST_UNREACH:
             return code == ICMP_PORT_UNREACH ? RC_KIND_PORT_UNREACH
                  : code == ICMP_PROTO_UNREACH ? RC_KIND_PROTO_UNREACH
-                 : code == ICMP_HOST_UNREACH ? RC_KIND_HOST_UNREACH : -1;
+                 : code == ICMP_HOST_UNREACH ? RC_KIND_HOST_UNREACH
+                 : code == ICMP_FRAG_NEEDED ? RC_KIND_TOO_BIG
+                 : code == ICMP_NET_UNREACH || code == ICMP_ADMIN_PROHIBITED ? RC_KIND_ENDING
+                 : -1;
         default: return -1;
         }
     }
@@ -720,9 +945,12 @@ int rc_reply_kind(const uint8_t *reply, size_t len)
         case ICMPV6_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
         case ICMPV6_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
         case ICMPV6_PARAM_PROBLEM: return RC_KIND_PROTO_UNREACH;
+        case ICMPV6_PACKET_TOO_BIG: return RC_KIND_TOO_BIG;
         case ICMPV6_DEST_UNREACH:
             return code == ICMPV6_PORT_UNREACH ? RC_KIND_PORT_UNREACH
-                 : code == ICMPV6_ADDR_UNREACH ? RC_KIND_HOST_UNREACH : -1;
+                 : code == ICMPV6_ADDR_UNREACH ? RC_KIND_HOST_UNREACH
+                 : code == ICMPV6_NO_ROUTE || code == ICMPV6_ADMIN_PROHIBITED ? RC_KIND_ENDING
+                 : -1;
         default: return -1;
         }
     }

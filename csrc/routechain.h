@@ -32,6 +32,8 @@ enum rc_kind {
     RC_KIND_TCP_RST,
     RC_KIND_PROTO_UNREACH,   /* v4 Protocol Unreachable, v6 Parameter Problem 1 */
     RC_KIND_HOST_UNREACH,    /* beyond the chain, or below its host */
+    RC_KIND_TOO_BIG,         /* v4 Fragmentation Needed, v6 Packet Too Big */
+    RC_KIND_ENDING,          /* the chain's `end`: network, host, prohibited */
     RC_KIND_COUNT
 };
 
@@ -39,6 +41,35 @@ enum rc_limits {
     RC_HEADROOM = 64,        /* >= IPv6 + ICMPv6 header (48), rounded up */
     RC_MAX_HOPS = 255,
     RC_HOP_SILENT = 1        /* hop_flags bit: the hop never answers */
+};
+
+/* How a chain ends (rc_chain.end): its last hop answers as a host, or as a
+ * router with no route that sends Destination Unreachable with this code. */
+enum rc_end {
+    RC_END_HOST = 0,
+    RC_END_NET,              /* !N: v4 3/0, v6 1/0 (no route) */
+    RC_END_HOST_UNREACH,     /* !H: v4 3/1, v6 1/3 (address unreachable) */
+    RC_END_PROHIBITED        /* !X: v4 3/13, v6 1/1 (administratively prohibited) */
+};
+
+/* One router at one hop of a chain with per-hop properties. Branch 0 of hop
+ * k is hops[k]; the ECMP alternatives of hop k are hops[first_alt ..
+ * first_alt + n_alts - 1], after hops[length]. ext_len bytes at ext + ext_off
+ * are the router's RFC 4884 extension structure, built by Python with its
+ * checksum and every label TTL zero; ext_sum is their sum (RFC 1071, not
+ * folded) and n_labels the label stack entries whose TTL the core fills in. */
+struct rc_hop {
+    uint8_t addr[16];        /* its address; IPv4 in the first 4 bytes */
+    uint32_t ext_sum;
+    uint32_t ext_off;
+    uint16_t ext_len;        /* 0: no extension structure */
+    uint16_t mtu;            /* next-hop MTU; 0: none */
+    uint16_t first_alt;
+    uint8_t n_alts;          /* branch 0 only */
+    uint8_t n_labels;
+    uint8_t reply_ttl;       /* the TTL its replies arrive with, 1 .. 255 */
+    uint8_t flags;           /* RC_HOP_SILENT */
+    uint8_t hop;             /* k: which hop it is */
 };
 
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
@@ -52,6 +83,11 @@ struct rc_chain {
     uint8_t host[16];        /* network byte order; IPv4 in the first 4 bytes */
     uint8_t mask[16];        /* prefix mask, same layout */
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
+    uint8_t end;             /* enum rc_end */
+    uint16_t min_mtu;        /* the smallest rc_hop.mtu in the chain; 0: none */
+    uint16_t n_hops;         /* entries in hops: length + 1 + alternatives */
+    const struct rc_hop *hops;   /* NULL: no per-hop properties (see rc_hop) */
+    const uint8_t *ext;      /* the extension structures rc_hop points into */
 };
 
 /* Read-only once built; chains do not overlap. */
@@ -73,7 +109,7 @@ int rc_reply_kind(const uint8_t *reply, size_t len);
 struct rc_stats {
     uint64_t received;
     uint64_t sent;
-    uint64_t replies[6];     /* by enum rc_kind */
+    uint64_t replies[8];     /* by enum rc_kind */
     uint64_t drops[16];      /* by enum rc_drop */
     uint64_t write_errors;
     uint64_t read_errors;

@@ -26,6 +26,7 @@ enum ipv4_layout {
 };
 
 enum ipv4_fragment_bits {
+    IPV4_FRAG_DONT = 0x4000,
     IPV4_FRAG_MORE = 0x2000,
     IPV4_FRAG_OFFSET_MASK = 0x1fff
 };
@@ -40,7 +41,8 @@ enum ipv6_layout {
     IPV6_DESTINATION = 24,
     IPV6_HEADER_LEN = 40,
     IPV6_ADDR_LEN = 16,
-    IPV6_VERSION_WORD = 0x60000000 /* version 6, class 0, flow label 0 */
+    IPV6_VERSION_WORD = 0x60000000, /* version 6, class 0, flow label 0 */
+    IPV6_FLOW_LABEL_MASK = 0x000fffff
 };
 
 /* RFC 8200 4: extension headers. Every one starts with Next Header and a
@@ -105,13 +107,17 @@ enum icmp_type {
 
 enum icmp_code {
     ICMP_TTL_EXCEEDED = 0,       /* under ICMP_TIME_EXCEEDED */
-    ICMP_HOST_UNREACH = 1,       /* under ICMP_DEST_UNREACH */
+    ICMP_NET_UNREACH = 0,        /* under ICMP_DEST_UNREACH */
+    ICMP_HOST_UNREACH = 1,
     ICMP_PROTO_UNREACH = 2,
-    ICMP_PORT_UNREACH = 3
+    ICMP_PORT_UNREACH = 3,
+    ICMP_FRAG_NEEDED = 4,        /* RFC 1191 4: Next-Hop MTU in bytes 6..7 */
+    ICMP_ADMIN_PROHIBITED = 13   /* RFC 1812 5.2.7.1 */
 };
 
 enum icmpv6_type {
     ICMPV6_DEST_UNREACH = 1,
+    ICMPV6_PACKET_TOO_BIG = 2,      /* RFC 4443 3.2: MTU in bytes 4..7 */
     ICMPV6_TIME_EXCEEDED = 3,
     ICMPV6_PARAM_PROBLEM = 4,
     ICMPV6_ECHO_REQUEST = 128,
@@ -124,7 +130,9 @@ enum icmpv6_type {
 
 enum icmpv6_code {
     ICMPV6_HOP_LIMIT_EXCEEDED = 0,  /* under ICMPV6_TIME_EXCEEDED */
-    ICMPV6_ADDR_UNREACH = 3,        /* under ICMPV6_DEST_UNREACH */
+    ICMPV6_NO_ROUTE = 0,            /* under ICMPV6_DEST_UNREACH */
+    ICMPV6_ADMIN_PROHIBITED = 1,
+    ICMPV6_ADDR_UNREACH = 3,
     ICMPV6_PORT_UNREACH = 4,
     ICMPV6_UNKNOWN_NEXT_HEADER = 1  /* under ICMPV6_PARAM_PROBLEM */
 };
@@ -156,6 +164,30 @@ enum tcp_flag {
     TCP_SYN = 0x02,
     TCP_RST = 0x04,
     TCP_ACK_FLAG = 0x10
+};
+
+/* RFC 4884: the length of the "original datagram" field, in the ICMP
+ * header, of Time Exceeded and Destination Unreachable; when an extension
+ * structure follows, the field is zero-padded to a whole number of units
+ * and to at least 128 octets (RFC 4884 5.1, 5.2). */
+enum icmp_ext_length {
+    ICMP_LENGTH = 5,             /* ICMPv4: one octet, in 32-bit words */
+    ICMPV6_LENGTH = 4,           /* ICMPv6: one octet, in 64-bit words */
+    ICMP_LENGTH_UNIT = 4,
+    ICMPV6_LENGTH_UNIT = 8,
+    ICMP_EXT_MIN_FIELD = 128
+};
+
+/* RFC 4884 7: the extension structure: a 4-byte header (version 2 in the
+ * top nibble, checksum over the whole structure), then objects, each with
+ * a 4-byte header (length, class, C-type). RFC 4950: the MPLS object's
+ * label stack entries (RFC 3032 2.1: label 20 bits, TC 3, S 1, TTL 8). */
+enum icmp_ext_layout {
+    ICMP_EXT_CHECKSUM = 2,
+    ICMP_EXT_HEADER_LEN = 4,
+    ICMP_EXT_OBJECT_HEADER_LEN = 4,
+    MPLS_ENTRY_LEN = 4,
+    MPLS_ENTRY_TTL = 3
 };
 
 /* Limits on what an ICMP error may carry. */

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
+from . import extensions
 from ._core import ffi, lib
 from .chain import Chain
+from .errors import UsageError
 
 HEADROOM = lib.RC_HEADROOM
 
@@ -48,8 +50,8 @@ class Table:
         self.chains: tuple[Chain, ...] = tuple(c for c in chains if c.length > 0)
         # ffi.new never hands out a zero-length array: keep one unused slot.
         self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
-        for slot, chain in zip(self._array, self.chains):
-            fill_chain(slot, chain)
+        # The per-hop arrays and extension bytes the slots point into.
+        self._keep = [fill_chain(slot, chain) for slot, chain in zip(self._array, self.chains)]
         self._table = ffi.new("struct rc_table *")
         self._table.n_chains = len(self.chains)
         self._table.chains = self._array
@@ -63,8 +65,14 @@ class Table:
         return len(self.chains)
 
 
-def fill_chain(slot, chain: Chain) -> None:
-    """Write one Chain into a `struct rc_chain` (zeroed by ffi.new)."""
+ENDS = {"host": lib.RC_END_HOST, "!N": lib.RC_END_NET, "!H": lib.RC_END_HOST_UNREACH,
+        "!X": lib.RC_END_PROHIBITED}
+MAX_ROUTERS = 65535              # rc_chain.n_hops
+
+
+def fill_chain(slot, chain: Chain) -> tuple:
+    """Write one Chain into a `struct rc_chain` (zeroed by ffi.new). Returns
+    the cffi memory the slot points into, which must live as long as it."""
     host = chain.host.packed
     mask = chain.network.netmask.packed
     slot.family = chain.family
@@ -76,6 +84,67 @@ def fill_chain(slot, chain: Chain) -> None:
     for k in range(1, chain.length + 1):
         if chain.hop(k).silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
+    if not chain.has_extensions:
+        return ()                # hops stays NULL: the core's plain path
+    return fill_routers(slot, chain)
+
+
+def fill_routers(slot, chain: Chain) -> tuple:
+    """The per-router array (struct rc_hop) and the extension bytes of a
+    chain with per-hop properties: hops[k] is hop k itself, its '+'
+    alternatives follow hops[length]. Equal extension structures share
+    their bytes."""
+    alternatives = [(k, b) for k in range(1, chain.length + 1)
+                    for b in range(1, len(chain.hop(k).alternatives) + 1)]
+    count = chain.length + 1 + len(alternatives)
+    crowded = [k for k in range(1, chain.length + 1) if len(chain.hop(k).alternatives) > 255]
+    if crowded:
+        k = crowded[0]
+        raise UsageError(f"{chain.hop(k).where}: {len(chain.hop(k).alternatives)} "
+                         "alternatives at one hop: at most 255")
+    if count > MAX_ROUTERS:
+        raise UsageError(f"{chain.where}: {len(alternatives)} alternatives: at most "
+                         f"{MAX_ROUTERS - chain.length - 1} fit in one chain")
+    hops = ffi.new("struct rc_hop[]", count)
+    blob, offsets = bytearray(), {}
+    mtus = []
+
+    def fill(entry, k: int, b: int) -> None:
+        router = chain.branch(k, b)
+        addr = chain.branch_address(k, b).packed
+        ffi.memmove(entry.addr, addr, len(addr))
+        entry.hop = k
+        entry.flags = lib.RC_HOP_SILENT if router.silent else 0
+        # As chain-wide: the way back crosses the k - 1 hops in front of it.
+        entry.reply_ttl = max(1, chain.reply_ttl_at(k, b) - (k - 1))
+        if router.props.mtu is not None:
+            entry.mtu = router.props.mtu
+            mtus.append(router.props.mtu)
+        ext = extensions.build(router.props)
+        if ext is not None:
+            if ext.data not in offsets:
+                offsets[ext.data] = len(blob)
+                blob.extend(ext.data)
+            entry.ext_off = offsets[ext.data]
+            entry.ext_len = len(ext.data)
+            entry.ext_sum = ext.sum
+            entry.n_labels = ext.labels
+
+    for k in range(1, chain.length + 1):
+        fill(hops[k], k, 0)
+    for n, (k, b) in enumerate(alternatives, chain.length + 1):
+        if b == 1:
+            hops[k].first_alt = n
+        hops[k].n_alts = b
+        fill(hops[n], k, b)
+    data = ffi.new("uint8_t[]", max(1, len(blob)))
+    ffi.memmove(data, bytes(blob), len(blob))
+    slot.hops = hops
+    slot.n_hops = count
+    slot.ext = data
+    slot.min_mtu = min(mtus, default=0)
+    slot.end = ENDS[chain.end]
+    return hops, data
 
 
 def reply(packet: bytes, table: Table, headroom: int = HEADROOM,

@@ -13,6 +13,8 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6Unknown, IPv6, IPv6ExtH
 from scapy.packet import Raw
 
 from routechain.chain import Chain, Hop, parse_prefix
+from routechain.errors import UsageError
+from routechain.hopprops import Label, Props
 
 SOURCES_V4 = ["198.51.100.7", "192.0.2.200", "198.19.255.1"]
 SOURCES_V6 = ["2001:db8:ffff::7", "2001:db8:aaaa::1"]
@@ -33,15 +35,59 @@ def random_chains(rng: random.Random) -> list[Chain]:
         if room == 0:
             continue
         hops: tuple[Hop, ...] = ()
+        extended = rng.random() < 0.5
         if rng.random() < 0.6:
             length = rng.randint(1, min(room, 40))
-            hops = tuple(Hop(silent=rng.random() < 0.1) for _ in range(length))
-        chains.append(Chain(interface, hops, reply_ttl=rng.choice([1, 5, 30, 64, 255])))
+            hops = tuple(random_hop(rng, interface.version, k, extended and k < length)
+                         for k in range(1, length + 1))
+        reply_ttl = rng.choice([1, 5, 30, 64, 255])
+        defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"])) if extended else Props()
+        try:
+            chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
+        except UsageError:   # no room for the alternatives' addresses: go without
+            hops = tuple(Hop(silent=h.silent, where=h.where, props=h.props) for h in hops)
+            chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
     return chains
+
+
+def random_props(rng: random.Random, family: int, extended: bool) -> Props:
+    """Per-hop properties: label stacks, interface information of every
+    shape (name lengths across the 4-octet padding), MTUs, reply TTLs."""
+    if not extended or rng.random() < 0.3:
+        return Props()
+    name = "".join(rng.choice("abcxyz-/0é") for _ in range(rng.randint(1, 40)))
+    name = name.encode()[:63].decode("utf-8", "ignore") or "x"
+    low = 68 if family == 4 else 1280
+    return Props(
+        mpls=tuple(Label(rng.randrange(2**20), rng.randrange(8))
+                   for _ in range(rng.randint(1, 8))) if rng.random() < 0.6 else None,
+        iface=name if rng.random() < 0.5 else None,
+        ifindex=rng.randrange(2**32) if rng.random() < 0.3 else None,
+        ifaddr=ipaddress.ip_address(rng.choice(["192.0.2.9", "2001:db8::9"]))
+        if rng.random() < 0.3 else None,
+        ifmtu=rng.choice([1500, 9000, 2**32 - 1]) if rng.random() < 0.3 else None,
+        mtu=rng.choice([low, low + 1, max(low, 576), 1280, 1400, 1500])
+        if rng.random() < 0.2 else None,
+        reply_ttl=rng.choice([1, 64, 255]) if rng.random() < 0.2 else None)
+
+
+def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
+    """Hop k, and when extended sometimes one to three '+' alternatives."""
+    alternatives = ()
+    if extended and rng.random() < 0.2:
+        alternatives = tuple(Hop(silent=rng.random() < 0.1, where=f"random:{k}+{n}",
+                                 props=random_props(rng, family, True))
+                             for n in range(rng.randint(1, 3)))
+    return Hop(silent=rng.random() < 0.1, where=f"random:{k}",
+               props=random_props(rng, family, extended), alternatives=alternatives)
 
 
 def pick_destination(rng: random.Random, chains: list[Chain]) -> str:
     chain = rng.choice(chains)
+    branches = [(k, b) for k, hop in enumerate(chain.hops, 1)
+                for b in range(1, len(hop.alternatives) + 1)]
+    if branches and rng.random() < 0.2:
+        return str(chain.branch_address(*rng.choice(branches)))
     roll = rng.random()
     if roll < 0.7:
         k = rng.randint(-3, chain.length + 3)

@@ -53,7 +53,8 @@ class Probe:
 
     def __init__(self, family: int, packet: bytes, src: bytes, dst: bytes, ttl: int,
                  proto: int, upper: bytes, ident: int = 0, first_fragment: bool = False,
-                 next_header_at: int = 6) -> None:
+                 next_header_at: int = 6, dont_fragment: bool = True,
+                 flow_label: int = 0) -> None:
         self.family = family
         self.packet = packet          # as received, trailing padding cut off
         self.src = src
@@ -64,6 +65,8 @@ class Probe:
         self.ident = ident            # the ID an IPv4 reply carries
         self.first_fragment = first_fragment
         self.next_header_at = next_header_at
+        self.dont_fragment = dont_fragment    # IPv6 routers never fragment
+        self.flow_label = flow_label
 
 
 def find_chain(chains: Sequence[Chain], family: int, dst: bytes) -> Chain | None:
@@ -99,13 +102,13 @@ def parse_v4(packet: bytes, chains: Sequence[Chain]) -> Probe | Drop:
         return Drop.FRAGMENT
     packet = packet[:total]
     return Probe(4, packet, src, dst, ttl, proto, packet[ihl:], ident=ident ^ header_sum,
-                 first_fragment=bool(fragment & 0x2000))
+                 first_fragment=bool(fragment & 0x2000), dont_fragment=bool(fragment & 0x4000))
 
 
 def parse_v6(packet: bytes, chains: Sequence[Chain]) -> Probe | Drop:
     if len(packet) < 40:
         return Drop.TRUNCATED
-    _word, payload, next_header, hop_limit, src, dst = struct.unpack("!IHBB16s16s", packet[:40])
+    word, payload, next_header, hop_limit, src, dst = struct.unpack("!IHBB16s16s", packet[:40])
     if payload == 0 or 40 + payload > len(packet):
         return Drop.TRUNCATED
     source = ipaddress.IPv6Address(src)
@@ -143,22 +146,35 @@ def parse_v6(packet: bytes, chains: Sequence[Chain]) -> Probe | Drop:
         next_header = packet[at]
         at += size
     return Probe(6, packet, src, dst, hop_limit, next_header, packet[at:],
-                 first_fragment=first_fragment, next_header_at=next_header_at)
+                 first_fragment=first_fragment, next_header_at=next_header_at,
+                 flow_label=word & 0xfffff)
 
 
 def error_reply(probe: Probe, hop: bytes, ttl: int, icmp_type: int, code: int,
-                rest: int, headroom: int) -> bytes | Drop:
-    if probe.family == 4:
-        if headroom < 28:
+                rest: int, headroom: int, extension: bytes = b"",
+                room: int = 1 << 20) -> bytes | Drop:
+    """An ICMP error; with an RFC 4884 extension structure, the original
+    datagram field is whole 32-bit (v4) / 64-bit (v6) words, at least 128
+    octets, its length in the ICMP header, and the quote shrinks so that
+    all of it stays within 576 / 1280 octets. room: the buffer's bytes from
+    the probe on."""
+    v4 = probe.family == 4
+    header, limit, unit = (28, 576, 4) if v4 else (48, 1280, 8)
+    if headroom < header:
+        return Drop.NO_ROOM
+    if extension:
+        quote = probe.packet[:(limit - header - len(extension)) // unit * unit]
+        field = max(128, -(-len(quote) // unit) * unit)
+        if field + len(extension) > room:
             return Drop.NO_ROOM
-        quote = probe.packet[:576 - 28]
-        message = struct.pack("!BBHI", icmp_type, code, 0, rest) + quote
+        quote = quote.ljust(field, b"\0") + extension
+        rest |= (field // unit) << (16 if v4 else 24)
+    else:
+        quote = probe.packet[:limit - header]
+    message = struct.pack("!BBHI", icmp_type, code, 0, rest) + quote
+    if v4:
         message = message[:2] + struct.pack("!H", checksum(message)) + message[4:]
         return ipv4_header(20 + len(message), probe.ident, ttl, 1, hop, probe.src) + message
-    if headroom < 48:
-        return Drop.NO_ROOM
-    quote = probe.packet[:1280 - 48]
-    message = struct.pack("!BBHI", icmp_type, code, 0, rest) + quote
     total = checksum(pseudo_v6(hop, probe.src, 58, len(message)) + message)
     message = message[:2] + struct.pack("!H", total) + message[4:]
     return ipv6_header(len(message), 58, ttl, hop, probe.src) + message
@@ -175,7 +191,8 @@ def pseudo(probe: Probe, proto: int, length: int) -> bytes:
     return make(probe.src, probe.dst, proto, length)
 
 
-def host_reply(probe: Probe, ttl: int, headroom: int) -> bytes | Drop:
+def host_reply(probe: Probe, ttl: int, headroom: int, extension: bytes = b"",
+               room: int = 1 << 20) -> bytes | Drop:
     v4 = probe.family == 4
     upper = probe.upper
     if probe.first_fragment:
@@ -201,7 +218,8 @@ def host_reply(probe: Probe, ttl: int, headroom: int) -> bytes | Drop:
                 return Drop.BAD_CHECKSUM
         elif checksum(pseudo(probe, 17, length) + upper[:length]) != 0:
             return Drop.BAD_CHECKSUM
-        return error_reply(probe, probe.dst, ttl, 3 if v4 else 1, 3 if v4 else 4, 0, headroom)
+        return error_reply(probe, probe.dst, ttl, 3 if v4 else 1, 3 if v4 else 4, 0, headroom,
+                           extension, room)
     if probe.proto == 6:
         if len(upper) < 20:
             return Drop.TRUNCATED
@@ -226,13 +244,73 @@ def host_reply(probe: Probe, ttl: int, headroom: int) -> bytes | Drop:
     if probe.proto == 59 and not v4:
         return Drop.NO_NEXT_HEADER
     if v4:
-        return error_reply(probe, probe.dst, ttl, 3, 2, 0, headroom)
+        return error_reply(probe, probe.dst, ttl, 3, 2, 0, headroom, extension, room)
     return error_reply(probe, probe.dst, ttl, 4, 1, probe.next_header_at, headroom)
 
 
+def fnv1a(data: bytes, h: int = 2166136261) -> int:
+    for byte in data:
+        h = ((h ^ byte) * 16777619) & 0xffffffff
+    return h
+
+
+def flow_hash(probe: Probe) -> int:
+    """What an ECMP router hashes: addresses, the IPv6 flow label, the
+    protocol and the first four octets of the upper-layer header."""
+    key = probe.src + probe.dst
+    if probe.family == 6:
+        key += probe.flow_label.to_bytes(3, "big")
+    key += bytes([probe.proto]) + probe.upper[:4].ljust(4, b"\0")
+    return fnv1a(key)
+
+
+def choose(flow: int, k: int, n: int) -> int:
+    x = (flow ^ (k * 0x9e3779b9)) & 0xffffffff
+    x ^= x >> 16
+    x = (x * 0x85ebca6b) & 0xffffffff
+    x ^= x >> 13
+    x = (x * 0xc2b2ae35) & 0xffffffff
+    x ^= x >> 16
+    return x % n
+
+
+def extension(props, label_ttl: int) -> bytes:
+    """RFC 4884 7 header + RFC 4950 MPLS object + RFC 5837 incoming-interface
+    object, or b"" when the router has none of them."""
+    objects = b""
+    if props.mpls:
+        stack = b"".join(struct.pack("!I", (e.label << 12) | (e.tc << 9)
+                                     | ((n == len(props.mpls) - 1) << 8) | label_ttl)
+                         for n, e in enumerate(props.mpls))
+        objects += struct.pack("!HBB", 4 + len(stack), 1, 1) + stack
+    ctype, body = 0, b""                       # role 0: incoming IP interface
+    if props.ifindex is not None:
+        ctype |= 0x08
+        body += struct.pack("!I", props.ifindex)
+    if props.ifaddr is not None:
+        ctype |= 0x04
+        body += struct.pack("!HH", 1 if props.ifaddr.version == 4 else 2, 0) + props.ifaddr.packed
+    if props.iface is not None:
+        ctype |= 0x02
+        name = props.iface.encode()
+        size = len(name) + 1
+        size += -size % 4
+        body += bytes([size]) + name + bytes(size - 1 - len(name))
+    if props.ifmtu is not None:
+        ctype |= 0x01
+        body += struct.pack("!I", props.ifmtu)
+    if ctype:
+        objects += struct.pack("!HBB", 4 + len(body), 2, ctype) + body
+    if not objects:
+        return b""
+    structure = struct.pack("!BBH", 0x20, 0, 0) + objects
+    return structure[:2] + struct.pack("!H", checksum(structure)) + structure[4:]
+
+
 def reference_reply(packet: bytes, chains: Sequence[Chain],
-                    headroom: int = HEADROOM) -> bytes | Drop:
-    """The reply route-chain sends to packet, or why it sends none."""
+                    headroom: int = HEADROOM, slack: int = 0) -> bytes | Drop:
+    """The reply route-chain sends to packet, or why it sends none; slack is
+    the buffer's bytes behind the packet."""
     if not packet:
         return Drop.TRUNCATED
     version = packet[0] >> 4
@@ -254,6 +332,15 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
     chain = find_chain(chains, probe.family, probe.dst)
     k = int(ipaddress.ip_address(probe.dst)) - int(chain.host)
     t = max(probe.ttl, 1)
+    routed = chain.has_extensions
+    forced = None           # (hop, branch) of an alternative the probe is addressed to
+    if routed and not 1 <= k <= chain.length:
+        for j, hop_j in enumerate(chain.hops, 1):
+            for b in range(1, len(hop_j.alternatives) + 1):
+                if chain.branch_address(j, b).packed == probe.dst:
+                    forced = (j, b)
+        if forced:
+            k = forced[0]
     if k <= 0:
         answer, hop = "unreachable", 1
     elif k <= chain.length:
@@ -262,12 +349,47 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         answer, hop = "time exceeded", t
     else:
         answer, hop = "unreachable", chain.length
-    if chain.hop(hop).silent:
-        return Drop.SILENT
-    ttl = max(1, chain.reply_ttl - (hop - 1))
+    if not routed:
+        if chain.hop(hop).silent:
+            return Drop.SILENT
+        ttl = max(1, chain.reply_ttl - (hop - 1))
+        ext = b""
+        address = chain.hop_address(hop).packed
+    else:
+        flow = flow_hash(probe)
+
+        def branch_at(j: int) -> int:
+            if forced and forced[0] == j:
+                return forced[1]
+            return choose(flow, j, 1 + len(chain.hop(j).alternatives))
+
+        branch = branch_at(hop)
+        if k > 0 and probe.dont_fragment:
+            for j in range(1, hop):
+                mtu = chain.branch(j, branch_at(j)).props.mtu
+                if mtu is not None and len(probe.packet) > mtu:
+                    answer, hop, branch = "too big", j, branch_at(j)
+                    break
+        if (chain.end != "host" and not forced and hop == chain.length and k > 0
+                and answer in ("host", "unreachable")):
+            answer = "ending"
+        router = chain.branch(hop, branch)
+        if router.silent:
+            return Drop.SILENT
+        ttl = max(1, chain.reply_ttl_at(hop, branch) - (hop - 1))
+        ext = extension(router.props, min(255, t - hop + 1))
+        address = chain.branch_address(hop, branch).packed
+    room = len(packet) + slack
     if answer == "host":
-        return host_reply(probe, ttl, headroom)
-    address = chain.hop_address(hop).packed
+        return host_reply(probe, ttl, headroom, ext, room)
     if answer == "time exceeded":
-        return error_reply(probe, address, ttl, 11 if v4 else 3, 0, 0, headroom)
-    return error_reply(probe, address, ttl, 3 if v4 else 1, 1 if v4 else 3, 0, headroom)
+        return error_reply(probe, address, ttl, 11 if v4 else 3, 0, 0, headroom, ext, room)
+    if answer == "too big":
+        mtu = chain.branch(hop, branch).props.mtu
+        if v4:
+            return error_reply(probe, address, ttl, 3, 4, mtu, headroom, ext, room)
+        return error_reply(probe, address, ttl, 2, 0, mtu, headroom)
+    if answer == "ending":
+        code = {"!N": (0, 0), "!H": (1, 3), "!X": (13, 1)}[chain.end][0 if v4 else 1]
+        return error_reply(probe, address, ttl, 3 if v4 else 1, code, 0, headroom, ext, room)
+    return error_reply(probe, address, ttl, 3 if v4 else 1, 1 if v4 else 3, 0, headroom, ext, room)

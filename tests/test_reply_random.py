@@ -32,13 +32,25 @@ def test_reply_matches_reference_on_random_probes():
             table = core.Table(chains)
         packet = random_probe(rng, chains)
         headroom = rng.choice([core.HEADROOM] * 20 + [0, 27, 28, 47, 48])
-        got = core.reply(packet, table, headroom=headroom)
-        want = reference_reply(packet, chains, headroom=headroom)
+        # Behind the probe: none, or what an extension needs, or plenty.
+        slack = rng.choice([0, 64, 150, 2000, 2000, 2000])
+        got = core.reply(packet, table, headroom=headroom, slack=slack)
+        want = reference_reply(packet, chains, headroom=headroom, slack=slack)
         assert got == want, f"probe {n}: {packet.hex()} with {chains}"
         # Kind and Drop are IntEnums whose values collide: count by name.
         seen[label(core.kind(got) if isinstance(got, bytes) else got)] += 1
+        if isinstance(got, bytes) and rfc4884_length(got):
+            seen["extension"] += 1
     # The generator must reach every reply kind and every drop but the
     # ones only hand-made probes reach.
     rare = {core.Drop.NONE, core.Drop.BAD_VERSION}
     wanted = [label(k) for k in core.Kind] + [label(d) for d in core.Drop if d not in rare]
     assert [name for name in wanted if not seen[name]] == [], seen
+    assert seen["extension"] >= PROBES // 40, seen
+
+
+def rfc4884_length(reply: bytes) -> int:
+    """The original datagram field's length octet of an ICMP error, 0 if none."""
+    if reply[0] >> 4 == 4:
+        return reply[20 + 5] if reply[9] == 1 and reply[20] in (3, 11) else 0
+    return reply[40 + 4] if reply[6] == 58 and reply[40] in (1, 3) else 0
