@@ -17,6 +17,7 @@ import pytest
 
 from probes import random_probe
 from test_reply import CHAINS, PARAMS
+from test_reply_ext import EXT4, EXT6
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -44,10 +45,12 @@ def compile_driver(out: Path, source: str, sanitize: list[str]) -> Path:
 
 
 def seed_probes() -> list[bytes]:
-    """The table's probes and random ones aimed at the same chains."""
+    """The table's probes and random ones aimed at the same chains, and at
+    the chains with per-hop properties tests/c/chains.h mirrors."""
     rng = random.Random(7)
     chains = [c for c in CHAINS if c.length > 0]
-    return [param.values[0] for param in PARAMS] + [random_probe(rng, chains) for _ in range(300)]
+    return ([param.values[0] for param in PARAMS] + [random_probe(rng, chains) for _ in range(300)]
+            + [random_probe(rng, [EXT4, EXT6]) for _ in range(150)])
 
 
 def sanitizer_env() -> dict[str, str]:

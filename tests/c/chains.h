@@ -9,8 +9,62 @@
 
 #include "routechain.h"
 
-static struct rc_chain test_chains[4];
-static struct rc_table test_table = {4, test_chains};
+static struct rc_chain test_chains[6];
+static struct rc_table test_table = {6, test_chains};
+
+/* tests/test_reply_ext.py's EXT4 and EXT6: hops 1 and 2 with an extension
+ * structure (two labels, an interface name), hop 3 with an MTU and one
+ * alternative (host + 7) that has the extension too, hop 4 with reply TTL
+ * 255; EXT6 also ends with !X. */
+enum { EXT_HOPS = 6, EXT_ROUTERS = EXT_HOPS + 2 };
+static struct rc_hop ext_hops[2][EXT_ROUTERS];
+static const uint8_t ext_blob[] = {
+    0x20, 0, 0, 0,                                    /* RFC 4884 header */
+    0, 12, 1, 1, 0x05, 0xdc, 0x1a, 0, 0, 0, 0x11, 0,  /* MPLS: 24001:5, 16 (S) */
+    0, 16, 2, 2, 12, 'g', 'e', '-', '0', '/', '0', '/', '1', 0, 0, 0,  /* name */
+};
+
+static uint32_t sum_words(const uint8_t *p, size_t n)
+{
+    uint32_t sum = 0;
+
+    for (size_t i = 0; i + 1 < n; i += 2)
+        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+    return sum;
+}
+
+static void set_routers(struct rc_chain *c, struct rc_hop *hops, uint16_t mtu, uint8_t end)
+{
+    size_t width = c->family == 4 ? 4 : 16;
+
+    memset(hops, 0, sizeof(struct rc_hop) * EXT_ROUTERS);
+    for (unsigned k = 1; k < EXT_ROUTERS; k++) {
+        unsigned carry = k <= EXT_HOPS ? k : 7;
+
+        memcpy(hops[k].addr, c->host, width);
+        for (size_t i = width; i-- > 0 && carry;) {
+            carry += hops[k].addr[i];
+            hops[k].addr[i] = (uint8_t)carry;
+            carry >>= 8;
+        }
+        hops[k].hop = (uint8_t)(k <= EXT_HOPS ? k : 3);
+        hops[k].reply_ttl = (uint8_t)(c->reply_ttl - (hops[k].hop - 1));
+        if (k <= 2 || k == EXT_ROUTERS - 1) {
+            hops[k].ext_len = sizeof ext_blob;
+            hops[k].ext_sum = sum_words(ext_blob, sizeof ext_blob);
+            hops[k].n_labels = 2;
+        }
+    }
+    hops[3].mtu = mtu;
+    hops[3].n_alts = 1;
+    hops[3].first_alt = EXT_ROUTERS - 1;
+    hops[4].reply_ttl = 255 - 3;
+    c->hops = hops;
+    c->ext = ext_blob;
+    c->n_hops = EXT_ROUTERS;
+    c->min_mtu = mtu;
+    c->end = end;
+}
 
 static void set_chain(struct rc_chain *c, uint8_t family, uint8_t prefix_len, uint8_t length,
                       uint8_t reply_ttl, const uint8_t *host, int silent_hop)
@@ -36,20 +90,28 @@ static const struct rc_table *make_test_table(void)
                                        0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
     static const uint8_t small4[4] = {198, 51, 100, 1};
     static const uint8_t long4[4] = {198, 18, 0, 1};
+    static const uint8_t ext4[4] = {198, 51, 100, 129};
+    static const uint8_t ext6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 5, 0, 0,
+                                     0, 0, 0, 0, 0, 0, 0, 1};
 
     set_chain(&test_chains[0], 4, 24, 5, 64, chain4, 3);
     set_chain(&test_chains[1], 6, 64, 5, 64, chain6, 3);
     set_chain(&test_chains[2], 4, 30, 1, 64, small4, 0);
     set_chain(&test_chains[3], 4, 15, 255, 2, long4, 0);
+    set_chain(&test_chains[4], 4, 25, EXT_HOPS, 64, ext4, 0);
+    set_routers(&test_chains[4], ext_hops[0], 1400, RC_END_HOST);
+    set_chain(&test_chains[5], 6, 64, EXT_HOPS, 64, ext6, 0);
+    set_routers(&test_chains[5], ext_hops[1], 1280, RC_END_PROHIBITED);
     return &test_table;
 }
 
-/* Run the core on data with exactly headroom bytes in front and not one
- * byte of slack behind, so AddressSanitizer sees any access outside, and
- * check what it claims about the reply. */
-static int run_exact(const uint8_t *data, size_t len, size_t headroom, const struct rc_table *t)
+/* Run the core on data with exactly headroom bytes in front and slack
+ * behind, so AddressSanitizer sees any access outside, and check what it
+ * claims about the reply. */
+static int run_sized(const uint8_t *data, size_t len, size_t headroom, size_t slack,
+                     const struct rc_table *t)
 {
-    size_t cap = headroom + len, off = (size_t)-1;
+    size_t cap = headroom + len + slack, off = (size_t)-1;
     uint8_t *buf = malloc(cap ? cap : 1);
     int n;
 
@@ -87,4 +149,14 @@ static void fix_ipv4_checksum(uint8_t *p, size_t len)
         sum = (sum & 0xffff) + (sum >> 16);
     p[10] = (uint8_t)(~sum >> 8);
     p[11] = (uint8_t)~sum;
+}
+
+/* No slack behind the probe, then the room an RFC 4884 extension needs
+ * (a 128-octet field and the structure) with not one byte more. */
+static int run_exact(const uint8_t *data, size_t len, size_t headroom, const struct rc_table *t)
+{
+    size_t field = (len + 7) / 8 * 8;
+
+    run_sized(data, len, headroom, 0, t);
+    return run_sized(data, len, headroom, (field < 128 ? 128 : field) + sizeof ext_blob - len, t);
 }
