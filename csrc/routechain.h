@@ -67,7 +67,7 @@ struct rc_hop {
     uint16_t first_alt;
     uint8_t n_alts;          /* branch 0 only */
     uint8_t n_labels;
-    uint8_t reply_ttl;       /* the TTL its replies arrive with, 1 .. 255 */
+    uint8_t reply_ttl;       /* the TTL its replies leave with, 1 .. 255 */
     uint8_t flags;           /* RC_HOP_SILENT */
     uint8_t hop;             /* k: which hop it is */
 };

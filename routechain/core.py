@@ -115,8 +115,12 @@ def fill_routers(slot, chain: Chain) -> tuple:
         ffi.memmove(entry.addr, addr, len(addr))
         entry.hop = k
         entry.flags = lib.RC_HOP_SILENT if router.silent else 0
-        # As chain-wide: the way back crosses the k - 1 hops in front of it.
-        entry.reply_ttl = max(1, chain.reply_ttl_at(k, b) - (k - 1))
+        # The chain's model: the way back crosses the k - 1 hops in front.
+        # A router's own reply_ttl is what its replies leave with: its way
+        # back is another path, which tracepath's "asymm" and traceroute
+        # --back show (docs/replies.md).
+        own = router.props.reply_ttl
+        entry.reply_ttl = own if own is not None else max(1, chain.reply_ttl - (k - 1))
         if router.props.mtu is not None:
             entry.mtu = router.props.mtu
             mtus.append(router.props.mtu)

@@ -376,7 +376,8 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         router = chain.branch(hop, branch)
         if router.silent:
             return Drop.SILENT
-        ttl = max(1, chain.reply_ttl_at(hop, branch) - (hop - 1))
+        own = router.props.reply_ttl      # its own way back, not the chain's
+        ttl = own if own is not None else max(1, chain.reply_ttl - (hop - 1))
         ext = extension(router.props, min(255, t - hop + 1))
         address = chain.branch_address(hop, branch).packed
     room = len(packet) + slack

@@ -58,7 +58,7 @@ static void set_routers(struct rc_chain *c, struct rc_hop *hops, uint16_t mtu, u
     hops[3].mtu = mtu;
     hops[3].n_alts = 1;
     hops[3].first_alt = EXT_ROUTERS - 1;
-    hops[4].reply_ttl = 255 - 3;
+    hops[4].reply_ttl = 255;
     c->hops = hops;
     c->ext = ext_blob;
     c->n_hops = EXT_ROUTERS;
