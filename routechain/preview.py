@@ -48,18 +48,51 @@ def render_chain(chain: Chain) -> str:
         if k == 0:
             lines.append("   ...")
             continue
-        hop, addr = chain.hop(k), chain.hop_address(k)
         no = _hopno(k + 1, maxttl)
-        if hop.silent:
-            lines.append(f"{no}  * * *")
-        elif hop.name:
-            shown = _unicode(hop.name)
-            extra = f"   [{shown} in a UTF-8 terminal]" if shown != hop.name else ""
-            lines.append(f"{no}  {hop.name} ({addr}){extra}")
-        else:
-            lines.append(f"{no}  {addr} ({addr})")
+        for branch in range(len(chain.hop(k).alternatives) + 1):
+            lead = no if branch == 0 else " " * (len(no) - 1) + "+"   # as in the story
+            lines.append(lead + _router_line(chain, k, branch))
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"
+
+
+def _router_line(chain: Chain, k: int, branch: int) -> str:
+    """Hop k's router `branch` as traceroute -e prints it, with what else
+    it does: the MTU that drops larger probes, its own reply TTL, the
+    chain's ending at the last hop."""
+    hop, addr = chain.branch(k, branch), chain.branch_address(k, branch)
+    if hop.silent:
+        text = "  * * *"
+    elif hop.name:
+        shown = _unicode(hop.name)
+        extra = f"   [{shown} in a UTF-8 terminal]" if shown != hop.name else ""
+        text = f"  {hop.name} ({addr}){extra}"
+    else:
+        text = f"  {addr} ({addr})"
+    return text + "".join(f"  {part}" for part in _properties(chain, k, branch))
+
+
+def _properties(chain: Chain, k: int, branch: int) -> list[str]:
+    p = chain.branch(k, branch).props
+    parts = []
+    objects = []
+    if p.mpls:
+        objects.append("MPLS:" + "/".join(f"L={e.label},E={e.tc}" for e in p.mpls))
+    interface = [str(v) for v in (p.ifindex, p.ifaddr) if v is not None]
+    interface += [f'"{p.iface}"'] if p.iface is not None else []
+    interface += [f"mtu={p.ifmtu}"] if p.ifmtu is not None else []
+    if interface:
+        objects.append("INC:" + ",".join(interface))
+    if objects:
+        parts.append("<" + ";".join(objects) + ">")
+    if p.mtu is not None:
+        parts.append(f"[next-hop MTU {p.mtu}: larger probes get "
+                     + ("Fragmentation Needed]" if chain.family == 4 else "Packet Too Big]"))
+    if p.reply_ttl is not None:
+        parts.append(f"[replies leave with TTL {p.reply_ttl}]")
+    if k == chain.length and chain.end != "host":
+        parts.append(chain.end)
+    return parts
 
 
 def warnings(chain: Chain) -> list[str]:

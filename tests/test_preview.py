@@ -5,6 +5,8 @@ from __future__ import annotations
 from routechain import demo, preview, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config
+from routechain.hopprops import Props
+from routechain.story import parse_text
 
 
 def chain(prefix: str, names) -> Chain:
@@ -64,3 +66,23 @@ def test_demo_config_tells_a_story_on_documentation_prefixes():
     assert any(h.silent for h in hops) and any("xn--" in (h.name or "") for h in hops)
     assert len(zone.build(c)) == 2
     assert "warning: the destination" not in preview.render(c)
+
+
+def test_preview_shows_labels_interfaces_mtu_branches_and_ending():
+    """Per hop what traceroute -e will print, the MTU drop, a hop's own
+    reply TTL, each '+' alternative at its own address, the ending flag."""
+    story = parse_text("core | mpls=24001:5,16 iface=xe-0/0/0 ifindex=7 ifmtu=9000\n"
+                        "narrow | mtu=1400 iface=narrow0\n"
+                        "west | reply_ttl=255\n"
+                        "+ east | mpls=24002 ifaddr=192.0.2.9\n"
+                        "end\n", "story.txt")
+    text = preview.render_chain(Chain(parse_prefix("198.51.100.1/24"), story.hops,
+                                      where="test", defaults=Props(end="!X")))
+    assert text.splitlines()[3:] == [
+        ' 2  core (198.51.100.2)  <MPLS:L=24001,E=5/L=16,E=0;INC:7,"xe-0/0/0",mtu=9000>',
+        ' 3  narrow (198.51.100.3)  <INC:"narrow0">  '
+        "[next-hop MTU 1400: larger probes get Fragmentation Needed]",
+        " 4  west (198.51.100.4)  [replies leave with TTL 255]",
+        " +  east (198.51.100.6)  <MPLS:L=24002,E=0;INC:192.0.2.9>",
+        " 5  end (198.51.100.5)  !X",
+    ]
