@@ -813,10 +813,11 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     chain = p.chain;
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
-    if (chain->hops) {
-        flow = hash_flow(&p);
-        /* An alternative's own address: it is a router of hop k, reached
+    if (chain->hops && chain->n_hops > chain->length + 1u) {
+        /* Only a chain with ECMP alternatives hashes the flow. A probe to
+         * an alternative's own address is for a router of hop k, reached
          * over the hops in front of it. */
+        flow = hash_flow(&p);
         if (k == 0 || k > chain->length)
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
