@@ -353,7 +353,7 @@ static void write_ipv6_header(uint8_t *h, size_t payload, uint8_t next, uint8_t 
     memcpy(h + IPV6_DESTINATION, dst, IPV6_ADDR_LEN);
 }
 
-/* RFC 4884 5.1, 5.2, 7: the original datagram field becomes whole units of
+/* RFC 4884 4, 7: the original datagram field becomes whole units of
  * at least 128 octets, zero-padded behind the quote, and the extension
  * structure follows it, label TTLs and checksum filled in; everything stays
  * within the family's limit, so the quote shrinks to make room. Returns the
@@ -886,7 +886,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
                            p.family == 4 ? ICMP_TTL_EXCEEDED : ICMPV6_HOP_LIMIT_EXCEEDED,
                            0, &ext, off);
     case ANSWER_TOO_BIG:
-        if (p.family == 4)                            /* RFC 1191 4, RFC 4884 4.1 */
+        if (p.family == 4)                            /* RFC 1191 4, RFC 4884 4 */
             return build_error(&p, headroom, source, (uint8_t)ttl, ICMP_DEST_UNREACH,
                                ICMP_FRAG_NEEDED, router->mtu, &ext, off);
         /* RFC 4443 3.2, RFC 8201 4: no length field, so no extension. */

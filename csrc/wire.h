@@ -169,7 +169,7 @@ enum tcp_flag {
 /* RFC 4884: the length of the "original datagram" field, in the ICMP
  * header, of Time Exceeded and Destination Unreachable; when an extension
  * structure follows, the field is zero-padded to a whole number of units
- * and to at least 128 octets (RFC 4884 5.1, 5.2). */
+ * and to at least 128 octets (RFC 4884 4). */
 enum icmp_ext_length {
     ICMP_LENGTH = 5,             /* ICMPv4: one octet, in 32-bit words */
     ICMPV6_LENGTH = 4,           /* ICMPv6: one octet, in 64-bit words */

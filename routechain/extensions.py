@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .hopprops import Props
 
-VERSION = 2                      # RFC 4884 7.1
+VERSION = 2                      # RFC 4884 7
 HEADER = struct.Struct("!BBH")   # version << 4, reserved, checksum
 OBJECT = struct.Struct("!HBB")   # length (header included), class, C-Type
 MPLS_CLASS, MPLS_INCOMING = 1, 1           # RFC 4950 7: the incoming label stack
@@ -24,7 +24,7 @@ INTERFACE_CLASS = 2                        # RFC 5837 4.1
 ROLE_INCOMING = 0                          # RFC 5837 4.1: incoming IP interface
 HAS_IFINDEX, HAS_IPADDR, HAS_NAME, HAS_MTU = 0x08, 0x04, 0x02, 0x01
 AFI = {4: 1, 6: 2}                         # IANA address family numbers
-NAME_MAX = 63                              # RFC 5837 4.1.4: the sub-object is <= 64
+NAME_MAX = 63                              # RFC 5837 4.3: the sub-object is <= 64
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ def interface_object(props: Props) -> bytes:
         ctype |= HAS_IFINDEX
         body += struct.pack("!I", props.ifindex)
     if props.ifaddr is not None:
-        ctype |= HAS_IPADDR                               # RFC 5837 4.1.3
+        ctype |= HAS_IPADDR                               # RFC 5837 4.2
         body += struct.pack("!HH", AFI[props.ifaddr.version], 0) + props.ifaddr.packed
     if props.iface is not None:
         name = props.iface.encode("utf-8")[:NAME_MAX]
-        size = (1 + len(name) + 3) // 4 * 4               # RFC 5837 4.1.4: whole words
+        size = (1 + len(name) + 3) // 4 * 4               # RFC 5837 4.3: whole words
         ctype |= HAS_NAME
         body += bytes([size]) + name.ljust(size - 1, b"\0")
     if props.ifmtu is not None:

@@ -120,7 +120,7 @@ def check_extension(reply: bytes, sent: bytes, props: Props, label_ttl: int) -> 
     v4 = reply[0] >> 4 == 4
     unit, limit = (4, 576) if v4 else (8, 1280)
     field, ext = split(reply)
-    assert len(field) >= 128 and len(field) % unit == 0     # RFC 4884 5.1, 5.2
+    assert len(field) >= 128 and len(field) % unit == 0     # RFC 4884 4
     quoted = sent[:len(field)]
     assert field[:len(quoted)] == quoted and field[len(quoted):] == bytes(len(field) - len(quoted))
     assert len(reply) <= limit                        # RFC 1812 4.3.2.3, RFC 4443 2.4(c)
