@@ -54,6 +54,7 @@ def net(tmp_path_factory):
                      for a in (CHAIN4, CHAIN6))
     config += "".join(f'[[chain]]\naddress = "{a}"\nhops = ["one", "two"]\nend = "{e}"\n\n'
                       for a, e in ENDINGS)
+    config += f'[dns]\nlisten = ["{HOST4}:53", "[{HOST6}]:53"]\n'
     (tmp / "rc.toml").write_text(config)
     with TestNet.create("ex") as net:
         with Daemon(net, "--config", str(tmp / "rc.toml"), "--queues", "1") as daemon:
@@ -246,3 +247,11 @@ def test_scamper_tracelb_finds_every_branch(net, family):
     links = set(re.findall(r"^(\S+) -> (\S+)$", out, re.M))
     a, b, c, d = (str(host + k) for k in (3, 4, 7, 5))
     assert {(a, b), (a, c), (b, d), (c, d)} <= links, out
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_built_in_dns_names_the_alternative(net, family):
+    """The '+' line's name is the PTR of its own address (zone.py)."""
+    host = HOST4 if family == 4 else HOST6
+    out = client(net, "dig", "+short", "+time=2", "+tries=2", "-x", str(host + 7), f"@{host}")
+    assert out.split() == ["or.the.northern.cable."], out
