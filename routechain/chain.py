@@ -16,6 +16,7 @@ from .errors import UsageError
 from .hopprops import NO_PROPS, Props
 
 MAX_HOPS = 255
+MAX_ALTERNATIVES = 255   # routers of one hop besides itself (rc_hop.n_alts)
 DEFAULT_REPLY_TTL = 64
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -77,6 +78,9 @@ class Chain:
             if hop.alternatives and k == len(self.hops):
                 raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
                                  "cannot have '+' alternatives: it is one host")
+            if len(hop.alternatives) > MAX_ALTERNATIVES:
+                raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
+                                 f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
 
     @cached_property
     def _branch_addresses(self) -> dict[tuple[int, int], Address]:

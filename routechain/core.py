@@ -18,7 +18,6 @@ from typing import Iterable
 from . import extensions
 from ._core import ffi, lib
 from .chain import Chain
-from .errors import UsageError
 
 HEADROOM = lib.RC_HEADROOM
 
@@ -67,7 +66,6 @@ class Table:
 
 ENDS = {"host": lib.RC_END_HOST, "!N": lib.RC_END_NET, "!H": lib.RC_END_HOST_UNREACH,
         "!X": lib.RC_END_PROHIBITED}
-MAX_ROUTERS = 65535              # rc_chain.n_hops
 
 
 def fill_chain(slot, chain: Chain) -> tuple:
@@ -96,15 +94,9 @@ def fill_routers(slot, chain: Chain) -> tuple:
     their bytes."""
     alternatives = [(k, b) for k in range(1, chain.length + 1)
                     for b in range(1, len(chain.hop(k).alternatives) + 1)]
+    # Chain caps alternatives at 255 a hop (MAX_ALTERNATIVES), so the count
+    # fits rc_chain.n_hops: 256 + 255 * 255 < 65536.
     count = chain.length + 1 + len(alternatives)
-    crowded = [k for k in range(1, chain.length + 1) if len(chain.hop(k).alternatives) > 255]
-    if crowded:
-        k = crowded[0]
-        raise UsageError(f"{chain.hop(k).where}: {len(chain.hop(k).alternatives)} "
-                         "alternatives at one hop: at most 255")
-    if count > MAX_ROUTERS:
-        raise UsageError(f"{chain.where}: {len(alternatives)} alternatives: at most "
-                         f"{MAX_ROUTERS - chain.length - 1} fit in one chain")
     hops = ffi.new("struct rc_hop[]", count)
     blob, offsets = bytearray(), {}
     mtus = []

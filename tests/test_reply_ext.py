@@ -401,3 +401,26 @@ def test_tshark_dissects_every_extension(tmp_path):
     assert rows[4]["icmp.mpls.label"] == "24002"                   # the alternative
     assert rows[9]["icmp.int_info.name"] == "narrow" and rows[9]["icmp.int_info.mtu"] == "1400"
     assert rows[5]["icmp.int_info.name"] == "edge0" and rows[6]["icmp.int_info.name"] == "edge0"
+
+
+def test_config_cross_checks_that_need_the_chain():
+    """One `file:line:` error each: a branch outside the prefix or on a
+    hop's address, branches on the destination, an IPv6 MTU under 1280,
+    more alternatives at one hop than the table holds."""
+    from routechain.errors import UsageError
+    from routechain.story import parse_text
+
+    cases = [
+        ("198.51.100.1/28", "a\n+ b | address=198.51.100.99\nc\n",
+         "s:2: address 198.51.100.99 is outside"),
+        ("198.51.100.1/28", "a\n+ b | address=198.51.100.3\nc\n",
+         "s:2: address 198.51.100.3 is already"),
+        ("198.51.100.1/28", "a\nb\n+ c\n", "s:3: the destination"),
+        ("2001:db8::1/64", "a | mtu=1279\nb\n", "s:1: mtu 1279: IPv6"),
+        # the 256th '+' line is line 257
+        ("198.18.0.1/15", "a\n" + "+ x\n" * 256 + "b\n", "s:257: more than 255"),
+    ]
+    for prefix, text, error in cases:
+        with pytest.raises(UsageError) as raised:
+            Chain(parse_prefix(prefix), parse_text(text, "s").hops, where="s")
+        assert str(raised.value).startswith(error), raised.value
