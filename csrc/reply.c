@@ -741,7 +741,9 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
     static const uint8_t v4[] = {0, ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_ADMIN_PROHIBITED};
     static const uint8_t v6[] = {0, ICMPV6_NO_ROUTE, ICMPV6_ADDR_UNREACH, ICMPV6_ADMIN_PROHIBITED};
 
-    return end < sizeof v4 ? (family == 4 ? v4 : v6)[end] : (family == 4 ? v4 : v6)[1];
+    if (end >= sizeof v4)                             /* never from the table */
+        end = RC_END_NET;
+    return family == 4 ? v4[end] : v6[end];
 }
 
 /* MUST / MUST NOT, in the order they are applied (docs/replies.md):
@@ -771,7 +773,15 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    gets nothing (RFC 9293 3.10.7.1); IPv6 No Next Header gets nothing
  *    (RFC 8200 4.7).
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
- *    Unreachable never do. */
+ *    Unreachable never do.
+ *  - A chain with per-hop properties (rc_hop): the flow picks the router of
+ *    each hop that has ECMP alternatives; the first router in front of the
+ *    answering one whose MTU the probe exceeds answers instead (IPv4 only
+ *    with DF: RFC 1191 4, RFC 1812 5.2.6; IPv6: RFC 8201 4); the last hop
+ *    of a chain with an `end` answers Destination Unreachable with its code
+ *    where it would answer as a host or for the addresses past it; errors
+ *    from a router with an extension structure carry it (RFC 4884), except
+ *    Packet Too Big and IPv6 Parameter Problem, which have no length field. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
              const struct rc_table *table, size_t *off)
 {
@@ -843,7 +853,8 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         ttl = (int)chain->reply_ttl - (int)(hop - 1);
         if (ttl < 1)
             ttl = 1;
-        add_to_address(hop_addr, chain->host, p.addr_len, hop);
+        if (answer != ANSWER_DESTINATION)             /* a host answers from D */
+            add_to_address(hop_addr, chain->host, p.addr_len, hop);
     } else {
         /* Hops in front of the one that answers forward the probe, and the
          * first whose MTU it exceeds answers instead (k > 0: forwarded). */
