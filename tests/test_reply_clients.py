@@ -21,6 +21,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+import subprocess
+import time
 
 import pytest
 
@@ -265,3 +267,53 @@ def test_scamper_tracelb_finds_every_branch(net, family):
             break
     assert {(a, b), (a, c), (b, d), (c, d)} <= links, out
 
+
+
+def test_live_capture_has_no_malformed_reply(net, tmp_path):
+    """tshark on the client's veth while traceroute -e, tracepath and the
+    endings run over both families: no malformed packet, no expert error,
+    no bad checksum (ICMP, ICMPv6 and every extension structure), and the
+    labels and names as configured."""
+    pcap = tmp_path / "live.pcapng"
+    proc = net.popen(net.client, "tshark", "-q", "-i", "c0", "-w", str(pcap),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 20
+        while "Capturing on" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert "Capturing on" in seen, seen
+        time.sleep(1)           # "Capturing on" comes a moment before the first packet
+        for family, dest in ((4, DEST4), (6, DEST6)):
+            net.run(net.client, "ip", f"-{family}", "route", "flush", "cache")
+            client(net, "traceroute", f"-{family}", "-n", "-e", "-q", "1", "-w", "2", dest)
+            client(net, "tracepath", f"-{family}", "-n", dest)
+        for prefix, _ in ENDINGS:
+            chain = ipaddress.ip_interface(prefix)
+            client(net, "traceroute", f"-{chain.version}", "-n", "-q", "1", "-w", "2",
+                   str(chain.ip + 2))
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    prefs = ["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"]
+    # Ours only: the chains' prefixes, not the kernel router in front.
+    replies = "(ip.src == 198.18.0.0/16 || ipv6.src == 2001:db8::/46)"
+    bad = ('_ws.malformed || _ws.expert.severity == "Error" || ip.checksum.status == "Bad" '
+           '|| icmp.checksum.status == "Bad" || icmpv6.checksum.status == "Bad" '
+           '|| icmp.ext.checksum.status == "Bad"')    # ICMPv6's extensions too
+    found = subprocess.run(["tshark", "-r", str(pcap), *prefs, "-Y", f"{replies} && ({bad})"],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and found.stdout == "", found.stdout + found.stderr
+    # Wireshark names ICMPv6's extension fields icmp.* as well.
+    fields = subprocess.run(["tshark", "-r", str(pcap), "-Y", "icmp.ext", "-T", "fields",
+                             "-e", "ipv6.src", "-e", "icmp.mpls.label", "-e", "icmp.int_info.name",
+                             "-e", "icmp.int_info.mtu"],
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = [line.split("\t") for line in fields.splitlines()]
+    assert len(rows) >= 8 and sum(1 for r in rows if r[0]) >= 4, fields   # hops 2..5, v4 and v6
+    labels = {label for row in rows for label in row[1].split(",") if label}
+    assert {"16001", "24001", "16"} <= labels, fields
+    # Wireshark 4.0 shows a name only when an MTU sub-object follows it
+    # (test_reply_ext.py): hop 2's, which has ifmtu=1500.
+    assert any(row[2] == "ge-0/0/1" and row[3] == "1500" for row in rows), fields
