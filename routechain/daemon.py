@@ -182,6 +182,7 @@ class Running:
 
     def serve(self) -> int:
         """Signals, watchdog pings and status updates until asked to stop."""
+        from . import service
         watchdog = self.notifier.watchdog_interval()
         tick = min(LIVENESS_INTERVAL, watchdog) if watchdog else LIVENESS_INTERVAL
         next_status = time.monotonic() + STATUS_INTERVAL
@@ -203,7 +204,10 @@ class Running:
                 log.info("%s received", signal.Signals(signo).name)
                 return 0
             if signo == signal.SIGHUP:
+                before = self.config
                 self.reload()
+                service.answer_reload(info, getattr(self, "last_reload_ok",
+                                                    self.config is not before))
             elif signo == signal.SIGUSR1:
                 _log_counters(self.workers)
             if time.monotonic() >= next_status:
