@@ -159,6 +159,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
         running = Running(load, config, settings, link, addresses, live, workers, dns, notifier)
+        if config.metrics:
+            from . import metrics
+            exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
+            log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(workers.totals().summary())
         status = running.serve()
         notifier.stopping()
