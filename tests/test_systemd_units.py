@@ -3,11 +3,12 @@ verify` must be clean and `systemd-analyze security --offline=true` must
 rate each unit at an exposure of 2.0 or lower. The template is checked as
 an instance, route-chain@demo.service.
 
-verify refuses a unit whose ExecStart binary is missing, and the tests do
-not install /usr/local/bin/route-chain: as root they verify the unit byte
-for byte in a mount namespace where a stub stands at that path; without
-root, a copy whose ExecStart and ExecReload name a stub elsewhere, every other line
-unchanged.
+verify refuses a unit whose ExecStart or ExecReload binary is missing, and
+the tests do not install /usr/local/bin/route-chain: as root they verify
+the unit byte for byte in a mount namespace where a stub stands at that
+path; without root, a copy whose ExecStart and ExecReload name a stub
+elsewhere, every other line unchanged. tests/test_boot.py checks the live
+units under a booted systemd.
 """
 
 from __future__ import annotations
