@@ -168,7 +168,25 @@ def test_boot_enabled_unit_is_active_with_no_restart(machine):
     assert state == {"ActiveState": "active", "SubState": "running", "NRestarts": "0",
                      "UnitFileState": "enabled", "Result": "success", "ExecMainStatus": "0"}
     assert machine.run("test", "-e", "/bin/kill", check=False).returncode == 1
-    assert machine.run("sh", "-c", "command -v kill").stdout.strip() == "kill"  # the builtin
+
+
+def test_boot_the_old_kill_reload_fails_here(machine):
+    """The defect this machine reproduces: `ExecReload=/bin/kill -HUP
+    $MAINPID` (the units before the handshake) never reaches the daemon."""
+    dropin = "/etc/systemd/system/route-chain.service.d/old-reload.conf"
+    machine.write(dropin, "[Service]\nExecReload=\nExecReload=/bin/kill -HUP $MAINPID\n")
+    machine.run("systemctl", "daemon-reload")
+    mark = cursor(machine)
+    try:
+        assert machine.run("systemctl", "reload", UNIT, check=False).returncode != 0
+        log = machine.run("journalctl", "-u", UNIT, "--after-cursor", mark, "--no-pager",
+                          "-o", "cat").stdout
+        assert "status=203/EXEC" in log, log
+        assert "reloaded: " not in log, log
+    finally:
+        (machine.root / dropin.lstrip("/")).unlink()
+        machine.run("systemctl", "daemon-reload")
+    assert show(machine)["ActiveState"] == "active"
 
 
 def test_boot_start_returns_once_the_tun_is_up(machine):
