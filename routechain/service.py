@@ -178,7 +178,10 @@ def watchdog_interval(env, pid: int) -> float | None:
 # daemon sees si_code SI_QUEUE and the requester's pid; a plain `kill -HUP`
 # (SI_USER) still reloads and gets no answer. The daemon answers once the
 # reload is over: SIGUSR1 when the new configuration is live, SIGUSR2 when
-# it was refused and the old one goes on serving.
+# it was refused and the old one goes on serving. One request at a time: a
+# SIGHUP sent while another is pending merges with it (standard signals do
+# not queue), and its sender waits out its timeout; systemd runs one reload
+# job per unit at a time.
 SI_QUEUE = -1  # <asm-generic/siginfo.h>
 RELOAD_APPLIED, RELOAD_REFUSED = signal.SIGUSR1, signal.SIGUSR2
 
