@@ -27,6 +27,7 @@ no host systemd to register with); the container is entered with
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -113,6 +114,17 @@ def base_root() -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return base
+
+
+@contextlib.contextmanager
+def exclusive():
+    """One boot test at a time on a machine: each changes the mode of the
+    host's /dev/net/tun and restores it, and two interleaved would restore
+    each other's change."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "boot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def copy_checkout(checkout: Path, dest: Path) -> None:

@@ -5,16 +5,18 @@ through the real systemctl, journalctl and systemd-analyze of that systemd
 (252), and real clients (traceroute, dig) from a namespace inside the
 container, so that every probe crosses a router hop as in tests/netns.py:
 
-    container (tests/bootroot.py), its own network
-    +-----------------------------------------------------------------------+
-    |  netns "client"                   the container's network (router)     |
-    |  +--------------------+   veth   +----------------------------------+  |
-    |  | c0 192.0.2.2/24     |---------| r0 192.0.2.1/24    TUN route-chain |  |
-    |  |    2001:db8:ff::2/64|         |    2001:db8:ff::1/64  198.51.100.1/27 |
-    |  | resolver:           |         | forwarding on        2001:db8::1/64  |
-    |  |   198.51.100.1      |         | route-chain.service (example config) |
-    |  +--------------------+         +----------------------------------+  |
-    +-----------------------------------------------------------------------+
+    container (tests/bootroot.py), its own private network
+    +--------------------------------------------------------------------+
+    |  netns "client"                the container's network (router)     |
+    |  +---------------------+  veth  +---------------------------------+ |
+    |  | c0 192.0.2.2/24     |--------| r0 192.0.2.1/24                 | |
+    |  |    2001:db8:ff::2/64|        |    2001:db8:ff::1/64            | |
+    |  | resolver:           |        | forwarding on                   | |
+    |  |   198.51.100.1      |        | TUN route-chain:                | |
+    |  +---------------------+        |   198.51.100.1/27 2001:db8::1/64| |
+    |                                 | route-chain.service             | |
+    |                                 +---------------------------------+ |
+    +--------------------------------------------------------------------+
 
 The config is the installed example (/etc/route-chain/route-chain.toml:
 both chains tell systemd/story.txt, DNS on their hosts). The tests share one
@@ -23,6 +25,9 @@ found it (active, example config) except the last, which stops it.
 
 The host's /dev/net/tun is 0600 on these machines (no udev): it is made
 0666 for the test, as udev makes it on a real host, and restored after.
+
+About a minute with the caches warm (most of it scripts/install); the first
+run on a machine also builds the debootstrap base.
 """
 
 from __future__ import annotations
@@ -78,25 +83,26 @@ def machine():
     why = bootroot.missing_tools()
     if why:
         cannot_run(why)
-    tun = os.stat("/dev/net/tun")
-    os.chmod("/dev/net/tun", 0o666)
-    started = time.monotonic()
-    try:
-        m = bootroot.Machine.boot(ROOT)
+    with bootroot.exclusive():
+        tun = os.stat("/dev/net/tun")
+        os.chmod("/dev/net/tun", 0o666)
+        started = time.monotonic()
         try:
-            m.run("sh", "-c", CLIENT_NET)
-            # Resolve the neighbours before the first burst of probes (no
-            # ping(8) there: one probe to each gateway).
-            for gateway in (GATEWAY4, GATEWAY6):
-                m.run("ip", "netns", "exec", "client", "traceroute", "-n", "-q", "1",
-                      "-w", "5", "-m", "1", gateway)
-            print(f"\nboot test: container installed and booted in "
-                  f"{time.monotonic() - started:.0f}s")
-            yield m
+            m = bootroot.Machine.boot(ROOT)
+            try:
+                m.run("sh", "-c", CLIENT_NET)
+                # Resolve the neighbours before the first burst of probes (no
+                # ping(8) there: one probe to each gateway).
+                for gateway in (GATEWAY4, GATEWAY6):
+                    m.run("ip", "netns", "exec", "client", "traceroute", "-n", "-q", "1",
+                          "-w", "5", "-m", "1", gateway)
+                print(f"\nboot test: container installed and booted in "
+                      f"{time.monotonic() - started:.0f}s")
+                yield m
+            finally:
+                m.close()
         finally:
-            m.close()
-    finally:
-        os.chmod("/dev/net/tun", stat.S_IMODE(tun.st_mode))
+            os.chmod("/dev/net/tun", stat.S_IMODE(tun.st_mode))
 
 
 def show(m: bootroot.Machine, unit: str = UNIT) -> dict[str, str]:
@@ -403,9 +409,13 @@ def test_boot_watchdog_restarts_a_hung_daemon(machine):
         machine.run("systemctl", "restart", UNIT)
         before = show(machine)
         machine.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", UNIT)
-        after = wait_until(lambda: (lambda s: s if int(s["NRestarts"]) > int(before["NRestarts"])
-                                    and s["ActiveState"] == "active" else None)(show(machine)),
-                           "a restart after the watchdog timeout")
+
+        def restarted() -> dict | None:
+            now = show(machine)
+            again = int(now["NRestarts"]) > int(before["NRestarts"])
+            return now if again and now["ActiveState"] == "active" else None
+
+        after = wait_until(restarted, "a restart after the watchdog timeout")
         assert after["MainPID"] != before["MainPID"]
         log = machine.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
         assert "Watchdog timeout" in log, log[-2000:]
