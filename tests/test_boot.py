@@ -295,6 +295,7 @@ def test_boot_live_units_rate_at_most_2(machine):
             out = machine.run("systemd-analyze", "security", "--no-pager", unit).stdout
             m = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", out)
             assert m and float(m.group(1)) <= MAX_EXPOSURE, out
+            print(f"\nlive {unit}: exposure {m.group(1)}", end="")
     finally:
         machine.run("systemctl", "stop", "route-chain@sec")
 
