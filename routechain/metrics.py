@@ -63,7 +63,7 @@ class Snapshot:
             reloads_ok=getattr(running, "reloads_ok", None),
             reloads_failed=getattr(running, "reloads_failed", None),
             last_reload_ok=getattr(running, "last_reload_ok", None),
-            repairs=getattr(running.addresses, "repairs", None),
+            repairs=getattr(running.addresses, "repairs", getattr(running, "repairs", None)),
             dns=_dns_counters(running.dns),
         )
 
