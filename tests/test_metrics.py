@@ -181,7 +181,7 @@ def test_metrics_port_taken_exits_1_leaving_nothing(tmp_path):
     with TestNet.create("mt") as net:
         blocker = net.popen(net.router, sys.executable, "-c",
                             "import socket, time; s = socket.socket(); "
-                            f"s.bind(('127.0.0.1', 9850)); s.listen(); print(flush=True); "
+                            "s.bind(('127.0.0.1', 9850)); s.listen(); print(flush=True); "
                             "time.sleep(60)", stdout=-1)
         try:
             blocker.stdout.readline()
