@@ -70,6 +70,7 @@ class Config:
     mtu: int | None = None
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
 
 
 def load(path: Path) -> Config:
@@ -101,6 +102,7 @@ def merge(cli: Config, file: Config) -> Config:
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
+        metrics=file.metrics,
     )
     check_overlap(merged.chains)
     return merged
@@ -137,13 +139,14 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 
 # --- the loader -----------------------------------------------------------
 
-_TOP = {"daemon", "route", "chain", "dns"}
+_TOP = {"daemon", "route", "chain", "dns", "metrics"}
 _DAEMON = {"interface", "queues", "mtu"}
 _ROUTE = {"prefix", "table", "metric"}
 _CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
 _CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
 _DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
         "refresh", "retry", "expire", "minimum"}
+_METRICS = {"listen"}
 _U32 = 2**32 - 1
 _TTL_MAX = 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1.
 
@@ -180,7 +183,9 @@ class _Loader:
             chains=chains, routes=routes, dns=dns,
             interface=self.interface(daemon),
             queues=self.integer(daemon, "daemon", None, "queues", 1, 1024),
-            mtu=mtu, warnings=tuple(self.warnings), path=self.path)
+            mtu=mtu, warnings=tuple(self.warnings), path=self.path,
+            metrics=self.metrics(self.table(data, "metrics", _METRICS)) if "metrics" in data
+            else None)
 
     # tables
 
@@ -363,6 +368,18 @@ class _Loader:
                                   "'@' cannot be written as a plain name")
             value = f"{user}.{domain}"
         return self.checked_name(value, where, key)
+
+    def metrics(self, t: dict) -> tuple[str, int] | None:
+        """`listen = "ADDR:PORT"` or `"[ADDR6]:PORT"`: the port is required
+        (the DNS default of 53 means nothing here)."""
+        text = self.string(t, "metrics", None, "listen")
+        if text is None:
+            return None
+        where = self.at("metrics", None, "listen")
+        if not re.fullmatch(r"\s*(\[[^\]]+\]|[^:\[\]]+):\d+\s*", text):
+            raise ConfigError(f"{where}: bad metrics listen address {text!r}: "
+                              "write ADDR:PORT or [ADDR6]:PORT")
+        return parse_listen(text, where)
 
     def checked_name(self, value: str, where: str, key: str) -> str:
         value = value.strip().rstrip(".")
