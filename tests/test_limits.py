@@ -1,0 +1,114 @@
+"""The RFC 4443 2.4(f) / RFC 1812 4.3.2.8 limits, on by default, against a
+real flood and real clients.
+
+    ns "client"                                 ns "router"
+    +-------------------------------+  veth  +------------------------------+
+    | c0  192.0.2.2   flood source  |--------| r0  192.0.2.1                |
+    |     192.0.2.3   traceroute    |        | TUN "route-chain" 198.18.0.1/24 |
+    +-------------------------------+        +------------------------------+
+
+The flood (../shared/bench/flood) is paced below what the TUN carries, so
+the kernel hands every probe to the daemon and what comes back is the
+daemon's choice; replies are counted from the TUN's own kernel counters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netns import CHAIN4, Daemon, TestNet
+
+pytestmark = pytest.mark.netns
+
+FLOOD_C = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "flood.c"
+FLOOD_SOURCE, OTHER_SOURCE = "192.0.2.2", "192.0.2.3"
+FLOOD_RATE, FLOOD_SECONDS = 40000, 3
+SOURCE_RATE, SOURCE_BURST = 1000, 1000   # the defaults (config.Limits)
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory) -> str:
+    if not FLOOD_C.exists():
+        pytest.fail(f"{FLOOD_C} is missing (the shared benchmark tools)")
+    binary = tmp_path_factory.mktemp("flood") / "flood"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(FLOOD_C)], check=True,
+                   capture_output=True, text=True)
+    return str(binary)
+
+
+def tun_replies(net: TestNet) -> int:
+    """Packets the daemon wrote into its TUN (the kernel's rx side)."""
+    out = net.run(net.router, "ip", "-j", "-s", "link", "show", "dev", "route-chain").stdout
+    return json.loads(out)[0]["stats64"]["rx"]["packets"]
+
+
+def counters(daemon: Daemon) -> str:
+    """The total line SIGUSR1 logs."""
+    mark = daemon.output().count("total:")
+    daemon.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while daemon.output().count("total:") == mark and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return daemon.output().rsplit("total:", 1)[1].splitlines()[0]
+
+
+def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
+    with TestNet.create("lm") as net, Daemon(net, CHAIN4, "--queues", "2") as daemon:
+        net.run(net.client, "ip", "addr", "add", f"{OTHER_SOURCE}/24", "dev", "c0")
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        proc = net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                         "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", str(FLOOD_RATE),
+                         "-b", FLOOD_SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        time.sleep(1)
+        # Mid-flood, from another source: every probe of a default-sized
+        # traceroute (3 per hop) is answered.
+        trace = net.run(net.client, "traceroute", "-n", "-w", "2", "-s", OTHER_SOURCE,
+                        "198.18.0.6").stdout
+        out, err = proc.communicate(timeout=FLOOD_SECONDS + 30)
+        elapsed = time.monotonic() - started
+        assert proc.returncode == 0, err
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        hops = re.findall(r"^\s*\d+\s+(.*)$", trace, re.MULTILINE)
+        assert len(hops) == 6 and all(line.count(" ms") == 3 for line in hops), trace
+        # GCRA: at most the burst, then the rate, over the time the flood
+        # ran (measured around it, so an upper bound); plus the traceroute's
+        # 18 replies (hop 1 is the kernel's, not counted on the TUN).
+        assert replies <= SOURCE_BURST + SOURCE_RATE * elapsed + 15, (replies, elapsed, out)
+        # and the limit is what cut it: the flood sent far more.
+        total = counters(daemon)
+        limited = int(re.search(r"source_limited=(\d+)", total).group(1))
+        received = int(re.search(r"(\d+) received", total).group(1))
+        assert received >= FLOOD_RATE * FLOOD_SECONDS * 0.5, total
+        assert replies >= SOURCE_BURST + SOURCE_RATE * (FLOOD_SECONDS - 1), (replies, total)
+        assert limited >= received - replies - 20, total
+        assert re.search(r"\d+ rate-limited", total), total
+        print(f"flood: {received} received, {replies} replies in {elapsed:.2f} s")
+
+
+def test_limits_off_when_written(flood, tmp_path):
+    """`rate = "off"` and `source_rate = 0`: the same flood comes back whole."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nrate = "off"\nsource_rate = 0\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\n')
+    with TestNet.create("lo") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        done = net.run(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                       "-p", "udp", "-s", "1", "-r", "5000", "-b", FLOOD_SOURCE)
+        sent = int(re.search(r"sent=(\d+)", done.stdout).group(1))
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        assert replies == sent, (replies, done.stdout, done.stderr)
+        assert "rate-limited" in counters(daemon) and "source_limited" not in counters(daemon)
