@@ -83,7 +83,7 @@ struct rc_hop_timing {
 struct rc_table {
     uint32_t n_chains;
     const struct rc_chain *chains;
-    uint32_t paced;          /* nonzero: some limit is on or a chain has timing */
+    uint32_t limited;        /* nonzero: the daemon or the source limit is on */
     struct rc_bucket daemon; /* each queue's share of the daemon-wide limit */
     struct rc_bucket source; /* per source address (IPv6: per /64), shared */
 };

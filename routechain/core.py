@@ -76,8 +76,7 @@ class Table:
             fill_bucket(self._table.daemon, limits.rate / queues, share)
         if limits.source_rate is not None:
             fill_bucket(self._table.source, limits.source_rate, limits.per_source_burst)
-        self._table.paced = int(limits.rate is not None or limits.source_rate is not None
-                                or any(self._timing))
+        self._table.limited = int(limits.rate is not None or limits.source_rate is not None)
 
     @property
     def ptr(self):

@@ -15,7 +15,7 @@
 
 static struct rc_chain test_chains[4];
 static struct rc_table test_table = {
-    .n_chains = 4, .chains = test_chains, .paced = 1,
+    .n_chains = 4, .chains = test_chains, .limited = 1,
     .daemon = {1000, 100000}, .source = {2000, 50000},
 };
 static struct rc_hop_timing test_timing[2][RC_MAX_HOPS + 1];
@@ -87,7 +87,7 @@ static void pace_reply(const struct rc_table *t, const struct rc_where *where,
     unsigned sum = 0;
 
     test_clock += 50000;
-    if (t->paced)
+    if (t->limited || t->chains[where->chain].timing)
         rc_pace(&test_worker, t, where, reply, len, test_clock);
     while ((due = rc_pool_first_due(&test_worker.pool, test_clock, &due_len)) != NULL) {
         for (size_t i = 0; i < due_len; i++)

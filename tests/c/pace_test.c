@@ -171,7 +171,6 @@ static struct test_table *make_table(uint32_t delay_ms, uint32_t jitter_ms, doub
     t->chain.hop_tat = t->tat;
     t->table.n_chains = 1;
     t->table.chains = &t->chain;
-    t->table.paced = 1;
     return t;
 }
 
