@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import story
+from . import hopprops, story
 from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap, parse_prefix
 from .errors import ConfigError, UsageError
 
@@ -178,7 +178,8 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 _TOP = {"daemon", "route", "chain", "dns", "limits"}
 _DAEMON = {"interface", "queues", "mtu"}
 _ROUTE = {"prefix", "table", "metric"}
-_CHAIN = {"address", "story", "hops", "suffix", "reply_ttl"}
+_CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
+_CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
 _DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
         "refresh", "retry", "expire", "minimum"}
 _LIMITS = {"rate", "burst", "source_rate", "source_burst", "delay_pool", "seed"}
@@ -324,11 +325,36 @@ class _Loader:
             if not story.host_name_ok(suffix):
                 raise ConfigError(f"{self.at('chain', i, 'suffix')}: suffix {suffix!r} is not a "
                                   "host name (labels of letters, digits and inner '-')")
-        hops = self.story(t, i, suffix)
+        defaults = hopprops.from_table(t, lambda key: self.at("chain", i, key),
+                                       hopprops.CHAIN, skip=_CHAIN_OWN)
+        hops = self.hop_tables(t, i, self.story(t, i, suffix))
         try:
-            return Chain(interface, hops, reply_ttl or DEFAULT_REPLY_TTL, where, suffix)
+            return Chain(interface, hops, reply_ttl or DEFAULT_REPLY_TTL, where, suffix,
+                         defaults)
         except UsageError as e:
             raise ConfigError(str(e)) from None
+
+    def hop_tables(self, t: dict, i: int, hops: tuple) -> tuple:
+        """`[chain.hop.N]` tables: properties for hop N of the story."""
+        tables = t.get("hop")
+        if tables is None:
+            return hops
+        where = self.at("chain", i, "hop")
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{where}: chain.hop must be tables [chain.hop.N], not {tables!r}")
+        out = list(hops)
+        for number, table in tables.items():
+            if not number.isdigit() or not 1 <= int(number) <= len(hops):
+                have = f"hops 1..{len(hops)}" if hops else "no story, so no numbered hops"
+                raise ConfigError(f"{where}: [chain.hop.{number}]: the chain has {have}")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}: [chain.hop.{number}] must be a table, "
+                                  f"not {table!r}")
+            k = int(number)
+            props = hopprops.from_table(table, lambda key: f"{where}: [chain.hop.{number}]",
+                                        hopprops.HOP)
+            out[k - 1] = replace(out[k - 1], props=out[k - 1].props.merged(props, where))
+        return tuple(out)
 
     def story(self, t: dict, i: int, suffix: str | None) -> tuple:
         file = self.string(t, "chain", i, "story")
