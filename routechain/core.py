@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ._core import ffi, lib
-from .chain import Chain
+from .chain import Chain, Timing
 from .config import Limits
 
 HEADROOM = lib.RC_HEADROOM
@@ -108,7 +108,24 @@ def fill_chain(slot, chain: Chain) -> tuple | None:
     for k in range(1, chain.length + 1):
         if chain.hop(k).silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
-    return None
+    if not chain.has_timing:
+        return None
+    timing = ffi.new("struct rc_hop_timing[]", chain.length + 1)
+    tat = ffi.new("uint64_t[]", chain.length + 1)
+    for k in range(1, chain.length + 1):
+        fill_timing(timing[k], chain.timing(k))
+    slot.timing = timing
+    slot.hop_tat = tat
+    return timing, tat
+
+
+def fill_timing(slot, timing: Timing) -> None:
+    """Write one hop's resolved Timing into a `struct rc_hop_timing`."""
+    slot.delay_us = timing.delay_us
+    slot.jitter_us = timing.jitter_us
+    slot.loss = round(timing.loss * 2**32)
+    if timing.rate:
+        fill_bucket(slot.rate, timing.rate, timing.burst or timing.rate)
 
 
 def reply(packet: bytes, table: Table, headroom: int = HEADROOM,
