@@ -83,8 +83,8 @@ def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
         assert len(hops) == 6 and all(line.count(" ms") == 3 for line in hops), trace
         # GCRA: at most the burst, then the rate, over the time the flood
         # ran (measured around it, so an upper bound); plus the traceroute's
-        # 18 replies (hop 1 is the kernel's, not counted on the TUN).
-        assert replies <= SOURCE_BURST + SOURCE_RATE * elapsed + 15, (replies, elapsed, out)
+        # replies: 16 TTLs in flight at 3 probes each at most, 48.
+        assert replies <= SOURCE_BURST + SOURCE_RATE * elapsed + 48, (replies, elapsed, out)
         # and the limit is what cut it: the flood sent far more.
         total = counters(daemon)
         limited = int(re.search(r"source_limited=(\d+)", total).group(1))
@@ -112,3 +112,36 @@ def test_limits_off_when_written(flood, tmp_path):
         replies = tun_replies(net) - before
         assert replies == sent, (replies, done.stdout, done.stderr)
         assert "rate-limited" in counters(daemon) and "source_limited" not in counters(daemon)
+
+
+def test_flood_from_many_sources_is_cut_to_the_daemon_limit(flood, tmp_path):
+    """Eight sources at 2000/s each, no per-source limit, the daemon's at
+    2000/s with bursts of 2000: at most burst + rate x time come back. Each
+    of the 2 queues holds half the limit, so if the kernel's flow hash put
+    every flood on one queue only half would: the lower bound allows it."""
+    sources = [f"192.0.2.{10 + i}" for i in range(8)]
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nrate = "2000/s"\nsource_rate = "off"\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\n')
+    with TestNet.create("lg") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        for source in sources:
+            net.run(net.client, "ip", "addr", "add", f"{source}/24", "dev", "c0")
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        procs = [net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                           "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", "2000", "-b", source,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for source in sources]
+        for proc in procs:
+            proc.communicate(timeout=FLOOD_SECONDS + 30)
+            assert proc.returncode == 0
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        assert replies <= 2000 + 2000 * elapsed, (replies, elapsed)
+        assert replies >= 1000 * (FLOOD_SECONDS - 1), replies
+        total = counters(daemon)
+        assert re.search(r"global_limited=\d{4,}", total), total
+        assert "source_limited" not in total, total
