@@ -179,7 +179,7 @@ struct rc_worker {
      * the global limit; the per-source buckets are shared by all queues. */
     struct rc_pool pool;
     uint64_t rng;            /* generator state; seeded per start */
-    uint64_t daemon_tat;      /* this queue's share of table->daemon */
+    uint64_t daemon_tat;     /* this queue's share of table->daemon */
     uint64_t *source_tat;    /* source_mask + 1 cells */
     uint32_t source_mask;
     uint64_t source_salt;    /* keys the source hash, the same in every queue */

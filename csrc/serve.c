@@ -4,10 +4,11 @@
  * the next packet or the next delayed reply is due, whichever comes first,
  * and stops when stop_fd (an eventfd) becomes readable.
  *
- * A table with nothing to pace (no limit on, no chain with timing) takes the
- * same path as before pacing existed: no clock is read. Otherwise pace.c
- * decides each reply's fate; delayed replies wait in the queue's own pool
- * and are written from this loop, so a reload never loses them.
+ * A reply with nothing to pace (the limits off, its chain without timing)
+ * takes the same path as before pacing existed: no clock is read. Otherwise
+ * pace.c decides its fate; delayed replies wait in the queue's own pool and
+ * are written from this loop, so a reload never loses them; a stop drops
+ * them.
  *
  * Tables are swapped without locks (rc_table_publish) and reclaimed by
  * quiescent-state tracking: a worker records the table it holds in in_use,
