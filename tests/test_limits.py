@@ -145,3 +145,34 @@ def test_flood_from_many_sources_is_cut_to_the_daemon_limit(flood, tmp_path):
         total = counters(daemon)
         assert re.search(r"global_limited=\d{4,}", total), total
         assert "source_limited" not in total, total
+
+
+def test_default_limits_cost_normal_clients_nothing():
+    """The defaults were computed for this: from one source at once,
+    traceroute -m 64 (3 probes x 64 hops, 16 in flight) over IPv4 and IPv6,
+    mtr -c 10 and tracepath, through a chain longer than 64 hops: not one
+    probe goes unanswered, and nothing was rate-limited."""
+    far4, far6 = "198.18.0.80", "2001:db8::80"
+    with TestNet.create("ld") as net, Daemon(net, CHAIN4, "2001:db8::1/64",
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        clients = {
+            "traceroute": ["traceroute", "-n", "-m", "64", "-w", "3", far4],
+            "traceroute6": ["traceroute", "-6", "-n", "-m", "64", "-w", "3", far6],
+            "mtr": ["mtr", "--report", "-n", "-c", "10", "-m", "64", far4],
+            "tracepath": ["tracepath", "-n", "-m", "64", far4],
+        }
+        procs = {name: net.popen(net.client, *cmd, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+                 for name, cmd in clients.items()}
+        out = {name: proc.communicate(timeout=180)[0] for name, proc in procs.items()}
+        for name in ("traceroute", "traceroute6"):
+            hops = re.findall(r"^\s*\d+\s+(.*)$", out[name], re.MULTILINE)
+            assert len(hops) == 64, out[name]
+            assert all(line.count(" ms") == 3 for line in hops), out[name]
+        losses = re.findall(r"^\s*\d+\.\|--\s+\S+\s+([\d.]+)%", out["mtr"], re.MULTILINE)
+        assert len(losses) == 64 and set(losses) == {"0.0"}, out["mtr"]
+        assert "no reply" not in out["tracepath"] and re.search(r"^\s*64:", out["tracepath"],
+                                                                 re.MULTILINE), out["tracepath"]
+        total = counters(daemon)
+        assert "limited" not in total.split("paced:")[1], total
