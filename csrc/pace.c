@@ -103,8 +103,8 @@ static uint64_t draw_delay_ns(struct rc_worker *w, const struct rc_hop_timing *h
     return us > 0 ? (uint64_t)us * 1000 : 0;
 }
 
-int rc_pace(struct rc_worker *w, const struct rc_table *t, const struct rc_where *where,
-            const uint8_t *reply, size_t len, uint64_t now_ns)
+int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc_where *where,
+                  const uint8_t *reply, size_t len, uint64_t now_ns)
 {
     const struct rc_chain *c = &t->chains[where->chain];
     const struct rc_hop_timing *h = c->timing ? &c->timing[where->hop] : NULL;

@@ -17,8 +17,8 @@ uint64_t rc_rng_next(uint64_t *state);
 /* Decide the fate of the reply the core built (len bytes at reply; where
  * says who answered) at now_ns. Returns -1 to send it now, or the enum
  * rc_pace it met: RC_PACE_DELAYED means it was copied into the pool. */
-int rc_pace(struct rc_worker *w, const struct rc_table *t, const struct rc_where *where,
-            const uint8_t *reply, size_t len, uint64_t now_ns);
+int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc_where *where,
+                  const uint8_t *reply, size_t len, uint64_t now_ns);
 
 /* Copy a reply into a free slot of its size, due at due_ns; false when
  * there is none (the pool is full for that size, or the reply is larger

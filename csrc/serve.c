@@ -163,7 +163,7 @@ int rc_serve(struct rc_worker *w)
         /* Only what needs pacing reads the clock: a chain without timing,
          * with the limits off, is served exactly as before. */
         if (table->limited || table->chains[where.chain].timing) {
-            int fate = rc_pace(w, table, &where, w->buf + off, (size_t)len, read_clock_ns());
+            int fate = rc_pace_reply(w, table, &where, w->buf + off, (size_t)len, read_clock_ns());
             if (fate >= 0) {
                 bump(&w->stats.paced[fate]);
                 continue;

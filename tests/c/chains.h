@@ -88,7 +88,7 @@ static void pace_reply(const struct rc_table *t, const struct rc_where *where,
 
     test_clock += 50000;
     if (t->limited || t->chains[where->chain].timing)
-        rc_pace(&test_worker, t, where, reply, len, test_clock);
+        rc_pace_reply(&test_worker, t, where, reply, len, test_clock);
     while ((due = rc_pool_first_due(&test_worker.pool, test_clock, &due_len)) != NULL) {
         for (size_t i = 0; i < due_len; i++)
             sum += due[i];

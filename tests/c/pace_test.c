@@ -187,13 +187,13 @@ static void test_reload_while_replies_wait(void)
     w.pool = m.pool;
     for (int i = 0; i < 5; i++) {
         make_reply(reply, sizeof reply, (uint8_t)i, 1);
-        CHECK(rc_pace(&w, &old->table, &hop2, reply, sizeof reply, (uint64_t)i * MS)
+        CHECK(rc_pace_reply(&w, &old->table, &hop2, reply, sizeof reply, (uint64_t)i * MS)
               == RC_PACE_DELAYED);
     }
     free(old);                           /* the reload reclaims the old table */
     new_table = make_table(0, 0, 0.0);   /* the new story has no delay there */
     make_reply(reply, sizeof reply, 50, 1);
-    CHECK(rc_pace(&w, &new_table->table, &hop2, reply, sizeof reply, 6 * MS) == -1);
+    CHECK(rc_pace_reply(&w, &new_table->table, &hop2, reply, sizeof reply, 6 * MS) == -1);
     CHECK(take(&w.pool, 9 * MS, NULL) == -1);
     for (int i = 0; i < 5; i++)
         CHECK(take(&w.pool, (uint64_t)(10 + i) * MS, NULL) == i);
@@ -245,9 +245,9 @@ static void test_source_and_daemon_limits(void)
     make_reply(a, sizeof a, 1, 1);
     make_reply(b, sizeof b, 1, 2);
     for (int i = 0; i < 20; i++)
-        sent_a += rc_pace(&w, &t->table, &hop1, a, sizeof a, MS) == -1;
+        sent_a += rc_pace_reply(&w, &t->table, &hop1, a, sizeof a, MS) == -1;
     for (int i = 0; i < 20; i++) {
-        int fate = rc_pace(&w, &t->table, &hop1, b, sizeof b, MS);
+        int fate = rc_pace_reply(&w, &t->table, &hop1, b, sizeof b, MS);
         sent_b += fate == -1;
         limited += fate == RC_PACE_GLOBAL_LIMITED;
     }
@@ -274,7 +274,7 @@ static void test_loss_and_jitter(void)
     make_reply(reply, sizeof reply, 3, 1);
     for (uint64_t i = 0; i < n; i++) {
         uint64_t now = 1000 * MS;
-        int fate = rc_pace(&w, &t->table, &hop2, reply, sizeof reply, now);
+        int fate = rc_pace_reply(&w, &t->table, &hop2, reply, sizeof reply, now);
         if (fate == RC_PACE_LOST) {
             lost++;
         } else if (fate == RC_PACE_DELAYED) {
