@@ -107,12 +107,12 @@ int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc
                   const uint8_t *reply, size_t len, uint64_t now_ns)
 {
     const struct rc_chain *c = &t->chains[where->chain];
-    const struct rc_hop_timing *h = c->timing ? &c->timing[where->hop] : NULL;
+    const struct rc_hop_timing *h = c->timing ? &c->timing[where->router] : NULL;
     uint64_t delay_ns = 0;
 
     if (h && h->loss && rc_rng_next(&w->rng) >> 32 < h->loss)
         return RC_PACE_LOST;
-    if (h && !rc_bucket_take(&c->hop_tat[where->hop], &h->rate, now_ns))
+    if (h && !rc_bucket_take(&c->hop_tat[where->router], &h->rate, now_ns))
         return RC_PACE_HOP_LIMITED;
     if (!take_source(w, t, reply, now_ns))
         return RC_PACE_SOURCE_LIMITED;

@@ -659,7 +659,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         return -RC_DROP_SILENT;
     if (where) {                                      /* for serve.c's timing */
         where->chain = (uint32_t)(chain - table->chains);
-        where->hop = hop;
+        where->router = hop;
     }
     /* As if each hop sent with reply_ttl and the way back crossed the hops
      * in front of it, so traceroute --back sees a consistent path. */

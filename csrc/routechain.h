@@ -52,9 +52,10 @@ struct rc_chain {
     uint8_t host[16];        /* network byte order; IPv4 in the first 4 bytes */
     uint8_t mask[16];        /* prefix mask, same layout */
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
-    /* Timing, only for a chain that has some (else both NULL): timing[k]
-     * for hop k, and hop_tat[k], the state of its rate limit, written by
-     * every queue (atomically) while the table lives. */
+    /* Timing, only for a chain that has some (else both NULL), one entry
+     * per router as rc_where numbers them: timing[k] for hop k (then the
+     * '+' alternatives), and hop_tat[k], the state of its rate limit,
+     * written by every queue (atomically) while the table lives. */
     const struct rc_hop_timing *timing;
     uint64_t *hop_tat;
 };
@@ -88,10 +89,12 @@ struct rc_table {
     struct rc_bucket source; /* per source address (IPv6: per /64), shared */
 };
 
-/* Who answered a probe: the chain (index into table->chains) and its hop. */
+/* Who answered a probe: the chain (index into table->chains) and its
+ * router, numbered as rc_chain.timing is: k for hop k itself, and past
+ * length the hops' '+' alternatives, hop by hop in the order written. */
 struct rc_where {
     uint32_t chain;
-    uint32_t hop;
+    uint32_t router;
 };
 
 /* Build the reply to the packet at buf + headroom (len bytes) in place, in

@@ -110,13 +110,24 @@ def fill_chain(slot, chain: Chain) -> tuple | None:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
     if not chain.has_timing:
         return None
-    timing = ffi.new("struct rc_hop_timing[]", chain.length + 1)
-    tat = ffi.new("uint64_t[]", chain.length + 1)
-    for k in range(1, chain.length + 1):
-        fill_timing(timing[k], chain.timing(k))
+    routers = routers_of(chain)
+    timing = ffi.new("struct rc_hop_timing[]", len(routers))
+    tat = ffi.new("uint64_t[]", len(routers))
+    for i, (k, branch) in enumerate(routers):
+        if k:
+            fill_timing(timing[i], chain.timing(k, branch))
     slot.timing = timing
     slot.hop_tat = tat
     return timing, tat
+
+
+def routers_of(chain: Chain) -> list[tuple[int, int]]:
+    """(hop, branch) of every router, numbered as struct rc_where numbers
+    them: index k is hop k itself (index 0 unused), then each hop's '+'
+    alternatives in the order written."""
+    alternatives = [(k, b) for k in range(1, chain.length + 1)
+                    for b in range(1, len(chain.hop(k).alternatives) + 1)]
+    return [(k, 0) for k in range(chain.length + 1)] + alternatives
 
 
 def fill_timing(slot, timing: Timing) -> None:

@@ -67,3 +67,16 @@ def test_stats_sum_and_say_what_pacing_did():
     assert "8 rate-limited, 2 lost, 1 delayed, 1 pool full" in text
     assert "paced: delayed=1, lost=2, hop_limited=4, source_limited=3, global_limited=1, " \
            "pool_full=1" in text
+
+
+def test_table_timing_of_alternatives_follows_the_hops(tmp_path):
+    """A '+' alternative's timing sits after hop `length`, as rc_where
+    numbers routers: here index 4 is hop 2's alternative, with its own loss."""
+    path = tmp_path / "rc.toml"
+    path.write_text('[[chain]]\naddress = "192.0.2.1/24"\n'
+                    'hops = ["a", "b | delay=+3ms", "+ b2 | loss=50%", "c"]\n')
+    chain = config.load(path).chains[0]
+    timing = core.Table([chain]).ptr.chains[0].timing
+    assert [timing[k].delay_us for k in (1, 2, 3)] == [0, 3000, 3000]
+    assert timing[2].loss == 0
+    assert (timing[4].loss, timing[4].delay_us) == (2**31, chain.timing(2, 1).delay_us)

@@ -117,7 +117,7 @@ static int run_exact(const uint8_t *data, size_t len, size_t headroom, const str
             abort();
         if (rc_reply_kind(buf + off, (size_t)n) < 0)
             abort();
-        if (where.chain >= t->n_chains || where.hop < 1 || where.hop > t->chains[where.chain].length)
+        if (where.chain >= t->n_chains || where.router < 1 || where.router > t->chains[where.chain].length)
             abort();
         pace_reply(t, &where, buf + off, (size_t)n);
     } else if (n < -(int)RC_DROP_COUNT || n == 0) {
