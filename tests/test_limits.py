@@ -193,3 +193,27 @@ def test_default_limits_cost_normal_clients_nothing():
                                                                  re.MULTILINE), out["tracepath"]
         total = counters(daemon)
         assert "limited" not in total.split("paced:")[1], total
+
+
+def test_echo_replies_are_limited_per_source_too(flood, tmp_path):
+    """Echo Requests to the destination at 5000/s from one source, the
+    source limit at 500/s with bursts of 500: Echo Replies obey it as
+    errors do (RFC 4443 2.4(f) speaks of errors; a flood of pings is no
+    less a way to make the daemon send)."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nsource_rate = "500/s"\nsource_burst = 500\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\nhops = ["a", "b", "c"]\n')
+    with TestNet.create("le") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        net.run(net.client, flood, "-4", "-d", "198.18.0.4", "-n", "1", "-t", "64",
+                "-p", "icmp", "-s", "2", "-r", "5000", "-b", FLOOD_SOURCE)
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        total = counters(daemon)
+        assert re.search(r"echo_reply=\d+", total), total
+        assert 500 + 500 * (2 - 0.5) <= replies <= 500 + 500 * elapsed, (replies, total)
+        assert re.search(r"source_limited=\d{4,}", total), total
