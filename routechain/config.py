@@ -61,6 +61,42 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """[limits]: the daemon's ICMP rate limits (RFC 4443 2.4(f), RFC 1812
+    4.3.2.8) and the pool delayed replies wait in. A rate of None is off,
+    which only an explicit "off" or 0 asks for.
+
+    The defaults never cost a normal user a reply: the largest burst one
+    client sends is a traceroute to a far destination, 3 probes for each
+    of 64 hops (`-m 64`) sent as fast as answers come back, 192 replies;
+    mtr sends about one probe per hop per second (30/s at its default
+    30 hops), tracepath one probe at a time. A source may burst 1000 (five
+    such traceroutes at once, or 5 clients behind one NAT) and keep up
+    1000/s; the daemon as a whole 20000/s, twenty such sources.
+    """
+
+    rate: int | None = 20000
+    burst: int | None = None          # default: rate (one second's worth)
+    source_rate: int | None = 1000
+    source_burst: int | None = None   # default: source_rate
+    delay_pool: int | None = None     # default: one second at rate (20000 when off)
+    seed: int | None = None           # jitter and loss generator; default: random per start
+    where: str = field(default="", compare=False)
+
+    @property
+    def global_burst(self) -> int | None:
+        return None if self.rate is None else self.burst or self.rate
+
+    @property
+    def per_source_burst(self) -> int | None:
+        return None if self.source_rate is None else self.source_burst or self.source_rate
+
+    @property
+    def pool(self) -> int:
+        return self.delay_pool or self.rate or Limits.rate
+
+
+@dataclass(frozen=True)
 class Config:
     chains: tuple[Chain, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -68,6 +104,7 @@ class Config:
     interface: str | None = None
     queues: int | None = None
     mtu: int | None = None
+    limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
     metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
@@ -100,6 +137,7 @@ def merge(cli: Config, file: Config) -> Config:
         interface=cli.interface if cli.interface is not None else file.interface,
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
+        limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
         metrics=file.metrics,
@@ -139,7 +177,7 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 
 # --- the loader -----------------------------------------------------------
 
-_TOP = {"daemon", "route", "chain", "dns", "metrics"}
+_TOP = {"daemon", "route", "chain", "dns", "limits", "metrics"}
 _DAEMON = {"interface", "queues", "mtu"}
 _ROUTE = {"prefix", "table", "metric"}
 _CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
@@ -147,6 +185,9 @@ _CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
 _DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
         "refresh", "retry", "expire", "minimum"}
 _METRICS = {"listen"}
+_LIMITS = {"rate", "burst", "source_rate", "source_burst", "delay_pool", "seed"}
+_RATE_MAX = 10_000_000     # replies per second; more than any TUN carries
+_POOL_MAX = 1_000_000      # slots: 256 MiB of small replies
 _U32 = 2**32 - 1
 _TTL_MAX = 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1.
 
@@ -183,7 +224,8 @@ class _Loader:
             chains=chains, routes=routes, dns=dns,
             interface=self.interface(daemon),
             queues=self.integer(daemon, "daemon", None, "queues", 1, 1024),
-            mtu=mtu, warnings=tuple(self.warnings), path=self.path,
+            mtu=mtu, limits=self.limits(self.table(data, "limits", _LIMITS)),
+            warnings=tuple(self.warnings), path=self.path,
             metrics=self.metrics(self.table(data, "metrics", _METRICS)) if "metrics" in data
             else None)
 
@@ -337,6 +379,31 @@ class _Loader:
             return ()
         self.warnings.extend(result.warnings)
         return result.hops
+
+    def limits(self, t: dict) -> Limits:
+        ints = {key: self.integer(t, "limits", None, key, 1, high)
+                for key, high in (("burst", _RATE_MAX), ("source_burst", _RATE_MAX),
+                                  ("delay_pool", _POOL_MAX))}
+        return Limits(rate=self.rate(t, "rate", Limits.rate),
+                      source_rate=self.rate(t, "source_rate", Limits.source_rate),
+                      seed=self.integer(t, "limits", None, "seed", 0, 2**64 - 1),
+                      where=self.at("limits"), **ints)
+
+    def rate(self, t: dict, key: str, default: int) -> int | None:
+        """`N/s`, or "off" / 0 (only when written) for no limit."""
+        if key not in t:
+            return default
+        value, where = t[key], self.at("limits", None, key)
+        if value == 0 or value == "off":
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*s\s*", value) if isinstance(value, str) else None
+        if m is None:
+            raise ConfigError(f"{where}: limits.{key} {value!r}: write a rate, e.g. "
+                              f"\"{default}/s\", or \"off\"")
+        n = int(m.group(1))
+        if not 0 <= n <= _RATE_MAX:
+            raise ConfigError(f"{where}: limits.{key} {value!r} is not in 0..{_RATE_MAX}/s")
+        return n or None
 
     def dns(self, t: dict) -> DnsSettings:
         where = self.at("dns")

@@ -102,9 +102,9 @@ def _quietly(fn: Callable, *args) -> None:
 class Workers:
     """One thread per TUN queue, each inside the C serving loop."""
 
-    def __init__(self, fds: list[int], live: core.Live) -> None:
+    def __init__(self, fds: list[int], live: core.Live, pacing: core.Pacing) -> None:
         self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.workers = [core.Worker(fd, self._stop, live) for fd in fds]
+        self.workers = [core.Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._serve, args=(i, w), daemon=True,
                                           name=f"queue-{i}")
@@ -153,8 +153,9 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=_capabilities_kept(config))
-        live = core.Live(core.Table(config.chains))
-        workers = Workers(tun.fds, live)
+        live = core.Live(core.Table(config.chains, config.limits, settings.queues))
+        pacing = core.Pacing(config.limits, settings.queues)
+        workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
@@ -231,7 +232,10 @@ class Running:
             if wanted != self.settings:
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
-            table = core.Table(new.chains)
+            if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
+                                                            old.limits.seed):
+                log.warning("reload: limits.delay_pool and limits.seed need a restart")
+            table = core.Table(new.chains, new.limits, self.settings.queues)
             if new.mtu and new.mtu != old.mtu:
                 self.link.set_mtu(new.mtu)
             try:
