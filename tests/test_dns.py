@@ -517,3 +517,24 @@ def test_dns_answer_never_raises_on_random_messages(zones):
             assert len(reply) >= 12 and reply[:2] == wire[:2]
             header = struct.unpack("!H", reply[2:4])[0]
             assert header & dns.flags.QR
+
+
+def test_dns_internal_error_is_counted_and_logged_once_with_its_traceback(zones, caplog):
+    """A bug in answering must not stop the server, nor go unseen."""
+    port = free_port()
+
+    class Broken:
+        def answer(self, wire, udp):
+            raise ValueError("a bug")
+
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL) as srv:
+        srv.index = Broken()
+        for _ in range(3):
+            assert udp_exchange(port, dns.message.make_query("example.com", "A").to_wire(),
+                                expect_reply=False) is None
+        srv.reload(zones)
+        assert dig(port, "-x", "198.51.100.2")["status"] == "NOERROR"
+        assert srv.counters()["internal_errors"] == 3
+    logged = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(logged) == 1 and "ValueError: a bug" in logged[0].getMessage()
+    assert "Traceback" in logged[0].getMessage()
