@@ -28,14 +28,16 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
 Two paths give the same answers. The slow path is dnspython: it parses the
 query, resolves it against the zones and renders the response, and it takes
 everything unusual (EDNS options, other classes, opcodes, errors). The fast
-path takes a plain query -- one question, class IN, no EDNS option -- and
-builds the answer from bytes computed when the Index was built: the
-rendered answer of every (name, type) that has data, by the slow path
-itself, with a lower-case question whose length equals the query's, so that
-every compression pointer stays valid when the query's question is copied
-in; and, per zone, the negative answer's SOA record. Then a query is: check
-the header, look the question up, copy, patch the ID, RD and CD, and DO.
-`tests/test_dnsanswer.py` holds both paths to the same parsed answers.
+path takes a plain query -- one question, class IN, no EDNS option but a
+cookie or padding (which a server that does neither ignores) -- and builds
+the answer from bytes prepared ahead: the answer of each (name, type) that
+has data, rendered by the slow path itself on the first query of it (a
+reload stays cheap however many names there are) for a lower-case question
+as long as the query's, so that every compression pointer stays valid when
+the query's own question is copied in; and, per zone, the negative answer's
+SOA record. Then a query is: check the header, look the question up, copy,
+patch the ID, RD, CD and DO. `tests/test_dnsanswer.py` holds both paths to
+the same parsed answers.
 
 `answer()` returns (reply or None, outcome); outcome is a counter name:
 "rcode:<RCODE>" for a reply, "drop:malformed" or "drop:response" for none.
@@ -75,6 +77,7 @@ _ANY_ORDER = (dns.rdatatype.PTR, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rda
 _QR, _AA, _TC = 0x8000, 0x0400, 0x0200
 _RD_BYTE2, _CD_BYTE3 = 0x01, 0x10  # RD and CD as bits of header bytes 2 and 3
 _OPT_TYPE = b"\x00\x29"
+_COOKIE, _PADDING = 10, 12  # EDNS option codes (RFC 7873, RFC 7830)
 _DO_BYTE = 0x80  # DO as a bit of the OPT TTL's third byte (RFC 3225 3)
 _RCODE_KEY = {int(r): f"rcode:{r.name}" for r in dns.rcode.Rcode}
 
@@ -161,9 +164,10 @@ class Index:
             return self._slow.answer(wire, udp)
         qend = z + 5
         limit = TCP_MAX
-        if wire[11]:  # an OPT record, alone and with no option
-            if n != qend + 11 or wire[qend] or wire[qend + 1:qend + 3] != _OPT_TYPE \
-                    or wire[qend + 6] or wire[qend + 9] or wire[qend + 10]:
+        if wire[11]:  # an OPT record, alone, version 0, with no option we act on
+            if n < qend + 11 or wire[qend] or wire[qend + 1:qend + 3] != _OPT_TYPE \
+                    or wire[qend + 6] or n != qend + 11 + (wire[qend + 9] << 8 | wire[qend + 10]) \
+                    or n > qend + 11 and not _ignorable_options(wire, qend + 11):
                 return self._slow.answer(wire, udp)
             if udp:
                 limit = min(max(PAYLOAD_MIN, wire[qend + 3] << 8 | wire[qend + 4]), PAYLOAD_MAX)
@@ -229,6 +233,27 @@ class Index:
         if len(reply) > limit:
             return _truncated(reply, qend, wire, do), outcome
         return reply, outcome
+
+
+def _ignorable_options(wire: bytes, i: int) -> bool:
+    """True if the EDNS options from i to the end are well-formed and all
+    ones a server without them answers as if absent: a COOKIE of a valid
+    length (RFC 7873 5.2: a server that does not do cookies ignores them;
+    a bad length is FORMERR, left to the slow path) and PADDING (RFC 7830)."""
+    end = len(wire)
+    while i < end:
+        if i + 4 > end:
+            return False
+        code, length = wire[i] << 8 | wire[i + 1], wire[i + 2] << 8 | wire[i + 3]
+        i += 4 + length
+        if i > end:
+            return False
+        if code == _COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                return False
+        elif code != _PADDING:
+            return False
+    return True
 
 
 def truncated(reply: bytes, query: bytes) -> bytes | None:

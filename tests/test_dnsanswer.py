@@ -101,8 +101,12 @@ def random_query(rng: random.Random, names: list[str]) -> bytes:
     name = "".join(c.upper() if rng.random() < 0.3 else c for c in name)
     rdtype = rng.choice(["PTR", "PTR", "SOA", "NS", "CNAME", "TXT", "A", "ANY", "AAAA"])
     edns = rng.choice([-1, 0])
+    options = rng.choice([[], [], [dns.edns.CookieOption(rng.randbytes(8), b"")],
+                          [dns.edns.CookieOption(rng.randbytes(8), rng.randbytes(16))],
+                          [dns.edns.GenericOption(dns.edns.OptionType.PADDING, bytes(20))]])
     query = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=rng.random() < 0.3,
-                                   payload=rng.choice([512, 1232, 1400, 4096]))
+                                   payload=rng.choice([512, 1232, 1400, 4096]),
+                                   options=options if edns >= 0 else None)
     query.flags = rng.choice([0, dns.flags.RD]) | rng.choice([0, dns.flags.CD])
     return query.to_wire()
 
@@ -177,6 +181,9 @@ MALFORMED = [
      dns.rcode.FORMERR, "rcode:FORMERR"),  # trailing junk
     (dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=1).to_wire(),
      dns.rcode.BADVERS, "rcode:BADVERS"),
+    (dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=0, options=[
+        dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345")]).to_wire(),
+     dns.rcode.FORMERR, "rcode:FORMERR"),  # RFC 7873 5.2.2: a cookie of a bad length
 ]
 
 
