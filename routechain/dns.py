@@ -6,7 +6,10 @@ bounds every buffer and count:
 
 - UDP: a reader on the socket drains at most UDP_BATCH datagrams per turn
   of the loop (one wake-up for many queries, and TCP gets its turn);
-  responses are rate limited per client prefix (rrl.py).
+  responses are rate limited per client prefix (rrl.py). asyncio's own
+  datagram endpoint reads one datagram per wake-up: with dnsperf on this
+  server it answered 18-24k queries/s where the draining reader answers
+  76-87k (2 shared CPUs).
 - TCP (RFC 7766): 2-byte length framing, several queries per connection,
   answered in order. At most `connections` at once and `per_client` from
   one address (more are closed at once); an idle connection closes after
