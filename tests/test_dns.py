@@ -29,10 +29,10 @@ import pytest
 from conftest import cannot_run
 from routechain import dns as rdns
 from routechain import dnsanswer, rrl
-from routechain import zone
+from routechain import config, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
-from routechain.errors import SetupError
+from routechain.errors import ConfigError, SetupError
 
 NOW = 1_700_000_000
 NS = tuple(f"ns-{k}-{'x' * 40}.example.net" for k in range(12))  # an NS answer > 512 octets
@@ -538,3 +538,65 @@ def test_dns_internal_error_is_counted_and_logged_once_with_its_traceback(zones,
     logged = [r for r in caplog.records if "internal error" in r.getMessage()]
     assert len(logged) == 1 and "ValueError: a bug" in logged[0].getMessage()
     assert "Traceback" in logged[0].getMessage()
+
+
+# --- limits: from the config file to the server ---------------------------
+
+def test_dns_limits_load_from_the_dns_table(tmp_path):
+    path = tmp_path / "rc.toml"
+    path.write_text('[dns]\nlisten = ["127.0.0.1:5353"]\nrate_limit = 0\nrate_limit_errors = 5\n'
+                    'rate_limit_slip = 1\ntcp_connections = 3\ntcp_connections_per_client = 2\n'
+                    'tcp_idle_timeout = 4\n')
+    d = config.load(path).dns
+    assert (d.rate_limit, d.rate_limit_errors, d.rate_limit_slip) == (0, 5, 1)
+    assert (d.tcp_connections, d.tcp_connections_per_client, d.tcp_idle_timeout) == (3, 2, 4)
+    defaults = DnsSettings()
+    assert (defaults.rate_limit, defaults.rate_limit_slip, defaults.tcp_connections) == (100, 2, 128)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("rate_limit = -1", r"rc\.toml:3: dns\.rate_limit = -1 is not in 0\.\.1000000"),
+    ("rate_limit_slip = 11", r"rc\.toml:3: dns\.rate_limit_slip = 11 is not in 0\.\.10"),
+    ("tcp_connections = 0", r"rc\.toml:3: dns\.tcp_connections = 0 is not in 1\.\.65535"),
+    ('tcp_idle_timeout = "10s"', r"rc\.toml:3: dns\.tcp_idle_timeout must be an integer"),
+])
+def test_dns_limits_bad_values_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "rc.toml"
+    path.write_text(f'[dns]\nlisten = ["127.0.0.1:5353"]\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        config.load(path)
+
+
+def test_dns_tcp_connections_capped_in_total(zones):
+    """Past `connections` at once, a new connection is closed at once and
+    counted; one that closes makes room again."""
+    port = free_port()
+    limits = rdns.TcpLimits(connections=3, per_client=8, idle=10)
+    query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+    frame = struct.pack("!H", len(query)) + query
+
+    def answered(conn: socket.socket) -> bool:
+        try:
+            conn.sendall(frame)
+            return len(conn.recv(4096)) > 2
+        except OSError:
+            return False
+
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL, tcp=limits) as srv:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(3)]
+        try:
+            assert all(answered(c) for c in held)
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as extra:
+                assert not answered(extra)
+            assert srv.counters()["drop:tcp_limit"] == 1
+            held.pop().close()
+            for _ in range(50):  # until the server has seen the close (bounded: 5 s)
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as again:
+                    if answered(again):
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail("no room made by a closed connection")
+        finally:
+            for c in held:
+                c.close()

@@ -229,6 +229,21 @@ def counters(daemon: Daemon) -> dict[str, int]:
     raise AssertionError(f"no DNS counters logged on SIGUSR1:\n{daemon.output()}")
 
 
+def dns_status(daemon: Daemon, timeout: float = 15) -> str:
+    """The DNS part of the next STATUS= the daemon sends (every 5 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.notify.settimeout(0.5)
+        try:
+            message = daemon.notify.recv(4096).decode()
+        except TimeoutError:
+            continue
+        for line in message.split("\n"):
+            if line.startswith("STATUS=") and "dns: " in line:
+                return line.split("dns: ", 1)[1]
+    raise AssertionError(f"no STATUS= with DNS counts within {timeout}s")
+
+
 def rss_kib(daemon: Daemon) -> int:
     with open(f"/proc/{daemon.proc.pid}/status") as f:
         return int(next(ln.split()[1] for ln in f if ln.startswith("VmRSS:")))
@@ -252,6 +267,9 @@ def test_dns_forged_flood_is_not_reflected(running):
     assert c["drop:ratelimited"] + c["slipped"] >= c["queries"] - RATE * (r["elapsed"] + 2.5) \
         - 2 * len(r["normal"]) - 6, c
     assert c["slipped"] >= 1 and c["drop:ratelimited"] >= 1, c
+    queries, dropped = map(int, re.match(r"(\d+) queries, (\d+) dropped", dns_status(daemon))
+                           .groups())
+    assert queries >= c["drop:ratelimited"] and dropped >= 1  # a snapshot up to 5 s old
 
 
 def test_dns_tcp_greedy_and_trickling_clients_starve_nobody(running):
