@@ -67,8 +67,7 @@ CNAME_CHAIN_MAX = 8
 HEADER = 12
 
 # Outcomes that are errors to the requester: rate limited on their own (RRL).
-ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS",
-                    "rcode:SERVFAIL"})
+ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS"})
 OUTCOMES = ("rcode:NOERROR", "rcode:NXDOMAIN", *sorted(ERRORS), "drop:malformed",
             "drop:response")
 

@@ -551,7 +551,8 @@ def test_dns_limits_load_from_the_dns_table(tmp_path):
     assert (d.rate_limit, d.rate_limit_errors, d.rate_limit_slip) == (0, 5, 1)
     assert (d.tcp_connections, d.tcp_connections_per_client, d.tcp_idle_timeout) == (3, 2, 4)
     defaults = DnsSettings()
-    assert (defaults.rate_limit, defaults.rate_limit_slip, defaults.tcp_connections) == (100, 2, 128)
+    assert (defaults.rate_limit, defaults.rate_limit_slip, defaults.tcp_connections) == \
+        (100, 2, 128)
 
 
 @pytest.mark.parametrize("line,message", [
