@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import core
 from .chain import Chain, Interface
-from .config import DEFAULT_INTERFACE, Config, Route
+from .config import DEFAULT_INTERFACE, Config, DnsSettings, Route
 from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
@@ -298,7 +298,7 @@ class DnsSide:
 def _dns_limits(config: Config):
     """The [dns] limits as the server takes them: (rate limits, TCP limits)."""
     from . import dns, rrl
-    d = config.dns
+    d = config.dns or DnsSettings()
     return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
             dns.TcpLimits(connections=d.tcp_connections,
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))

@@ -601,3 +601,15 @@ def test_dns_tcp_connections_capped_in_total(zones):
         finally:
             for c in held:
                 c.close()
+
+
+def test_dns_reload_applies_new_rate_limits(zones):
+    port = free_port()
+    query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+    strict = rrl.Limits(rate=1, errors=1, slip=0)
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=strict) as srv:
+        assert udp_exchange(port, query) is not None
+        assert udp_exchange(port, query, expect_reply=False) is None  # over 1 a second
+        srv.reload(zones, rate_limits=NO_RRL)
+        assert all(udp_exchange(port, query) is not None for _ in range(20))
+        assert srv.counters()["drop:ratelimited"] == 1
