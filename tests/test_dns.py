@@ -606,10 +606,25 @@ def test_dns_tcp_connections_capped_in_total(zones):
 def test_dns_reload_applies_new_rate_limits(zones):
     port = free_port()
     query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+
+    def burst(n: int = 10) -> int:
+        """n queries at once: how many are answered."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(n):
+                s.sendto(query, ("127.0.0.1", port))
+            s.settimeout(0.5)
+            got = 0
+            try:
+                for _ in range(n):
+                    s.recv(65535)
+                    got += 1
+            except socket.timeout:
+                pass
+            return got
+
     strict = rrl.Limits(rate=1, errors=1, slip=0)
     with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=strict) as srv:
-        assert udp_exchange(port, query) is not None
-        assert udp_exchange(port, query, expect_reply=False) is None  # over 1 a second
+        assert 1 <= burst() <= 3  # one at once, one more a second
         srv.reload(zones, rate_limits=NO_RRL)
-        assert all(udp_exchange(port, query) is not None for _ in range(20))
-        assert srv.counters()["drop:ratelimited"] == 1
+        assert burst() == 10
+        assert srv.counters()["drop:ratelimited"] >= 7
