@@ -7,7 +7,9 @@ other clients nor grow the daemon's memory.
     c0 192.0.2.2 (a normal client)     veth     r0 192.0.2.1  route-chain, DNS on :53
        192.0.2.3 (TCP: never reads)  --------      2001:db8:ff::1
        192.0.2.4 (TCP: trickles)                   198.51.100.0/24 via 192.0.2.2
-       forged sources 198.51.100.x (UDP)            (where the victim of the forgery is)
+       2001:db8:ff::2                              2001:db8:100::/48 via 2001:db8:ff::2
+       forged sources 198.51.100.x,                (where the victims of the forgery are)
+       2001:db8:100:0-ff::x (UDP)
 
 Attack traffic runs in a script in the client namespace, bounded in count
 and time; the test reads the daemon's counters from its SIGUSR1 log and its
@@ -85,53 +87,80 @@ def normal_tcp(host=SERVER):
 """
 
 FLOOD = COMMON + r"""
-# Queries with forged sources in 198.51.100.0/24, through a raw socket.
-COUNT, SECONDS = int(sys.argv[2]), float(sys.argv[3])
+# Queries with forged sources through a raw socket: IPv4 from 198.51.100.0/24,
+# IPv6 from 256 /64s of 2001:db8:100::/56 (one /56: one client to RRL).
+COUNT, SECONDS, FAMILY = int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+SERVER6 = "2001:db8:ff::1"
 def checksum(data):
     data += b"\0" * (len(data) % 2)
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     return ~(s + (s >> 16)) & 0xFFFF
 
+def answer_to_forged(frame):
+    # The UDP payload of a reply from the server to a forged source, or None.
+    if FAMILY == "4":
+        ip = frame[14:]
+        if ip[9] == 17 and ip[12:16] == socket.inet_aton(SERVER) and ip[16] == 198:
+            return ip[(ip[0] & 15) * 4:]
+    else:
+        ip = frame[14:]
+        if ip[6] == 17 and ip[8:24] == socket.inet_pton(socket.AF_INET6, SERVER6) \
+                and ip[24:29] == socket.inet_pton(socket.AF_INET6, "2001:db8:100::")[:5]:
+            return ip[40:]
+    return None
+
 captured = []
-cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                    socket.htons(0x0800 if FAMILY == "4" else 0x86DD))
 cap.bind(("c0", 0))
 cap.settimeout(0.2)
 stop = time.monotonic() + SECONDS + 2.0
 def capture():
     while time.monotonic() < stop:
         try:
-            frame = cap.recv(65535)
+            udp = answer_to_forged(cap.recv(65535))
         except socket.timeout:
             continue
-        ip = frame[14:]
-        if ip[9] == 17 and ip[12:16] == socket.inet_aton(SERVER) and ip[16] == 198:
-            udp = ip[(ip[0] & 15) * 4:]
-            if udp[0:2] == b"\x00\x35":
-                captured.append(udp[8:])
+        if udp is not None and udp[0:2] == b"\x00\x35":
+            captured.append(udp[8:])
 t = threading.Thread(target=capture); t.start()
 
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 query = dns.message.make_query(QNAME, "ANY", use_edns=0, payload=4096).to_wire()
+if FAMILY == "4":
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    def forged(i):
+        src = socket.inet_aton(f"198.51.100.{1 + i % 250}")
+        udp = struct.pack("!HHHH", 1024 + i % 60000, 53, 8 + len(query), 0) + query
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                           src, socket.inet_aton(SERVER)) + udp, (SERVER, 0)
+else:
+    raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    dst = socket.inet_pton(socket.AF_INET6, SERVER6)
+    def forged(i):
+        src = socket.inet_pton(socket.AF_INET6, f"2001:db8:100:{i % 256:x}::{1 + i % 999:x}")
+        length = 8 + len(query)
+        pseudo = src + dst + struct.pack("!IxxxB", length, 17)
+        head = struct.pack("!HHHH", 1024 + i % 60000, 53, length, 0)
+        udp = struct.pack("!HHHH", 1024 + i % 60000, 53, length,
+                          checksum(pseudo + head + query) or 0xFFFF) + query
+        return struct.pack("!IHBB16s16s", 6 << 28, length, 17, 64, src, dst) + udp, (SERVER6, 0)
+
 sent_bytes, normal, start = 0, [], time.monotonic()
 for i in range(COUNT):  # bounded in count and time
     if time.monotonic() - start > SECONDS:
         break
-    src = socket.inet_aton(f"198.51.100.{1 + i % 250}")
-    udp = struct.pack("!HHHH", 1024 + i % 60000, 53, 8 + len(query), 0) + query
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0, src,
-                     socket.inet_aton(SERVER))
-    raw.sendto(ip + udp, (SERVER, 0))
+    raw.sendto(*forged(i))
     sent_bytes += len(query)
     if i % (COUNT // 4) == COUNT // 8:
-        normal.append(normal_udp())
+        normal.append(normal_udp(SERVER if FAMILY == "4" else SERVER6))
 elapsed = time.monotonic() - start
 t.join()
 full = [r for r in captured if not r[2] & 0x02]
 print(json.dumps({"sent": i + 1, "elapsed": elapsed, "sent_bytes": sent_bytes,
                   "replies": len(captured), "full": len(full),
                   "reply_bytes": sum(map(len, captured)), "normal": normal,
-                  "normal_after": [normal_udp(), normal_udp("2001:db8:ff::1")]}))
+                  "normal_after": [normal_udp(), normal_udp(SERVER6)]}))
 """
 
 TCP_ATTACK = COMMON + r"""
@@ -203,6 +232,8 @@ def running(tmp_path):
     config.write_text(CONFIG.format(rate=RATE))
     with TestNet.create("dnsl") as net:
         net.run(net.router, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2")
+        net.run(net.router, "ip", "-6", "route", "add", "2001:db8:100::/48",
+                "via", "2001:db8:ff::2")
         for extra in ("192.0.2.3/24", "192.0.2.4/24"):
             net.run(net.client, "ip", "addr", "add", extra, "dev", "c0")
         with Daemon(net, "--config", str(config), "--queues", "1") as daemon:
@@ -249,12 +280,14 @@ def rss_kib(daemon: Daemon) -> int:
         return int(next(ln.split()[1] for ln in f if ln.startswith("VmRSS:")))
 
 
-def test_dns_forged_flood_is_not_reflected(running):
-    """5000 ANY queries with EDNS 4096 from forged sources in one /24: full
-    answers stay near the rate limit, the truncated "slip" answers are no
-    larger than the queries, and a normal client's queries are answered."""
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_dns_forged_flood_is_not_reflected(running, family):
+    """5000 ANY queries with EDNS 4096 from forged sources in one /24 or one
+    /56: full answers stay near the rate limit, the truncated "slip" answers
+    are no larger than the queries, and a normal client's queries are
+    answered."""
     net, daemon = running
-    r = client(net, FLOOD, "5000", "3")
+    r = client(net, FLOOD, "5000", "3", family)
     assert r["sent"] >= 1000, r
     # The bucket holds one second's worth and refills at RATE per second.
     assert r["full"] <= RATE * (r["elapsed"] + 2.5), r
