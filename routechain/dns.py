@@ -56,13 +56,16 @@ UNSENT_MAX = 64 * 1024
 _READ_LIMIT = 16 * 1024  # StreamReader pauses the socket past twice this
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
-COUNTERS = ("queries", "queries:tcp", *OUTCOMES, "truncated", "slipped", "tcp_connections",
+COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
             "internal_errors")
 
 
 @dataclass(frozen=True)
 class TcpLimits:
+    """Connections at once in total and from one address; seconds a
+    connection may wait between queries ([dns] tcp_* in the config)."""
+
     connections: int = 128
     per_client: int = 8
     idle: float = 10.0
@@ -315,7 +318,7 @@ class Server:
                 counts["drop:tcp_timeout"] += 1
                 return
             counts["queries"] += 1
-            counts["queries:tcp"] += 1
+            counts["tcp_queries"] += 1
             try:
                 reply, outcome = self.index.answer(wire, False)
             except Exception as e:
