@@ -112,8 +112,9 @@ class _Zone:
 
 
 class Index:
-    """Every zone arranged for answering, built once per reload and only read
-    afterwards (several threads may answer from one Index)."""
+    """Every zone arranged for answering, built once per reload. Afterwards
+    only the memo of rendered answers changes, one dict insertion at a
+    time, and an answer read from it is the one the slow path would give."""
 
     def __init__(self, zones: Iterable[Zone]) -> None:
         self._slow = _Resolver(zones)
