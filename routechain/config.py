@@ -57,6 +57,13 @@ class DnsSettings:
     retry: int = 600
     expire: int = 604800
     minimum: int = 300
+    # The built-in server's limits (docs/stories.md, "The built-in server").
+    rate_limit: int = 100
+    rate_limit_errors: int = 10
+    rate_limit_slip: int = 2
+    tcp_connections: int = 128
+    tcp_connections_per_client: int = 8
+    tcp_idle_timeout: int = 10
     where: str = field(default="", compare=False)
 
 
@@ -182,8 +189,11 @@ _DAEMON = {"interface", "queues", "mtu"}
 _ROUTE = {"prefix", "table", "metric"}
 _CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
 _CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
+_DNS_LIMITS = {"rate_limit": (0, 10**6), "rate_limit_errors": (0, 10**6),
+               "rate_limit_slip": (0, 10), "tcp_connections": (1, 65535),
+               "tcp_connections_per_client": (1, 65535), "tcp_idle_timeout": (1, 3600)}
 _DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
-        "refresh", "retry", "expire", "minimum"}
+        "refresh", "retry", "expire", "minimum", *_DNS_LIMITS}
 _METRICS = {"listen"}
 _LIMITS = {"rate", "burst", "source_rate", "source_burst", "delay_pool", "seed"}
 _RATE_MAX = 10_000_000     # replies per second; more than any TUN carries
@@ -416,6 +426,8 @@ class _Loader:
                    for k, n in enumerate(self.strings(t, "dns", None, "ns") or ()))
         ints = {key: self.integer(t, "dns", None, key, 0, _TTL_MAX)
                 for key in ("ttl", "refresh", "retry", "expire", "minimum")}
+        ints.update({key: self.integer(t, "dns", None, key, *bounds)
+                     for key, bounds in _DNS_LIMITS.items()})
         serial = self.integer(t, "dns", None, "serial", 0, _U32)
         defaults = DnsSettings()
         return DnsSettings(
