@@ -783,7 +783,7 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    from a router with an extension structure carry it (RFC 4884), except
  *    Packet Too Big and IPv6 Parameter Problem, which have no length field. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
-             const struct rc_table *table, size_t *off)
+             const struct rc_table *table, size_t *off, struct rc_where *where)
 {
     struct probe p;
     const struct rc_chain *chain;
@@ -887,6 +887,12 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     }
     if (silent)
         return -RC_DROP_SILENT;
+    if (where) {                                      /* for serve.c's timing */
+        where->chain = (uint32_t)(chain - table->chains);
+        /* rc_hop and rc_hop_timing number routers alike: k for hop k,
+         * then the '+' alternatives. */
+        where->router = router ? (uint32_t)(router - chain->hops) : hop;
+    }
 
     switch (answer) {
     case ANSWER_DESTINATION:

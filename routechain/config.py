@@ -57,7 +57,50 @@ class DnsSettings:
     retry: int = 600
     expire: int = 604800
     minimum: int = 300
+    # The built-in server's limits (docs/stories.md, "The built-in server").
+    rate_limit: int = 100
+    rate_limit_errors: int = 10
+    rate_limit_slip: int = 2
+    tcp_connections: int = 128
+    tcp_connections_per_client: int = 8
+    tcp_idle_timeout: int = 10
     where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """[limits]: the daemon's ICMP rate limits (RFC 4443 2.4(f), RFC 1812
+    4.3.2.8) and the pool delayed replies wait in. A rate of None is off,
+    which only an explicit "off" or 0 asks for.
+
+    The defaults never cost a normal user a reply: the largest burst one
+    client sends is a traceroute to a far destination, 3 probes for each
+    of 64 hops (`-m 64`) sent as fast as answers come back, 192 replies;
+    mtr sends about one probe per hop per second (30/s at its default
+    30 hops), tracepath one probe at a time. A source may burst 1000 (five
+    such traceroutes at once, or 5 clients behind one NAT) and keep up
+    1000/s; the daemon as a whole 20000/s, twenty such sources.
+    """
+
+    rate: int | None = 20000
+    burst: int | None = None          # default: rate (one second's worth)
+    source_rate: int | None = 1000
+    source_burst: int | None = None   # default: source_rate
+    delay_pool: int | None = None     # default: one second at rate (20000 when off)
+    seed: int | None = None           # jitter and loss generator; default: random per start
+    where: str = field(default="", compare=False)
+
+    @property
+    def global_burst(self) -> int | None:
+        return None if self.rate is None else self.burst or self.rate
+
+    @property
+    def per_source_burst(self) -> int | None:
+        return None if self.source_rate is None else self.source_burst or self.source_rate
+
+    @property
+    def pool(self) -> int:
+        return self.delay_pool or self.rate or Limits.rate
 
 
 @dataclass(frozen=True)
@@ -68,8 +111,10 @@ class Config:
     interface: str | None = None
     queues: int | None = None
     mtu: int | None = None
+    limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
 
 
 def load(path: Path) -> Config:
@@ -99,8 +144,10 @@ def merge(cli: Config, file: Config) -> Config:
         interface=cli.interface if cli.interface is not None else file.interface,
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
+        limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
+        metrics=file.metrics,
     )
     check_overlap(merged.chains)
     return merged
@@ -137,13 +184,20 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 
 # --- the loader -----------------------------------------------------------
 
-_TOP = {"daemon", "route", "chain", "dns"}
+_TOP = {"daemon", "route", "chain", "dns", "limits", "metrics"}
 _DAEMON = {"interface", "queues", "mtu"}
 _ROUTE = {"prefix", "table", "metric"}
 _CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
 _CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
+_DNS_LIMITS = {"rate_limit": (0, 10**6), "rate_limit_errors": (0, 10**6),
+               "rate_limit_slip": (0, 10), "tcp_connections": (1, 65535),
+               "tcp_connections_per_client": (1, 65535), "tcp_idle_timeout": (1, 3600)}
 _DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
-        "refresh", "retry", "expire", "minimum"}
+        "refresh", "retry", "expire", "minimum", *_DNS_LIMITS}
+_METRICS = {"listen"}
+_LIMITS = {"rate", "burst", "source_rate", "source_burst", "delay_pool", "seed"}
+_RATE_MAX = 10_000_000     # replies per second; more than any TUN carries
+_POOL_MAX = 1_000_000      # slots: 256 MiB of small replies
 _U32 = 2**32 - 1
 _TTL_MAX = 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1.
 
@@ -180,7 +234,10 @@ class _Loader:
             chains=chains, routes=routes, dns=dns,
             interface=self.interface(daemon),
             queues=self.integer(daemon, "daemon", None, "queues", 1, 1024),
-            mtu=mtu, warnings=tuple(self.warnings), path=self.path)
+            mtu=mtu, limits=self.limits(self.table(data, "limits", _LIMITS)),
+            warnings=tuple(self.warnings), path=self.path,
+            metrics=self.metrics(self.table(data, "metrics", _METRICS)) if "metrics" in data
+            else None)
 
     # tables
 
@@ -333,6 +390,31 @@ class _Loader:
         self.warnings.extend(result.warnings)
         return result.hops
 
+    def limits(self, t: dict) -> Limits:
+        ints = {key: self.integer(t, "limits", None, key, 1, high)
+                for key, high in (("burst", _RATE_MAX), ("source_burst", _RATE_MAX),
+                                  ("delay_pool", _POOL_MAX))}
+        return Limits(rate=self.rate(t, "rate", Limits.rate),
+                      source_rate=self.rate(t, "source_rate", Limits.source_rate),
+                      seed=self.integer(t, "limits", None, "seed", 0, 2**64 - 1),
+                      where=self.at("limits"), **ints)
+
+    def rate(self, t: dict, key: str, default: int) -> int | None:
+        """`N/s`, or "off" / 0 (only when written) for no limit."""
+        if key not in t:
+            return default
+        value, where = t[key], self.at("limits", None, key)
+        if value == 0 or value == "off":
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*s\s*", value) if isinstance(value, str) else None
+        if m is None:
+            raise ConfigError(f"{where}: limits.{key} {value!r}: write a rate, e.g. "
+                              f"\"{default}/s\", or \"off\"")
+        n = int(m.group(1))
+        if not 0 <= n <= _RATE_MAX:
+            raise ConfigError(f"{where}: limits.{key} {value!r} is not in 0..{_RATE_MAX}/s")
+        return n or None
+
     def dns(self, t: dict) -> DnsSettings:
         where = self.at("dns")
         listen = tuple(parse_listen(text, self.at("dns", None, "listen", k))
@@ -344,6 +426,8 @@ class _Loader:
                    for k, n in enumerate(self.strings(t, "dns", None, "ns") or ()))
         ints = {key: self.integer(t, "dns", None, key, 0, _TTL_MAX)
                 for key in ("ttl", "refresh", "retry", "expire", "minimum")}
+        ints.update({key: self.integer(t, "dns", None, key, *bounds)
+                     for key, bounds in _DNS_LIMITS.items()})
         serial = self.integer(t, "dns", None, "serial", 0, _U32)
         defaults = DnsSettings()
         return DnsSettings(
@@ -363,6 +447,18 @@ class _Loader:
                                   "'@' cannot be written as a plain name")
             value = f"{user}.{domain}"
         return self.checked_name(value, where, key)
+
+    def metrics(self, t: dict) -> tuple[str, int] | None:
+        """`listen = "ADDR:PORT"` or `"[ADDR6]:PORT"`: the port is required
+        (the DNS default of 53 means nothing here)."""
+        text = self.string(t, "metrics", None, "listen")
+        if text is None:
+            return None
+        where = self.at("metrics", None, "listen")
+        if not re.fullmatch(r"\s*(\[[^\]]+\]|[^:\[\]]+):\d+\s*", text):
+            raise ConfigError(f"{where}: bad metrics listen address {text!r}: "
+                              "write ADDR:PORT or [ADDR6]:PORT")
+        return parse_listen(text, where)
 
     def checked_name(self, value: str, where: str, key: str) -> str:
         value = value.strip().rstrip(".")
