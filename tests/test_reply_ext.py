@@ -424,3 +424,22 @@ def test_config_cross_checks_that_need_the_chain():
         with pytest.raises(UsageError) as raised:
             Chain(parse_prefix(prefix), parse_text(text, "s").hops, where="s")
         assert str(raised.value).startswith(error), raised.value
+
+
+@pytest.mark.parametrize("chain", [EXT4, EXT6], ids=["v4", "v6"])
+def test_where_names_the_router_that_answered(chain):
+    """rc_where.router is the router's place in core.routers_of, the order
+    the timing table uses: an alternative's replies take its own timing."""
+    from routechain.core import ffi, lib, routers_of
+
+    index = {router: n for n, router in enumerate(routers_of(chain))}
+    for branch in (0, 1):
+        packet = flow_on_branch(chain, 3, branch, 3)
+        buf = bytearray(core.HEADROOM + len(packet) + SLACK)
+        buf[core.HEADROOM:core.HEADROOM + len(packet)] = packet
+        off, where = ffi.new("size_t *"), ffi.new("struct rc_where *")
+        n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(packet),
+                         len(buf), TABLE.ptr, off, where)
+        assert n > 0 and where.chain == CHAINS.index(chain)
+        assert where.router == index[(3, branch)]
+        assert source(bytes(buf[off[0]:off[0] + n])) == chain.branch_address(3, branch)
