@@ -39,6 +39,7 @@ class Chain:
     suffix: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        check_host(self.interface, self.where)
         room = room_after(self.interface)
         if len(self.hops) > room:
             raise UsageError(
@@ -103,6 +104,38 @@ def parse_prefix(text: str, where: str = "command line") -> Interface:
     raise UsageError(
         f"{where}: bad prefix length {plen!r} in {text!r}: "
         f"IPv{ip.version} takes 0..{ip.max_prefixlen}")
+
+
+def parse_chain_address(text: str, where: str = "command line") -> Interface:
+    """A chain's `ADDR/PLEN` (parse_prefix), refused where it can never work."""
+    return check_host(parse_prefix(text, where), where)
+
+
+# What a chain's host can never be, and why (the kernel's and RFCs' rules).
+_NEVER = (
+    (lambda i: i.network.prefixlen == 0,
+     "a /0 would take the whole address family, default route included, into the TUN"),
+    (lambda i: i.ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
+                                    "RFC 1122 3.2.1.3)"),
+    (lambda i: i.ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
+    (lambda i: i.ip.is_multicast, "a multicast address is never a probe's unicast "
+                                  "destination, so nothing would be answered"),
+    (lambda i: i.ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
+                                   "RFC 4291 2.5.6), so no probe from beyond the link arrives"),
+    (lambda i: getattr(i, "scope_id", None) is not None,
+     "a scoped address (%zone) belongs to one link; write the address without it"),
+    (lambda i: i.version == 4 and i.network.prefixlen <= 30
+     and i.ip == i.network.broadcast_address,
+     "the broadcast address of its prefix is no host (RFC 919, RFC 1122 3.2.1.3)"),
+)
+
+
+def check_host(interface: Interface, where: str) -> Interface:
+    """Refuse a chain host that can never answer a probe, naming why."""
+    for never, why in _NEVER:
+        if never(interface):
+            raise UsageError(f"{where}: {interface} cannot be a chain: {why}")
+    return interface
 
 
 def check_overlap(chains: Iterable[Chain]) -> None:

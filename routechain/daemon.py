@@ -139,7 +139,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     config = load()
     settings = Settings.of(config)
-    for warning in config.warnings:
+    for warning in config.log_lines:
         log.warning("%s", warning)
 
     with ExitStack() as stack:

@@ -23,6 +23,9 @@ The rules (docs/stories.md says the same for users):
 - A label longer than 63 octets is split into several labels, never cut.
 - The suffix, if any, is appended to every name. A name longer than 253
   characters after all this is an error: shorten the line.
+- A line longer than MAX_LINE characters is an error before any of this
+  (no name can come of it), and a story file is at most
+  files.MAX_FILE_BYTES: the work per story is bounded.
 
 A host name here is what every resolver shows, old glibc included: labels
 of 1..63 letters, digits and `-`, starting and ending with a letter or
@@ -32,7 +35,9 @@ very start of the name, and getnameinfo drops a PTR answer it refuses, so
 traceroute would print the bare address; older glibc insisted on letters or
 digits at both ends of every label. The stricter rule suits both.
 
-Every change made to a line is reported as a warning naming file and line.
+Every change made to a line is reported, naming file and line: as a
+rewrite (`preview` shows each; the daemon logs one line per file), or, when
+the line lost its name or its hop, as a warning.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from . import files
 from .chain import MAX_HOPS, Hop
 from .errors import ConfigError
 
@@ -51,6 +57,7 @@ SILENT = "*"
 COMMENT = "#"
 MAX_LABEL = 63
 MAX_NAME = 253
+MAX_LINE = 1024  # characters; four times what the longest name could use
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
 # ASCII characters that stand for something in a host name; all other ASCII
@@ -60,10 +67,13 @@ _ASCII_MAP = {"_": "-", "/": "-", "&": "and", "@": "at"}
 
 @dataclass(frozen=True)
 class Story:
-    """The hops of a story, in order, and the warnings about changed lines."""
+    """The hops of a story, in order; `rewrites` says how lines became
+    names, `warnings` what would surprise (a hop without a name, a silent
+    destination)."""
 
     hops: tuple[Hop, ...]
     warnings: tuple[str, ...] = ()
+    rewrites: tuple[str, ...] = ()
 
 
 def host_name_ok(name: str) -> bool:
@@ -94,20 +104,24 @@ def name_for(line: str, suffix: str | None = None) -> tuple[str | None, tuple[st
         name = f"{name}.{suffix}"
     if len(name) > MAX_NAME:
         raise ValueError(
-            f"name is {len(name)} characters, DNS holds at most {MAX_NAME}: {_short(name)!r}")
+            f"name is {len(name)} characters, DNS holds at most {MAX_NAME}: {short(name)!r}")
     return name, tuple(notes)
 
 
 def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> Story:
     """A story from (where, text) pairs, `where` being `file:line` for
     messages. Skips empty and comment lines; raises ConfigError on a name too
-    long or more than MAX_HOPS hops."""
+    long, a line longer than MAX_LINE or more than MAX_HOPS hops."""
     if suffix is not None and not host_name_ok(suffix):
         raise ConfigError(f"suffix {suffix!r} is not a host name "
                           "(labels of letters, digits and inner '-', at most 63 each)")
     hops: list[Hop] = []
     warnings: list[str] = []
+    rewrites: list[str] = []
     for where, raw in lines:
+        if len(raw) > MAX_LINE:
+            raise ConfigError(f"{where}: line is {len(raw)} characters, a story line holds at "
+                              f"most {MAX_LINE} (and a name {MAX_NAME})")
         text = raw.strip()
         if not text or text.startswith(COMMENT):
             continue
@@ -126,12 +140,12 @@ def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> 
                             "the hop answers without a name")
         elif name != written:
             extra = f" ({'; '.join(notes)})" if notes else ""
-            warnings.append(f"{where}: {text!r} becomes {_name_only(name, suffix)!r}{extra}")
+            rewrites.append(f"{where}: {text!r} becomes {_name_only(name, suffix)!r}{extra}")
         hops.append(Hop(name=name, where=where))
     if hops and hops[-1].silent:
         warnings.append(f"{hops[-1].where}: the last hop is the destination and it is silent: "
                         "traceroute never sees the destination answer")
-    return Story(tuple(hops), tuple(warnings))
+    return Story(tuple(hops), tuple(warnings), tuple(rewrites))
 
 
 def parse_text(text: str, source: str, suffix: str | None = None) -> Story:
@@ -149,10 +163,7 @@ def read(path: Path, source: str | None = None, suffix: str | None = None) -> St
     """Read a UTF-8 story file; `source` names it in messages (default: the
     path as given)."""
     source = source or str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{source}: cannot read story: {e.strerror}") from None
+    data = files.read_bytes(path, source, "story")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -196,7 +207,7 @@ def _clean(piece: str) -> str:
 def _split_ascii(piece: str, notes: list[str]) -> list[str]:
     if len(piece) <= MAX_LABEL:
         return [piece]
-    notes.append(f"{_short(piece)!r} is {len(piece)} octets, split into labels of at most {MAX_LABEL}")
+    notes.append(f"{short(piece)!r} is {len(piece)} octets, split into labels of at most {MAX_LABEL}")
     chunks = [piece[i:i + MAX_LABEL] for i in range(0, len(piece), MAX_LABEL)]
     return [c.strip("-") for c in chunks if c.strip("-")]
 
@@ -211,15 +222,21 @@ def _ace(text: str) -> str | None:
 
 
 def _idna_labels(piece: str, notes: list[str]) -> list[str]:
-    whole = _ace(piece)
+    whole = _ace(piece) if len(piece) <= MAX_LABEL else None
     if whole is not None:
         notes.append(f"IDNA: {piece!r} is {whole!r}")
         return [whole]
     # Too long as one A-label (or refused): the longest prefixes that fit.
+    # An A-label holds at most MAX_LABEL octets and every character of a
+    # label costs at least one (the few that nameprep maps to nothing, such
+    # as variation selectors, aside: at worst a label ends early), so no
+    # longer prefix is tried: each label
+    # costs a bounded number of ToASCII calls, and the split is linear in
+    # the piece (trying every prefix was cubic: minutes for 1,000 letters).
     labels: list[str] = []
     rest = piece
     while rest:
-        for end in range(len(rest), 0, -1):
+        for end in range(min(len(rest), MAX_LABEL), 0, -1):
             label = _ace(rest[:end])
             if label is not None:
                 labels.append(label)
@@ -239,5 +256,6 @@ def _name_only(name: str, suffix: str | None) -> str:
     return name[:-len(suffix) - 1] if suffix else name
 
 
-def _short(text: str, width: int = 40) -> str:
+def short(text: str, width: int = 40) -> str:
+    """`text` cut to `width` characters with an ellipsis, for messages."""
     return text if len(text) <= width else text[:width - 1] + "…"

@@ -81,10 +81,16 @@ def test_config_loads_every_section(in_tmp):
     assert c.dns.ns == ("ns1.example.net", "ns2.example.net")
     assert c.dns.soa_rname == "hostmaster.example.net"
     assert (c.dns.ttl, c.dns.serial, c.dns.refresh) == (600, 42, 3600)
-    assert c.warnings == (
+    assert c.rewrites == (
         "story.txt:2: 'two,' becomes 'two'",
         "route-chain.toml:21: 'Once upon a time,' becomes 'Once.upon.a.time'",
         "route-chain.toml:23: 'the end' becomes 'the.end'")
+    assert c.warnings == ()
+    assert c.log_lines == (
+        "story.txt: 1 story lines rewritten into host names; "
+        "`route-chain preview --config route-chain.toml` shows each",
+        "route-chain.toml: 2 story lines rewritten into host names; "
+        "`route-chain preview --config route-chain.toml` shows each")
     assert c.path == Path("route-chain.toml")
 
 
@@ -95,7 +101,7 @@ def test_config_story_path_is_relative_to_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     c = config.load(Path("etc/route-chain.toml"))
     assert c.chains[0].hops[0].where == "etc/story.txt:1"
-    assert c.warnings == ("etc/story.txt:1: 'a b' becomes 'a.b'",)
+    assert c.rewrites == ("etc/story.txt:1: 'a b' becomes 'a.b'",)
 
 
 def test_config_empty_file_is_an_empty_config(in_tmp):
@@ -111,7 +117,8 @@ def test_config_dns_without_listen_is_no_server(in_tmp):
 # (config text, expected message after "route-chain.toml:")
 ERRORS = [
     ("[daemon]\nqueues = \"2\"\n", "2: daemon.queues must be an integer, not '2'"),
-    ("[daemon]\nqueues = 0\n", "2: daemon.queues = 0 is not in 1..1024"),
+    ("[daemon]\nqueues = 0\n", "2: daemon.queues = 0 is not in 1..256"),
+    ("[daemon]\nqueues = 1024\n", "2: daemon.queues = 1024 is not in 1..256"),
     ("[daemon]\nqueues = true\n", "2: daemon.queues must be an integer, not True"),
     ("[daemon]\nmtu = 40\n", "2: daemon.mtu = 40 is not in 68..65535"),
     ("[daemon]\ninterface = \"a/b\"\n", "2: bad interface name 'a/b'"),

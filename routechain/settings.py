@@ -1,0 +1,210 @@
+"""Every setting route-chain takes, declared once: where it lives in the
+TOML file, its type and range, what it means, and the command-line option
+that also sets it. The TOML loader (config.py) and argparse (cli.py) both
+check values through these declarations, so the two can never disagree.
+
+Adding a setting: append a `Setting` to SETTINGS (and a `Table` to TABLES
+for a new table, e.g. `Table("limits", False, ...)`); the loader then
+knows the key, refuses a value of the wrong type or range with
+`file:line`, and hands the checked value to whatever reads it
+(`Loader.get(table_dict, setting, where)`). A setting with `flag` also
+becomes a command-line option through `add_option`. Keys whose value is
+structured (a story, a listen address) still get declared here, with a
+`parse` that turns the text into the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ConfigError, UsageError
+
+U32 = 2**32 - 1
+TTL_MAX = 2**31 - 1   # RFC 2181 8: a DNS TTL is at most 2^31 - 1.
+MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
+MIN_MTU = 68          # RFC 791: every IPv4 module takes 68 octets
+MIN_MTU6 = 1280       # RFC 8200 5: IPv6 needs 1280 on every link
+
+
+@dataclass(frozen=True)
+class Table:
+    """A top-level TOML table: `[name]` once, or `[[name]]` (array) many times."""
+
+    name: str
+    array: bool
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of one table. `kind` is "int", "str" or "strings" (a list of
+    strings, a lone string taken as a list of one); an int is checked
+    against low..high; `parse(text, where)` turns a string into the value
+    (and raises UsageError naming `where`); `flag` is the command-line
+    option that sets the same thing."""
+
+    table: str
+    key: str
+    kind: str
+    meaning: str
+    low: int | None = None
+    high: int | None = None
+    parse: Callable[[str, str], Any] | None = None
+    flag: str | None = None
+    short: str | None = None
+    metavar: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.key}"
+
+    def from_toml(self, value: Any, where: str,
+                  element: Callable[[int], str] | None = None) -> Any:
+        """The checked value of a TOML value; ConfigError `where: reason`
+        (`element(k)` is where element k of a list is, when known)."""
+        if value is None:
+            return None
+        try:
+            if self.kind == "int":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise UsageError(f"{self.name} must be an integer, not {value!r}")
+                return self._in_range(value)
+            if self.kind == "str":
+                if not isinstance(value, str):
+                    raise UsageError(f"{self.name} must be a string, not {value!r}")
+                return self.parse(value, where) if self.parse else value
+            if self.kind == "strings":
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, list):
+                    raise UsageError(f"{self.name} must be a list of strings, not {value!r}")
+                for k, item in enumerate(items):
+                    if not isinstance(item, str):
+                        raise ConfigError(f"{element(k) if element else where}: {self.name} "
+                                          f"must hold strings, not {item!r}")
+                return items
+        except ConfigError:
+            raise
+        except UsageError as e:
+            text = str(e)
+            raise ConfigError(text if text.startswith(where) else f"{where}: {text}") from None
+        raise AssertionError(f"{self.name}: unknown kind {self.kind!r}")
+
+    def from_text(self, text: str) -> Any:
+        """The checked value of a command-line argument; UsageError naming the flag."""
+        where = f"{self.flag} {text}"
+        if self.kind == "int":
+            try:
+                value = int(text, 10)
+            except ValueError:
+                raise UsageError(f"{where}: {self.name} must be an integer") from None
+            try:
+                return self._in_range(value)
+            except UsageError as e:
+                raise UsageError(f"{where}: {e}") from None
+        return self.parse(text, where) if self.parse else text
+
+    def _in_range(self, value: int) -> int:
+        if not self.low <= value <= self.high:
+            raise UsageError(f"{self.name} = {value} is not in {self.low}..{self.high}")
+        return value
+
+
+def add_option(parser: argparse.ArgumentParser, setting: Setting, **kw) -> None:
+    """`setting` as a command-line option: the same parse and range as the file."""
+    names = [n for n in (setting.short, setting.flag) if n]
+    default = kw.pop("default", None)
+    shown = f" (config: {setting.name}" + (f"; default: {default}" if isinstance(default, int)
+                                           else "") + ")"
+    parser.add_argument(*names, type=setting.from_text, metavar=setting.metavar,
+                        default=default, help=setting.meaning + shown, **kw)
+
+
+def check_interface_name(name: str, where: str) -> str:
+    """A Linux interface name: 1..15 bytes (IFNAMSIZ - 1), no '/', no white
+    space, not '.' or '..'."""
+    raw = name.encode()
+    if not 0 < len(raw) < 16 or b"/" in raw or any(c <= 32 or c == 127 for c in raw) \
+            or name in (".", ".."):
+        raise UsageError(f"{where}: bad interface name {name!r}: "
+                         "1 to 15 bytes, no '/' or white space")
+    return name
+
+
+def parse_route_prefix(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A network as `ip route` takes it: no host bits set, not /0 (a default
+    route is never route-chain's to take)."""
+    try:
+        prefix = ipaddress.ip_network(text.strip())
+    except ValueError as e:
+        raise UsageError(f"{where}: bad route prefix {text!r}: {e}") from None
+    if prefix.prefixlen == 0:
+        raise UsageError(f"{where}: bad route prefix {text!r}: a /0 would take the "
+                         "whole address family (the default route) into the TUN")
+    return prefix
+
+
+def _parse_chain_address(text: str, where: str):
+    from .chain import parse_chain_address  # chain imports nothing of ours but errors
+    return parse_chain_address(text, where)
+
+
+TABLES = (
+    Table("daemon", False, "the TUN interface and its workers (need a restart to change)"),
+    Table("route", True, "an extra route into the TUN, e.g. a covering /48"),
+    Table("chain", True, "a chain: host address and prefix, and its story"),
+    Table("dns", False, "the built-in authoritative server and the zones' SOA and NS"),
+)
+
+SETTINGS = (
+    Setting("daemon", "interface", "str", "TUN interface to create (default: route-chain); refused "
+            "if it exists",
+            parse=check_interface_name, flag="--interface", short="-i", metavar="NAME"),
+    Setting("daemon", "queues", "int", "TUN queues, one worker thread each "
+            "(default: the CPUs we may run on)", 1, MAX_QUEUES,
+            flag="--queues", short="-q", metavar="N"),
+    Setting("daemon", "mtu", "int", "interface MTU (default: the kernel's, 1500; "
+            f"IPv6 chains need {MIN_MTU6})", MIN_MTU, 65535, flag="--mtu", metavar="BYTES"),
+
+    Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
+            parse=parse_route_prefix, flag="--route", metavar="PREFIX"),
+    Setting("route", "table", "int", "routing table of the route (default: main)", 1, U32,
+            flag="--route-table", metavar="ID"),
+    Setting("route", "metric", "int", "metric of the route", 0, U32,
+            flag="--route-metric", metavar="N"),
+
+    Setting("chain", "address", "str", "host address and prefix of a chain (a bare address "
+            "is /32 or /128)", parse=_parse_chain_address, metavar="ADDR/PLEN"),
+    Setting("chain", "story", "str", "story file, one hop per line (relative to the config)"),
+    Setting("chain", "hops", "strings", "the story written in the config, one hop per string"),
+    Setting("chain", "suffix", "str", "domain appended to every hop name"),
+    Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, 255,
+            flag="--reply-ttl", metavar="TTL"),
+
+    Setting("dns", "listen", "strings", "ADDR:PORT or [ADDR6]:PORT for the built-in server"),
+    Setting("dns", "ttl", "int", "TTL of every record", 0, TTL_MAX),
+    Setting("dns", "ns", "strings", "NS names of every zone (default ns.<first suffix>)"),
+    Setting("dns", "soa_mname", "str", "SOA primary (default: the first NS)"),
+    Setting("dns", "soa_rname", "str", "SOA contact, user@domain or dotted "
+            "(default: hostmaster.<mname's parent>)"),
+    Setting("dns", "serial", "int", "SOA serial (default: the Unix time of the build)", 0, U32),
+    Setting("dns", "refresh", "int", "SOA refresh", 0, TTL_MAX),
+    Setting("dns", "retry", "int", "SOA retry", 0, TTL_MAX),
+    Setting("dns", "expire", "int", "SOA expire", 0, TTL_MAX),
+    Setting("dns", "minimum", "int", "SOA minimum (negative-answer TTL)", 0, TTL_MAX),
+)
+
+
+def table(name: str) -> Table:
+    return next(t for t in TABLES if t.name == name)
+
+
+def keys(table_name: str) -> dict[str, Setting]:
+    """The settings of one table, by key, in declaration order."""
+    return {s.key: s for s in SETTINGS if s.table == table_name}
+
+
+def setting(table_name: str, key: str) -> Setting:
+    return keys(table_name)[key]
