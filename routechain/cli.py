@@ -84,10 +84,14 @@ def cmd_run(argv: list[str]) -> int:
     cli = command_line_config(args)
 
     def load() -> Config:
+        """The effective configuration, its files read with the permissions
+        of --user (privilege.reading_as): at start as on every reload."""
         if args.config is None:
             return check_runnable(cli)
-        from . import config as config_file
-        return check_runnable(config_file.merge(cli, config_file.load(args.config)))
+        from . import config as config_file, privilege
+        with privilege.reading_as(args.user):
+            file = config_file.load(args.config)
+        return check_runnable(config_file.merge(cli, file))
 
     load()  # refuse bad input before touching the system
     from . import daemon, service
@@ -151,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug still ends in one line, not a traceback
+        print(f"{PROG}: internal error: {one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import core
 from .chain import Chain, Interface
-from .config import DEFAULT_INTERFACE, Config, Route
+from .config import DEFAULT_INTERFACE, Config, Route, one_line
 from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
@@ -179,6 +179,10 @@ class Running:
     workers: Workers
     dns: "DnsSide"
     notifier: object
+    # Reload outcomes, for the logs' readers and the metrics.
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    last_reload_ok: bool = True
 
     def serve(self) -> int:
         """Signals, watchdog pings and status updates until asked to stop."""
@@ -212,32 +216,50 @@ class Running:
 
     def reload(self) -> None:
         """Re-read the configuration and apply what changed without closing
-        the TUN; a configuration that fails keeps the old one serving."""
+        the TUN. Everything that loads and applies runs under one guard: a
+        failure of any kind (a RecursionError, a MemoryError, a DNS library
+        error as much as a ConfigError) is logged, put in STATUS= and
+        counted, and each step already applied is undone, latest first, so
+        the previous configuration stays fully applied and serving."""
         self.notifier.reloading()
         old = self.config
+        undo: list[Callable[[], None]] = []
         try:
             new = self.load()
-            for warning in new.warnings:
+            for warning in new.log_lines:
                 log.warning("%s", warning)
             wanted = Settings.of(new)
             if wanted != self.settings:
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
             table = core.Table(new.chains)
+            # System changes last, each with its undo: a failure half-way
+            # puts back what the previous configuration had.
+            undo.append(lambda: self.addresses.apply(old.chains, old.routes))
+            self.addresses.apply(new.chains, new.routes)
+            undo.append(lambda: self.live.publish(core.Table(old.chains)))
+            self.live.publish(table)
+            undo.append(lambda: self.dns.reload(old))
+            self.dns.reload(new)
             if new.mtu and new.mtu != old.mtu:
                 self.link.set_mtu(new.mtu)
-            try:
-                self.addresses.apply(new.chains, new.routes)
-            except RouteChainError:
-                self.addresses.apply(old.chains, old.routes)
-                raise
-            self.live.publish(table)
-            self.dns.reload(new)
-        except RouteChainError as e:
-            log.error("reload failed, still serving the previous configuration: %s", e)
-            self.notifier.ready(f"reload failed: {e}")
+        except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception as again:  # noqa: BLE001
+                    log.error("reload: putting the previous configuration back: %s",
+                              one_line(again))
+            self.reloads_failed += 1
+            self.last_reload_ok = False
+            reason = one_line(e)
+            log.error("reload failed, still serving the previous configuration: %s", reason)
+            self.notifier.ready(f"reload failed, still serving the previous configuration: "
+                                f"{reason}")
             return
         self.config = new
+        self.reloads_ok += 1
+        self.last_reload_ok = True
         log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
         self.notifier.ready(self.workers.totals().summary())
 

@@ -92,6 +92,7 @@ def shape(text: str) -> Shape:
     return Shape(depth, depth_line, parts, parts_line)
 
 
+_BASIC_ML_END = re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""', re.S)
 _SPECIAL = re.compile(r"[\n#\"'\[\]{}=,.]")
 
 
@@ -100,7 +101,11 @@ def _string_end(text: str, i: int) -> int:
     the end of the line (single-line) or text (multi-line) if unterminated."""
     quote = text[i]
     if text.startswith(quote * 3, i):
-        end = text.find(quote * 3, i + 3)
+        if quote == '"':  # a backslash escapes the next character, a quote too
+            m = _BASIC_ML_END.match(text, i + 3)
+            end = m.end() - 3 if m else -1
+        else:
+            end = text.find(quote * 3, i + 3)
         if end < 0:
             return len(text)
         end += 3
