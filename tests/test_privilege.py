@@ -236,3 +236,70 @@ def test_daemon_user_drops_every_thread():
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+@pytest.fixture
+def root_only_file():
+    """A directory anyone may enter, holding a file only root may read."""
+    with tempfile.TemporaryDirectory(prefix="rc-read-") as tmp:
+        os.chmod(tmp, 0o755)
+        path = Path(tmp, "story.txt")
+        path.write_text("secret\n")
+        os.chmod(path, 0o600)
+        yield path
+
+
+@pytest.mark.root
+def test_reading_as_opens_with_the_users_permissions(root_only_file):
+    """Inside reading_as("nobody") a root-only file is refused; after it,
+    root is whole again: uid 0, its groups and its effective capabilities."""
+    def work():
+        before = (os.getresuid(), os.getresgid(), sorted(os.getgroups()), privilege.get_caps())
+        with privilege.reading_as("nobody"):
+            ids = os.getresuid()
+            try:
+                root_only_file.read_text()
+                refused = False
+            except PermissionError:
+                refused = True
+        after = (os.getresuid(), os.getresgid(), sorted(os.getgroups()), privilege.get_caps())
+        root_only_file.read_text()
+        return {"ids": ids, "refused": refused, "same": before == after}
+    got = in_child(work)
+    nobody = privilege.pwd.getpwnam("nobody").pw_uid
+    assert got == {"ids": [0, nobody, 0], "refused": True, "same": True}
+
+
+@pytest.mark.root
+def test_reading_as_is_nothing_without_a_user_or_once_dropped(root_only_file):
+    def work():
+        with privilege.reading_as(None):
+            root_only_file.read_text()
+        privilege.drop_to("nobody", ["CAP_NET_ADMIN"])
+        with privilege.reading_as("nobody"):
+            return {"euid": os.geteuid()}
+    assert in_child(work) == {"euid": privilege.pwd.getpwnam("nobody").pw_uid}
+
+
+@pytest.mark.netns
+def test_daemon_user_refuses_a_story_the_user_cannot_read(root_only_file):
+    """#8: with --user, a root-only (0600) story was read as root at start,
+    served, and refused at the next reload. Start now reads it as the user:
+    one line, exit 2, nothing set up."""
+    from netns import CHAIN4, TestNet
+
+    config = root_only_file.parent / "rc.toml"
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
+    with TestNet.create("usrd") as net:
+        r = net.run(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
+                    "--config", str(config), check=False, timeout=30)
+        assert r.returncode == 2, r
+        assert r.stderr == (f"route-chain: {root_only_file}: cannot read story: "
+                            "Permission denied\n"), r.stderr
+        links = net.run(net.router, "ip", "-o", "link").stdout
+        assert "route-chain" not in links, links
+        # The same files without --user: root reads them (the control).
+        os.chmod(root_only_file, 0o600)
+        r = net.run(net.router, sys.executable, "-m", "routechain", "preview",
+                    "--config", str(config), check=False, timeout=30)
+        assert r.returncode == 0 and "secret" in r.stdout, r
