@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from routechain import config, tomlpos
+from routechain import config
 from routechain.chain import Chain, parse_prefix
 from routechain.errors import ConfigError, UsageError
 
@@ -409,6 +409,7 @@ def test_config_split_of_long_non_ascii_word_fits_labels():
 def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
     """The loader's own work (scanner, tomllib, stories) per 1,000 chains
     stays well under a second (the overlap check is measured on its own)."""
+    from routechain import tomlpos
     def text(n: int) -> str:
         return "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\n'
                        f'hops = ["hop one", "two"]\nsuffix = "example.net"\n\n' for i in range(n))
