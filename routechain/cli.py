@@ -49,7 +49,8 @@ def run_parser() -> argparse.ArgumentParser:
     add_option(p, setting("route", "metric"))
     add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
     p.add_argument("--user", metavar="NAME",
-                   help="drop to this user after setup, keeping only CAP_NET_ADMIN "
+                   help="read the config and stories as this user, and drop to it after "
+                        "setup, keeping only CAP_NET_ADMIN "
                         "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")

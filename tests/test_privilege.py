@@ -303,3 +303,60 @@ def test_daemon_user_refuses_a_story_the_user_cannot_read(root_only_file):
         r = net.run(net.router, sys.executable, "-m", "routechain", "preview",
                     "--config", str(config), check=False, timeout=30)
         assert r.returncode == 0 and "secret" in r.stdout, r
+
+
+@pytest.mark.netns
+def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
+    """With a config the user may read, --user starts (the start-up load
+    runs as the user before any thread exists) and a SIGHUP reloads it
+    (after the drop, as the user anyway): the same permissions both times."""
+    from netns import CHAIN4, TestNet
+
+    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        os.chmod(tmp, 0o755)
+        path = os.path.join(tmp, "notify")
+        notify.bind(path)
+        os.chmod(path, 0o666)
+        Path(tmp, "story.txt").write_text("one\ntwo\n")
+        config = Path(tmp, "rc.toml")
+        config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
+        env = dict(os.environ, NOTIFY_SOCKET=path)
+        env.pop("JOURNAL_STREAM", None)
+        log = open(os.path.join(tmp, "log"), "w+")
+        proc = net.popen(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
+                         "--config", str(config), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def wait_ready() -> str:
+            notify.settimeout(0.2)
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.poll() is None, f"exited {proc.returncode} before READY=1"
+                assert time.monotonic() < deadline, "no READY=1 within 20 s"
+                try:
+                    msg = notify.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                if "READY=1" in msg.split("\n"):
+                    return msg
+        try:
+            wait_ready()
+            proc.send_signal(signal.SIGHUP)
+            assert "reload failed" not in wait_ready()
+            os.chmod(Path(tmp, "story.txt"), 0o600)
+            proc.send_signal(signal.SIGHUP)
+            assert "story.txt: cannot read story: Permission denied" in wait_ready()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            log.seek(0)
+            out = log.read()
+            assert "reloaded: 1 chains" in out and "Traceback" not in out, out
+        except BaseException:
+            log.seek(0)
+            print(log.read())
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
