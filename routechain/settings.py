@@ -20,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .chain import parse_chain_address
 from .errors import ConfigError, UsageError
 
 U32 = 2**32 - 1
@@ -146,11 +147,6 @@ def parse_route_prefix(text: str, where: str) -> ipaddress.IPv4Network | ipaddre
     return prefix
 
 
-def _parse_chain_address(text: str, where: str):
-    from .chain import parse_chain_address  # chain imports nothing of ours but errors
-    return parse_chain_address(text, where)
-
-
 TABLES = (
     Table("daemon", False, "the TUN interface and its workers (need a restart to change)"),
     Table("route", True, "an extra route into the TUN, e.g. a covering /48"),
@@ -176,7 +172,7 @@ SETTINGS = (
             flag="--route-metric", metavar="N"),
 
     Setting("chain", "address", "str", "host address and prefix of a chain (a bare address "
-            "is /32 or /128)", parse=_parse_chain_address, metavar="ADDR/PLEN"),
+            "is /32 or /128)", parse=parse_chain_address, metavar="ADDR/PLEN"),
     Setting("chain", "story", "str", "story file, one hop per line (relative to the config)"),
     Setting("chain", "hops", "strings", "the story written in the config, one hop per string"),
     Setting("chain", "suffix", "str", "domain appended to every hop name"),

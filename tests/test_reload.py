@@ -139,3 +139,23 @@ def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
         daemon.signal(signal.SIGHUP)
         assert "reload failed" not in daemon.wait_for("READY=1")
         assert daemon.stop() == 0, daemon.output()
+
+
+def test_reload_logs_one_line_per_story_file(tmp_path):
+    """#13: three chains share a story with two rewritten lines: start and
+    reload each log one line for the file, never a line per rewrite or per
+    chain; a line that lost its name is still warned about, once."""
+    (tmp_path / "story.txt").write_text("Once upon\na time\n!!!\nend\n")
+    config = tmp_path / "rc.toml"
+    config.write_text("".join(f'[[chain]]\naddress = "198.{18 + i}.0.1/24"\nstory = "story.txt"\n\n'
+                              for i in range(3)))
+    with TestNet.create("rq") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("RELOADING=1")
+        daemon.wait_for("READY=1")
+        log = daemon.output()
+        assert log.count("story.txt: 2 story lines rewritten into host names; "
+                         f"`route-chain preview --config {config}` shows each") == 2, log
+        assert log.count("'!!!' has nothing a host name can hold") == 2, log
+        assert "becomes" not in log, log
