@@ -4,13 +4,15 @@ that also sets it. The TOML loader (config.py) and argparse (cli.py) both
 check values through these declarations, so the two can never disagree.
 
 Adding a setting: append a `Setting` to SETTINGS (and a `Table` to TABLES
-for a new table, e.g. `Table("limits", False, ...)`); the loader then
-knows the key, refuses a value of the wrong type or range with
-`file:line`, and hands the checked value to whatever reads it
-(`Loader.get(table_dict, setting, where)`). A setting with `flag` also
-becomes a command-line option through `add_option`. Keys whose value is
-structured (a story, a listen address) still get declared here, with a
-`parse` that turns the text into the value.
+for a new table, e.g. `Table("limits", False, ...)`, `Table("metrics",
+False, ...)`); the loader then knows the key, refuses a value of the wrong
+type or range with `file:line`, and hands the checked value to whatever
+reads it (`_Loader.get(t, table, index, key)` in config.py). A setting with
+`flag` also becomes a command-line option through `add_option`. Keys whose
+value is structured (a story, a listen address, a duration such as
+"70ms") are declared here too, with a `parse` that turns the text into the
+value; a sub-table (e.g. `[chain.hop.N]`) is kind "table", checked by its
+own reader.
 """
 
 from __future__ import annotations
@@ -39,24 +41,40 @@ class Table:
     meaning: str
 
 
+# What each kind of value accepts from TOML, and how a message says it.
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "strings": (lambda v: isinstance(v, (str, list)), "a list of strings"),
+    "table": (lambda v: isinstance(v, dict), "a table"),
+}
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One key of one table. `kind` is "int", "str" or "strings" (a list of
-    strings, a lone string taken as a list of one); an int is checked
-    against low..high; `parse(text, where)` turns a string into the value
-    (and raises UsageError naming `where`); `flag` is the command-line
-    option that sets the same thing."""
+    """One key of one table. `kind` is one of KINDS ("strings" takes a
+    lone string as a list of one; "table" is a sub-table whose reader
+    checks it); a number is checked against low..high where given;
+    `parse(text, where)` turns a string into the value (and raises
+    UsageError naming `where`); `flag` is the command-line option that
+    sets the same thing."""
 
     table: str
     key: str
     kind: str
     meaning: str
-    low: int | None = None
-    high: int | None = None
+    low: int | float | None = None
+    high: int | float | None = None
     parse: Callable[[str, str], Any] | None = None
     flag: str | None = None
     short: str | None = None
     metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise AssertionError(f"{self.name}: unknown kind {self.kind!r}")
 
     @property
     def name(self) -> str:
@@ -64,52 +82,49 @@ class Setting:
 
     def from_toml(self, value: Any, where: str,
                   element: Callable[[int], str] | None = None) -> Any:
-        """The checked value of a TOML value; ConfigError `where: reason`
-        (`element(k)` is where element k of a list is, when known)."""
+        """The checked value of a TOML value (None when absent); ConfigError
+        `where: reason` (`element(k)` is where element k of a list is)."""
         if value is None:
             return None
+        accepts, what = KINDS[self.kind]
+        if not accepts(value):
+            raise ConfigError(f"{where}: {self.name} must be {what}, not {value!r}")
+        if self.kind == "strings":
+            value = [value] if isinstance(value, str) else value
+            for k, item in enumerate(value):
+                if not isinstance(item, str):
+                    raise ConfigError(f"{element(k) if element else where}: {self.name} "
+                                      f"must hold strings, not {item!r}")
         try:
-            if self.kind == "int":
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise UsageError(f"{self.name} must be an integer, not {value!r}")
-                return self._in_range(value)
-            if self.kind == "str":
-                if not isinstance(value, str):
-                    raise UsageError(f"{self.name} must be a string, not {value!r}")
-                return self.parse(value, where) if self.parse else value
-            if self.kind == "strings":
-                items = [value] if isinstance(value, str) else value
-                if not isinstance(items, list):
-                    raise UsageError(f"{self.name} must be a list of strings, not {value!r}")
-                for k, item in enumerate(items):
-                    if not isinstance(item, str):
-                        raise ConfigError(f"{element(k) if element else where}: {self.name} "
-                                          f"must hold strings, not {item!r}")
-                return items
+            value = self._in_range(value)
+            return self.parse(value, where) if self.parse and self.kind == "str" else value
         except ConfigError:
             raise
         except UsageError as e:
             text = str(e)
             raise ConfigError(text if text.startswith(where) else f"{where}: {text}") from None
-        raise AssertionError(f"{self.name}: unknown kind {self.kind!r}")
 
     def from_text(self, text: str) -> Any:
         """The checked value of a command-line argument; UsageError naming the flag."""
         where = f"{self.flag} {text}"
-        if self.kind == "int":
+        if self.kind in ("int", "float"):
             try:
-                value = int(text, 10)
+                value = int(text, 10) if self.kind == "int" else float(text)
             except ValueError:
-                raise UsageError(f"{where}: {self.name} must be an integer") from None
+                raise UsageError(f"{where}: {self.name} must be "
+                                 f"{KINDS[self.kind][1]}") from None
             try:
                 return self._in_range(value)
             except UsageError as e:
                 raise UsageError(f"{where}: {e}") from None
         return self.parse(text, where) if self.parse else text
 
-    def _in_range(self, value: int) -> int:
-        if not self.low <= value <= self.high:
-            raise UsageError(f"{self.name} = {value} is not in {self.low}..{self.high}")
+    def _in_range(self, value: Any) -> Any:
+        if self.kind in ("int", "float"):
+            low = self.low if self.low is not None else value
+            high = self.high if self.high is not None else value
+            if not low <= value <= high:
+                raise UsageError(f"{self.name} = {value} is not in {self.low}..{self.high}")
         return value
 
 

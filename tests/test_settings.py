@@ -99,3 +99,37 @@ def test_settings_help_says_what_each_option_means():
 def test_settings_queues_is_the_tun_limit():
     from routechain import tun
     assert settings.setting("daemon", "queues").high == tun.MAX_QUEUES
+
+
+# (kind, low, high, TOML value, checked value or the refusal's words)
+KIND_CASES = [
+    ("int", 1, 5, 3, 3), ("int", 1, 5, 6, "x.k = 6 is not in 1..5"),
+    ("int", 1, 5, True, "x.k must be an integer, not True"),
+    ("int", 1, 5, 2.0, "x.k must be an integer, not 2.0"),
+    ("float", 0.0, 1.0, 0.25, 0.25), ("float", 0.0, 1.0, 1, 1),
+    ("float", 0.0, 1.0, 1.5, "x.k = 1.5 is not in 0.0..1.0"),
+    ("float", 0.0, 1.0, "0.5", "x.k must be a number, not '0.5'"),
+    ("bool", None, None, False, False), ("bool", None, None, 0, "x.k must be true or false"),
+    ("str", None, None, "a", "a"), ("str", None, None, 1, "x.k must be a string, not 1"),
+    ("strings", None, None, "a", ["a"]), ("strings", None, None, ["a", "b"], ["a", "b"]),
+    ("strings", None, None, ["a", 2], "x.k must hold strings, not 2"),
+    ("table", None, None, {"a": 1}, {"a": 1}), ("table", None, None, [1], "x.k must be a table"),
+]
+
+
+@pytest.mark.parametrize("kind,low,high,value,expected", KIND_CASES)
+def test_settings_kinds_check_toml_values(kind, low, high, value, expected):
+    """What a helper adding a key (a [limits] rate, a [metrics] listen, a
+    per-hop table) gets from declaring its kind and range."""
+    s = settings.Setting("x", "k", kind, "a test key", low, high)
+    if isinstance(expected, str) and expected.startswith("x.k"):  # a refusal
+        with pytest.raises(UsageError) as info:
+            s.from_toml(value, "f.toml:3", lambda k: f"f.toml:{4 + k}")
+        assert str(info.value).startswith("f.toml:") and expected in str(info.value)
+    else:
+        assert s.from_toml(value, "f.toml:3") == expected
+
+
+def test_settings_unknown_kind_is_a_programming_error():
+    with pytest.raises(AssertionError):
+        settings.Setting("x", "k", "colour", "a test key")
