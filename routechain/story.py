@@ -43,7 +43,9 @@ the line lost its name or its hop, as a warning.
 from __future__ import annotations
 
 import encodings.idna
+import functools
 import re
+import stringprep
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,23 +91,31 @@ def name_for(line: str, suffix: str | None = None) -> tuple[str | None, tuple[st
     what had to change beyond dropping and mapping characters; None when
     nothing of the line can stand in a host name. Raises ValueError when the
     name is longer than MAX_NAME."""
-    text = line.strip()
-    notes: list[str] = []
-    if host_name_ok(text):
-        labels = text.split(".")
-    else:
-        labels = []
-        for word in text.split():
-            labels.extend(_word_labels(word, notes))
+    labels, notes = _labels(line.strip())
     if not labels:
-        return None, tuple(notes)
+        return None, notes
     name = ".".join(labels)
     if suffix:
         name = f"{name}.{suffix}"
     if len(name) > MAX_NAME:
         raise ValueError(
             f"name is {len(name)} characters, DNS holds at most {MAX_NAME}: {short(name)!r}")
-    return name, tuple(notes)
+    return name, notes
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The labels of a stripped line, before any suffix, and the notes.
+    Remembered: chains sharing a story (with different suffixes) and
+    reloads of an unchanged story convert each line once."""
+    if host_name_ok(text):
+        return tuple(text.split(".")), ()
+    labels: list[str] = []
+    notes: list[str] = []
+    for word in text.split():
+        used = sum(len(label) + 1 for label in labels)
+        labels.extend(_word_labels(word, notes, MAX_NAME - used))
+    return tuple(labels), tuple(notes)
 
 
 def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> Story:
@@ -172,7 +182,9 @@ def read(path: Path, source: str | None = None, suffix: str | None = None) -> St
     return parse_text(text, source, suffix)
 
 
-def _word_labels(word: str, notes: list[str]) -> list[str]:
+def _word_labels(word: str, notes: list[str], room: int) -> list[str]:
+    """The labels of one word; `room` is what the name has left, so that
+    an IDNA split stops as soon as the name is too long anyway."""
     word = unicodedata.normalize("NFC", word)
     labels: list[str] = []
     for piece in word.split("."):
@@ -182,7 +194,8 @@ def _word_labels(word: str, notes: list[str]) -> list[str]:
         if piece.isascii():
             labels.extend(_split_ascii(piece, notes))
         else:
-            labels.extend(_idna_labels(piece, notes))
+            used = sum(len(label) + 1 for label in labels)
+            labels.extend(_idna_labels(piece, notes, room - used))
     return labels
 
 
@@ -221,35 +234,73 @@ def _ace(text: str) -> str | None:
     return label if _LABEL.match(label) else None
 
 
-def _idna_labels(piece: str, notes: list[str]) -> list[str]:
+def _idna_labels(piece: str, notes: list[str], room: int) -> list[str]:
     whole = _ace(piece) if len(piece) <= MAX_LABEL else None
     if whole is not None:
         notes.append(f"IDNA: {piece!r} is {whole!r}")
         return [whole]
-    # Too long as one A-label (or refused): the longest prefixes that fit.
-    # An A-label holds at most MAX_LABEL octets and every character of a
-    # label costs at least one (the few that nameprep maps to nothing, such
-    # as variation selectors, aside: at worst a label ends early), so no
-    # longer prefix is tried: each label
-    # costs a bounded number of ToASCII calls, and the split is linear in
-    # the piece (trying every prefix was cubic: minutes for 1,000 letters).
+    # Too long as one A-label (or refused): the longest prefixes that fit,
+    # within each run of one writing direction (RFC 3454 6: a label with a
+    # right-to-left letter holds no left-to-right one, so no label crosses
+    # where they meet). The split stops once the name is too long anyway.
     labels: list[str] = []
-    rest = piece
-    while rest:
-        for end in range(min(len(rest), MAX_LABEL), 0, -1):
-            label = _ace(rest[:end])
-            if label is not None:
-                labels.append(label)
-                rest = rest[end:].lstrip("-")
-                break
-        else:
-            notes.append(f"{rest[0]!r} cannot be written in IDNA, dropped")
-            rest = rest[1:].lstrip("-")
+    used = 0
+    for run in _direction_runs(piece):
+        rest = run
+        while rest:
+            if used > room:
+                raise ValueError(f"name is more than {MAX_NAME} characters, DNS holds at most "
+                                 f"{MAX_NAME}: {short(piece)!r} alone does not fit")
+            found = _longest_label(rest)
+            if found is None:
+                notes.append(f"{rest[0]!r} cannot be written in IDNA, dropped")
+                rest = rest[1:].lstrip("-")
+                continue
+            label, end = found
+            labels.append(label)
+            used += len(label) + 1
+            rest = rest[end:].lstrip("-")
     if len(labels) > 1:
         notes.append(f"IDNA: {piece!r} is too long for one label, split into {'.'.join(labels)!r}")
     elif labels:
         notes.append(f"IDNA: {piece!r} is {labels[0]!r}")
     return labels
+
+
+def _longest_label(text: str) -> tuple[str, int] | None:
+    """(A-label, characters used) for the longest prefix of `text` that is
+    one label, by binary search over its length: at most 6 ToASCII calls.
+    An A-label holds at most MAX_LABEL octets and each character costs at
+    least one (the few nameprep maps to nothing aside), so no prefix longer
+    than MAX_LABEL is tried. A refused prefix stays refused when longer
+    (its A-label only grows, its letters stay), but for one refused for
+    ending in `-`, or a right-to-left one ending in a digit: there the
+    search may settle on a shorter label, still a valid one. (Trying every
+    prefix was cubic: minutes for 1,000 letters.)"""
+    best, low, high = None, 0, min(len(text), MAX_LABEL)
+    while low < high:
+        mid = (low + high + 1) // 2
+        label = _ace(text[:mid])
+        if label is not None:
+            best, low = (label, mid), mid
+        else:
+            high = mid - 1
+    return best
+
+
+def _direction_runs(piece: str) -> list[str]:
+    """`piece` cut where a left-to-right letter meets a right-to-left one
+    (stringprep tables D.1 and D.2, as nameprep judges them); characters
+    of neither kind stay with the run they are in."""
+    runs, start, direction = [], 0, None
+    for i, ch in enumerate(piece):
+        kind = "R" if stringprep.in_table_d1(ch) else "L" if stringprep.in_table_d2(ch) else None
+        if kind and direction and kind != direction:
+            runs.append(piece[start:i])
+            start = i
+        direction = kind or direction
+    runs.append(piece[start:])
+    return [r for r in runs if r]
 
 
 def _name_only(name: str, suffix: str | None) -> str:

@@ -392,7 +392,7 @@ def test_config_long_non_ascii_word_is_linear(in_tmp, count):
     path = write(in_tmp, '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n',
                  word + "\n")
     start = time.process_time()
-    with pytest.raises(ConfigError, match=r"story\.txt:1: name is \d+ characters"):
+    with pytest.raises(ConfigError, match=r"story\.txt:1: name is (more than )?\d+ characters"):
         config.load(path)
     assert time.process_time() - start < 1.0
 
