@@ -14,6 +14,7 @@ another exception: a reload must be able to refuse any file.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -183,6 +184,7 @@ class _Loader:
         self.loc = locator
         self.warnings: list[str] = []
         self.rewrites: dict[str, list[str]] = {}   # story file -> its rewrites
+        self.stories: dict[tuple[str, str | None], story.Story] = {}  # read once per load
 
     def at(self, table: str | None, index: int | None = None, key: str | None = None,
            element: int | None = None) -> str:
@@ -280,7 +282,10 @@ class _Loader:
                               "hops = [...], not both")
         if file is not None:
             shown = str(Path(self.source).parent / file)
-            result = story.read(self.path.parent / file, shown, suffix)
+            key = (os.path.normpath(self.path.parent / file), suffix)
+            if key not in self.stories:
+                self.stories[key] = story.read(self.path.parent / file, shown, suffix)
+            result = self.stories[key]
         elif inline is not None:
             shown = self.source
             pairs = [(self.at("chain", i, "hops", k), line) for k, line in enumerate(inline)]

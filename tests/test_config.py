@@ -474,3 +474,20 @@ def test_config_stories_shared_by_chains_are_summarised_once(in_tmp):
         "story.txt:3: '!!!' has nothing a host name can hold: the hop answers without a name")
     assert c.rewrites == ("story.txt:1: 'Once upon' becomes 'Once.upon'",
                           "story.txt:2: 'a time' becomes 'a.time'")
+
+
+def test_config_shared_story_of_1_mib_loads_fast_for_1000_chains(in_tmp):
+    """1,000 chains sharing a 1 MiB story file: the file is read and
+    converted once per load, not once per chain."""
+    story = "".join(f"hop number {k}\n" for k in range(200)) + ("#" * 99 + "\n") * 10_000
+    story = story[:(1 << 20) - 1] + "\n"
+    text = "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\nstory = "story.txt"\n\n'
+                   for i in range(1000))
+    path = write(in_tmp, text, story)
+    tree = tomllib.loads(Path(path).read_text())
+    from routechain import tomlpos
+    start = time.process_time()
+    loader = config._Loader(Path(path), "x", tomlpos.Locator(Path(path).read_text()))
+    chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+    assert time.process_time() - start < 1.0
+    assert len(chains) == 1000 and len(chains[-1].hops) == 200
