@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 from .errors import UsageError
+from .hopprops import NO_PROPS, Props
 
 MAX_HOPS = 255
 DEFAULT_REPLY_TTL = 64
@@ -22,12 +24,27 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class Hop:
-    """One hop of a chain: its reverse-DNS name (None without a story) and
-    whether it stays silent, with where it was written for messages."""
+    """One hop of a chain: its reverse-DNS name (None without a story),
+    whether it stays silent, its properties (docs/stories.md), the routers
+    load-balanced with it ('+' lines), and where it was written."""
 
     name: str | None = None
     silent: bool = False
     where: str = ""
+    props: Props = NO_PROPS
+    alternatives: tuple["Hop", ...] = ()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What one hop (or one of its alternatives) does to its replies, with
+    the chain's defaults and the path's delay resolved."""
+
+    delay_us: int = 0
+    jitter_us: int = 0
+    loss: float = 0.0
+    rate: int | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class Chain:
     reply_ttl: int = DEFAULT_REPLY_TTL
     where: str = "command line"
     suffix: str | None = field(default=None, compare=False)
+    defaults: Props = NO_PROPS
 
     def __post_init__(self) -> None:
         check_host(self.interface, self.where)
@@ -47,6 +65,54 @@ class Chain:
                 f"{self.interface}: the prefix has room for {room}")
         if not 1 <= self.reply_ttl <= 255:
             raise UsageError(f"{self.where}: reply TTL {self.reply_ttl} is not in 1..255")
+        self._check_properties()
+        self._branch_addresses  # allocate now: a bad address is an error at load
+
+    def _check_properties(self) -> None:
+        for k, hop in enumerate(self.hops, 1):
+            for branch in (hop,) + hop.alternatives:
+                mtu = branch.props.mtu
+                if mtu is not None and self.family == 6 and mtu < 1280:
+                    raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
+                                     "1280 (RFC 8200 5)")
+            if hop.alternatives and k == len(self.hops):
+                raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
+                                 "cannot have '+' alternatives: it is one host")
+
+    @cached_property
+    def _branch_addresses(self) -> dict[tuple[int, int], Address]:
+        """(hop, branch) -> address of every '+' alternative: as written, or
+        the next free address after the destination."""
+        taken = {int(self.host) + k for k in range(self.length + 1)}
+        out: dict[tuple[int, int], Address] = {}
+        wanted = [(k, b, alt) for k, hop in enumerate(self.hops, 1)
+                  for b, alt in enumerate(hop.alternatives, 1)]
+        for k, b, alt in wanted:
+            addr = alt.props.address
+            if addr is None:
+                continue
+            if addr.version != self.family or addr not in self.network:
+                raise UsageError(f"{alt.where}: address {addr} is outside the chain's "
+                                 f"prefix {self.network}")
+            if int(addr) in taken:
+                raise UsageError(f"{alt.where}: address {addr} is already the host, a hop "
+                                 "or another alternative of this chain")
+            taken.add(int(addr))
+            out[(k, b)] = addr
+        nxt = int(self.host) + self.length + 1
+        last = int(self.network.broadcast_address) - (
+            1 if self.family == 4 and self.network.prefixlen <= 30 else 0)
+        for k, b, alt in wanted:
+            if alt.props.address is not None:
+                continue
+            while nxt in taken:
+                nxt += 1
+            if nxt > last:
+                raise UsageError(f"{alt.where}: no free address left in {self.network} for "
+                                 "this alternative: give it address=ADDR")
+            taken.add(nxt)
+            out[(k, b)] = ipaddress.ip_address(nxt)
+        return out
 
     @property
     def family(self) -> int:
@@ -78,6 +144,85 @@ class Chain:
     @property
     def destination(self) -> Address | None:
         return self.host + self.length if self.length else None
+
+    def branch(self, k: int, branch: int = 0) -> Hop:
+        """Hop k's router number `branch`: 0 is the hop itself, 1.. its '+'
+        alternatives in the order written."""
+        hop = self.hop(k)
+        if branch == 0:
+            return hop
+        if not 1 <= branch <= len(hop.alternatives):
+            raise IndexError(f"hop {k} of {self.interface} has no alternative {branch}")
+        return hop.alternatives[branch - 1]
+
+    def branch_address(self, k: int, branch: int = 0) -> Address:
+        if branch == 0:
+            return self.hop_address(k)
+        self.branch(k, branch)
+        return self._branch_addresses[(k, branch)]
+
+    @cached_property
+    def _path_delays(self) -> tuple[int, ...]:
+        """The path's delay at hops 1..length (index 0 unused): the chain's
+        delay at hop 1, `step` added per hop, `+D` added from a hop on and
+        `D` setting it."""
+        start = self.defaults.delay.us if self.defaults.delay else 0
+        step = self.defaults.step_us or 0
+        out, path = [0], start
+        for k in range(1, self.length + 1):
+            if k > 1:
+                path += step
+            delay = self.hop(k).props.delay
+            if delay is not None:
+                path = path + delay.us if delay.relative else delay.us
+            out.append(path)
+        return tuple(out)
+
+    def timing(self, k: int, branch: int = 0) -> Timing:
+        """What hop k's router `branch` does to its replies."""
+        props, d = self.branch(k, branch).props, self.defaults
+
+        def pick(name):
+            own = getattr(props, name)
+            return own if own is not None else getattr(d, name)
+
+        rate = pick("rate")
+        burst = pick("burst")
+        return Timing(delay_us=self._path_delays[k] + (props.slow_us or 0),
+                      jitter_us=pick("jitter_us") or 0, loss=pick("loss") or 0.0,
+                      rate=rate, burst=burst if burst is not None else rate)
+
+    def reply_ttl_at(self, k: int, branch: int = 0) -> int:
+        """The initial TTL of hop k's replies: its own, else the chain's."""
+        own = self.branch(k, branch).props.reply_ttl
+        return own if own is not None else self.reply_ttl
+
+    @property
+    def end(self) -> str:
+        """How the story ends: "host", or the flag of the last hop's unreachable."""
+        return self.defaults.end or "host"
+
+    def _routers(self) -> Iterable[Hop]:
+        for hop in self.hops:
+            yield hop
+            yield from hop.alternatives
+
+    @cached_property
+    def has_timing(self) -> bool:
+        """Any delay, jitter, loss or rate limit anywhere in the chain."""
+        def timed(p: Props) -> bool:
+            return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
+                        or p.loss or p.rate)
+        return timed(self.defaults) or any(timed(h.props) for h in self._routers())
+
+    @cached_property
+    def has_extensions(self) -> bool:
+        """Anything that changes what a reply carries or who sends it."""
+        def extended(p: Props) -> bool:
+            return any(v is not None for v in (p.mpls, p.iface, p.ifindex, p.ifaddr, p.ifmtu,
+                                               p.mtu, p.reply_ttl))
+        return (self.end != "host" or any(h.alternatives for h in self.hops)
+                or any(extended(h.props) for h in self._routers()))
 
 
 def room_after(interface: Interface) -> int:

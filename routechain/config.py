@@ -17,11 +17,11 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import files, settings, story, tomlpos
+from . import files, hopprops, settings, story, tomlpos
 from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
 from .settings import check_interface_name  # noqa: F401  (the CLI's name for it)
@@ -241,7 +241,7 @@ class _Loader:
         return value
 
     def known(self, table: dict, name: str, index: int | None) -> None:
-        keys = settings.keys(name)
+        keys = set(settings.keys(name)) | settings.table(name).more
         for key in table:
             if key not in keys:
                 raise ConfigError(f"{self.at(name, index, key)}: unknown key {key!r} in "
@@ -268,11 +268,36 @@ class _Loader:
             if not story.host_name_ok(suffix):
                 raise ConfigError(f"{self.at('chain', i, 'suffix')}: suffix {suffix!r} is not a "
                                   "host name (labels of letters, digits and inner '-')")
-        hops = self.story(t, i, suffix)
+        defaults = hopprops.from_table(t, lambda key: self.at("chain", i, key),
+                                       hopprops.CHAIN, skip=frozenset(settings.keys("chain")))
+        hops = self.hop_tables(t, i, self.story(t, i, suffix))
         try:
-            return Chain(interface, hops, reply_ttl or DEFAULT_REPLY_TTL, where, suffix)
+            return Chain(interface, hops, reply_ttl or DEFAULT_REPLY_TTL, where, suffix,
+                         defaults)
         except UsageError as e:
             raise ConfigError(str(e)) from None
+
+    def hop_tables(self, t: dict, i: int, hops: tuple) -> tuple:
+        """`[chain.hop.N]` tables: properties for hop N of the story."""
+        tables = t.get("hop")
+        if tables is None:
+            return hops
+        where = self.at("chain", i, "hop")
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{where}: chain.hop must be tables [chain.hop.N], not {tables!r}")
+        out = list(hops)
+        for number, table in tables.items():
+            if not number.isdigit() or not 1 <= int(number) <= len(hops):
+                have = f"hops 1..{len(hops)}" if hops else "no story, so no numbered hops"
+                raise ConfigError(f"{where}: [chain.hop.{number}]: the chain has {have}")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}: [chain.hop.{number}] must be a table, "
+                                  f"not {table!r}")
+            k = int(number)
+            props = hopprops.from_table(table, lambda key: f"{where}: [chain.hop.{number}]",
+                                        hopprops.HOP)
+            out[k - 1] = replace(out[k - 1], props=out[k - 1].props.merged(props, where))
+        return tuple(out)
 
     def story(self, t: dict, i: int, suffix: str | None) -> tuple:
         file = self.get(t, "chain", i, "story")

@@ -22,6 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import hopprops
 from .chain import parse_chain_address
 from .errors import ConfigError, UsageError
 
@@ -34,11 +35,14 @@ MIN_MTU6 = 1280       # RFC 8200 5: IPv6 needs 1280 on every link
 
 @dataclass(frozen=True)
 class Table:
-    """A top-level TOML table: `[name]` once, or `[[name]]` (array) many times."""
+    """A top-level TOML table: `[name]` once, or `[[name]]` (array) many
+    times. `more` are keys another module declares and reads (a chain's
+    per-hop properties: hopprops.KEYS)."""
 
     name: str
     array: bool
     meaning: str
+    more: frozenset[str] = frozenset()
 
 
 # What each kind of value accepts from TOML, and how a message says it.
@@ -165,7 +169,8 @@ def parse_route_prefix(text: str, where: str) -> ipaddress.IPv4Network | ipaddre
 TABLES = (
     Table("daemon", False, "the TUN interface and its workers (need a restart to change)"),
     Table("route", True, "an extra route into the TUN, e.g. a covering /48"),
-    Table("chain", True, "a chain: host address and prefix, and its story"),
+    Table("chain", True, "a chain: host address and prefix, and its story",
+          more=hopprops.CHAIN_KEYS),
     Table("dns", False, "the built-in authoritative server and the zones' SOA and NS"),
 )
 
@@ -193,6 +198,7 @@ SETTINGS = (
     Setting("chain", "suffix", "str", "domain appended to every hop name"),
     Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, 255,
             flag="--reply-ttl", metavar="TTL"),
+    Setting("chain", "hop", "table", "[chain.hop.N]: properties of hop N (hopprops.py)"),
 
     Setting("dns", "listen", "strings", "ADDR:PORT or [ADDR6]:PORT for the built-in server"),
     Setting("dns", "ttl", "int", "TTL of every record", 0, TTL_MAX),

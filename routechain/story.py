@@ -23,6 +23,9 @@ The rules (docs/stories.md says the same for users):
 - A label longer than 63 octets is split into several labels, never cut.
 - The suffix, if any, is appended to every name. A name longer than 253
   characters after all this is an error: shorten the line.
+- After a `|`, a line carries the hop's properties (`key=value ...`,
+  hopprops.py); a line starting with `+` is another router at the hop
+  above it (ECMP), with its own name and properties.
 - A line longer than MAX_LINE characters is an error before any of this
   (no name can come of it), and a story file is at most
   files.MAX_FILE_BYTES: the work per story is bounded.
@@ -47,13 +50,14 @@ import functools
 import re
 import stringprep
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from . import files
+from . import files, hopprops
 from .chain import MAX_HOPS, Hop
 from .errors import ConfigError
+from .hopprops import NO_PROPS, Props
 
 SILENT = "*"
 COMMENT = "#"
@@ -135,27 +139,46 @@ def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> 
         text = raw.strip()
         if not text or text.startswith(COMMENT):
             continue
-        if len(hops) == MAX_HOPS:
+        alternative, text, words = hopprops.split_line(text)
+        place = hopprops.BRANCH if alternative else hopprops.HOP
+        props = hopprops.parse_words(words, where, place) if words is not None else NO_PROPS
+        if alternative and not hops:
+            raise ConfigError(f"{where}: a '+' line is another router at the hop above it, "
+                              "and there is no hop above")
+        if not alternative and len(hops) == MAX_HOPS:
             raise ConfigError(f"{where}: more than {MAX_HOPS} hops: a chain holds at most {MAX_HOPS}")
-        if text == SILENT:
-            hops.append(Hop(name=None, silent=True, where=where))
-            continue
-        try:
-            name, notes = name_for(text, suffix)
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        written = text if not suffix else f"{text}.{suffix}"
-        if name is None:
-            warnings.append(f"{where}: {text!r} has nothing a host name can hold: "
-                            "the hop answers without a name")
-        elif name != written:
-            extra = f" ({'; '.join(notes)})" if notes else ""
-            rewrites.append(f"{where}: {text!r} becomes {_name_only(name, suffix)!r}{extra}")
-        hops.append(Hop(name=name, where=where))
+        hop = _hop(where, text, props, suffix, warnings, rewrites)
+        if alternative:
+            hops[-1] = replace(hops[-1], alternatives=hops[-1].alternatives + (hop,))
+        else:
+            hops.append(hop)
     if hops and hops[-1].silent:
         warnings.append(f"{hops[-1].where}: the last hop is the destination and it is silent: "
                         "traceroute never sees the destination answer")
     return Story(tuple(hops), tuple(warnings), tuple(rewrites))
+
+
+def _hop(where: str, text: str, props: Props, suffix: str | None, warnings: list[str],
+         rewrites: list[str]) -> Hop:
+    """One router of a story: silent (`*`), nameless (properties alone), or
+    named after its text, with a rewrite noted for every change to the text
+    (a warning when no name is left)."""
+    if text == SILENT:
+        return Hop(name=None, silent=True, where=where, props=props)
+    if not text:
+        return Hop(name=None, where=where, props=props)
+    try:
+        name, notes = name_for(text, suffix)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    written = text if not suffix else f"{text}.{suffix}"
+    if name is None:
+        warnings.append(f"{where}: {text!r} has nothing a host name can hold: "
+                        "the hop answers without a name")
+    elif name != written:
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        rewrites.append(f"{where}: {text!r} becomes {_name_only(name, suffix)!r}{extra}")
+    return Hop(name=name, where=where, props=props)
 
 
 def parse_text(text: str, source: str, suffix: str | None = None) -> Story:

@@ -23,8 +23,9 @@ Which zones:
   cut, so every server follows the CNAME inside the zone and answers CNAME
   plus PTR). Load that file only where you also run the /24.
 
-Every zone has SOA and NS at its apex and a PTR for each hop that has a
-name; silent and unnamed hops have no record.
+Every zone has SOA and NS at its apex and a PTR for each hop (and each
+load-balanced '+' alternative, at its own address) that has a name; silent
+and unnamed hops have no record.
 
 Defaults: NS `ns.<suffix of the first chain with one>`, else
 `ns.route-chain.invalid` (set [dns] ns for a real delegation); SOA mname the
@@ -159,9 +160,12 @@ def _classless_names(network: ipaddress.IPv4Network) -> tuple[dns.name.Name, dns
 
 
 def _chain_records(chain: Chain):
-    """(zone origin, owner, type, target) for each named hop of a chain."""
-    named = [(chain.hop_address(k), hop.name) for k, hop in enumerate(chain.hops, 1)
-             if hop.name and not hop.silent]
+    """(zone origin, owner, type, target) for each named hop of a chain and
+    each named '+' alternative, at its own address."""
+    named = [(chain.branch_address(k, b), router.name)
+             for k, hop in enumerate(chain.hops, 1)
+             for b, router in enumerate((hop,) + hop.alternatives)
+             if router.name and not router.silent]
     if not named:
         return
     if _classless(chain):

@@ -159,3 +159,17 @@ class Daemon:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+def build_flood(workdir: Path) -> str:
+    """../shared/bench/flood.c (beside the checkout, as in CI) built into
+    workdir: a bounded, optionally paced probe generator. Its path."""
+    source = SHARED_BENCH / "flood.c"
+    if not source.exists():
+        raise AssertionError(f"{source} is missing: ../shared must sit beside the checkout")
+    out = Path(workdir) / "flood"
+    sh("gcc", "-O2", "-o", str(out), str(source), timeout=120)
+    return str(out)

@@ -21,9 +21,18 @@ from routechain.config import Config, DnsSettings
 NOW = 1_700_000_000
 
 
-def chain(prefix: str, names: list[str | None], suffix: str | None = None) -> Chain:
-    hops = tuple(Hop(silent=True) if n == "*" else Hop(name=n) for n in names)
+def chain(prefix: str, names: list, suffix: str | None = None) -> Chain:
+    """A chain from hop names: "*" is silent, None unnamed, and a list is a
+    hop followed by its '+' alternatives."""
+    def hop(n):
+        if isinstance(n, list):
+            return Hop(name=n[0], alternatives=tuple(hop(a) for a in n[1:]))
+        return Hop(silent=True) if n == "*" else Hop(name=n)
+    hops = tuple(hop(n) for n in names)
     return Chain(parse_prefix(prefix), hops, where=f"test {prefix}", suffix=suffix)
+
+
+ECMP = ["in", ["north", "north.b", "*", None], "out"]
 
 
 STORY = ["Once.upon.a.time", "a.little.packet", "*", "set.out", None, "The.end"]
@@ -41,6 +50,9 @@ LAYOUTS = [
     ("v6-64", [chain("2001:db8:5::1/64", STORY)], ["0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
     ("v6-56", [chain("2001:db8:0:100::1/56", ["a", "b"])], ["1.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
     ("v6-62", [chain("2001:db8:0:4::1/62", ["a"])], ["4.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
+    ("v4-27-ecmp", [chain("198.51.100.33/27", ECMP)],
+     ["32-27.100.51.198.in-addr.arpa.", "100.51.198.in-addr.arpa."]),
+    ("v6-64-ecmp", [chain("2001:db8:5::1/64", ECMP)], ["0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
     ("mixed-suffix", [chain("198.51.100.1/24", ["Once", "upon"], suffix="story.example.net"),
                       chain("2001:db8:5::1/64", ["*", "x"], suffix="story.example.net")],
      ["100.51.198.in-addr.arpa.", "0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."]),
@@ -86,11 +98,13 @@ def lookup(zones: list[zone.Zone], owner: str) -> list[str]:
 @pytest.mark.parametrize("name,chains,origins", LAYOUTS, ids=[x[0] for x in LAYOUTS])
 def test_zone_has_a_ptr_for_every_named_hop_and_nothing_else(name, chains, origins):
     zones = zone.build(config_of(chains), now=NOW)
+    named = 0
     for c in chains:
         for k, hop in enumerate(c.hops, 1):
-            owner = ipaddress.ip_address(c.hop_address(k)).reverse_pointer
-            assert lookup(zones, owner) == ([f"{hop.name}."] if hop.name else []), owner
-    named = sum(1 for c in chains for h in c.hops if h.name)
+            for b, router in enumerate((hop,) + hop.alternatives):
+                owner = ipaddress.ip_address(c.branch_address(k, b)).reverse_pointer
+                assert lookup(zones, owner) == ([f"{router.name}."] if router.name else []), owner
+                named += bool(router.name)
     ptrs_in_own_zones = sum(len(rrset) for z in zones for rrset in z.rrsets
                             if rrset.rdtype == dns.rdatatype.PTR
                             and max((o for o in zones if rrset.name.is_subdomain(o.origin)),
