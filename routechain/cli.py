@@ -5,6 +5,7 @@
     route-chain zone --config FILE --output-dir DIR   write PTR zone files
     route-chain preview --config FILE                 what traceroute will show
     route-chain demo                                  a story in throwaway namespaces
+    route-chain reload PID                            reload a running daemon and wait
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .errors import RouteChainError, UsageError
 from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo")
+SUBCOMMANDS = ("zone", "preview", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +36,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | demo (each takes --help).")
+        epilog=f"Other commands: {PROG} zone | preview | demo | reload "
+               "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
@@ -144,9 +146,25 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
+def cmd_reload(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} reload",
+                description="Make the route-chain process PID reload its config and wait "
+                            "until it has: exit 0 when the new config is live, 1 when it "
+                            "was refused (the old one goes on serving). The unit's "
+                            "ExecReload.")
+    p.add_argument("pid", type=_int_in(1, 2**22, "pid"), metavar="PID")
+    p.add_argument("--timeout", type=_int_in(1, 3600, "timeout"), default=80, metavar="SECONDS",
+                   help="give up after this long (default: 80, within systemd's 90)")
+    args = p.parse_args(argv)
+    from . import service
+    service.request_reload(args.pid, args.timeout)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo}
+    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo,
+                "reload": cmd_reload}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

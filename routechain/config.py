@@ -89,6 +89,7 @@ class Config:
     mtu: int | None = None
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
     rewrites: tuple[str, ...] = field(default=(), compare=False)
     summaries: tuple[str, ...] = field(default=(), compare=False)
 
@@ -147,6 +148,7 @@ def merge(cli: Config, file: Config) -> Config:
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
+        metrics=file.metrics,
         rewrites=cli.rewrites + file.rewrites,
         summaries=cli.summaries + file.summaries,
     )
@@ -219,6 +221,7 @@ class _Loader:
             interface=self.get(daemon, "daemon", None, "interface"),
             queues=self.get(daemon, "daemon", None, "queues"),
             mtu=mtu, warnings=tuple(_unique(self.warnings)), path=self.path,
+            metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
             summaries=tuple(self.summaries()))
 
@@ -360,6 +363,18 @@ class _Loader:
                                   "'@' cannot be written as a plain name")
             value = f"{user}.{domain}"
         return self.checked_name(value, where, key)
+
+    def metrics(self, t: dict) -> tuple[str, int] | None:
+        """`listen = "ADDR:PORT"` or `"[ADDR6]:PORT"`: the port is required
+        (the DNS default of 53 means nothing here)."""
+        text = self.get(t, "metrics", None, "listen")
+        if text is None:
+            return None
+        where = self.at("metrics", None, "listen")
+        if not re.fullmatch(r"\s*(\[[^\]]+\]|[^:\[\]]+):\d+\s*", text):
+            raise ConfigError(f"{where}: bad metrics listen address {text!r}: "
+                              "write ADDR:PORT or [ADDR6]:PORT")
+        return parse_listen(text, where)
 
     def checked_name(self, value: str, where: str, key: str) -> str:
         value = value.strip().rstrip(".")

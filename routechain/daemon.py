@@ -159,6 +159,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
         running = Running(load, config, settings, link, addresses, live, workers, dns, notifier)
+        if config.metrics:
+            from . import metrics
+            exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
+            log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(workers.totals().summary())
         status = running.serve()
         notifier.stopping()
@@ -186,6 +190,7 @@ class Running:
 
     def serve(self) -> int:
         """Signals, watchdog pings and status updates until asked to stop."""
+        from . import service
         watchdog = self.notifier.watchdog_interval()
         tick = min(LIVENESS_INTERVAL, watchdog) if watchdog else LIVENESS_INTERVAL
         next_status = time.monotonic() + STATUS_INTERVAL
@@ -207,7 +212,10 @@ class Running:
                 log.info("%s received", signal.Signals(signo).name)
                 return 0
             if signo == signal.SIGHUP:
+                before = self.config
                 self.reload()
+                service.answer_reload(info, getattr(self, "last_reload_ok",
+                                                    self.config is not before))
             elif signo == signal.SIGUSR1:
                 _log_counters(self.workers)
             if time.monotonic() >= next_status:

@@ -15,16 +15,27 @@ sd_notify(3)):
 - `watchdog()` every `watchdog_interval()` seconds, only while every worker
   is alive: a stuck worker must let systemd restart us.
 - `stopping()` as soon as shutdown begins.
+
+Reload is a handshake, not a bare signal (`ExecReload=route-chain reload
+$MAINPID`, see `request_reload`): systemd 252 (Debian 12) has no
+Type=notify-reload and ends the reload job when ExecReload exits, so the
+reloading process waits for the daemon's answer and `systemctl reload`
+returns once the new configuration is live, or fails when it was refused.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import select
+import signal
 import sys
 import time
 
 from systemd import daemon, journal
+
+from .errors import RouteChainError, SetupError
 
 SYSLOG_IDENTIFIER = "route-chain"
 
@@ -161,3 +172,79 @@ def watchdog_interval(env, pid: int) -> float | None:
         if not owner.isdigit() or int(owner) != pid:
             return None
     return int(usec) / 2 / 1_000_000
+
+
+# The reload handshake. The requester sends SIGHUP with sigqueue(3), so the
+# daemon sees si_code SI_QUEUE and the requester's pid; a plain `kill -HUP`
+# (SI_USER) still reloads and gets no answer. The daemon answers once the
+# reload is over: SIGUSR1 when the new configuration is live, SIGUSR2 when
+# it was refused and the old one goes on serving. One request at a time: a
+# SIGHUP sent while another is pending merges with it (standard signals do
+# not queue), and its sender waits out its timeout; systemd runs one reload
+# job per unit at a time.
+SI_QUEUE = -1  # <asm-generic/siginfo.h>
+RELOAD_APPLIED, RELOAD_REFUSED = signal.SIGUSR1, signal.SIGUSR2
+
+
+class ReloadRefused(RouteChainError):
+    """The daemon kept its previous configuration (it logged why)."""
+
+
+class _Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+def _sigqueue(pid: int, signo: int) -> None:
+    # Python has no sigqueue; a plain foreign call, no callback (MDWE-safe).
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.sigqueue(ctypes.c_int(pid), ctypes.c_int(signo), _Sigval(0)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def request_reload(pid: int, timeout: float) -> None:
+    """Make the daemon `pid` reload and return once it has: raises
+    ReloadRefused when it kept the old configuration, SetupError when it
+    cannot be signalled, exits, or does not answer within `timeout` s."""
+    answers = {RELOAD_APPLIED, RELOAD_REFUSED}
+    # Blocked before asking, so that an answer cannot arrive unawaited.
+    signal.pthread_sigmask(signal.SIG_BLOCK, answers)
+    try:
+        # A pidfd tells when the process exits (a zombie too) and names it
+        # for good, whatever pid is reused later.
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:
+        raise SetupError(f"cannot signal route-chain process {pid}: "
+                         f"{e.strerror.lower()}") from None
+    try:
+        _sigqueue(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SetupError(f"route-chain process {pid} did not finish reloading "
+                                 f"within {timeout:g}s")
+            info = signal.sigtimedwait(answers, min(left, 0.25))
+            if info is not None and info.si_pid == pid:
+                if info.si_signo == RELOAD_REFUSED:
+                    raise ReloadRefused(f"process {pid} refused the new configuration and "
+                                        f"serves the previous one: its log says why")
+                return
+            if select.select([pidfd], [], [], 0)[0]:
+                raise SetupError(f"route-chain process {pid} exited while reloading")
+    except OSError as e:
+        raise SetupError(f"cannot signal route-chain process {pid}: "
+                         f"{e.strerror.lower()}") from None
+    finally:
+        os.close(pidfd)
+
+
+def answer_reload(info, applied: bool) -> None:
+    """The daemon's half: answer a SIGHUP sent by `request_reload` from our
+    own user or root; any other SIGHUP gets no answer."""
+    if info is None or info.si_code != SI_QUEUE or info.si_uid not in (0, os.getuid()):
+        return
+    try:
+        os.kill(info.si_pid, RELOAD_APPLIED if applied else RELOAD_REFUSED)
+    except OSError as e:
+        log.warning("reload: cannot answer process %d: %s", info.si_pid, e.strerror)

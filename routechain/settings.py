@@ -172,6 +172,7 @@ TABLES = (
     Table("chain", True, "a chain: host address and prefix, and its story",
           more=hopprops.CHAIN_KEYS),
     Table("dns", False, "the built-in authoritative server and the zones' SOA and NS"),
+    Table("metrics", False, "the Prometheus endpoint (metrics.py)"),
 )
 
 SETTINGS = (
@@ -211,6 +212,9 @@ SETTINGS = (
     Setting("dns", "retry", "int", "SOA retry", 0, TTL_MAX),
     Setting("dns", "expire", "int", "SOA expire", 0, TTL_MAX),
     Setting("dns", "minimum", "int", "SOA minimum (negative-answer TTL)", 0, TTL_MAX),
+
+    Setting("metrics", "listen", "str", "ADDR:PORT or [ADDR6]:PORT of the Prometheus "
+            "endpoint (the port is required); absent = off"),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 
 import pytun
 
@@ -63,9 +64,52 @@ def _setup_error(name: str, e: Exception) -> SetupError:
     if code == errno.EBUSY:
         return SetupError(f"interface {name!r} already exists: choose another with --interface")
     if code in (errno.EPERM, errno.EACCES):
+        # pytun opens the device and asks TUNSETIFF in one call: which of
+        # the two refused is told by opening the device again ourselves.
+        denied = _open_denied()
+        if denied is not None:
+            return SetupError(f"cannot create TUN {name!r}: {denied}")
         return SetupError(f"cannot create TUN {name!r}: {os.strerror(code).lower()}: "
-                          f"CAP_NET_ADMIN is needed (run as root)")
+                          f"CAP_NET_ADMIN is needed (run as root, or give the "
+                          f"capability)")
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
         return SetupError(f"cannot create TUN {name!r}: {TUN_PATH} is missing "
                           f"(load the tun module, or allow the device)")
     return SetupError(f"cannot create TUN {name!r}: {text}")
+
+
+def _open_denied() -> str | None:
+    """Why this process may not open the TUN device, or None if it may."""
+    try:
+        os.close(os.open(TUN_PATH, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EACCES):
+            return None
+        st = os.stat(TUN_PATH)
+        return open_denied_reason(e.errno, st.st_mode, st.st_uid, st.st_gid,
+                                  os.geteuid(), os.getegid(), os.getgroups())
+    return None
+
+
+def open_denied_reason(code: int, mode: int, owner: int, group: int,
+                       uid: int, gid: int, groups: list[int]) -> str:
+    """The one line for a refused open(2) of the TUN device: what refused it
+    (the file's mode or a device policy) and what to do.
+
+    The mode decides first, as the kernel's permission check does (no
+    CAP_DAC_OVERRIDE is held under the unit); when the mode allows read and
+    write, the refusal came from a device policy (a cgroup's device list:
+    the unit's DeviceAllow=, a container's configuration)."""
+    if uid == owner:
+        bits = (mode >> 6) & 0o7
+    elif gid == group or group in groups:
+        bits = (mode >> 3) & 0o7
+    else:
+        bits = mode & 0o7
+    where = (f"{TUN_PATH} (mode {stat.S_IMODE(mode):04o}, owner {owner}:{group}) "
+             f"as uid {uid}: {os.strerror(code).lower()}")
+    if bits & 0o6 != 0o6:
+        return (f"cannot open {where}: make it mode 0666 as udev does "
+                f"(scripts/install-service --tun-0666; docs/deploy.md: OpenVZ and LXC)")
+    return (f"cannot open {where}: a device policy forbids it (the unit's "
+            f"DeviceAllow={TUN_PATH} rw, or the container's device list)")

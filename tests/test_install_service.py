@@ -64,3 +64,16 @@ def test_install_service_rejects_unknown_arguments(tmp_path):
                                 env=dict(os.environ, DESTDIR=str(tmp_path)),
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and result.stderr.startswith("usage:"), args
+
+
+def test_install_service_tun_0666_is_opt_in(tmp_path):
+    """The tmpfiles.d rule for hosts without udev is installed only when
+    asked for, and --uninstall removes it."""
+    rule = tmp_path / "etc/tmpfiles.d/route-chain-tun.conf"
+    install_service(tmp_path)
+    assert not rule.exists()
+    install_service(tmp_path, "--tun-0666")
+    assert rule.read_bytes() == (ROOT / "systemd" / "route-chain-tun.conf").read_bytes()
+    assert rule.stat().st_mode & 0o777 == 0o644
+    install_service(tmp_path, "--uninstall")
+    assert not rule.exists()

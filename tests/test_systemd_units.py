@@ -3,11 +3,12 @@ verify` must be clean and `systemd-analyze security --offline=true` must
 rate each unit at an exposure of 2.0 or lower. The template is checked as
 an instance, route-chain@demo.service.
 
-verify refuses a unit whose ExecStart binary is missing, and the tests do
-not install /usr/local/bin/route-chain: as root they verify the unit byte
-for byte in a mount namespace where a stub stands at that path; without
-root, a copy whose ExecStart names a stub elsewhere, every other line
-unchanged.
+verify refuses a unit whose ExecStart or ExecReload binary is missing, and
+the tests do not install /usr/local/bin/route-chain: as root they verify
+the unit byte for byte in a mount namespace where a stub stands at that
+path; without root, a copy whose ExecStart and ExecReload name a stub
+elsewhere, every other line unchanged. tests/test_boot.py checks the live
+units under a booted systemd.
 """
 
 from __future__ import annotations
@@ -54,15 +55,18 @@ def analyze(*args: str) -> subprocess.CompletedProcess:
 
 
 def unit_copy(tmp_path: Path, shipped: str, name: str) -> Path:
-    """The unit under `name`, its ExecStart binary replaced by a stub."""
+    """The unit under `name`, its ExecStart and ExecReload binary replaced
+    by a stub."""
     stub = tmp_path / "bin" / "route-chain"
     stub.parent.mkdir(exist_ok=True)
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
     text = (SYSTEMD / shipped).read_text()
-    assert text.count(f"ExecStart={BINARY} ") == 1
+    for key in ("ExecStart", "ExecReload"):
+        assert text.count(f"{key}={BINARY} ") == 1
+        text = text.replace(f"{key}={BINARY} ", f"{key}={stub} ")
     path = tmp_path / name
-    path.write_text(text.replace(f"ExecStart={BINARY} ", f"ExecStart={stub} "))
+    path.write_text(text)
     return path
 
 
@@ -119,7 +123,8 @@ def test_unit_security_exposure_at_most_2(tmp_path, shipped, name, conf):
 REQUIRED = [
     ("Type", ["notify"]),
     ("NotifyAccess", ["main"]),
-    ("ExecReload", ["/bin/kill -HUP $MAINPID"]),
+    # The handshake, not /bin/kill (procps, absent from a minimal Debian).
+    ("ExecReload", [f"{BINARY} reload $MAINPID"]),
     ("WatchdogSec", ["30s"]),
     ("Restart", ["on-failure"]),
     ("DynamicUser", ["yes"]),
