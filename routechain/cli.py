@@ -31,6 +31,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _int_in(lo: int, hi: int, what: str):
+    """An integer argument only the command line takes (a PID, a timeout);
+    options a config file also takes are declared in settings.py."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: not a number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: {lo}..{hi}")
+        return value
+    return parse
+
+
 def run_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
