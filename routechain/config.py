@@ -24,7 +24,6 @@ from typing import Any
 from . import files, hopprops, settings, story, tomlpos
 from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
-from .settings import check_interface_name  # noqa: F401  (the CLI's name for it)
 
 DEFAULT_INTERFACE = "route-chain"
 DEFAULT_DNS_PORT = 53
