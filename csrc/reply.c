@@ -608,7 +608,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl, s
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
  *    Unreachable never do. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
-             const struct rc_table *table, size_t *off)
+             const struct rc_table *table, size_t *off, struct rc_where *where)
 {
     struct probe p;
     const struct rc_chain *chain;
@@ -657,6 +657,10 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     }
     if (chain->hop_flags[hop] & RC_HOP_SILENT)
         return -RC_DROP_SILENT;
+    if (where) {                                      /* for serve.c's timing */
+        where->chain = (uint32_t)(chain - table->chains);
+        where->router = hop;
+    }
     /* As if each hop sent with reply_ttl and the way back crossed the hops
      * in front of it, so traceroute --back sees a consistent path. */
     ttl = (int)chain->reply_ttl - (int)(hop - 1);

@@ -52,22 +52,71 @@ struct rc_chain {
     uint8_t host[16];        /* network byte order; IPv4 in the first 4 bytes */
     uint8_t mask[16];        /* prefix mask, same layout */
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
+    /* Timing, only for a chain that has some (else both NULL), one entry
+     * per router as rc_where numbers them: timing[k] for hop k (then the
+     * '+' alternatives), and hop_tat[k], the state of its rate limit,
+     * written by every queue (atomically) while the table lives. */
+    const struct rc_hop_timing *timing;
+    uint64_t *hop_tat;
 };
 
-/* Read-only once built; chains do not overlap. */
+/* A token bucket in the GCRA form (ITU-T I.371 virtual scheduling): one
+ * 64-bit word of state, the theoretical arrival time (TAT) of the next
+ * reply, so that queues can share one bucket through compare-and-swap.
+ * Each reply costs interval_ns; up to tolerance_ns of credit may be spent
+ * ahead, i.e. burst = tolerance_ns / interval_ns + 1. interval_ns 0: off. */
+struct rc_bucket {
+    uint64_t interval_ns;
+    uint64_t tolerance_ns;
+};
+
+/* What hop k of a chain with timing does to its replies. */
+struct rc_hop_timing {
+    uint32_t delay_us;       /* before the reply is written */
+    uint32_t jitter_us;      /* uniform within +/- jitter_us, never below 0 */
+    uint64_t loss;           /* P(silent) * 2^32: 0 never, 2^32 always */
+    struct rc_bucket rate;   /* the hop's own ICMP rate limit */
+};
+
+/* Read-only once built (but for the hop_tat cells it points at); chains
+ * do not overlap. The limits ride in the table so that a reload swaps
+ * them with the chains. */
 struct rc_table {
     uint32_t n_chains;
     const struct rc_chain *chains;
+    uint32_t limited;        /* nonzero: the daemon or the source limit is on */
+    struct rc_bucket daemon; /* each queue's share of the daemon-wide limit */
+    struct rc_bucket source; /* per source address (IPv6: per /64), shared */
+};
+
+/* Who answered a probe: the chain (index into table->chains) and its
+ * router, numbered as rc_chain.timing is: k for hop k itself, and past
+ * length the hops' '+' alternatives, hop by hop in the order written. */
+struct rc_where {
+    uint32_t chain;
+    uint32_t router;
 };
 
 /* Build the reply to the packet at buf + headroom (len bytes) in place, in
  * a buffer of cap bytes. Returns the reply's length and sets *off to where it
- * starts in buf, or returns -(enum rc_drop). No system call, no allocation. */
+ * starts in buf, and *where (unless NULL) to who answered; or returns
+ * -(enum rc_drop). No system call, no allocation. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
-             const struct rc_table *table, size_t *off);
+             const struct rc_table *table, size_t *off, struct rc_where *where);
 
 /* The kind of a reply rc_reply() built, from its bytes; -1 if none. */
 int rc_reply_kind(const uint8_t *reply, size_t len);
+
+/* What pacing did to a reply the core built (serve.c, pace.c). */
+enum rc_pace {
+    RC_PACE_DELAYED = 0,     /* waited in the pool, then sent */
+    RC_PACE_LOST,            /* the hop's loss: never sent */
+    RC_PACE_HOP_LIMITED,     /* the hop's own rate limit */
+    RC_PACE_SOURCE_LIMITED,  /* RFC 4443 2.4(f), RFC 1812 4.3.2.8: per source */
+    RC_PACE_GLOBAL_LIMITED,  /* the same, daemon-wide */
+    RC_PACE_POOL_FULL,       /* due later, but no free slot of its size */
+    RC_PACE_COUNT
+};
 
 /* Per-queue counters: written only by the queue's worker, read by anyone. */
 struct rc_stats {
@@ -75,11 +124,48 @@ struct rc_stats {
     uint64_t sent;
     uint64_t replies[6];     /* by enum rc_kind */
     uint64_t drops[16];      /* by enum rc_drop */
+    uint64_t paced[6];       /* by enum rc_pace */
     uint64_t write_errors;
     uint64_t read_errors;
     int32_t last_write_errno;
     int32_t last_read_errno;
 };
+
+/* One waiting reply in a pool (pace.c). */
+struct rc_slot {
+    uint64_t due_ns;         /* CLOCK_MONOTONIC */
+    uint32_t seq;            /* order among equal due times */
+    uint32_t next;           /* free list link */
+    uint32_t len;
+};
+
+/* A queue's delayed replies: slots of two sizes, preallocated, ordered by
+ * due time in a binary heap. Written and read by its worker alone. */
+struct rc_pool {
+    struct rc_slot *slots;   /* n_small + n_large; small ones first */
+    uint32_t *heap;          /* slot indices, soonest due first */
+    uint8_t *small;          /* n_small * RC_SLOT_SMALL bytes */
+    uint8_t *large;          /* n_large * RC_SLOT_LARGE bytes */
+    uint32_t n_small;
+    uint32_t n_large;
+    uint32_t free_small;     /* free list heads; RC_SLOT_NONE when empty */
+    uint32_t free_large;
+    uint32_t waiting;        /* slots in the heap */
+    uint32_t seq;
+};
+
+enum rc_pool_sizes {
+    RC_SLOT_SMALL = 256,     /* Time Exceeded to a traceroute or mtr probe, with extensions */
+    RC_SLOT_LARGE = 1536,    /* up to a 1500-byte Echo Reply; quotes stop at 576 / 1280 */
+    RC_SLOT_NONE = 0xffffffff
+};
+
+/* Bytes of memory rc_pool_init() carves a pool of this many slots from. */
+size_t rc_pool_bytes(uint32_t n_small, uint32_t n_large);
+
+/* Lay the pool out over mem (rc_pool_bytes() long; need not be zeroed:
+ * the reply arenas are not touched until used), every slot free. */
+void rc_pool_init(struct rc_pool *pool, void *mem, uint32_t n_small, uint32_t n_large);
 
 /* One serving loop. The live table is swapped by rc_table_publish(); the
  * worker records the table it holds in in_use (NULL while it waits), so
@@ -92,6 +178,14 @@ struct rc_worker {
     uint8_t *buf;
     size_t cap;
     struct rc_stats stats;
+    /* Pacing (pace.c): the queue's own pool, random generator and share of
+     * the global limit; the per-source buckets are shared by all queues. */
+    struct rc_pool pool;
+    uint64_t rng;            /* generator state; seeded per start */
+    uint64_t daemon_tat;     /* this queue's share of table->daemon */
+    uint64_t *source_tat;    /* source_mask + 1 cells */
+    uint32_t source_mask;
+    uint64_t source_salt;    /* keys the source hash, the same in every queue */
 };
 
 /* Serve until stop_fd is readable: returns 0, or -errno if poll fails. */

@@ -1,7 +1,14 @@
 /* The serving loop: one per TUN queue, run by a worker thread with the GIL
  * released. While packets keep coming it makes one read and at most one
- * write per packet; it waits in poll() only when the queue is empty, and
- * stops when stop_fd (an eventfd) becomes readable.
+ * write per packet; it waits in ppoll() only when the queue is empty, until
+ * the next packet or the next delayed reply is due, whichever comes first,
+ * and stops when stop_fd (an eventfd) becomes readable.
+ *
+ * A reply with nothing to pace (the limits off, its chain without timing)
+ * takes the same path as before pacing existed: no clock is read. Otherwise
+ * pace.c decides its fate; delayed replies wait in the queue's own pool and
+ * are written from this loop, so a reload never loses them; a stop drops
+ * them.
  *
  * Tables are swapped without locks (rc_table_publish) and reclaimed by
  * quiescent-state tracking: a worker records the table it holds in in_use,
@@ -11,9 +18,11 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "routechain.h"
+#include "pace.h"
 
 _Static_assert(sizeof ((struct rc_stats *)0)->drops / sizeof(uint64_t) >= RC_DROP_COUNT,
                "rc_stats.drops must hold every enum rc_drop");
@@ -47,8 +56,17 @@ static void release_live(struct rc_worker *w)
     __atomic_store_n(&w->in_use, NULL, __ATOMIC_SEQ_CST);
 }
 
-/* Sleep until the queue has a packet (1) or stop is asked (0); -errno if
- * poll itself fails, or if the queue reports an error (the TUN is gone). */
+static uint64_t read_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleep until the queue has a packet or a delayed reply is due (1), or
+ * stop is asked (0); -errno if ppoll itself fails, or if the queue reports
+ * an error (the TUN is gone). */
 static int wait_readable(const struct rc_worker *w)
 {
     struct pollfd fds[2] = {
@@ -56,7 +74,17 @@ static int wait_readable(const struct rc_worker *w)
         { .fd = w->stop_fd, .events = POLLIN },
     };
     for (;;) {
-        if (poll(fds, 2, -1) < 0) {
+        uint64_t due = rc_pool_next_due(&w->pool), now = 0;
+        struct timespec wait = {0, 0};
+
+        if (due != UINT64_MAX) {
+            now = read_clock_ns();
+            if (due > now)
+                wait = (struct timespec){(time_t)((due - now) / 1000000000u),
+                                         (long)((due - now) % 1000000000u)};
+        }
+        int ready = ppoll(fds, 2, due == UINT64_MAX ? NULL : &wait, NULL);
+        if (ready < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
@@ -65,8 +93,30 @@ static int wait_readable(const struct rc_worker *w)
             return 0;
         if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL))
             return -EIO;
-        if (fds[0].revents & POLLIN)
+        if (ready == 0 || fds[0].revents & POLLIN)
             return 1;
+    }
+}
+
+/* A full queue or a vanished route loses this reply, not the loop. */
+static void write_reply(struct rc_worker *w, const uint8_t *reply, size_t len)
+{
+    if (write(w->fd, reply, len) != (ssize_t)len) {
+        bump(&w->stats.write_errors);
+        __atomic_store_n(&w->stats.last_write_errno, errno, __ATOMIC_RELAXED);
+        return;
+    }
+    bump(&w->stats.sent);
+}
+
+static void send_due(struct rc_worker *w, uint64_t now_ns)
+{
+    const uint8_t *reply;
+    size_t len;
+
+    while ((reply = rc_pool_first_due(&w->pool, now_ns, &len)) != NULL) {
+        write_reply(w, reply, len);
+        rc_pool_remove_first(&w->pool);
     }
 }
 
@@ -77,6 +127,8 @@ int rc_serve(struct rc_worker *w)
     const struct rc_table *table = hold_live(w);
 
     for (;;) {
+        if (w->pool.waiting)
+            send_due(w, read_clock_ns());
         ssize_t n = read(w->fd, packet, room);
         if (n < 0) {
             int err = errno;
@@ -100,20 +152,24 @@ int rc_serve(struct rc_worker *w)
             table = hold_live(w);
 
         size_t off = 0;
-        int len = rc_reply(w->buf, RC_HEADROOM, (size_t)n, w->cap, table, &off);
+        struct rc_where where;
+        int len = rc_reply(w->buf, RC_HEADROOM, (size_t)n, w->cap, table, &off, &where);
         if (len < 0) {
             int why = -len < RC_DROP_COUNT ? -len : RC_DROP_NONE;
             bump(&w->stats.drops[why]);
             continue;
         }
         bump(&w->stats.replies[rc_reply_kind(w->buf + off, (size_t)len)]);
-        /* A full queue or a vanished route loses this reply, not the loop. */
-        if (write(w->fd, w->buf + off, (size_t)len) != len) {
-            bump(&w->stats.write_errors);
-            __atomic_store_n(&w->stats.last_write_errno, errno, __ATOMIC_RELAXED);
-            continue;
+        /* Only what needs pacing reads the clock: a chain without timing,
+         * with the limits off, is served exactly as before. */
+        if (table->limited || table->chains[where.chain].timing) {
+            int fate = rc_pace_reply(w, table, &where, w->buf + off, (size_t)len, read_clock_ns());
+            if (fate >= 0) {
+                bump(&w->stats.paced[fate]);
+                continue;
+            }
         }
-        bump(&w->stats.sent);
+        write_reply(w, w->buf + off, (size_t)len);
     }
 }
 
@@ -137,6 +193,8 @@ void rc_stats_read(const struct rc_worker *w, struct rc_stats *out)
         out->replies[i] = __atomic_load_n(&s->replies[i], __ATOMIC_RELAXED);
     for (size_t i = 0; i < sizeof s->drops / sizeof s->drops[0]; i++)
         out->drops[i] = __atomic_load_n(&s->drops[i], __ATOMIC_RELAXED);
+    for (size_t i = 0; i < sizeof s->paced / sizeof s->paced[0]; i++)
+        out->paced[i] = __atomic_load_n(&s->paced[i], __ATOMIC_RELAXED);
     out->write_errors = __atomic_load_n(&s->write_errors, __ATOMIC_RELAXED);
     out->read_errors = __atomic_load_n(&s->read_errors, __ATOMIC_RELAXED);
     out->last_write_errno = __atomic_load_n(&s->last_write_errno, __ATOMIC_RELAXED);

@@ -61,6 +61,13 @@ class DnsSettings:
     retry: int = 600
     expire: int = 604800
     minimum: int = 300
+    # The built-in server's limits (docs/stories.md, "The built-in server").
+    rate_limit: int = 100
+    rate_limit_errors: int = 10
+    rate_limit_slip: int = 2
+    tcp_connections: int = 128
+    tcp_connections_per_client: int = 8
+    tcp_idle_timeout: int = 10
     where: str = field(default="", compare=False)
 
     def names(self, chains: tuple[Chain, ...]) -> tuple[tuple[str, ...], str, str]:
@@ -75,6 +82,42 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """[limits]: the daemon's ICMP rate limits (RFC 4443 2.4(f), RFC 1812
+    4.3.2.8) and the pool delayed replies wait in. A rate of None is off,
+    which only an explicit "off" or 0 asks for.
+
+    The defaults never cost a normal user a reply: the largest burst one
+    client sends is a traceroute to a far destination, 3 probes for each
+    of 64 hops (`-m 64`) sent as fast as answers come back, 192 replies;
+    mtr sends about one probe per hop per second (30/s at its default
+    30 hops), tracepath one probe at a time. A source may burst 1000 (five
+    such traceroutes at once, or 5 clients behind one NAT) and keep up
+    1000/s; the daemon as a whole 20000/s, twenty such sources.
+    """
+
+    rate: int | None = 20000
+    burst: int | None = None          # default: rate (one second's worth)
+    source_rate: int | None = 1000
+    source_burst: int | None = None   # default: source_rate
+    delay_pool: int | None = None     # default: one second at rate (20000 when off)
+    seed: int | None = None           # jitter and loss generator; default: random per start
+    where: str = field(default="", compare=False)
+
+    @property
+    def global_burst(self) -> int | None:
+        return None if self.rate is None else self.burst or self.rate
+
+    @property
+    def per_source_burst(self) -> int | None:
+        return None if self.source_rate is None else self.source_burst or self.source_rate
+
+    @property
+    def pool(self) -> int:
+        return self.delay_pool or self.rate or Limits.rate
+
+
+@dataclass(frozen=True)
 class Config:
     """`warnings` are real problems (a hop left without a name...), one
     by one; `rewrites` say how each story line became a name, for
@@ -86,6 +129,7 @@ class Config:
     interface: str | None = None
     queues: int | None = None
     mtu: int | None = None
+    limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
     metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
@@ -145,6 +189,7 @@ def merge(cli: Config, file: Config) -> Config:
         interface=cli.interface if cli.interface is not None else file.interface,
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
+        limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
         metrics=file.metrics,
@@ -219,7 +264,8 @@ class _Loader:
             chains=chains, routes=routes, dns=dns,
             interface=self.get(daemon, "daemon", None, "interface"),
             queues=self.get(daemon, "daemon", None, "queues"),
-            mtu=mtu, warnings=tuple(_unique(self.warnings)), path=self.path,
+            mtu=mtu, limits=self.limits(self.table(data, "limits")),
+            warnings=tuple(_unique(self.warnings)), path=self.path,
             metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
             summaries=tuple(self.summaries()))
@@ -336,6 +382,32 @@ class _Loader:
                            f"`route-chain preview --config {self.source}` shows each")
         return out
 
+    def limits(self, t: dict) -> Limits:
+        ints = {key: self.get(t, "limits", None, key)
+                for key in ("burst", "source_burst", "delay_pool")}
+        return Limits(rate=self.rate(t, "rate", Limits.rate),
+                      source_rate=self.rate(t, "source_rate", Limits.source_rate),
+                      seed=self.get(t, "limits", None, "seed"),
+                      where=self.at("limits"), **ints)
+
+    def rate(self, t: dict, key: str, default: int) -> int | None:
+        """`N/s`, or "off" / 0 (only when written) for no limit."""
+        value = self.get(t, "limits", None, key)  # a number or a string, by the schema
+        if value is None:
+            return default
+        where = self.at("limits", None, key)
+        if value == 0 or value == "off":
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*s\s*", value) if isinstance(value, str) else None
+        if m is None:
+            raise ConfigError(f"{where}: limits.{key} {value!r}: write a rate, e.g. "
+                              f"\"{default}/s\", or \"off\"")
+        n = int(m.group(1))
+        if not 0 <= n <= settings.RATE_MAX:
+            raise ConfigError(f"{where}: limits.{key} {value!r} is not in "
+                              f"0..{settings.RATE_MAX}/s")
+        return n or None
+
     def dns(self, t: dict) -> DnsSettings:
         listen = tuple(parse_listen(text, self.at("dns", None, "listen", k))
                        for k, text in enumerate(self.get(t, "dns", None, "listen") or ()))
@@ -344,6 +416,7 @@ class _Loader:
                    for k, n in enumerate(self.get(t, "dns", None, "ns") or ()))
         ints = {key: self.get(t, "dns", None, key)
                 for key in ("ttl", "refresh", "retry", "expire", "minimum")}
+        ints.update({key: self.get(t, "dns", None, key) for key in settings.DNS_LIMIT_KEYS})
         defaults = DnsSettings()
         return DnsSettings(
             listen=listen, ns=ns, serial=self.get(t, "dns", None, "serial"), where=self.at("dns"),

@@ -1,22 +1,26 @@
 """The C reply core as Python sees it: the only importer of routechain._core.
 
-It builds the chain table the C side reads from `Chain` objects once, names
-the C side's drop reasons and reply kinds as enums generated from the
-library's own constants (so they cannot drift), and offers `reply()` over a
-fresh buffer for tests and tools. The serving loop does not go through
-`reply()`: it hands the C side one buffer per queue.
+It builds the chain table the C side reads from `Chain` objects once (with
+the rate limits and per-hop timing), names the C side's drop reasons, reply
+kinds and pacing outcomes as enums generated from the library's own
+constants (so they cannot drift), and offers `reply()` over a fresh buffer
+for tests and tools. The serving loop does not go through `reply()`: it
+hands the C side one buffer, one delay pool and one random generator per
+queue.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Iterable
 
 from ._core import ffi, lib
-from .chain import Chain
+from .chain import Chain, Timing
+from .config import Limits
 
 HEADROOM = lib.RC_HEADROOM
 
@@ -36,23 +40,43 @@ Drop.__doc__ = "Why a packet got no reply (enum rc_drop)."
 Kind = enum.IntEnum("Kind", _constants("KIND"), module=__name__)
 Kind.__doc__ = "What a reply is (enum rc_kind)."
 
+Pace = enum.IntEnum("Pace", _constants("PACE"), module=__name__)
+Pace.__doc__ = "What pacing did to a reply (enum rc_pace)."
+
+NS = 1_000_000_000
+# Each queue's share of the global burst is never below one far traceroute
+# (3 probes x 64 hops) with room to spare: a client whose probes all hash
+# to one queue (traceroute -I, mtr: one flow) must still pass whole.
+QUEUE_BURST_FLOOR = 256
+
 
 class Table:
-    """The read-only chain table the C core reads, built once.
+    """The read-only chain table the C core reads, built once, with the
+    limits it applies: each of `queues` queues gets an equal share of the
+    global limit (a flood from many sources spreads over the queues by the
+    kernel's flow hash), while the per-source buckets are shared.
 
     Owns the cffi memory: it lives exactly as long as this object, so keep
     the Table alive while any C code may read `.ptr`. Chains of length 0
     answer nothing and are left out."""
 
-    def __init__(self, chains: Iterable[Chain]) -> None:
+    def __init__(self, chains: Iterable[Chain], limits: Limits = Limits(),
+                 queues: int = 1) -> None:
         self.chains: tuple[Chain, ...] = tuple(c for c in chains if c.length > 0)
+        self.limits = limits
         # ffi.new never hands out a zero-length array: keep one unused slot.
         self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
-        for slot, chain in zip(self._array, self.chains):
-            fill_chain(slot, chain)
+        self._timing = [fill_chain(slot, chain) for slot, chain in zip(self._array, self.chains)]
         self._table = ffi.new("struct rc_table *")
         self._table.n_chains = len(self.chains)
         self._table.chains = self._array
+        if limits.rate is not None:
+            burst = limits.global_burst
+            share = max(math.ceil(burst / queues), min(burst, QUEUE_BURST_FLOOR))
+            fill_bucket(self._table.daemon, limits.rate / queues, share)
+        if limits.source_rate is not None:
+            fill_bucket(self._table.source, limits.source_rate, limits.per_source_burst)
+        self._table.limited = int(limits.rate is not None or limits.source_rate is not None)
 
     @property
     def ptr(self):
@@ -63,8 +87,16 @@ class Table:
         return len(self.chains)
 
 
-def fill_chain(slot, chain: Chain) -> None:
-    """Write one Chain into a `struct rc_chain` (zeroed by ffi.new)."""
+def fill_bucket(bucket, rate: float, burst: int) -> None:
+    """GCRA parameters for `rate` replies per second with bursts of `burst`."""
+    interval = max(1, round(NS / rate))
+    bucket.interval_ns = interval
+    bucket.tolerance_ns = (burst - 1) * interval
+
+
+def fill_chain(slot, chain: Chain) -> tuple | None:
+    """Write one Chain into a `struct rc_chain` (zeroed by ffi.new); returns
+    the timing memory the slot points at, None for a chain without."""
     host = chain.host.packed
     mask = chain.network.netmask.packed
     slot.family = chain.family
@@ -76,6 +108,35 @@ def fill_chain(slot, chain: Chain) -> None:
     for k in range(1, chain.length + 1):
         if chain.hop(k).silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
+    if not chain.has_timing:
+        return None
+    routers = routers_of(chain)
+    timing = ffi.new("struct rc_hop_timing[]", len(routers))
+    tat = ffi.new("uint64_t[]", len(routers))
+    for i, (k, branch) in enumerate(routers):
+        if k:
+            fill_timing(timing[i], chain.timing(k, branch))
+    slot.timing = timing
+    slot.hop_tat = tat
+    return timing, tat
+
+
+def routers_of(chain: Chain) -> list[tuple[int, int]]:
+    """(hop, branch) of every router, numbered as struct rc_where numbers
+    them: index k is hop k itself (index 0 unused), then each hop's '+'
+    alternatives in the order written."""
+    alternatives = [(k, b) for k in range(1, chain.length + 1)
+                    for b in range(1, len(chain.hop(k).alternatives) + 1)]
+    return [(k, 0) for k in range(chain.length + 1)] + alternatives
+
+
+def fill_timing(slot, timing: Timing) -> None:
+    """Write one hop's resolved Timing into a `struct rc_hop_timing`."""
+    slot.delay_us = timing.delay_us
+    slot.jitter_us = timing.jitter_us
+    slot.loss = round(timing.loss * 2**32)
+    if timing.rate:
+        fill_bucket(slot.rate, timing.rate, timing.burst or timing.rate)
 
 
 def reply(packet: bytes, table: Table, headroom: int = HEADROOM,
@@ -86,7 +147,7 @@ def reply(packet: bytes, table: Table, headroom: int = HEADROOM,
     buf[headroom:headroom + len(packet)] = packet
     off = ffi.new("size_t *")
     n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), headroom, len(packet),
-                     len(buf), table.ptr, off)
+                     len(buf), table.ptr, off, ffi.NULL)
     if n < 0:
         return Drop(-n)
     return bytes(buf[off[0]:off[0] + n])
@@ -115,6 +176,7 @@ class Stats:
     write_errors: int = 0
     read_errors: int = 0
     last_write_errno: int = 0
+    paced: tuple[int, ...] = (0,) * len(Pace)
 
     @classmethod
     def total(cls, many: Iterable["Stats"]) -> "Stats":
@@ -124,23 +186,62 @@ class Stats:
                       tuple(a + b for a, b in zip(out.replies, s.replies)),
                       tuple(a + b for a, b in zip(out.drops, s.drops)),
                       out.write_errors + s.write_errors, out.read_errors + s.read_errors,
-                      s.last_write_errno or out.last_write_errno)
+                      s.last_write_errno or out.last_write_errno,
+                      tuple(a + b for a, b in zip(out.paced, s.paced)))
         return out
 
     @property
     def dropped(self) -> int:
         return sum(self.drops)
 
+    @property
+    def rate_limited(self) -> int:
+        return sum(self.paced[p] for p in (Pace.HOP_LIMITED, Pace.SOURCE_LIMITED,
+                                           Pace.GLOBAL_LIMITED))
+
     def summary(self, detail: bool = False) -> str:
         text = (f"{self.received} received, {self.sent} replies, {self.dropped} dropped, "
+                f"{self.rate_limited} rate-limited, {self.paced[Pace.LOST]} lost, "
+                f"{self.paced[Pace.DELAYED]} delayed, {self.paced[Pace.POOL_FULL]} pool full, "
                 f"{self.write_errors} write errors")
         if detail:
             kinds = ", ".join(f"{Kind(i).name.lower()}={n}" for i, n in enumerate(self.replies) if n)
             drops = ", ".join(f"{Drop(i).name.lower()}={n}" for i, n in enumerate(self.drops) if n)
-            text += f"; replies: {kinds or 'none'}; drops: {drops or 'none'}"
+            paced = ", ".join(f"{Pace(i).name.lower()}={n}" for i, n in enumerate(self.paced) if n)
+            text += (f"; replies: {kinds or 'none'}; drops: {drops or 'none'}; "
+                     f"paced: {paced or 'none'}")
             if self.last_write_errno:
                 text += f"; last write error: {os.strerror(self.last_write_errno)}"
         return text
+
+
+class Pacing:
+    """What the queues share for pacing, fixed for the daemon's life: the
+    per-source buckets, the key of their hash, the generator seed and the
+    size of each queue's delay pool.
+
+    Source buckets are SOURCE_CELLS cells of 8 bytes (512 KiB), picked by a
+    salted hash of the source: a source shares its cell's budget with any
+    other source that lands there, so with F sources flooding at once a
+    given source meets one of them with probability about F / SOURCE_CELLS."""
+
+    SOURCE_CELLS = 65536
+
+    def __init__(self, limits: Limits, queues: int) -> None:
+        self.limits = limits
+        self.queues = queues
+        self.seed = limits.seed if limits.seed is not None else int.from_bytes(os.urandom(8))
+        self.source_tat = ffi.new("uint64_t[]", self.SOURCE_CELLS)
+        self.salt = int.from_bytes(os.urandom(8))
+        # One second of replies at the global rate, shared out over the
+        # queues; a sixteenth of the slots again are large.
+        self.small = max(1, math.ceil(limits.pool / queues))
+        self.large = max(16, self.small // 16)
+
+    @property
+    def pool_bytes(self) -> int:
+        """Memory of one queue's pool (touched only as replies wait)."""
+        return lib.rc_pool_bytes(self.small, self.large)
 
 
 class Live:
@@ -168,16 +269,29 @@ class Live:
 
 
 class Worker:
-    """One TUN queue's serving loop and the buffer it owns."""
+    """One TUN queue's serving loop and the memory it owns: its buffer, its
+    delay pool and its random generator."""
 
-    def __init__(self, fd: int, stop_fd: int, live: Live) -> None:
+    # The pool's reply arenas are left as the kernel maps them: pages are
+    # touched (and resident) only once replies wait in them.
+    _uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+    def __init__(self, fd: int, stop_fd: int, live: Live, pacing: Pacing,
+                 queue: int = 0) -> None:
         self._buf = ffi.new("uint8_t[]", BUFFER_SIZE)
+        self._pool = self._uncleared("uint8_t[]", pacing.pool_bytes)
+        self._pacing = pacing
         self.ptr = ffi.new("struct rc_worker *")
         self.ptr.fd = fd
         self.ptr.stop_fd = stop_fd
         self.ptr.live = live._cell
         self.ptr.buf = self._buf
         self.ptr.cap = BUFFER_SIZE
+        lib.rc_pool_init(ffi.addressof(self.ptr.pool), self._pool, pacing.small, pacing.large)
+        self.ptr.rng = (pacing.seed + queue * 0x9E3779B97F4A7C15) % 2**64
+        self.ptr.source_tat = pacing.source_tat
+        self.ptr.source_mask = Pacing.SOURCE_CELLS - 1
+        self.ptr.source_salt = pacing.salt
         live.workers.append(self)
 
     def run(self) -> int:
@@ -189,4 +303,4 @@ class Worker:
         lib.rc_stats_read(self.ptr, out)
         return Stats(out.received, out.sent, tuple(out.replies[0:len(Kind)]),
                      tuple(out.drops[0:len(Drop)]), out.write_errors, out.read_errors,
-                     out.last_write_errno)
+                     out.last_write_errno, tuple(out.paced[0:len(Pace)]))

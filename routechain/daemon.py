@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import core
 from .chain import Chain, Interface
-from .config import DEFAULT_INTERFACE, Config, Route, one_line
+from .config import DEFAULT_INTERFACE, Config, DnsSettings, Route, one_line
 from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
@@ -102,9 +102,9 @@ def _quietly(fn: Callable, *args) -> None:
 class Workers:
     """One thread per TUN queue, each inside the C serving loop."""
 
-    def __init__(self, fds: list[int], live: core.Live) -> None:
+    def __init__(self, fds: list[int], live: core.Live, pacing: core.Pacing) -> None:
         self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.workers = [core.Worker(fd, self._stop, live) for fd in fds]
+        self.workers = [core.Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._serve, args=(i, w), daemon=True,
                                           name=f"queue-{i}")
@@ -153,8 +153,9 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=_capabilities_kept(config))
-        live = core.Live(core.Table(config.chains))
-        workers = Workers(tun.fds, live)
+        live = core.Live(core.Table(config.chains, config.limits, settings.queues))
+        pacing = core.Pacing(config.limits, settings.queues)
+        workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
@@ -166,7 +167,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         notifier.ready(workers.totals().summary())
         status = running.serve()
         notifier.stopping()
-        _log_counters(workers)
+        _log_counters(workers, dns)
     return status
 
 
@@ -217,10 +218,14 @@ class Running:
                 service.answer_reload(info, getattr(self, "last_reload_ok",
                                                     self.config is not before))
             elif signo == signal.SIGUSR1:
-                _log_counters(self.workers)
+                _log_counters(self.workers, self.dns)
             if time.monotonic() >= next_status:
-                self.notifier.status(self.workers.totals().summary())
+                self.notifier.status(self.status())
                 next_status = time.monotonic() + STATUS_INTERVAL
+
+    def status(self) -> str:
+        """The STATUS= line: the packet path's counts, then DNS's."""
+        return "; ".join(filter(None, (self.workers.totals().summary(), self.dns.summary())))
 
     def reload(self) -> None:
         """Re-read the configuration and apply what changed without closing
@@ -240,12 +245,16 @@ class Running:
             if wanted != self.settings:
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
-            table = core.Table(new.chains)
+            if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
+                                                            old.limits.seed):
+                log.warning("reload: limits.delay_pool and limits.seed need a restart")
+            table = core.Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.addresses.apply(old.chains, old.routes))
             self.addresses.apply(new.chains, new.routes)
-            undo.append(lambda: self.live.publish(core.Table(old.chains)))
+            undo.append(lambda: self.live.publish(
+                core.Table(old.chains, old.limits, self.settings.queues)))
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)
@@ -269,11 +278,13 @@ class Running:
         self.reloads_ok += 1
         self.last_reload_ok = True
         log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
-        self.notifier.ready(self.workers.totals().summary())
+        self.notifier.ready(self.status())
 
 
 class DnsSide:
-    """The built-in DNS server, when the configuration asks for one."""
+    """The built-in DNS server, when the configuration asks for one: its
+    zones and limits from the config, its counts for the log, STATUS= and
+    metrics."""
 
     def __init__(self, config: Config) -> None:
         self._server = None
@@ -282,22 +293,34 @@ class DnsSide:
             return
         from . import dns, zone
         zones = zone.build(config)
-        self._server = dns.Server(zones, self._listen)
+        self._server = dns.Server(zones, self._listen, *_dns_limits(config))
         self._server.start()
         log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
-        """New zones for the running server; listeners stay as they were bound."""
+        """New zones and limits for the running server; listeners stay as
+        they were bound."""
         listen = config.dns.listen if config.dns else ()
         if listen != self._listen:
             log.warning("reload: DNS listeners change from %s to %s at the next restart",
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
             from . import zone
-            self._server.reload(zone.build(config))
+            self._server.reload(zone.build(config), *_dns_limits(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
+
+    def counters(self) -> dict[str, int]:
+        """Flat counts ("queries", "rcode:NOERROR", "drop:ratelimited", ...);
+        empty without a server."""
+        return self._server.counters() if self._server is not None else {}
+
+    def summary(self, detail: bool = False) -> str:
+        """'' without a server; else 'dns: ...', short or with every count."""
+        if self._server is None:
+            return ""
+        return "dns: " + (self._server.detail() if detail else self._server.summary())
 
     def __enter__(self) -> "DnsSide":
         return self
@@ -305,6 +328,15 @@ class DnsSide:
     def __exit__(self, *exc) -> None:
         if self._server is not None:
             self._server.stop()
+
+
+def _dns_limits(config: Config):
+    """The [dns] limits as the server takes them: (rate limits, TCP limits)."""
+    from . import dns, rrl
+    d = config.dns or DnsSettings()
+    return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
+            dns.TcpLimits(connections=d.tcp_connections,
+                          per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
 
 
 def _capabilities_kept(config: Config) -> list[str]:
@@ -329,7 +361,9 @@ def _addresses(listen) -> str:
     return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
 
 
-def _log_counters(workers: Workers) -> None:
+def _log_counters(workers: Workers, dns: DnsSide) -> None:
     for i, worker in enumerate(workers.workers):
         log.info("queue %d: %s", i, worker.stats().summary(detail=True))
     log.info("total: %s", workers.totals().summary(detail=True))
+    if dns.summary():
+        log.info("%s", dns.summary(detail=True))

@@ -8,13 +8,19 @@ default (`-m` changes it; so does mtr's `-m`); mtr's host column is 25
 characters in `mtr --report` (a 33-column field that starts after
 ` NN.|-- `; `--report-wide` widens it) and, in an 80-column terminal with
 the default fields `LS NABWV` (43 columns), 32 characters.
+
+A chain with timing (docs/stories.md, "Timing") gets each hop's expected
+round trip beside it: the mean of its delay with jitter (a delay drawn
+below 0 is sent at once, which lifts the mean when jitter exceeds the
+delay), on top of the path's own fraction of a millisecond; and its loss
+and rate limit when it has them.
 """
 
 from __future__ import annotations
 
 import encodings.idna
 
-from .chain import Chain
+from .chain import Chain, Timing
 from .config import Config
 
 TRACEROUTE_MAX_HOPS = 30
@@ -50,16 +56,39 @@ def render_chain(chain: Chain) -> str:
             continue
         hop, addr = chain.hop(k), chain.hop_address(k)
         no = _hopno(k + 1, maxttl)
+        timing = timing_note(chain.timing(k)) if chain.has_timing else ""
         if hop.silent:
             lines.append(f"{no}  * * *")
         elif hop.name:
             shown = _unicode(hop.name)
             extra = f"   [{shown} in a UTF-8 terminal]" if shown != hop.name else ""
-            lines.append(f"{no}  {hop.name} ({addr}){extra}")
+            lines.append(f"{no}  {hop.name} ({addr}){timing}{extra}")
         else:
-            lines.append(f"{no}  {addr} ({addr})")
+            lines.append(f"{no}  {addr} ({addr}){timing}")
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"
+
+
+def expected_delay_ms(timing: Timing) -> float:
+    """The mean delay a hop adds: delay + U(-jitter, +jitter), never below 0."""
+    d, j = timing.delay_us, timing.jitter_us
+    if j <= d:
+        return d / 1000
+    # E[max(0, d + U)] with U uniform on [-j, j]: the part above 0 only.
+    return (d + j) ** 2 / (4 * j) / 1000
+
+
+def timing_note(timing: Timing) -> str:
+    """`  rtt 12.0 ms ±2, loss 10%, rate 2/s burst 2` for a hop's line."""
+    rtt = f"rtt {expected_delay_ms(timing):.1f} ms"
+    if timing.jitter_us:
+        rtt += f" ±{timing.jitter_us / 1000:g}"
+    parts = [rtt]
+    if timing.loss:
+        parts.append(f"loss {timing.loss * 100:g}%")
+    if timing.rate:
+        parts.append(f"rate {timing.rate}/s burst {timing.burst}")
+    return "  " + ", ".join(parts)
 
 
 def warnings(chain: Chain) -> list[str]:

@@ -31,6 +31,8 @@ TTL_MAX = 2**31 - 1   # RFC 2181 8: a DNS TTL is at most 2^31 - 1.
 MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
 MIN_MTU = 68          # RFC 791: every IPv4 module takes 68 octets
 MIN_MTU6 = 1280       # RFC 8200 5: IPv6 needs 1280 on every link
+RATE_MAX = 10_000_000  # replies per second; more than any TUN carries
+POOL_MAX = 1_000_000   # delay pool slots: 256 MiB of small replies
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "strings": (lambda v: isinstance(v, (str, list)), "a list of strings"),
+    # "N/s" or "off" (or 0); config.py's rate() reads the text.
+    "rate": (lambda v: isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
+             'a rate such as "1000/s", or "off"'),
     "table": (lambda v: isinstance(v, dict), "a table"),
 }
 
@@ -172,6 +177,7 @@ TABLES = (
     Table("chain", True, "a chain: host address and prefix, and its story",
           more=hopprops.CHAIN_KEYS),
     Table("dns", False, "the built-in authoritative server and the zones' SOA and NS"),
+    Table("limits", False, "RFC 4443 2.4(f) rate limits and the delay pool"),
     Table("metrics", False, "the Prometheus endpoint (metrics.py)"),
 )
 
@@ -212,10 +218,36 @@ SETTINGS = (
     Setting("dns", "retry", "int", "SOA retry", 0, TTL_MAX),
     Setting("dns", "expire", "int", "SOA expire", 0, TTL_MAX),
     Setting("dns", "minimum", "int", "SOA minimum (negative-answer TTL)", 0, TTL_MAX),
+    Setting("dns", "rate_limit", "int", "UDP answers/s per client /24 or /56; 0 = off",
+            0, 10**6),
+    Setting("dns", "rate_limit_errors", "int", "UDP error answers/s per client prefix",
+            0, 10**6),
+    Setting("dns", "rate_limit_slip", "int", "every Nth limited answer goes out truncated; "
+            "0 = none", 0, 10),
+    Setting("dns", "tcp_connections", "int", "TCP connections at once, in total", 1, 65535),
+    Setting("dns", "tcp_connections_per_client", "int", "TCP connections at once from one "
+            "client address", 1, 65535),
+    Setting("dns", "tcp_idle_timeout", "int", "seconds before an idle TCP connection is "
+            "closed", 1, 3600),
+
+    Setting("limits", "rate", "rate", 'all replies together, "N/s"; "off" (or 0) lifts it'),
+    Setting("limits", "burst", "int", "default: one second of rate", 1, RATE_MAX),
+    Setting("limits", "source_rate", "rate", 'per source address (IPv6: per /64), "N/s"; '
+            '"off" (or 0) lifts it'),
+    Setting("limits", "source_burst", "int", "default: one second of source_rate", 1, RATE_MAX),
+    Setting("limits", "delay_pool", "int", "replies that may wait for their delay at once "
+            "(all queues; restart)", 1, POOL_MAX),
+    Setting("limits", "seed", "int", "jitter and loss generator seed (restart); default: "
+            "random at each start", 0, 2**64 - 1),
 
     Setting("metrics", "listen", "str", "ADDR:PORT or [ADDR6]:PORT of the Prometheus "
             "endpoint (the port is required); absent = off"),
 )
+
+
+# The [dns] keys that bound the built-in server's work (dns.py reads them).
+DNS_LIMIT_KEYS = ("rate_limit", "rate_limit_errors", "rate_limit_slip", "tcp_connections",
+                  "tcp_connections_per_client", "tcp_idle_timeout")
 
 
 def table(name: str) -> Table:

@@ -171,7 +171,37 @@ ERRORS = [
     ("[daemon]\nqueues = 2\nqueues = 3\n", "3: Cannot overwrite a value (column 11)"),
     ("[[chain]]\naddress = \"192.0.2.1/24\n", "2: Illegal character"),
     ("[dns]\nlisten = [\n", "3: "),
+    ("[limits]\nrate = \"5 per s\"\n", "2: limits.rate '5 per s': write a rate"),
+    ("[limits]\nrate = 500\n", "2: limits.rate 500: write a rate"),
+    ("[limits]\n\nsource_rate = \"20000000/s\"\n", "3: limits.source_rate '20000000/s' is not in"),
+    ("[limits]\nburst = 0\n", "2: limits.burst = 0 is not in 1..10000000"),
+    ("[limits]\ndelay_pool = 2000000\n", "2: limits.delay_pool = 2000000 is not in"),
+    ("[limits]\nsource = 5\n", "2: unknown key 'source' in [limits]"),
 ]
+
+
+# ([limits] text, the Limits it gives): off only when written.
+LIMITS = [
+    ("", config.Limits(rate=20000, source_rate=1000)),
+    ("[limits]\n", config.Limits(rate=20000, source_rate=1000)),
+    ("[limits]\nrate = \"off\"\nsource_rate = 0\n", config.Limits(rate=None, source_rate=None)),
+    ("[limits]\nrate = \"0/s\"\n", config.Limits(rate=None)),
+    ("[limits]\nrate = \"50 / s\"\nburst = 5\nsource_burst = 7\ndelay_pool = 9\nseed = 3\n",
+     config.Limits(rate=50, burst=5, source_burst=7, delay_pool=9, seed=3)),
+]
+
+
+@pytest.mark.parametrize("text,expected", LIMITS)
+def test_config_limits(in_tmp, text, expected):
+    assert config.load(write(in_tmp, text)).limits == expected
+
+
+def test_config_limits_defaults_resolve():
+    """Bursts default to a second's worth, the pool to a second at the rate."""
+    assert (config.Limits().global_burst, config.Limits().per_source_burst,
+            config.Limits().pool) == (20000, 1000, 20000)
+    off = config.Limits(rate=None, source_rate=None)
+    assert (off.global_burst, off.per_source_burst, off.pool) == (None, None, 20000)
 
 
 @pytest.mark.parametrize("text,message", ERRORS)

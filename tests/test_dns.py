@@ -28,10 +28,11 @@ import pytest
 
 from conftest import cannot_run
 from routechain import dns as rdns
-from routechain import zone
+from routechain import dnsanswer, rrl
+from routechain import config, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
-from routechain.errors import SetupError
+from routechain.errors import ConfigError, SetupError
 
 NOW = 1_700_000_000
 NS = tuple(f"ns-{k}-{'x' * 40}.example.net" for k in range(12))  # an NS answer > 512 octets
@@ -75,10 +76,15 @@ def zones():
     return zone.build(CONFIG, now=NOW)
 
 
+# Rate limiting off where a test asks faster than a resolver would: its own
+# tests are in test_dns_limits.py.
+NO_RRL = rrl.Limits(rate=0, errors=0)
+
+
 @pytest.fixture(scope="module")
 def server(zones):
     port = free_port()
-    srv = rdns.Server(zones, [("127.0.0.1", port), ("::1", port)])
+    srv = rdns.Server(zones, [("127.0.0.1", port), ("::1", port)], rate_limits=NO_RRL)
     srv.start()
     yield srv
     srv.stop()
@@ -228,7 +234,7 @@ def udp_exchange(port: int, wire: bytes, expect_reply: bool = True) -> bytes | N
 
 def test_dns_malformed_queries_are_counted_and_dropped_or_formerr(server):
     port = server.addresses[0][1]
-    before = server.counters
+    before = server.counters()
     assert udp_exchange(port, b"\x12\x34\x01", expect_reply=False) is None
     # A header that promises a question the message does not hold.
     reply = udp_exchange(port, struct.pack("!HHHHHH", 0xBEEF, 0x0100, 1, 0, 0, 0) + b"\x07abc")
@@ -239,10 +245,10 @@ def test_dns_malformed_queries_are_counted_and_dropped_or_formerr(server):
     # A response is never answered (no loops between servers).
     response = dns.message.make_response(dns.message.make_query("example.com", "A"))
     assert udp_exchange(port, response.to_wire(), expect_reply=False) is None
-    after = server.counters
-    assert after["dropped_malformed"] == before["dropped_malformed"] + 1
-    assert after["formerr"] == before["formerr"] + 1
-    assert after["dropped_responses"] == before["dropped_responses"] + 1
+    after = server.counters()
+    assert after["drop:malformed"] == before["drop:malformed"] + 1
+    assert after["rcode:FORMERR"] == before["rcode:FORMERR"] + 1
+    assert after["drop:response"] == before["drop:response"] + 1
 
 
 def test_dns_other_opcodes_are_notimp(server):
@@ -253,10 +259,10 @@ def test_dns_other_opcodes_are_notimp(server):
 
 
 def test_dns_zone_transfer_is_refused(server):
-    before = server.counters["refused"]
+    before = server.counters()["rcode:REFUSED"]
     r = dig(server.addresses[0][1], "100.51.198.in-addr.arpa", "AXFR", check=False)
     assert "Transfer failed" in r["text"] and "PTR" not in r["text"]
-    assert server.counters["refused"] == before + 1
+    assert server.counters()["rcode:REFUSED"] == before + 1
 
 
 def test_dns_tcp_several_queries_on_one_connection(server):
@@ -288,7 +294,7 @@ def test_dns_reload_swaps_zones_without_losing_queries(zones):
     port = free_port()
     new = zone.build(Config(chains=(chain("198.51.100.1/24", ["Another.story"]),),
                             dns=DnsSettings(ns=NS)), now=NOW + 1)
-    with rdns.Server(zones, [("127.0.0.1", port)]) as srv:
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL) as srv:
         answers = []
         query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR")
 
@@ -495,7 +501,7 @@ def test_dns_glibc_getnameinfo_shows_every_story_name(tmp_path):
 def test_dns_answer_never_raises_on_random_messages(zones):
     """Random and mangled messages, fixed seed: each gets a reply or nothing,
     and every reply parses."""
-    srv = rdns.Server(zones, [])
+    index = dnsanswer.Index(zones)
     rng = random.Random(4)
     good = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=0).to_wire()
     for i in range(3000):  # bounded
@@ -506,8 +512,119 @@ def test_dns_answer_never_raises_on_random_messages(zones):
             for _ in range(rng.randrange(1, 4)):
                 wire[rng.randrange(len(wire))] = rng.randrange(256)
             wire = bytes(wire)
-        reply = srv.answer(wire, udp=bool(i % 3))
+        reply, _ = index.answer(wire, udp=bool(i % 3))
         if reply is not None:
             assert len(reply) >= 12 and reply[:2] == wire[:2]
             header = struct.unpack("!H", reply[2:4])[0]
             assert header & dns.flags.QR
+
+
+def test_dns_internal_error_is_counted_and_logged_once_with_its_traceback(zones, caplog):
+    """A bug in answering must not stop the server, nor go unseen."""
+    port = free_port()
+
+    class Broken:
+        def answer(self, wire, udp):
+            raise ValueError("a bug")
+
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL) as srv:
+        srv.index = Broken()
+        for _ in range(3):
+            assert udp_exchange(port, dns.message.make_query("example.com", "A").to_wire(),
+                                expect_reply=False) is None
+        srv.reload(zones)
+        assert dig(port, "-x", "198.51.100.2")["status"] == "NOERROR"
+        assert srv.counters()["internal_errors"] == 3
+    logged = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert len(logged) == 1 and "ValueError: a bug" in logged[0].getMessage()
+    assert "Traceback" in logged[0].getMessage()
+
+
+# --- limits: from the config file to the server ---------------------------
+
+def test_dns_limits_load_from_the_dns_table(tmp_path):
+    path = tmp_path / "rc.toml"
+    path.write_text('[dns]\nlisten = ["127.0.0.1:5353"]\nrate_limit = 0\nrate_limit_errors = 5\n'
+                    'rate_limit_slip = 1\ntcp_connections = 3\ntcp_connections_per_client = 2\n'
+                    'tcp_idle_timeout = 4\n')
+    d = config.load(path).dns
+    assert (d.rate_limit, d.rate_limit_errors, d.rate_limit_slip) == (0, 5, 1)
+    assert (d.tcp_connections, d.tcp_connections_per_client, d.tcp_idle_timeout) == (3, 2, 4)
+    defaults = DnsSettings()
+    assert (defaults.rate_limit, defaults.rate_limit_slip, defaults.tcp_connections) == \
+        (100, 2, 128)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("rate_limit = -1", r"rc\.toml:3: dns\.rate_limit = -1 is not in 0\.\.1000000"),
+    ("rate_limit_slip = 11", r"rc\.toml:3: dns\.rate_limit_slip = 11 is not in 0\.\.10"),
+    ("tcp_connections = 0", r"rc\.toml:3: dns\.tcp_connections = 0 is not in 1\.\.65535"),
+    ('tcp_idle_timeout = "10s"', r"rc\.toml:3: dns\.tcp_idle_timeout must be an integer"),
+])
+def test_dns_limits_bad_values_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "rc.toml"
+    path.write_text(f'[dns]\nlisten = ["127.0.0.1:5353"]\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        config.load(path)
+
+
+def test_dns_tcp_connections_capped_in_total(zones):
+    """Past `connections` at once, a new connection is closed at once and
+    counted; one that closes makes room again."""
+    port = free_port()
+    limits = rdns.TcpLimits(connections=3, per_client=8, idle=10)
+    query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+    frame = struct.pack("!H", len(query)) + query
+
+    def answered(conn: socket.socket) -> bool:
+        try:
+            conn.sendall(frame)
+            return len(conn.recv(4096)) > 2
+        except OSError:
+            return False
+
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL, tcp=limits) as srv:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(3)]
+        try:
+            assert all(answered(c) for c in held)
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as extra:
+                assert not answered(extra)
+            assert srv.counters()["drop:tcp_limit"] == 1
+            held.pop().close()
+            for _ in range(50):  # until the server has seen the close (bounded: 5 s)
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as again:
+                    if answered(again):
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail("no room made by a closed connection")
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_dns_reload_applies_new_rate_limits(zones):
+    port = free_port()
+    query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+
+    def burst(n: int = 10) -> int:
+        """n queries at once: how many are answered."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(n):
+                s.sendto(query, ("127.0.0.1", port))
+            s.settimeout(0.5)
+            got = 0
+            try:
+                for _ in range(n):
+                    s.recv(65535)
+                    got += 1
+            except socket.timeout:
+                pass
+            return got
+
+    strict = rrl.Limits(rate=1, errors=1, slip=0)
+    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=strict) as srv:
+        assert 1 <= burst() <= 3  # one at once, one more a second
+        srv.reload(zones, rate_limits=NO_RRL)
+        assert burst() == 10
+        assert srv.counters()["drop:ratelimited"] >= 7

@@ -1,7 +1,9 @@
 """The reply core under AddressSanitizer and UBSan: a driver over
-adversarial inputs, and a bounded libFuzzer run. Both are compiled from
-csrc/reply.c into a temporary directory with buffers sized exactly, so any
-read or write outside the packet and its headroom aborts.
+adversarial inputs, and a bounded libFuzzer run, with every reply then
+paced (timing and limits configured, tests/c/chains.h); and the unit tests
+of pacing itself (tests/c/pace_test.c). All are compiled from csrc/ into a
+temporary directory with buffers sized exactly, so any read or write
+outside the packet and its headroom, or outside a pool slot, aborts.
 
 RC_FUZZ_SECONDS lengthens the libFuzzer run (default 20)."""
 
@@ -39,7 +41,7 @@ def compile_driver(out: Path, source: str, sanitize: list[str]) -> Path:
     binary = out / Path(source).stem
     subprocess.run([clang(), "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
                     *sanitize, f"-I{CSRC}", str(DRIVERS / source), str(CSRC / "reply.c"),
-                    "-o", str(binary)], check=True, capture_output=True, text=True)
+                    str(CSRC / "pace.c"), "-o", str(binary)], check=True, capture_output=True, text=True)
     return binary
 
 
@@ -83,3 +85,14 @@ def test_fuzz_reply_libfuzzer_bounded(tmp_path):
                           timeout=FUZZ_SECONDS + 300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "Done" in done.stderr, done.stderr[-2000:]
+
+
+def test_pace_units_under_sanitizers(tmp_path):
+    """The delay pool (order, equal due times across a sequence wrap-around,
+    full pool, slot reuse, a table freed while its replies wait), the
+    buckets, loss and jitter: tests/c/pace_test.c says what each checks."""
+    driver = compile_driver(tmp_path, "pace_test.c", SANITIZE)
+    done = subprocess.run([str(driver)], capture_output=True, text=True,
+                          env=sanitizer_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith("ok "), done.stdout

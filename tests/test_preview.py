@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routechain import demo, preview, zone
+from routechain import config, demo, preview, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config
 
@@ -49,6 +49,27 @@ def test_preview_plain_chain_is_summarised():
     text = preview.render_chain(Chain(parse_prefix("192.0.2.1/24")))
     assert "   ..." in text and "254  192.0.2.254 (192.0.2.254)" in text
     assert "no story" in text
+
+
+def test_preview_timing_rtt_loss_and_rate(tmp_path):
+    """Each hop's mean delay (steps, '+' from a hop on, a slow hop, jitter
+    clamped at 0), its loss and its limit; hops without timing say rtt 0."""
+    path = tmp_path / "rc.toml"
+    path.write_text('[[chain]]\naddress = "192.0.2.1/24"\ndelay = "1ms"\nstep = "0.5ms"\n'
+                    'hops = ["a", "b | delay=+10ms jitter=2ms", "c | slow=3ms loss=10%",'
+                    ' "* | jitter=4ms", "e | delay=1ms jitter=3ms rate=2/s"]\n')
+    text = preview.render(config.load(path))
+    assert text.splitlines()[3:] == [
+        " 2  a (192.0.2.2)  rtt 1.0 ms",
+        " 3  b (192.0.2.3)  rtt 11.5 ms ±2",
+        " 4  c (192.0.2.4)  rtt 15.0 ms, loss 10%",
+        " 5  * * *",
+        " 6  e (192.0.2.6)  rtt 1.3 ms ±3, rate 2/s burst 2",
+    ]
+
+
+def test_preview_without_timing_shows_no_rtt():
+    assert "rtt" not in preview.render_chain(chain("192.0.2.1/24", ["a", "b"]))
 
 
 def test_preview_no_chains():

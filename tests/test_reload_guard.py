@@ -58,6 +58,9 @@ class Parts:
             def reload(self, config):
                 rec.step("dns", config)
 
+            def summary(self):
+                return ""
+
         class Workers:
             def totals(self):
                 return core.Stats.total([])

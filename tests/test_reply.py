@@ -383,7 +383,7 @@ def test_reply_refuses_buffer_smaller_than_packet():
     buf = bytearray(core.HEADROOM + len(probe))
     off = ffi.new("size_t *")
     n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(probe),
-                     len(buf) - 1, TABLE.ptr, off)
+                     len(buf) - 1, TABLE.ptr, off, ffi.NULL)
     assert n == -D.NO_ROOM
 
 
@@ -401,7 +401,7 @@ def test_reply_echo_leaves_payload_in_place():
     buf[core.HEADROOM:] = probe
     off = ffi.new("size_t *")
     n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(probe), len(buf),
-                     TABLE.ptr, off)
+                     TABLE.ptr, off, ffi.NULL)
     assert n == len(probe) - 8 and off[0] == core.HEADROOM + 8
     assert buf[core.HEADROOM + 28 + 8:] == PAYLOAD
 

@@ -1,16 +1,41 @@
 /* Included once per program (routechain.h has no include guards).
  * The chain table the sanitizer driver and the fuzz target run against. It
  * mirrors tests/test_reply.py's CHAIN4, CHAIN6, SMALL4 and LONG4, so the
- * probes that test writes reach every path. Test code: globals are fine. */
+ * probes that test writes reach every path. CHAIN4 and LONG4 have timing
+ * (delay, jitter, loss, a hop rate limit) and the source and daemon limits
+ * are on, so every reply also goes through pacing and a small delay pool.
+ * Test code: globals are fine. */
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "routechain.h"
+#include "pace.h"
 
 static struct rc_chain test_chains[4];
-static struct rc_table test_table = {4, test_chains};
+static struct rc_table test_table = {
+    .n_chains = 4, .chains = test_chains, .limited = 1,
+    .daemon = {1000, 100000}, .source = {2000, 50000},
+};
+static struct rc_hop_timing test_timing[2][RC_MAX_HOPS + 1];
+static uint64_t test_hop_tat[2][RC_MAX_HOPS + 1];
+static uint64_t test_source_tat[64];
+static struct rc_worker test_worker = {.rng = 1, .source_tat = test_source_tat,
+                                       .source_mask = 63};
+static uint64_t test_clock;
+
+static void set_timing(struct rc_chain *c, struct rc_hop_timing *timing, uint64_t *tat)
+{
+    for (unsigned k = 0; k <= RC_MAX_HOPS; k++) {
+        timing[k].delay_us = 1000 * (k % 4);
+        timing[k].jitter_us = 1500 * (k % 3);
+        timing[k].loss = k % 5 == 0 ? 0 : (uint64_t)1 << (28 + k % 5);
+        timing[k].rate = (struct rc_bucket){k % 2 ? 500 : 0, 3000};
+    }
+    c->timing = timing;
+    c->hop_tat = tat;
+}
 
 static void set_chain(struct rc_chain *c, uint8_t family, uint8_t prefix_len, uint8_t length,
                       uint8_t reply_ttl, const uint8_t *host, int silent_hop)
@@ -41,7 +66,36 @@ static const struct rc_table *make_test_table(void)
     set_chain(&test_chains[1], 6, 64, 5, 64, chain6, 3);
     set_chain(&test_chains[2], 4, 30, 1, 64, small4, 0);
     set_chain(&test_chains[3], 4, 15, 255, 2, long4, 0);
+    set_timing(&test_chains[0], test_timing[0], test_hop_tat[0]);
+    set_timing(&test_chains[3], test_timing[1], test_hop_tat[1]);
+    if (!test_worker.pool.slots) {
+        static uint8_t pool_mem[1 << 16];
+        if (rc_pool_bytes(8, 4) > sizeof pool_mem)
+            abort();
+        rc_pool_init(&test_worker.pool, pool_mem, 8, 4);
+    }
     return &test_table;
+}
+
+/* Pace a reply on a clock that advances 50 us a reply, sending (here:
+ * reading back) whatever is due, so the pool fills, drains and wraps. */
+static void pace_reply(const struct rc_table *t, const struct rc_where *where,
+                       const uint8_t *reply, size_t len)
+{
+    const uint8_t *due;
+    size_t due_len;
+    unsigned sum = 0;
+
+    test_clock += 50000;
+    if (t->limited || t->chains[where->chain].timing)
+        rc_pace_reply(&test_worker, t, where, reply, len, test_clock);
+    while ((due = rc_pool_first_due(&test_worker.pool, test_clock, &due_len)) != NULL) {
+        for (size_t i = 0; i < due_len; i++)
+            sum += due[i];
+        if (due_len < 20 || rc_reply_kind(due, due_len) < 0 || sum == 0)
+            abort();
+        rc_pool_remove_first(&test_worker.pool);
+    }
 }
 
 /* Run the core on data with exactly headroom bytes in front and not one
@@ -50,18 +104,22 @@ static const struct rc_table *make_test_table(void)
 static int run_exact(const uint8_t *data, size_t len, size_t headroom, const struct rc_table *t)
 {
     size_t cap = headroom + len, off = (size_t)-1;
+    struct rc_where where = {0, 0};
     uint8_t *buf = malloc(cap ? cap : 1);
     int n;
 
     if (!buf)
         abort();
     memcpy(buf + headroom, data, len);
-    n = rc_reply(buf, headroom, len, cap, t, &off);
+    n = rc_reply(buf, headroom, len, cap, t, &off, &where);
     if (n > 0) {
         if (off > cap || (size_t)n > cap - off || n < 20)
             abort();
         if (rc_reply_kind(buf + off, (size_t)n) < 0)
             abort();
+        if (where.chain >= t->n_chains || where.router < 1 || where.router > t->chains[where.chain].length)
+            abort();
+        pace_reply(t, &where, buf + off, (size_t)n);
     } else if (n < -(int)RC_DROP_COUNT || n == 0) {
         abort();
     }

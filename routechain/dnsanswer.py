@@ -1,0 +1,431 @@
+"""The answering core of the built-in DNS server: the bytes of a query in,
+the bytes of its answer (or nothing) and what happened out, from a read-only
+`Index` built once per reload. No sockets, no clock, no I/O: the transport
+(dns.py) owns those, and `Index.answer` can be called from a test directly.
+
+What it answers (RFC 1034 4.3.2 for an authoritative-only server):
+
+- a name in one of its zones (the longest origin that holds it): the RRset
+  asked for with AA set; a CNAME is followed inside the same zone, as Knot
+  and NSD do; an existing name without that type is NODATA and a missing
+  name NXDOMAIN, both with the zone's SOA in the authority section, its TTL
+  the smaller of the SOA's TTL and MINIMUM (RFC 2308 3); a name with
+  nothing of its own but names below it exists (RFC 8020);
+- ANY: one RRset of the name, never all of them (RFC 8482 4.2), so that
+  ANY is no amplifier;
+- a name outside its zones: REFUSED, without AA, with the extended error
+  Not Authoritative (RFC 8914 4.21) when the query had EDNS;
+- RD and CD copied, RA never set: it does not recurse;
+- EDNS (RFC 6891): an OPT in the answer only when the query had one, the DO
+  bit copied (RFC 3225); the answer fits the requester's UDP payload size, at
+  most PAYLOAD_MAX (the DNS Flag Day 2020 value); version > 0 is BADVERS;
+- over UDP an answer too large goes out with TC set and empty sections, so
+  the client asks again over TCP (RFC 2181 9);
+- a message too short for a header, or a response, is dropped; a query that
+  cannot be parsed gets FORMERR, other opcodes NOTIMP, zone transfers
+  REFUSED.
+
+Two paths give the same answers. The slow path is dnspython: it parses the
+query, resolves it against the zones and renders the response, and it takes
+everything unusual (EDNS options, other classes, opcodes, errors). The fast
+path takes a plain query -- one question, class IN, no EDNS option but a
+cookie or padding (which a server that does neither ignores) -- and builds
+the answer from bytes prepared ahead: the answer of each (name, type) that
+has data, rendered by the slow path itself on the first query of it (a
+reload stays cheap however many names there are) for a lower-case question
+as long as the query's, so that every compression pointer stays valid when
+the query's own question is copied in; and, per zone, the negative answer's
+SOA record. Then a query is: check the header, look the question up, copy,
+patch the ID, RD, CD and DO. `tests/test_dnsanswer.py` holds both paths to
+the same parsed answers.
+
+`answer()` returns (reply or None, outcome); outcome is a counter name:
+"rcode:<RCODE>" for a reply, "drop:malformed" or "drop:response" for none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from .zone import Zone
+
+PAYLOAD_MAX = 1232
+PAYLOAD_MIN = 512  # RFC 6891 6.2.5: a smaller advertised size counts as 512.
+TCP_MAX = 65535
+CNAME_CHAIN_MAX = 8
+HEADER = 12
+
+# Outcomes that are errors to the requester: rate limited on their own (RRL).
+ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS"})
+OUTCOMES = ("rcode:NOERROR", "rcode:NXDOMAIN", *sorted(ERRORS), "drop:malformed",
+            "drop:response")
+
+# RFC 8482 4.2: the one RRset an ANY query gets, the first of these the name has.
+_ANY_ORDER = (dns.rdatatype.PTR, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.NS)
+_QR, _AA, _TC = 0x8000, 0x0400, 0x0200
+_RD_BYTE2, _CD_BYTE3 = 0x01, 0x10  # RD and CD as bits of header bytes 2 and 3
+_OPT_TYPE = b"\x00\x29"
+_COOKIE, _PADDING = 10, 12  # EDNS option codes (RFC 7873, RFC 7830)
+_DO_BYTE = 0x80  # DO as a bit of the OPT TTL's third byte (RFC 3225 3)
+_RCODE_KEY = {int(r): f"rcode:{r.name}" for r in dns.rcode.Rcode}
+
+
+class _Positive:
+    """A rendered answer with data, cut after its question: (header bytes
+    4..12, the rest) without EDNS, with EDNS and DO clear, and DO set."""
+
+    __slots__ = ("flags", "plain", "edns", "edns_do", "outcome")
+
+    def __init__(self, plain: bytes, edns: bytes, edns_do: bytes, qend: int,
+                 outcome: str) -> None:
+        self.flags = int.from_bytes(plain[2:4], "big")
+        self.plain = plain[4:12], plain[qend:]
+        self.edns = edns[4:12], edns[qend:]
+        self.edns_do = edns_do[4:12], edns_do[qend:]
+        self.outcome = outcome
+
+
+class _Zone:
+    """What a negative answer in one zone needs: the origin's length as wire
+    and the SOA record after its owner, with the negative TTL."""
+
+    __slots__ = ("origin_len", "soa_tail")
+
+    def __init__(self, zone: Zone) -> None:
+        soa = zone.soa
+        ttl = min(soa.ttl, soa[0].minimum)  # RFC 2308 3
+        rdata = soa[0].to_digestable()  # uncompressed, names as written
+        self.origin_len = len(zone.origin.to_wire())
+        self.soa_tail = (int(dns.rdatatype.SOA).to_bytes(2, "big") + b"\x00\x01"
+                         + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata)
+
+
+class Index:
+    """Every zone arranged for answering, built once per reload. Afterwards
+    only the memo of rendered answers changes, one dict insertion at a
+    time, and an answer read from it is the one the slow path would give."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self._slow = _Resolver(zones)
+        self._zones: dict[bytes, _Zone] = {}   # lower-case origin wire -> zone
+        self._names: set[bytes] = set()        # every existing name, lower-case wire
+        self._cnames: set[bytes] = set()       # CNAME owners: other types go slow
+        self._types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
+        # The rendered answers, made on a name's first query of a type (a
+        # memo: the keys are bounded by _types, a reload stays cheap however
+        # many names the zones hold, and the answers are the slow path's).
+        self._positive: dict[tuple[bytes, int], _Positive] = {}
+        self._refused = self._precompute(dns.name.from_text("refused.invalid."),
+                                         dns.rdatatype.A)
+        for origin, (zone, nodes, names) in self._slow.zones.items():
+            self._zones[_key(origin)] = _Zone(zone)
+            self._names.update(_key(n) for n in names)
+            types = frozenset(t for node in nodes.values() for t in node)
+            for name, node in nodes.items():
+                if dns.rdatatype.CNAME in node:
+                    self._cnames.add(_key(name))
+                    self._types[_key(name)] = types | {dns.rdatatype.ANY}
+                else:
+                    self._types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
+
+    def _precompute(self, name: dns.name.Name, rdtype: int) -> _Positive:
+        """The slow path's answer to a lower-case query with RD and CD clear."""
+        lower = dns.name.from_text(name.to_text().lower())
+        wires = []
+        for edns, dnssec in ((-1, False), (0, False), (0, True)):
+            query = dns.message.make_query(lower, rdtype, use_edns=edns, want_dnssec=dnssec,
+                                           payload=PAYLOAD_MAX)
+            query.flags = 0
+            wire, outcome = self._slow.answer(query.to_wire(), udp=False)
+            wires.append(wire)
+        return _Positive(*wires, HEADER + len(lower.to_wire()) + 4, outcome)
+
+    def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
+        """The reply to one message and its outcome; None to send nothing."""
+        n = len(wire)
+        # The fast path's preconditions: a QUERY (QR and opcode clear), one
+        # question, no answer or authority, at most the OPT in additional.
+        if n < HEADER + 5 or wire[2] & 0xF8 or wire[4:10] != b"\x00\x01\x00\x00\x00\x00" \
+                or wire[10] or wire[11] > 1:
+            return self._slow.answer(wire, udp)
+        z = wire.find(0, HEADER)
+        if z < 0 or z - HEADER >= 255 or z + 5 > n or wire[z + 3:z + 5] != b"\x00\x01":
+            return self._slow.answer(wire, udp)
+        qend = z + 5
+        limit = TCP_MAX
+        if wire[11]:  # an OPT record, alone, version 0, with no option we act on
+            if n < qend + 11 or wire[qend] or wire[qend + 1:qend + 3] != _OPT_TYPE \
+                    or wire[qend + 6] or n != qend + 11 + (wire[qend + 9] << 8 | wire[qend + 10]) \
+                    or n > qend + 11 and not _ignorable_options(wire, qend + 11):
+                return self._slow.answer(wire, udp)
+            if udp:
+                limit = min(max(PAYLOAD_MIN, wire[qend + 3] << 8 | wire[qend + 4]), PAYLOAD_MAX)
+            do = wire[qend + 7] & _DO_BYTE
+        else:
+            if n != qend:
+                return self._slow.answer(wire, udp)
+            if udp:
+                limit = PAYLOAD_MIN
+            do = None
+        qname = wire[HEADER:z + 1].lower()
+        qtype = wire[z + 1] << 8 | wire[z + 2]
+        entry = self._positive.get((qname, qtype))
+        if entry is None and qtype in self._types.get(qname, ()):
+            entry = self._positive[qname, qtype] = self._precompute(
+                dns.name.from_wire(qname, 0)[0], qtype)
+        if entry is None:
+            if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in self._cnames:
+                return self._slow.answer(wire, udp)
+            found = self._zone_of(qname)
+            if found is False:
+                return self._slow.answer(wire, udp)
+            if found is not None:
+                return self._negative(wire, qend, found, qname in self._names, do, limit)
+            entry = self._refused
+        counts, rest = entry.plain if do is None else entry.edns_do if do else entry.edns
+        flags = entry.flags | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3
+        reply = b"".join((wire[:2], flags.to_bytes(2, "big"), counts, wire[HEADER:qend], rest))
+        if len(reply) > limit:
+            return _truncated(reply, qend, wire, do), entry.outcome
+        return reply, entry.outcome
+
+    def _zone_of(self, qname: bytes):
+        """The zone holding qname (lower-case wire); None outside every zone;
+        False for a name that is not well-formed (the slow path judges it)."""
+        i, zones = 0, self._zones
+        while True:
+            zone = zones.get(qname[i:] if i else qname)
+            if zone is not None:
+                return zone
+            length = qname[i]
+            if length == 0:
+                return None if i + 1 == len(qname) else False
+            if length > 63 or i + length + 1 >= len(qname):
+                return False
+            i += length + 1
+
+    def _negative(self, wire: bytes, qend: int, zone: _Zone, exists: bool,
+                  do: int | None, limit: int) -> tuple[bytes, str]:
+        """NODATA or NXDOMAIN with the zone's SOA, its owner a pointer to the
+        origin's place in the question."""
+        rcode = 0 if exists else dns.rcode.NXDOMAIN
+        flags = _QR | _AA | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3 | rcode
+        owner = 0xC000 | (qend - 4 - zone.origin_len)
+        parts = [wire[:2], flags.to_bytes(2, "big"),
+                 b"\x00\x01\x00\x00\x00\x01\x00\x01" if do is not None
+                 else b"\x00\x01\x00\x00\x00\x01\x00\x00",
+                 wire[HEADER:qend], owner.to_bytes(2, "big"), zone.soa_tail]
+        if do is not None:
+            parts.append(_opt(do))
+        reply = b"".join(parts)
+        outcome = "rcode:NOERROR" if exists else "rcode:NXDOMAIN"
+        if len(reply) > limit:
+            return _truncated(reply, qend, wire, do), outcome
+        return reply, outcome
+
+
+def _ignorable_options(wire: bytes, i: int) -> bool:
+    """True if the EDNS options from i to the end are well-formed and all
+    ones a server without them answers as if absent: a COOKIE of a valid
+    length (RFC 7873 5.2: a server that does not do cookies ignores them;
+    a bad length is FORMERR, left to the slow path) and PADDING (RFC 7830)."""
+    end = len(wire)
+    while i < end:
+        if i + 4 > end:
+            return False
+        code, length = wire[i] << 8 | wire[i + 1], wire[i + 2] << 8 | wire[i + 3]
+        i += 4 + length
+        if i > end:
+            return False
+        if code == _COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                return False
+        elif code != _PADDING:
+            return False
+    return True
+
+
+def truncated(reply: bytes, query: bytes) -> bytes | None:
+    """reply cut to its header and question with TC set, and the OPT if the
+    query had EDNS: the "slip" answer of rate limiting, never larger than the
+    query it answers (so it reflects nothing). None if query is not a plain
+    one (the caller then sends nothing)."""
+    z = query.find(0, HEADER)
+    if z < 0 or len(reply) < z + 5 or reply[HEADER:z + 5].lower() != query[HEADER:z + 5].lower():
+        return None
+    qend = z + 5
+    do = None
+    if query[11] and len(query) >= qend + 11 and query[qend + 1:qend + 3] == _OPT_TYPE:
+        do = query[qend + 7] & _DO_BYTE
+    return _truncated(reply, qend, query, do)
+
+
+def _truncated(reply: bytes, qend: int, query: bytes, do: int | None) -> bytes:
+    """Header and question of reply with TC, no records but the OPT."""
+    counts = b"\x00\x01\x00\x00\x00\x00\x00\x01" if do is not None \
+        else b"\x00\x01\x00\x00\x00\x00\x00\x00"
+    parts = [reply[:2], bytes((reply[2] | _TC >> 8, reply[3])), counts, query[HEADER:qend]]
+    if do is not None:
+        parts.append(_opt(do))
+    return b"".join(parts)
+
+
+def _opt(do: int) -> bytes:
+    """Our OPT record: root owner, PAYLOAD_MAX, version 0, DO as given."""
+    return b"\x00" + _OPT_TYPE + PAYLOAD_MAX.to_bytes(2, "big") + bytes((0, 0, do, 0, 0, 0))
+
+
+def _key(name: dns.name.Name) -> bytes:
+    """A name as the fast path sees it: lower-case uncompressed wire."""
+    return name.to_wire().lower()
+
+
+# --- the slow path ----------------------------------------------------------
+
+class _Resolver:
+    """dnspython over the zones: per zone, each owner's RRsets by type, and
+    every name that exists (owners and the empty non-terminals above them)."""
+
+    def __init__(self, zones: Iterable[Zone]) -> None:
+        self.zones: dict[dns.name.Name, tuple[Zone, dict, set]] = {}
+        for zone in zones:
+            nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+            names: set[dns.name.Name] = set()
+            for rrset in zone.rrsets:
+                nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
+                name = rrset.name
+                while name != zone.origin and name not in names:
+                    names.add(name)
+                    name = name.parent()
+            names.add(zone.origin)
+            self.zones[zone.origin] = (zone, nodes, names)
+
+    def zone_for(self, qname: dns.name.Name):
+        name = qname
+        while True:
+            if name in self.zones:
+                return self.zones[name]
+            if name == dns.name.root:
+                return None
+            name = name.parent()
+
+    def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
+        if len(wire) < HEADER:
+            return None, "drop:malformed"
+        if wire[2] & 0x80:  # QR: never answer a response (no loops between servers)
+            return None, "drop:response"
+        try:
+            query = dns.message.from_wire(wire, ignore_trailing=False)
+        except dns.exception.DNSException:
+            return _header_only(wire, dns.rcode.FORMERR), "rcode:FORMERR"
+        if query.opcode() != dns.opcode.QUERY:
+            return self._render(_response(query, dns.rcode.NOTIMP), query, udp), "rcode:NOTIMP"
+        if len(query.question) != 1:
+            return _header_only(wire, dns.rcode.FORMERR), "rcode:FORMERR"
+        if query.edns > 0:
+            response = _response(query, dns.rcode.BADVERS)
+            return self._render(response, query, udp), "rcode:BADVERS"
+        response = self._resolve(query)
+        return self._render(response, query, udp), _RCODE_KEY[response.rcode()]
+
+    def _resolve(self, query: dns.message.Message) -> dns.message.Message:
+        q = query.question[0]
+        found = self.zone_for(q.name) if q.rdclass == dns.rdataclass.IN else None
+        if found is None or q.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            response = _response(query, dns.rcode.REFUSED)
+            if query.edns >= 0:  # RFC 8914 4.21, as Knot says it too
+                response.use_edns(0, response.ednsflags, PAYLOAD_MAX, options=[
+                    dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
+            return response
+        zone, nodes, names = found
+        response = _response(query, dns.rcode.NOERROR)
+        response.flags |= dns.flags.AA
+        name = q.name
+        for _ in range(CNAME_CHAIN_MAX):
+            node = nodes.get(name)
+            if node is None:
+                if name in names:
+                    break  # an empty non-terminal: NODATA
+                response.set_rcode(dns.rcode.NXDOMAIN)
+                response.authority.append(_negative_soa(zone))
+                return response
+            if q.rdtype == dns.rdatatype.ANY:
+                rdtype = next(t for t in (*_ANY_ORDER, *node) if t in node)
+                response.answer.append(_named(node[rdtype], name))
+                return response
+            if q.rdtype in node:
+                response.answer.append(_named(node[q.rdtype], name))
+                return response
+            cname = node.get(dns.rdatatype.CNAME)
+            if cname is None:
+                break
+            response.answer.append(_named(cname, name))
+            name = cname[0].target
+            if not name.is_subdomain(zone.origin):
+                return response  # out of zone: the resolver follows it
+        response.authority.append(_negative_soa(zone))
+        return response
+
+    def _render(self, response: dns.message.Message, query: dns.message.Message,
+                udp: bool) -> bytes:
+        limit = TCP_MAX
+        if udp:
+            limit = (max(PAYLOAD_MIN, min(query.payload, PAYLOAD_MAX)) if query.edns >= 0
+                     else PAYLOAD_MIN)
+        try:
+            return response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            response.answer.clear()
+            response.authority.clear()
+            response.additional.clear()
+            response.flags |= dns.flags.TC
+            return response.to_wire(max_size=limit)
+
+
+def _response(query: dns.message.Message, rcode: int) -> dns.message.Message:
+    """An answer frame for query: QR, RD and CD copied, RA clear, EDNS echoed
+    with our payload size and the DO bit copied (RFC 3225)."""
+    response = dns.message.make_response(query, our_payload=PAYLOAD_MAX)
+    response.flags &= ~dns.flags.RA
+    response.flags |= query.flags & dns.flags.CD
+    if query.edns >= 0:
+        response.use_edns(0, query.ednsflags & dns.flags.DO, PAYLOAD_MAX)
+    response.set_rcode(rcode)
+    return response
+
+
+def _header_only(wire: bytes, rcode: int) -> bytes:
+    """A bare header answering a query that could not be parsed: its ID,
+    opcode and RD kept, no sections (RFC 1035 4.1.1 FORMERR)."""
+    flags = _QR | (int.from_bytes(wire[2:4], "big") & (0x7800 | dns.flags.RD)) | (rcode & 0xF)
+    return wire[:2] + flags.to_bytes(2, "big") + bytes(8)
+
+
+def _named(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
+    """rrset under the owner name as the chain reached it (the query's case)."""
+    if rrset.name == name and rrset.name.to_text() == name.to_text():
+        return rrset
+    out = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+    out.update(rrset)
+    out.ttl = rrset.ttl
+    return out
+
+
+def _negative_soa(zone: Zone) -> dns.rrset.RRset:
+    soa = zone.soa
+    ttl = min(soa.ttl, soa[0].minimum)
+    out = dns.rrset.RRset(soa.name, soa.rdclass, soa.rdtype)
+    out.update(soa)
+    out.ttl = ttl
+    return out

@@ -1,0 +1,308 @@
+/* Unit tests for pacing (csrc/pace.c) under AddressSanitizer and UBSan:
+ * the delay pool's order, sequence wrap-around, full pool and slot reuse;
+ * a table freed (as a reload frees it) while its replies still wait; the
+ * buckets; loss and jitter from the generator. Every pool is malloc'ed at
+ * its exact size, so a slot written past its end aborts. Prints "ok N". */
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "routechain.h"
+#include "pace.h"
+
+static unsigned checks;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        checks++;                                                                \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);   \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+static const uint64_t MS = 1000000;
+
+struct pool_mem {
+    struct rc_pool pool;
+    void *mem;
+};
+
+static void make_pool(struct pool_mem *m, uint32_t n_small, uint32_t n_large)
+{
+    m->mem = malloc(rc_pool_bytes(n_small, n_large));
+    CHECK(m->mem != NULL);
+    rc_pool_init(&m->pool, m->mem, n_small, n_large);
+}
+
+/* A reply of len bytes whose every byte after the first says id, with an
+ * IPv4 header whose destination (the probe's source) is 192.0.2.src. */
+static void make_reply(uint8_t *out, size_t len, uint8_t id, uint8_t src)
+{
+    memset(out, id, len);
+    out[0] = 0x45;
+    if (len >= 20) {
+        out[16] = 192, out[17] = 0, out[18] = 2, out[19] = src;
+    }
+}
+
+/* Take the soonest reply due at now; returns its id byte, -1 if none. */
+static int take(struct rc_pool *p, uint64_t now, size_t *len_out)
+{
+    size_t len = 0;
+    const uint8_t *r = rc_pool_first_due(p, now, &len);
+    int id;
+
+    if (!r)
+        return -1;
+    id = r[len - 1];
+    for (size_t i = 1; i < len; i++)
+        if (i < 16 || i > 19)
+            CHECK(r[i] == id);
+    if (len_out)
+        *len_out = len;
+    rc_pool_remove_first(p);
+    return id;
+}
+
+static void test_order_and_fifo(void)
+{
+    struct pool_mem m;
+    uint8_t reply[100];
+    uint64_t due[200], last = 0;
+    uint64_t rng = 42;
+
+    make_pool(&m, 200, 16);
+    for (int i = 0; i < 200; i++) {
+        due[i] = 1000 + rc_rng_next(&rng) % 50 * MS;
+        make_reply(reply, sizeof reply, (uint8_t)i, 1);
+        CHECK(rc_pool_add(&m.pool, reply, sizeof reply, due[i]));
+    }
+    CHECK(m.pool.waiting == 200);
+    CHECK(rc_pool_first_due(&m.pool, 999, &(size_t){0}) == NULL);
+    for (int n = 0; n < 200; n++) {
+        uint64_t next = rc_pool_next_due(&m.pool);
+        int id = take(&m.pool, UINT64_MAX - 1, NULL);
+        CHECK(id >= 0 && due[id] == next && next >= last);
+        /* Equal due times leave in the order they came. */
+        for (int j = 0; j < id; j++)
+            CHECK(due[j] != next);
+        due[id] = UINT64_MAX;
+        last = next;
+    }
+    CHECK(rc_pool_next_due(&m.pool) == UINT64_MAX);
+    free(m.mem);
+}
+
+static void test_seq_wraps_around(void)
+{
+    struct pool_mem m;
+    uint8_t reply[40];
+
+    make_pool(&m, 8, 0);
+    m.pool.seq = UINT32_MAX - 3;
+    for (int i = 0; i < 8; i++) {
+        make_reply(reply, sizeof reply, (uint8_t)i, 1);
+        CHECK(rc_pool_add(&m.pool, reply, sizeof reply, 5 * MS));
+    }
+    for (int i = 0; i < 8; i++)
+        CHECK(take(&m.pool, 5 * MS, NULL) == i);
+    free(m.mem);
+}
+
+static void test_full_pool_and_reuse(void)
+{
+    struct pool_mem m;
+    uint8_t small[RC_SLOT_SMALL], large[RC_SLOT_LARGE + 1];
+    size_t len;
+
+    make_pool(&m, 4, 2);
+    make_reply(large, RC_SLOT_LARGE + 1, 9, 1);
+    CHECK(!rc_pool_add(&m.pool, large, RC_SLOT_LARGE + 1, 1));    /* too large for any */
+    for (int i = 0; i < 6; i++) {                                   /* small ones spill over */
+        make_reply(small, sizeof small, (uint8_t)i, 1);
+        CHECK(rc_pool_add(&m.pool, small, sizeof small, (uint64_t)(6 - i)));
+    }
+    CHECK(!rc_pool_add(&m.pool, small, 20, 1));
+    CHECK(!rc_pool_add(&m.pool, large, RC_SLOT_LARGE, 1));
+    CHECK(take(&m.pool, 1, &len) == 5 && len == sizeof small);
+    CHECK(rc_pool_add(&m.pool, large, RC_SLOT_LARGE, 0));          /* its large slot again */
+    CHECK(take(&m.pool, 0, &len) == 9 && len == RC_SLOT_LARGE);
+    while (take(&m.pool, UINT64_MAX - 1, NULL) >= 0)
+        ;
+    CHECK(m.pool.waiting == 0);
+    /* Many rounds of fill and drain in mixed sizes: every slot is reused
+     * and no reply comes back with another's bytes. */
+    for (uint64_t round = 0; round < 20000; round++) {
+        size_t size = round % 3 == 0 ? 1500 : 60 + round % 190;
+        uint8_t buf[1500];
+        make_reply(buf, size, (uint8_t)(round & 0x7f), 1);
+        if (!rc_pool_add(&m.pool, buf, size, round % 7)) {
+            CHECK(m.pool.free_large == RC_SLOT_NONE);    /* full for its size */
+            while (take(&m.pool, UINT64_MAX - 1, NULL) >= 0)
+                ;
+            CHECK(rc_pool_add(&m.pool, buf, size, round % 7));
+        }
+    }
+    free(m.mem);
+}
+
+/* A table with one chain of 3 hops; hop 2 delays by delay_ms. */
+struct test_table {
+    struct rc_table table;
+    struct rc_chain chain;
+    struct rc_hop_timing timing[4];
+    uint64_t tat[4];
+};
+
+static struct test_table *make_table(uint32_t delay_ms, uint32_t jitter_ms, double loss)
+{
+    struct test_table *t = calloc(1, sizeof *t);
+
+    CHECK(t != NULL);
+    t->chain.family = 4;
+    t->chain.length = 3;
+    t->timing[2].delay_us = delay_ms * 1000;
+    t->timing[2].jitter_us = jitter_ms * 1000;
+    t->timing[2].loss = (uint64_t)(loss * 4294967296.0);
+    t->chain.timing = t->timing;
+    t->chain.hop_tat = t->tat;
+    t->table.n_chains = 1;
+    t->table.chains = &t->chain;
+    return t;
+}
+
+static void test_reload_while_replies_wait(void)
+{
+    struct rc_worker w;
+    struct pool_mem m;
+    struct rc_where hop2 = {0, 2};
+    uint8_t reply[80];
+    struct test_table *old = make_table(10, 0, 0.0), *new_table;
+
+    memset(&w, 0, sizeof w);
+    make_pool(&m, 16, 16);
+    w.pool = m.pool;
+    for (int i = 0; i < 5; i++) {
+        make_reply(reply, sizeof reply, (uint8_t)i, 1);
+        CHECK(rc_pace_reply(&w, &old->table, &hop2, reply, sizeof reply, (uint64_t)i * MS)
+              == RC_PACE_DELAYED);
+    }
+    free(old);                           /* the reload reclaims the old table */
+    new_table = make_table(0, 0, 0.0);   /* the new story has no delay there */
+    make_reply(reply, sizeof reply, 50, 1);
+    CHECK(rc_pace_reply(&w, &new_table->table, &hop2, reply, sizeof reply, 6 * MS) == -1);
+    CHECK(take(&w.pool, 9 * MS, NULL) == -1);
+    for (int i = 0; i < 5; i++)
+        CHECK(take(&w.pool, (uint64_t)(10 + i) * MS, NULL) == i);
+    CHECK(w.pool.waiting == 0);
+    free(new_table);
+    free(m.mem);
+}
+
+static void test_buckets(void)
+{
+    struct rc_bucket b = {100 * MS, 2 * 100 * MS};                  /* 10/s, burst 3 */
+    struct rc_bucket off = {0, 0};
+    uint64_t tat = 0, t0 = 5000 * MS;
+    int given = 0;
+
+    for (int i = 0; i < 10; i++)
+        given += rc_bucket_take(&tat, &b, t0);
+    CHECK(given == 3);
+    CHECK(!rc_bucket_take(&tat, &b, t0 + 99 * MS));
+    CHECK(rc_bucket_take(&tat, &b, t0 + 100 * MS));
+    CHECK(!rc_bucket_take(&tat, &b, t0 + 100 * MS));
+    /* Over 10 s at 1000 tries per second: the burst, then 10 per second. */
+    given = 0;
+    for (uint64_t t = t0 + 1000 * MS; t < t0 + 11000 * MS; t += MS)
+        given += rc_bucket_take(&tat, &b, t);
+    CHECK(given >= 100 && given <= 103);
+    for (int i = 0; i < 1000; i++)
+        CHECK(rc_bucket_take(&tat, &off, t0));
+}
+
+static void test_source_and_daemon_limits(void)
+{
+    struct rc_worker w;
+    struct pool_mem m;
+    struct rc_where hop1 = {0, 1};
+    uint64_t cells[1024] = {0};
+    uint8_t a[40], b[40];
+    struct test_table *t = make_table(0, 0, 0.0);
+    int sent_a = 0, sent_b = 0, limited = 0;
+
+    memset(&w, 0, sizeof w);
+    make_pool(&m, 4, 4);
+    w.pool = m.pool;
+    w.source_tat = cells;
+    w.source_mask = 1023;
+    w.source_salt = 12345;
+    t->table.source = (struct rc_bucket){MS, 9 * MS};               /* 1000/s, burst 10 */
+    t->table.daemon = (struct rc_bucket){MS / 2, 14 * MS / 2};      /* 2000/s, burst 15 */
+    make_reply(a, sizeof a, 1, 1);
+    make_reply(b, sizeof b, 1, 2);
+    for (int i = 0; i < 20; i++)
+        sent_a += rc_pace_reply(&w, &t->table, &hop1, a, sizeof a, MS) == -1;
+    for (int i = 0; i < 20; i++) {
+        int fate = rc_pace_reply(&w, &t->table, &hop1, b, sizeof b, MS);
+        sent_b += fate == -1;
+        limited += fate == RC_PACE_GLOBAL_LIMITED;
+    }
+    CHECK(sent_a == 10);                 /* a's own bucket, whatever b does */
+    CHECK(sent_b == 5 && limited == 5);  /* b: the 5 left of the daemon's 15 */
+    free(t);
+    free(m.mem);
+}
+
+static void test_loss_and_jitter(void)
+{
+    struct rc_worker w;
+    struct pool_mem m;
+    struct rc_where hop2 = {0, 2};
+    uint8_t reply[40];
+    struct test_table *t = make_table(3, 5, 0.25);
+    uint64_t lost = 0, n = 200000, lowest = UINT64_MAX, highest = 0;
+    size_t len;
+
+    memset(&w, 0, sizeof w);
+    make_pool(&m, 4, 0);
+    w.pool = m.pool;
+    w.rng = 7;
+    make_reply(reply, sizeof reply, 3, 1);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t now = 1000 * MS;
+        int fate = rc_pace_reply(&w, &t->table, &hop2, reply, sizeof reply, now);
+        if (fate == RC_PACE_LOST) {
+            lost++;
+        } else if (fate == RC_PACE_DELAYED) {
+            uint64_t due = rc_pool_next_due(&w.pool);
+            CHECK(take(&w.pool, due, &len) == 3 && len == sizeof reply);
+            lowest = due - now < lowest ? due - now : lowest;
+            highest = due - now > highest ? due - now : highest;
+        } else {
+            CHECK(fate == -1);           /* 3 ms - 5 ms jitter: at most 0, now */
+            lowest = 0;
+        }
+    }
+    /* Binomial(200000, 0.25): sd = 194; 6 sd either side. */
+    CHECK(lost > 50000 - 1164 && lost < 50000 + 1164);
+    CHECK(lowest == 0 && highest == 8 * MS);
+    free(t);
+    free(m.mem);
+}
+
+int main(void)
+{
+    test_order_and_fifo();
+    test_seq_wraps_around();
+    test_full_pool_and_reuse();
+    test_reload_while_replies_wait();
+    test_buckets();
+    test_source_and_daemon_limits();
+    test_loss_and_jitter();
+    printf("ok %u\n", checks);
+    return 0;
+}

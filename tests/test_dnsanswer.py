@@ -1,0 +1,256 @@
+"""The DNS answering core (routechain.dnsanswer) and response rate limiting
+(routechain.rrl) without sockets: bytes of a query in, bytes of an answer
+out. The fast path (precomputed answers, patched) is held to the slow path
+(dnspython, obviously correct, compared with knotd in test_dns.py) on random
+queries with a fixed seed; each answer is parsed back by dnspython."""
+
+from __future__ import annotations
+
+import random
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import dns.reversename
+import pytest
+
+from routechain import dnsanswer, rrl, zone
+from routechain.chain import Chain, Hop, parse_prefix
+from routechain.config import Config, DnsSettings
+
+NOW = 1_700_000_000
+NS = tuple(f"ns-{k}-{'x' * 40}.example.net" for k in range(12))  # an NS answer > 512 octets
+CONFIG = Config(chains=(
+    Chain(parse_prefix("198.51.100.1/24"),
+          (Hop(name="Once.upon.a.time"), Hop(name="a.little.Packet"), Hop(silent=True),
+           Hop(), Hop(name="The.end")), where="t"),
+    Chain(parse_prefix("192.0.2.33/27"),
+          (Hop(name="Far.away.example.net"), Hop(silent=True), Hop(name="Caf.example.net")),
+          where="t"),
+    Chain(parse_prefix("2001:db8:5::1/64"), (Hop(name="One"), Hop(name="Two")), where="t"),
+), dns=DnsSettings(ns=NS, soa_rname="hostmaster.example.net"))
+
+V6 = "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+
+
+@pytest.fixture(scope="module")
+def index():
+    return dnsanswer.Index(zone.build(CONFIG, now=NOW))
+
+
+def ask(index, name, rdtype="PTR", udp=True, **kw) -> tuple[dns.message.Message, str, bytes]:
+    query = dns.message.make_query(name, rdtype, **kw)
+    wire, outcome = index.answer(query.to_wire(), udp)
+    assert wire[:2] == query.to_wire()[:2]
+    return dns.message.from_wire(wire), outcome, wire
+
+
+# (question, type, rcode, AA, answer as (type, rdata) in order, SOA in authority)
+ANSWERS = [
+    ("2.100.51.198.in-addr.arpa", "PTR", "NOERROR", True, [("PTR", "Once.upon.a.time.")], False),
+    ("2.100.51.198.IN-ADDR.arpa", "PTR", "NOERROR", True, [("PTR", "Once.upon.a.time.")], False),
+    ("2.100.51.198.in-addr.arpa", "TXT", "NOERROR", True, [], True),           # NODATA
+    ("2.100.51.198.in-addr.arpa", "ANY", "NOERROR", True, [("PTR", "Once.upon.a.time.")], False),
+    ("4.100.51.198.in-addr.arpa", "PTR", "NXDOMAIN", True, [], True),          # silent hop
+    ("5.100.51.198.in-addr.arpa", "PTR", "NXDOMAIN", True, [], True),          # unnamed hop
+    ("x.y.2.100.51.198.in-addr.arpa", "PTR", "NXDOMAIN", True, [], True),
+    ("100.51.198.in-addr.arpa", "SOA", "NOERROR", True, [("SOA", None)], False),
+    ("100.51.198.in-addr.arpa", "ANY", "NOERROR", True, [("SOA", None)], False),  # RFC 8482
+    ("34.2.0.192.in-addr.arpa", "PTR", "NOERROR", True,
+     [("CNAME", "34.32-27.2.0.192.in-addr.arpa."), ("PTR", "Far.away.example.net.")], False),
+    ("34.2.0.192.in-addr.arpa", "TXT", "NOERROR", True,
+     [("CNAME", "34.32-27.2.0.192.in-addr.arpa.")], True),
+    ("34.2.0.192.in-addr.arpa", "ANY", "NOERROR", True,
+     [("CNAME", "34.32-27.2.0.192.in-addr.arpa.")], False),
+    ("36.32-27.2.0.192.in-addr.arpa", "PTR", "NOERROR", True, [("PTR", "Caf.example.net.")],
+     False),
+    (V6, "PTR", "NOERROR", True, [], True),                                    # RFC 8020 ENT
+    (dns.reversename.from_address("2001:db8:5::2").to_text(), "PTR", "NOERROR", True,
+     [("PTR", "One.")], False),
+    ("example.com", "A", "REFUSED", False, [], False),
+    ("arpa", "SOA", "REFUSED", False, [], False),
+    (".", "NS", "REFUSED", False, [], False),
+    ("100.51.198.in-addr.arpa", "AXFR", "REFUSED", False, [], False),
+]
+
+
+@pytest.mark.parametrize("edns", [-1, 0])
+@pytest.mark.parametrize("name,rdtype,rcode,aa,answer,soa", ANSWERS)
+def test_dnsanswer_answers(index, name, rdtype, rcode, aa, answer, soa, edns):
+    for _ in range(2):  # the first answer is rendered, the second copied
+        r, outcome, _ = ask(index, name, rdtype, use_edns=edns)
+        assert dns.rcode.to_text(r.rcode()) == rcode and outcome == f"rcode:{rcode}"
+        assert bool(r.flags & dns.flags.AA) == aa and not r.flags & dns.flags.RA
+        got = [(dns.rdatatype.to_text(rs.rdtype), rs[0].to_text() if answer and
+                dict(answer).get(dns.rdatatype.to_text(rs.rdtype)) else None) for rs in r.answer]
+        assert got == answer
+        assert [rs.rdtype for rs in r.authority] == ([dns.rdatatype.SOA] if soa else [])
+        if soa:
+            assert r.authority[0].ttl == 300  # RFC 2308 3: min(SOA TTL, MINIMUM)
+        assert (r.edns >= 0) == (edns >= 0)
+        if edns >= 0 and rcode == "REFUSED":
+            assert [o.code for o in r.options] == [dns.edns.EDECode.NOT_AUTHORITATIVE]
+
+
+def random_query(rng: random.Random, names: list[str]) -> bytes:
+    name = rng.choice(names)
+    name = "".join(c.upper() if rng.random() < 0.3 else c for c in name)
+    rdtype = rng.choice(["PTR", "PTR", "SOA", "NS", "CNAME", "TXT", "A", "ANY", "AAAA"])
+    edns = rng.choice([-1, 0])
+    options = rng.choice([[], [], [dns.edns.CookieOption(rng.randbytes(8), b"")],
+                          [dns.edns.CookieOption(rng.randbytes(8), rng.randbytes(16))],
+                          [dns.edns.GenericOption(dns.edns.OptionType.PADDING, bytes(20))]])
+    query = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=rng.random() < 0.3,
+                                   payload=rng.choice([512, 1232, 1400, 4096]),
+                                   options=options if edns >= 0 else None)
+    query.flags = rng.choice([0, dns.flags.RD]) | rng.choice([0, dns.flags.CD])
+    return query.to_wire()
+
+
+def test_dnsanswer_fast_path_matches_slow_path(index):
+    """Random plain queries, fixed seed: the fast path's answer parses to the
+    slow path's, and after the first query of a name and type the slow
+    path is not asked at all."""
+    zones = zone.build(CONFIG, now=NOW)
+    names = [rs.name.to_text() for z in zones for rs in z.rrsets]
+    cnames = {rs.name for z in zones for rs in z.rrsets if rs.rdtype == dns.rdatatype.CNAME}
+    with_data = {dns.rdatatype.PTR, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.NS,
+                 dns.rdatatype.ANY}
+    names += ["9.100.51.198.in-addr.arpa", "a.b.c." + V6, V6, "example.com", "in-addr.arpa",
+              "99.32-27.2.0.192.in-addr.arpa"]
+    rng = random.Random(11)
+    slow = index._slow
+    for i in range(3000):  # bounded
+        wire = random_query(rng, names)
+        udp = bool(i % 2)
+        index.answer(wire, udp)  # render on first sight
+        asked = []
+        index._slow = type("Spy", (), {"answer": lambda s, w, u: asked.append(w) or
+                                       slow.answer(w, u)})()
+        try:
+            fast, outcome = index.answer(wire, udp)
+        finally:
+            index._slow = slow
+        reference, ref_outcome = slow.answer(wire, udp)
+        q = dns.message.from_wire(wire).question[0]
+        # Only a type the zones lack, asked of a CNAME owner, takes the slow path.
+        assert bool(asked) == (q.name in cnames and q.rdtype not in with_data), str(q)
+        assert outcome == ref_outcome
+        a, b = dns.message.from_wire(fast), dns.message.from_wire(reference)
+        assert a == b and a.flags == b.flags and a.edns == b.edns and a.ednsflags == b.ednsflags \
+            and a.payload == b.payload and a.options == b.options, f"{a}\n---\n{b}"
+
+
+def test_dnsanswer_truncates_over_udp_only(index):
+    big, _, wire = ask(index, "100.51.198.in-addr.arpa", "NS")
+    assert big.flags & dns.flags.TC and not big.answer and len(wire) <= 512
+    fits, _, _ = ask(index, "100.51.198.in-addr.arpa", "NS", use_edns=0, payload=1232)
+    assert not fits.flags & dns.flags.TC and len(fits.answer[0]) == len(NS)
+    tcp, _, _ = ask(index, "100.51.198.in-addr.arpa", "NS", udp=False)
+    assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == len(NS)
+
+
+@pytest.mark.parametrize("name,rdtype", [("100.51.198.in-addr.arpa", "NS"),
+                                         ("example.com", "A"), ("9.100.51.198.in-addr.arpa", "A")])
+@pytest.mark.parametrize("edns", [-1, 0])
+def test_dnsanswer_slip_answer_is_truncated_and_no_larger_than_the_query(index, name, rdtype,
+                                                                           edns):
+    query = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=edns >= 0).to_wire()
+    reply, _ = index.answer(query, False)
+    slip = dnsanswer.truncated(reply, query)
+    r = dns.message.from_wire(slip)
+    assert len(slip) <= len(query)
+    assert r.flags & dns.flags.TC and not r.answer and not r.authority
+    assert r.id == dns.message.from_wire(query).id and r.rcode() == \
+        dns.message.from_wire(reply).rcode()
+    assert r.question == dns.message.from_wire(query).question
+    assert (r.edns, bool(r.ednsflags & dns.flags.DO)) == ((0, True) if edns >= 0 else (-1, False))
+
+
+MALFORMED = [
+    (b"\x12\x34\x01", None, "drop:malformed"),
+    (dns.message.make_response(dns.message.make_query("example.com", "A")).to_wire(), None,
+     "drop:response"),
+    (b"\xbe\xef\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07abc", dns.rcode.FORMERR,
+     "rcode:FORMERR"),
+    (dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire() + b"\x00",
+     dns.rcode.FORMERR, "rcode:FORMERR"),  # trailing junk
+    (dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=1).to_wire(),
+     dns.rcode.BADVERS, "rcode:BADVERS"),
+    (dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR", use_edns=0, options=[
+        dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345")]).to_wire(),
+     dns.rcode.FORMERR, "rcode:FORMERR"),  # RFC 7873 5.2.2: a cookie of a bad length
+]
+
+
+@pytest.mark.parametrize("wire,rcode,outcome", MALFORMED)
+def test_dnsanswer_malformed_and_odd_messages(index, wire, rcode, outcome):
+    reply, got = index.answer(wire, True)
+    assert got == outcome
+    if rcode is None:
+        assert reply is None
+    else:
+        r = dns.message.from_wire(reply)
+        assert r.rcode() == rcode and reply[:2] == wire[:2]
+
+
+def test_dnsanswer_other_opcodes_are_notimp(index):
+    q = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR")
+    q.set_opcode(dns.opcode.NOTIFY)
+    reply, outcome = index.answer(q.to_wire(), True)
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.NOTIMP and outcome == "rcode:NOTIMP"
+
+
+# --- response rate limiting ------------------------------------------------
+
+def run(limiter, steps) -> list[int]:
+    """steps: (prefix, error, time) -> the verdicts."""
+    return [limiter.check(p, e, t) for p, e, t in steps]
+
+
+S, D, L = rrl.SEND, rrl.DROP, rrl.SLIP
+A, B = rrl.prefix("192.0.2.7"), rrl.prefix("192.0.2.200")
+C = rrl.prefix("198.51.100.7")
+
+
+@pytest.mark.parametrize("limits,steps,expected", [
+    # A burst of `rate` passes, then every second limited response slips.
+    (rrl.Limits(rate=3, errors=1, slip=2), [(A, False, 0.0)] * 7, [S, S, S, D, L, D, L]),
+    # One /24 is one client; another /24 is another.
+    (rrl.Limits(rate=2, errors=1, slip=0), [(A, False, 0.0), (B, False, 0.0), (B, False, 0.0),
+                                            (C, False, 0.0)], [S, S, D, S]),
+    # Errors have their own, smaller, bucket.
+    (rrl.Limits(rate=5, errors=1, slip=1), [(A, True, 0.0), (A, True, 0.0), (A, False, 0.0)],
+     [S, L, S]),
+    # Tokens come back at `rate` per second, never more than one second's worth.
+    (rrl.Limits(rate=2, errors=1, slip=0),
+     [(A, False, 0.0)] * 3 + [(A, False, 0.5), (A, False, 0.5), (A, False, 100.0)] +
+     [(A, False, 100.0)] * 2, [S, S, D, S, D, S, S, D]),
+    # 0 turns limiting off.
+    (rrl.Limits(rate=0, errors=0, slip=2), [(A, False, 0.0)] * 1000 + [(A, True, 0.0)] * 1000,
+     [S] * 2000),
+])
+def test_rrl_verdicts(limits, steps, expected):
+    assert run(rrl.RateLimiter(limits), steps) == expected
+
+
+def test_rrl_prefixes_are_slash_24_and_slash_56():
+    assert rrl.prefix("192.0.2.1") == rrl.prefix("192.0.2.254") != rrl.prefix("192.0.3.1")
+    assert rrl.prefix("2001:db8:0:ff::1") == rrl.prefix("2001:db8:0:1::2")
+    assert rrl.prefix("2001:db8:0:100::1") != rrl.prefix("2001:db8:0:ff::1")
+    assert rrl.prefix("fe80::1%lo") == rrl.prefix("fe80::2")
+
+
+def test_rrl_table_is_bounded_and_full_tables_share_one_bucket():
+    limiter = rrl.RateLimiter(rrl.Limits(rate=2, errors=1, slip=0), table_max=100)
+    forged = [rrl.prefix(f"10.{i // 256}.{i % 256}.1") for i in range(1000)]
+    verdicts = run(limiter, [(p, False, 0.0) for p in forged])
+    assert len(limiter) <= 102
+    assert verdicts[:100] == [S] * 100 and verdicts[100:].count(S) == 2  # the shared bucket
+    # A second later every bucket is full again: forgotten, room for new prefixes.
+    assert limiter.check(rrl.prefix("203.0.113.1"), False, 1.5) == S
+    assert len(limiter) < 100

@@ -1,0 +1,219 @@
+"""The RFC 4443 2.4(f) / RFC 1812 4.3.2.8 limits, on by default, against a
+real flood and real clients.
+
+    ns "client"                                 ns "router"
+    +-------------------------------+  veth  +------------------------------+
+    | c0  192.0.2.2   flood source  |--------| r0  192.0.2.1                |
+    |     192.0.2.3   traceroute    |        | TUN "route-chain" 198.18.0.1/24 |
+    +-------------------------------+        +------------------------------+
+
+The flood (../shared/bench/flood) is paced below what the TUN carries, so
+the kernel hands every probe to the daemon and what comes back is the
+daemon's choice; replies are counted from the TUN's own kernel counters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netns import CHAIN4, Daemon, TestNet
+
+pytestmark = pytest.mark.netns
+
+FLOOD_C = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "flood.c"
+FLOOD_SOURCE, OTHER_SOURCE = "192.0.2.2", "192.0.2.3"
+FLOOD_RATE, FLOOD_SECONDS = 40000, 3
+SOURCE_RATE, SOURCE_BURST = 1000, 1000   # the defaults (config.Limits)
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory) -> str:
+    if not FLOOD_C.exists():
+        pytest.fail(f"{FLOOD_C} is missing (the shared benchmark tools)")
+    binary = tmp_path_factory.mktemp("flood") / "flood"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(FLOOD_C)], check=True,
+                   capture_output=True, text=True)
+    return str(binary)
+
+
+def tun_replies(net: TestNet) -> int:
+    """Packets the daemon wrote into its TUN (the kernel's rx side)."""
+    out = net.run(net.router, "ip", "-j", "-s", "link", "show", "dev", "route-chain").stdout
+    return json.loads(out)[0]["stats64"]["rx"]["packets"]
+
+
+def counters(daemon: Daemon) -> str:
+    """The total line SIGUSR1 logs."""
+    mark = daemon.output().count("total:")
+    daemon.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while daemon.output().count("total:") == mark and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return daemon.output().rsplit("total:", 1)[1].splitlines()[0]
+
+
+def next_status(daemon: Daemon, timeout: float = 15) -> str:
+    """The next STATUS= the daemon sends to its notify socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.notify.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            message = daemon.notify.recv(4096).decode()
+        except OSError:
+            break
+        for line in message.split("\n"):
+            if line.startswith("STATUS="):
+                return line
+    raise AssertionError(f"no STATUS= within {timeout}s:\n{daemon.output()}")
+
+
+def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
+    with TestNet.create("lm") as net, Daemon(net, CHAIN4, "--queues", "2") as daemon:
+        net.run(net.client, "ip", "addr", "add", f"{OTHER_SOURCE}/24", "dev", "c0")
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        proc = net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                         "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", str(FLOOD_RATE),
+                         "-b", FLOOD_SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        time.sleep(1)
+        # Mid-flood, from another source: every probe of a default-sized
+        # traceroute (3 per hop) is answered.
+        trace = net.run(net.client, "traceroute", "-n", "-w", "2", "-s", OTHER_SOURCE,
+                        "198.18.0.6").stdout
+        out, err = proc.communicate(timeout=FLOOD_SECONDS + 30)
+        elapsed = time.monotonic() - started
+        assert proc.returncode == 0, err
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        hops = re.findall(r"^\s*\d+\s+(.*)$", trace, re.MULTILINE)
+        assert len(hops) == 6 and all(line.count(" ms") == 3 for line in hops), trace
+        # GCRA: at most the burst, then the rate, over the time the flood
+        # ran (measured around it, so an upper bound); plus the traceroute's
+        # replies: 16 TTLs in flight at 3 probes each at most, 48.
+        assert replies <= SOURCE_BURST + SOURCE_RATE * elapsed + 48, (replies, elapsed, out)
+        # and the limit is what cut it: the flood sent far more.
+        total = counters(daemon)
+        limited = int(re.search(r"source_limited=(\d+)", total).group(1))
+        received = int(re.search(r"(\d+) received", total).group(1))
+        assert received >= FLOOD_RATE * FLOOD_SECONDS * 0.5, total
+        assert replies >= SOURCE_BURST + SOURCE_RATE * (FLOOD_SECONDS - 1), (replies, total)
+        assert limited >= received - replies - 20, total
+        assert re.search(r"\d+ rate-limited", total), total
+        status = next_status(daemon)
+        assert int(re.search(r"(\d+) rate-limited", status).group(1)) >= limited, status
+        print(f"flood: {received} received, {replies} replies in {elapsed:.2f} s")
+
+
+def test_limits_off_when_written(flood, tmp_path):
+    """`rate = "off"` and `source_rate = 0`: the same flood comes back whole."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nrate = "off"\nsource_rate = 0\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\n')
+    with TestNet.create("lo") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        done = net.run(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                       "-p", "udp", "-s", "1", "-r", "5000", "-b", FLOOD_SOURCE)
+        sent = int(re.search(r"sent=(\d+)", done.stdout).group(1))
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        assert replies == sent, (replies, done.stdout, done.stderr)
+        assert "rate-limited" in counters(daemon) and "source_limited" not in counters(daemon)
+
+
+def test_flood_from_many_sources_is_cut_to_the_daemon_limit(flood, tmp_path):
+    """Eight sources at 2000/s each, no per-source limit, the daemon's at
+    2000/s with bursts of 2000: at most burst + rate x time come back. Each
+    of the 2 queues holds half the limit, so if the kernel's flow hash put
+    every flood on one queue only half would: the lower bound allows it."""
+    sources = [f"192.0.2.{10 + i}" for i in range(8)]
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nrate = "2000/s"\nsource_rate = "off"\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\n')
+    with TestNet.create("lg") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        for source in sources:
+            net.run(net.client, "ip", "addr", "add", f"{source}/24", "dev", "c0")
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        procs = [net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
+                           "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", "2000", "-b", source,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for source in sources]
+        for proc in procs:
+            proc.communicate(timeout=FLOOD_SECONDS + 30)
+            assert proc.returncode == 0
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        assert replies <= 2000 + 2000 * elapsed, (replies, elapsed)
+        assert replies >= 1000 * (FLOOD_SECONDS - 1), replies
+        total = counters(daemon)
+        assert re.search(r"global_limited=\d{4,}", total), total
+        assert "source_limited" not in total, total
+
+
+def test_default_limits_cost_normal_clients_nothing():
+    """The defaults were computed for this: from one source at once,
+    traceroute -m 64 (3 probes x 64 hops, 16 in flight) over IPv4 and IPv6,
+    mtr -c 10 and tracepath, through a chain longer than 64 hops: not one
+    probe goes unanswered, and nothing was rate-limited."""
+    far4, far6 = "198.18.0.80", "2001:db8::80"
+    with TestNet.create("ld") as net, Daemon(net, CHAIN4, "2001:db8::1/64",
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        clients = {
+            "traceroute": ["traceroute", "-n", "-m", "64", "-w", "3", far4],
+            "traceroute6": ["traceroute", "-6", "-n", "-m", "64", "-w", "3", far6],
+            "mtr": ["mtr", "--report", "-n", "-c", "10", "-m", "64", far4],
+            "tracepath": ["tracepath", "-n", "-m", "64", far4],
+        }
+        procs = {name: net.popen(net.client, *cmd, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+                 for name, cmd in clients.items()}
+        out = {name: proc.communicate(timeout=180)[0] for name, proc in procs.items()}
+        for name in ("traceroute", "traceroute6"):
+            hops = re.findall(r"^\s*\d+\s+(.*)$", out[name], re.MULTILINE)
+            assert len(hops) == 64, out[name]
+            assert all(line.count(" ms") == 3 for line in hops), out[name]
+        losses = re.findall(r"^\s*\d+\.\|--\s+\S+\s+([\d.]+)%", out["mtr"], re.MULTILINE)
+        assert len(losses) == 64 and set(losses) == {"0.0"}, out["mtr"]
+        assert "no reply" not in out["tracepath"] and re.search(r"^\s*64:", out["tracepath"],
+                                                                 re.MULTILINE), out["tracepath"]
+        total = counters(daemon)
+        assert "limited" not in total.split("paced:")[1], total
+
+
+def test_echo_replies_are_limited_per_source_too(flood, tmp_path):
+    """Echo Requests to the destination at 5000/s from one source, the
+    source limit at 500/s with bursts of 500: Echo Replies obey it as
+    errors do (RFC 4443 2.4(f) speaks of errors; a flood of pings is no
+    less a way to make the daemon send)."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\nsource_rate = "500/s"\nsource_burst = 500\n\n[[chain]]\n'
+                      f'address = "{CHAIN4}"\nhops = ["a", "b", "c"]\n')
+    with TestNet.create("le") as net, Daemon(net, "--config", str(config),
+                                              "--queues", "2") as daemon:
+        daemon.wait_for("READY=1")
+        before = tun_replies(net)
+        started = time.monotonic()
+        net.run(net.client, flood, "-4", "-d", "198.18.0.4", "-n", "1", "-t", "64",
+                "-p", "icmp", "-s", "2", "-r", "5000", "-b", FLOOD_SOURCE)
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)
+        replies = tun_replies(net) - before
+        total = counters(daemon)
+        assert re.search(r"echo_reply=\d+", total), total
+        assert 500 + 500 * (2 - 0.5) <= replies <= 500 + 500 * elapsed, (replies, total)
+        assert re.search(r"source_limited=\d{4,}", total), total

@@ -1,0 +1,82 @@
+"""The pacing side of the table and the counters (routechain.core), without
+root: what the C side will read for each hop, each limit and each queue."""
+
+from __future__ import annotations
+
+from routechain import config, core
+from routechain.chain import Chain, Hop, parse_prefix
+from routechain.core import ffi
+
+
+def timed_chain(tmp_path) -> Chain:
+    path = tmp_path / "rc.toml"
+    path.write_text('[[chain]]\naddress = "192.0.2.1/24"\ndelay = "2ms"\n'
+                    'hops = ["a", "b | loss=25% jitter=1ms", "c | rate=4/s burst=3", "d"]\n')
+    return config.load(path).chains[0]
+
+
+def test_table_carries_timing_only_for_chains_that_have_it(tmp_path):
+    plain = Chain(parse_prefix("198.51.100.1/24"), (Hop(name="x"),))
+    table = core.Table([plain, timed_chain(tmp_path)])
+    assert table.ptr.chains[0].timing == ffi.NULL and table.ptr.chains[0].hop_tat == ffi.NULL
+    hops = table.ptr.chains[1].timing
+    assert [hops[k].delay_us for k in range(1, 5)] == [2000] * 4
+    assert (hops[2].jitter_us, hops[2].loss) == (1000, 2**30)       # 25 % of 2^32
+    assert hops[1].loss == 0 and hops[1].rate.interval_ns == 0
+    # 4/s: one reply per 250 ms; a burst of 3 may run 2 intervals ahead.
+    assert (hops[3].rate.interval_ns, hops[3].rate.tolerance_ns) == (250_000_000, 500_000_000)
+
+
+def test_table_limits_default_on_and_shared_out_over_queues():
+    table = core.Table([], config.Limits(), queues=4)
+    assert table.ptr.limited == 1
+    # 20000/s over 4 queues: 5000/s each, burst 5000; per source 1000/s, burst 1000.
+    assert (table.ptr.daemon.interval_ns, table.ptr.daemon.tolerance_ns) == (200_000,
+                                                                            4999 * 200_000)
+    assert (table.ptr.source.interval_ns, table.ptr.source.tolerance_ns) == (1_000_000,
+                                                                            999 * 1_000_000)
+
+
+def test_table_queue_share_never_below_a_far_traceroute():
+    """A burst of 1000 over 64 queues would leave 16 each: the floor is 256."""
+    table = core.Table([], config.Limits(rate=1000, burst=1000), queues=64)
+    interval = table.ptr.daemon.interval_ns
+    assert interval == 64_000_000 and table.ptr.daemon.tolerance_ns == 255 * interval
+
+
+def test_table_limits_off_when_written():
+    table = core.Table([], config.Limits(rate=None, source_rate=None), queues=2)
+    assert table.ptr.limited == 0
+    assert table.ptr.daemon.interval_ns == 0 and table.ptr.source.interval_ns == 0
+
+
+def test_pacing_pool_is_one_second_at_the_rate_shared_out():
+    pacing = core.Pacing(config.Limits(seed=5), queues=2)
+    assert (pacing.small, pacing.large, pacing.seed) == (10000, 625, 5)
+    # Slot records (24 bytes) and heap entries (4), each rounded up to 8, and the replies.
+    exact = 10625 * (24 + 4) + 10000 * 256 + 625 * 1536
+    assert 0 <= pacing.pool_bytes - exact < 16
+
+
+def test_stats_sum_and_say_what_pacing_did():
+    one = core.Stats(received=5, sent=2, paced=(1, 2, 0, 3, 0, 1))
+    two = core.Stats(received=1, paced=(0, 0, 4, 0, 1, 0))
+    total = core.Stats.total([one, two])
+    assert total.paced == (1, 2, 4, 3, 1, 1) and total.rate_limited == 8
+    text = total.summary(detail=True)
+    assert "8 rate-limited, 2 lost, 1 delayed, 1 pool full" in text
+    assert "paced: delayed=1, lost=2, hop_limited=4, source_limited=3, global_limited=1, " \
+           "pool_full=1" in text
+
+
+def test_table_timing_of_alternatives_follows_the_hops(tmp_path):
+    """A '+' alternative's timing sits after hop `length`, as rc_where
+    numbers routers: here index 4 is hop 2's alternative, with its own loss."""
+    path = tmp_path / "rc.toml"
+    path.write_text('[[chain]]\naddress = "192.0.2.1/24"\n'
+                    'hops = ["a", "b | delay=+3ms", "+ b2 | loss=50%", "c"]\n')
+    chain = config.load(path).chains[0]
+    timing = core.Table([chain]).ptr.chains[0].timing
+    assert [timing[k].delay_us for k in (1, 2, 3)] == [0, 3000, 3000]
+    assert timing[2].loss == 0
+    assert (timing[4].loss, timing[4].delay_us) == (2**31, chain.timing(2, 1).delay_us)
