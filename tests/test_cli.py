@@ -16,10 +16,14 @@ from routechain.errors import UsageError
 
 
 def route_chain(*args: str, ns: TestNet | None = None, prefix: tuple[str, ...] = ()):
+    """Run the command line in the test network's router namespace, or, with
+    none, in a fresh empty one (unshare --net): should a refusal regress, the
+    daemon it starts must never touch the host's own routes and addresses."""
     cmd = (*prefix, sys.executable, "-m", "routechain", *args)
     if ns is not None:
         return ns.run(ns.router, *cmd, check=False, timeout=30)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return subprocess.run(("unshare", "--net", *cmd), capture_output=True, text=True,
+                          timeout=30)
 
 
 USAGE_ERRORS = [
