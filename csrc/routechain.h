@@ -54,7 +54,9 @@ struct rc_chain {
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
 };
 
-/* Read-only once built; chains do not overlap. */
+/* Read-only once built. Chains do not overlap and are sorted by family
+ * (4 before 6), then by the first address of their prefix (host & mask):
+ * the lookup is a binary search. */
 struct rc_table {
     uint32_t n_chains;
     const struct rc_chain *chains;
