@@ -2,9 +2,11 @@
 together, and owns the signals. Setup is torn down in reverse order
 (ExitStack), so a failure half-way leaves nothing behind.
 
-Signals: SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 logs counters.
-They are blocked in every thread and taken by the main thread alone with
-sigtimedwait, so the C loops are never interrupted.
+Signals: SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 logs counters;
+SIGUSR2 is how the netlink monitor wakes the main thread to repair the
+link's desired state (desired.Keeper). They are blocked in every thread and
+taken by the main thread alone with sigtimedwait, so the C loops are never
+interrupted and every change to the link is made by the main thread.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Callable
 
 from . import core
 from .chain import Chain, Interface
-from .config import DEFAULT_INTERFACE, Config, Route
+from .config import DEFAULT_INTERFACE, Config
+from .desired import Keeper
 from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
@@ -29,7 +32,8 @@ log = logging.getLogger("route-chain")
 
 STATUS_INTERVAL = 5.0
 LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
-SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+WAKE = signal.SIGUSR2
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, WAKE}
 
 
 def default_queues() -> int:
@@ -47,56 +51,6 @@ class Settings:
     @classmethod
     def of(cls, config: Config) -> "Settings":
         return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
-
-
-class Addresses:
-    """The addresses and routes this daemon put on its link, so that a reload
-    changes only what differs and the exit removes exactly what it added."""
-
-    def __init__(self, link: Link) -> None:
-        self._link = link
-        self.interfaces: list[Interface] = []
-        self.routes: list[Route] = []
-
-    def apply(self, chains: tuple[Chain, ...], routes: tuple[Route, ...]) -> None:
-        """Add what is new first, then remove what is gone, so that chains
-        that did not change never lose their address for an instant."""
-        want = [c.interface for c in chains]
-        gone = [i for i in self.interfaces if i not in want]
-        # IPv6 keeps one prefix length per address: a new length replaces it.
-        for iface in [i for i in gone if any(w.ip == i.ip for w in want) and i.version == 6]:
-            self._link.del_address(iface)
-            self.interfaces.remove(iface)
-            gone.remove(iface)
-        for iface in want:
-            if iface not in self.interfaces:
-                self._link.add_address(iface)
-                self.interfaces.append(iface)
-        for route in routes:
-            if route not in self.routes:
-                self._link.add_route(route)
-                self.routes.append(route)
-        for route in [r for r in self.routes if r not in routes]:
-            self._link.del_route(route)
-            self.routes.remove(route)
-        for iface in gone:
-            self._link.del_address(iface)
-            self.interfaces.remove(iface)
-
-    def remove_all(self) -> None:
-        for route in reversed(self.routes):
-            _quietly(self._link.del_route, route)
-        for iface in reversed(self.interfaces):
-            _quietly(self._link.del_address, iface)
-        self.routes.clear()
-        self.interfaces.clear()
-
-
-def _quietly(fn: Callable, *args) -> None:
-    try:
-        fn(*args)
-    except RouteChainError as e:
-        log.warning("teardown: %s", e)
 
 
 class Workers:
@@ -146,9 +100,9 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
         link = stack.enter_context(Link(settings.interface))
         link.set_up(config.mtu)
-        addresses = Addresses(link)
-        stack.callback(addresses.remove_all)
-        addresses.apply(config.chains, config.routes)
+        keeper = Keeper(link)
+        stack.callback(keeper.remove_all)
+        config = keeper.adopt(config, strict=True)
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
@@ -156,13 +110,16 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         live = core.Live(core.Table(config.chains))
         workers = Workers(tun.fds, live)
         stack.callback(workers.stop)
+        main = threading.main_thread().ident
+        keeper.watch(lambda: signal.pthread_kill(main, WAKE))
+        stack.callback(keeper.stop)
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
-        running = Running(load, config, settings, link, addresses, live, workers, dns, notifier)
-        notifier.ready(workers.totals().summary())
+        running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
+        notifier.ready(_status(workers, keeper))
         status = running.serve()
         notifier.stopping()
-        _log_counters(workers)
+        _log_counters(workers, keeper)
     return status
 
 
@@ -174,7 +131,7 @@ class Running:
     config: Config
     settings: Settings
     link: Link
-    addresses: Addresses
+    keeper: Keeper
     live: core.Live
     workers: Workers
     dns: "DnsSide"
@@ -195,6 +152,10 @@ class Running:
             if not self.dns.alive():
                 log.error("the DNS server stopped: exiting so that the service restarts")
                 return 1
+            if not self.keeper.alive():
+                log.error("the netlink monitor stopped (%s): exiting so that the service "
+                          "restarts", self.keeper.failure or "unknown reason")
+                return 1
             if watchdog and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = time.monotonic() + watchdog
@@ -205,9 +166,11 @@ class Running:
             if signo == signal.SIGHUP:
                 self.reload()
             elif signo == signal.SIGUSR1:
-                _log_counters(self.workers)
+                _log_counters(self.workers, self.keeper)
+            if self.keeper.pending():
+                self.keeper.repair()
             if time.monotonic() >= next_status:
-                self.notifier.status(self.workers.totals().summary())
+                self.notifier.status(_status(self.workers, self.keeper))
                 next_status = time.monotonic() + STATUS_INTERVAL
 
     def reload(self) -> None:
@@ -227,10 +190,15 @@ class Running:
             if new.mtu and new.mtu != old.mtu:
                 self.link.set_mtu(new.mtu)
             try:
-                self.addresses.apply(new.chains, new.routes)
+                applied = self.keeper.adopt(new, strict=False)
             except RouteChainError:
-                self.addresses.apply(old.chains, old.routes)
+                self.keeper.adopt(old, strict=False)
                 raise
+            for warning in applied.warnings[len(new.warnings):]:
+                log.warning("reload: %s", warning)
+            if applied.chains != new.chains:
+                table = core.Table(applied.chains)
+            new = applied
             self.live.publish(table)
             self.dns.reload(new)
         except RouteChainError as e:
@@ -239,7 +207,7 @@ class Running:
             return
         self.config = new
         log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
-        self.notifier.ready(self.workers.totals().summary())
+        self.notifier.ready(_status(self.workers, self.keeper))
 
 
 class DnsSide:
@@ -299,7 +267,12 @@ def _addresses(listen) -> str:
     return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
 
 
-def _log_counters(workers: Workers) -> None:
+def _status(workers: Workers, keeper: Keeper) -> str:
+    return f"{workers.totals().summary()}, {keeper.repairs} repairs"
+
+
+def _log_counters(workers: Workers, keeper: Keeper) -> None:
     for i, worker in enumerate(workers.workers):
         log.info("queue %d: %s", i, worker.stats().summary(detail=True))
     log.info("total: %s", workers.totals().summary(detail=True))
+    log.info("repairs: %d (addresses, routes and link state put back)", keeper.repairs)
