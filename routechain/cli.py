@@ -111,10 +111,10 @@ def cmd_run(argv: list[str]) -> int:
         from . import config as config_file
         return check_runnable(config_file.merge(cli, config_file.load(args.config)))
 
-    load()  # refuse bad input before touching the system
+    first = load()  # refuse bad input before touching the system
     from . import daemon, service
     service.setup_logging(args.verbose)
-    return daemon.run(load, user=args.user)
+    return daemon.run(load, user=args.user, config=first)
 
 
 def cmd_zone(argv: list[str]) -> int:

@@ -84,14 +84,16 @@ class Workers:
         return core.Stats.total(w.stats() for w in self.workers)
 
 
-def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> int:
-    """Serve until SIGTERM or SIGINT. `load` gives the effective configuration,
-    and is called again on SIGHUP. Returns the exit status."""
+def run(load: Callable[[], Config], notifier=None, user: str | None = None,
+        config: Config | None = None) -> int:
+    """Serve until SIGTERM or SIGINT. `load` gives the effective configuration
+    (unless `config` is the one it just gave), and is called again on SIGHUP.
+    Returns the exit status."""
     from . import service  # the systemd side is optional until the service starts
 
     notifier = notifier or service.Notifier()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    config = load()
+    config = config or load()
     settings = Settings.of(config)
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -252,12 +254,18 @@ def _capabilities_kept(config: Config) -> list[str]:
     return keep
 
 
+CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
+
+
 def _log_chains(config: Config, settings: Settings) -> None:
-    for chain in config.chains:
+    for chain in config.chains[:CHAINS_LOGGED]:
         if chain.length:
             log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
                      chain.destination, chain.where)
-        else:
+    if len(config.chains) > CHAINS_LOGGED:
+        log.info("and %d more chains", len(config.chains) - CHAINS_LOGGED)
+    for chain in config.chains:
+        if not chain.length:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
     log.info("serving on %s with %d queues", settings.interface, settings.queues)

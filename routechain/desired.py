@@ -29,7 +29,7 @@ from typing import Callable
 from .chain import Chain, Interface
 from .config import Config, Route
 from .errors import RouteChainError, SetupError
-from .netlink import Event, Link, Monitor, RouteKey, reason
+from .netlink import Event, Link, Monitor, RouteKey, address_key, reason
 
 log = logging.getLogger("route-chain")
 
@@ -89,21 +89,24 @@ class Keeper:
         kept: list[Chain] = []
         for chain in chains:
             iface = chain.interface
-            holder = state.elsewhere.get(iface.ip)
-            if holder is not None and iface not in state.addresses:
+            holder = state.elsewhere.get(iface.ip.packed)
+            if holder is not None and address_key(iface) not in state.addresses:
                 refuse(f"chain {iface}", f"chain {iface} ({chain.where}): address {iface.ip} is "
                        f"already on interface {holder!r}; route-chain never takes over an "
                        "address it did not add")
                 continue
             kept.append(chain)
         want = {c.interface: c for c in kept}
-        # IPv6 holds one prefix length per address: a new length replaces ours.
-        wanted_ips = {i.ip for i in want}
-        relength = [i for i in self.owned_addresses & state.addresses
-                    if i.version == 6 and i not in want and i.ip in wanted_ips]
-        self._delete_addresses(relength)
-        present = state.addresses - set(relength)
-        missing = [i for i in want if i not in present]
+        # An address of ours that a new one would clash with goes first: IPv6
+        # holds one prefix length per address, and an IPv4 address added in
+        # the prefix of another becomes its secondary, which the kernel
+        # deletes with the primary (unless promote_secondaries is set).
+        ours = {i for i in self.owned_addresses if address_key(i) in state.addresses}
+        clashes = {_clash_key(i) for i in want if address_key(i) not in state.addresses}
+        first = [i for i in ours if i not in want and _clash_key(i) in clashes]
+        self._delete_addresses(first)
+        present = state.addresses - {address_key(i) for i in first}
+        missing = [i for i in want if address_key(i) not in present]
         failed = link.add_addresses(missing)
         for iface, code in failed.items():
             if code == errno.EEXIST:  # added meanwhile, by someone: it is there
@@ -135,9 +138,10 @@ class Keeper:
         # What we added and no longer want goes last, so that nothing that
         # stays loses its address or route for an instant.
         self._delete_routes([k for k in self.owned_routes if k not in by_key])
-        self._delete_addresses([i for i in self.owned_addresses
-                                if i not in want and i in state.addresses])
-        self.owned_addresses &= set(want) | (state.addresses - set(want))
+        self._delete_addresses([i for i in ours if i not in want and i not in first])
+        # Ours that vanished and are no longer wanted are no longer ours.
+        self.owned_addresses = {i for i in self.owned_addresses
+                                if i in want or address_key(i) in state.addresses}
         if put_back and count_repairs:
             self.repairs += len(put_back)
             log.warning("repaired %s: put back %s", link.name, _listed(put_back))
@@ -228,6 +232,10 @@ class Keeper:
             if note not in self._warned:
                 self._warned.add(note)
                 log.warning("repair: %s", note)
+
+
+def _clash_key(iface: Interface) -> object:
+    return iface.ip if iface.version == 6 else iface.network
 
 
 def _listed(items: list[str]) -> str:
