@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import logging
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -33,7 +34,9 @@ from .netlink import Event, Link, Monitor, RouteKey, address_key, reason
 
 log = logging.getLogger("route-chain")
 
-LISTED = 10  # items named per log line; the rest are counted
+LISTED = 10             # items named per log line; the rest are counted
+REPAIR_INTERVAL = 0.5   # seconds between repair passes, should something fight us
+RETRY_INTERVAL = 5.0    # seconds before what could not be added is tried again
 
 
 class Keeper:
@@ -50,6 +53,8 @@ class Keeper:
         self._wake: Callable[[], None] = lambda: None
         self._warned: set[object] = set()  # conflicts already logged during repairs
         self._lock = threading.Lock()
+        self._not_before = 0.0
+        self._retry_at: float | None = None
 
     # --- applying
 
@@ -80,9 +85,18 @@ class Keeper:
             state = link.state(k.table for k in by_key)
 
         def refuse(what: str, message: str) -> None:
+            """What is not ours: never taken, so the chain or route is left out."""
             if strict:
                 raise SetupError(message)
             notes.append(f"{message}: {what} left out")
+
+        def postpone(message: str) -> None:
+            """Any other refusal (the link went down meanwhile...): kept in
+            the desired state, for the next repair or reload to try again."""
+            if strict:
+                raise SetupError(message)
+            notes.append(f"{message}: to be tried again")
+            self._retry_at = time.monotonic() + RETRY_INTERVAL
 
         # Addresses: a chain whose host address is on another interface
         # (and not on ours) is not ours to serve.
@@ -111,9 +125,8 @@ class Keeper:
         for iface, code in failed.items():
             if code == errno.EEXIST:  # added meanwhile, by someone: it is there
                 continue
-            refuse(f"chain {iface}", f"chain {iface} ({want[iface].where}): cannot add address "
-                   f"{iface} to {link.name!r}: {reason(code)}")
-            del want[iface]
+            postpone(f"chain {iface} ({want[iface].where}): cannot add address {iface} to "
+                     f"{link.name!r}: {reason(code)}")
         added = [i for i in missing if i not in failed]
         put_back += [f"address {i}" for i in added if i in self.owned_addresses]
         self.owned_addresses.update(added)
@@ -122,15 +135,16 @@ class Keeper:
         missing_routes = [k for k in by_key if k not in state.routes]
         failed_routes = link.add_routes(missing_routes)
         for key, code in failed_routes.items():
-            route = by_key.pop(key)
+            route = by_key[key]
             if code == errno.EEXIST:
+                del by_key[key]
                 refuse(f"route {route.prefix}",
                        f"route {route.prefix} ({route.where}): a route to {key} already exists "
                        f"({link.route_holder(key)}); route-chain never replaces a route it did "
                        "not add")
             else:
-                refuse(f"route {route.prefix}", f"route {route.prefix} ({route.where}): cannot "
-                       f"add it through {link.name!r}: {reason(code)}")
+                postpone(f"route {route.prefix} ({route.where}): cannot add it through "
+                         f"{link.name!r}: {reason(code)}")
         added_routes = [k for k in missing_routes if k not in failed_routes]
         put_back += [f"route {k}" for k in added_routes if k in self.owned_routes]
         self.owned_routes.update(added_routes)
@@ -201,19 +215,25 @@ class Keeper:
         self._wake()
 
     def pending(self) -> bool:
+        """Events to look at, or a retry that is due."""
+        if self._retry_at is not None and time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            self._note(Event("retry"))
         return bool(self._events)
 
     def repair(self) -> None:
         """Put back what the events since the last call say went missing
         from the desired state; events about what we no longer want (our own
         removals) are ignored. Never raises: a failure is logged."""
+        if time.monotonic() < self._not_before:
+            return  # events stay queued: a fight over the link costs little
         with self._lock:
             events, self._events = list(self._events), deque()
         if not events or self.config is None:
             return
         wanted = {c.interface for c in self.config.chains}
         routes = {RouteKey.of(r) for r in self.config.routes}
-        losses = [e for e in events if e.kind in ("down", "gone", "overrun")
+        losses = [e for e in events if e.kind in ("down", "gone", "overrun", "retry")
                   or (e.kind == "address" and e.item in wanted)
                   or (e.kind == "route" and e.item in routes)]
         if not losses:
@@ -222,11 +242,15 @@ class Keeper:
             log.error("interface %s was deleted: nothing left to repair", self._link.name)
             return
         notes: list[str] = []
+        self._not_before = time.monotonic() + REPAIR_INTERVAL
         try:
             self._reconcile(self.config.chains, self.config.routes, False, notes,
                             count_repairs=True)
         except RouteChainError as e:
             log.error("repair failed: %s", e)
+            return
+        except Exception as e:  # a repair must never take the daemon down
+            log.error("repair failed: %s: %s", type(e).__name__, e)
             return
         for note in notes:
             if note not in self._warned:

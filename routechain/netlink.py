@@ -413,7 +413,8 @@ class Event:
     """Something the kernel reported on our link that can mean a loss:
     kind is "address" (item: the Interface removed), "route" (item: the
     RouteKey removed), "down" (the link lost IFF_UP), "gone" (the link was
-    deleted), or "overrun" (notifications were lost: anything may be)."""
+    deleted), "overrun" (notifications were lost: anything may be), or
+    "retry" (what could not be added before is due to be tried again)."""
 
     kind: str
     item: Interface | RouteKey | None = None
@@ -486,8 +487,11 @@ class Monitor:
                         continue
                     self.failure = os.strerror(e.errno)
                     return
-                for msg in self._marshal.parse(data):
-                    event = self._event(msg)
+                try:
+                    events = [self._event(msg) for msg in self._marshal.parse(data)]
+                except Exception:  # undecodable: whatever it said may be lost
+                    events = [Event("overrun")]
+                for event in events:
                     if event is not None:
                         self._report(event)
 
