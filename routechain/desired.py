@@ -66,7 +66,7 @@ class Keeper:
         route is left out with a warning (in the returned warnings)."""
         notes: list[str] = []
         chains, routes = self._reconcile(config.chains, config.routes, strict, notes,
-                                         count_repairs=False)
+                                         log_repairs=False)
         applied = dataclasses.replace(config, chains=chains, routes=routes,
                                       warnings=config.warnings + tuple(notes))
         self.config = applied
@@ -74,7 +74,10 @@ class Keeper:
         return applied
 
     def _reconcile(self, chains: tuple[Chain, ...], routes: tuple[Route, ...], strict: bool,
-                   notes: list[str], count_repairs: bool) -> tuple[tuple, tuple]:
+                   notes: list[str], log_repairs: bool) -> tuple[tuple, tuple]:
+        """The one place that changes the link: see adopt(). What was ours,
+        went missing and is put back counts in `repairs`, and is logged now
+        (log_repairs) or added to notes."""
         link = self._link
         by_key = {RouteKey.of(r): r for r in routes}
         state = link.state(k.table for k in by_key)
@@ -156,11 +159,11 @@ class Keeper:
         # Ours that vanished and are no longer wanted are no longer ours.
         self.owned_addresses = {i for i in self.owned_addresses
                                 if i in want or address_key(i) in state.addresses}
-        if put_back and count_repairs:
-            self.repairs += len(put_back)
+        self.repairs += len(put_back)
+        if put_back and log_repairs:
             log.warning("repaired %s: put back %s", link.name, _listed(put_back))
         elif put_back:
-            notes.append(f"{link.name}: put back {_listed(put_back)}")
+            notes.append(f"repaired {link.name}: put back {_listed(put_back)}")
         return tuple(c for c in kept if c.interface in want), tuple(by_key.values())
 
     def _delete_addresses(self, interfaces: list[Interface]) -> None:
@@ -245,7 +248,7 @@ class Keeper:
         self._not_before = time.monotonic() + REPAIR_INTERVAL
         try:
             self._reconcile(self.config.chains, self.config.routes, False, notes,
-                            count_repairs=True)
+                            log_repairs=True)
         except RouteChainError as e:
             log.error("repair failed: %s", e)
             return

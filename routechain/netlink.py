@@ -159,7 +159,7 @@ class Link:
                 elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
         routes = set()
         for table in set(tables):
-            for msg in self._bulk.dump(_route_dump(table, self.index)):
+            for msg in self._bulk.dump(_route_dump(table, self.index, RTPROT_STATIC)):
                 key = _route_key(msg)
                 if key is not None and _route_oif(msg) == self.index \
                         and msg["proto"] == RTPROT_STATIC and key.table == table:
@@ -281,12 +281,15 @@ def _route_msg(kind: int, flags: int, index: int, key: RouteKey) -> rtmsg:
     return msg
 
 
-def _route_dump(table: int, oif: int | None) -> rtmsg:
-    """A dump the kernel filters by table (and device) under strict checking."""
+def _route_dump(table: int, oif: int | None, proto: int = 0) -> rtmsg:
+    """A dump the kernel filters by table (and device, and protocol) under
+    strict checking: not the kernel's own route for each of 10,000 chain
+    addresses when we look for ours in the main table."""
     msg = rtmsg()
     msg["header"]["type"] = RTM_GETROUTE
     msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
     msg["family"] = socket.AF_UNSPEC
+    msg["proto"] = proto
     msg["table"] = table if table < 256 else RT_TABLE_COMPAT
     msg["attrs"] = [("RTA_TABLE", table)] + ([("RTA_OIF", oif)] if oif else [])
     return msg

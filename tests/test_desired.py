@@ -251,3 +251,45 @@ def test_repairs_survive_a_flood_reloads_deletions_and_flaps(tmp_path):
         assert repairs_logged(daemon) >= 4, daemon.output()
         assert threads(daemon, net) == before
         assert "Traceback" not in daemon.output(), daemon.output()
+
+
+RELOAD_WITHOUT_MONITOR = """
+import json, subprocess, sys
+from routechain import config
+from routechain.desired import Keeper
+from routechain.netlink import Link
+from routechain.tun import Tun
+conf = config.merge(config.Config(), config.load(sys.argv[1]))
+with Tun("route-chain", 1), Link("route-chain") as link:
+    link.set_up()
+    keeper = Keeper(link)
+    keeper.adopt(conf, strict=True)
+    for cmd in (["ip", "addr", "del", sys.argv[2], "dev", "route-chain"],
+                ["ip", "route", "del", "198.19.128.0/17", "table", "100"]):
+        subprocess.run(cmd, check=True)
+    applied = keeper.adopt(conf, strict=False)
+    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "route-chain"], text=True,
+                           capture_output=True).stdout
+    shown += subprocess.run(["ip", "route", "show", "table", "100"], text=True,
+                            capture_output=True).stdout
+    print(json.dumps([keeper.repairs, list(applied.warnings), shown]))
+"""
+
+
+def test_reload_compares_with_the_kernel_not_with_memory(tmp_path):
+    """With no monitor running, an adopt of the same configuration (what a
+    SIGHUP does) finds the deleted address and route in the kernel's dump,
+    puts both back and counts two repairs."""
+    import json
+    import sys
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n\n[[chain]]\naddress = "{CHAIN6}"\n\n'
+                      '[[route]]\nprefix = "198.19.128.0/17"\ntable = 100\n')
+    with TestNet.create("dm") as net:
+        out = net.run(net.router, sys.executable, "-c", RELOAD_WITHOUT_MONITOR, str(config),
+                      CHAIN6, cwd="/").stdout
+        repairs, warnings, shown = json.loads(out)
+        assert repairs == 2, (warnings, shown)
+        assert CHAIN6 in shown and CHAIN4 in shown and "198.19.128.0/17 dev route-chain" in shown
+        assert any("put back address 2001:db8::1/64, route 198.19.128.0/17" in w
+                   for w in warnings), warnings
