@@ -69,9 +69,11 @@ class RouteKey:
 
     @classmethod
     def of(cls, route: Route) -> "RouteKey":
-        default = 0 if route.prefix.version == 4 else IP6_RT_PRIO_USER
+        metric = route.metric or 0
+        if route.prefix.version == 6 and metric == 0:
+            metric = IP6_RT_PRIO_USER  # as the kernel stores it (ip6_route_info_create)
         return cls(route.prefix, route.table if route.table is not None else RT_TABLE_MAIN,
-                   route.metric if route.metric is not None else default)
+                   metric)
 
     def __str__(self) -> str:
         table = "" if self.table == RT_TABLE_MAIN else f" table {self.table}"
@@ -329,8 +331,12 @@ class _Bulk:
                                    socket.NETLINK_ROUTE)
         try:
             _grow_receive_buffer(self._sock)
-            # Dumps filtered by the kernel (by table, by device) need this.
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            try:
+                # Dumps filtered by the kernel (by table, device, protocol);
+                # without it (Linux < 4.20) they come whole and are filtered here.
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass
             self._sock.bind((0, 0))
             self._sock.settimeout(TIMEOUT)
         except OSError:
