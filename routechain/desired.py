@@ -221,7 +221,8 @@ class Keeper:
         """Events to look at, or a retry that is due."""
         if self._retry_at is not None and time.monotonic() >= self._retry_at:
             self._retry_at = None
-            self._note(Event("retry"))
+            with self._lock:
+                self._events.append(Event("retry"))
         return bool(self._events)
 
     def repair(self) -> None:

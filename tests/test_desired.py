@@ -293,3 +293,18 @@ def test_reload_compares_with_the_kernel_not_with_memory(tmp_path):
         assert CHAIN6 in shown and CHAIN4 in shown and "198.19.128.0/17 dev route-chain" in shown
         assert any("put back address 2001:db8::1/64, route 198.19.128.0/17" in w
                    for w in warnings), warnings
+
+
+def test_an_address_moved_to_another_interface_is_not_taken_back():
+    """An operator puts a chain's address on lo, then deletes ours: the
+    repair leaves lo's alone, says so once, and puts back what else goes."""
+    with TestNet.create("dv") as net, Daemon(net, CHAIN4, CHAIN6) as daemon:
+        daemon.wait_for("READY=1")
+        net.run(net.router, "ip", "addr", "add", CHAIN4, "dev", "lo")
+        net.run(net.router, "ip", "addr", "del", CHAIN4, "dev", "route-chain")
+        wait_until(lambda: "already on interface 'lo'" in daemon.output(), what="the warning")
+        net.run(net.router, "ip", "addr", "del", CHAIN6, "dev", "route-chain")
+        wait_until(lambda: CHAIN6 in tun_addresses(net), what="the IPv6 address back")
+        assert CHAIN4 not in tun_addresses(net)
+        assert CHAIN4 in net.run(net.router, "ip", "-o", "addr", "show", "dev", "lo").stdout
+        assert daemon.output().count("already on interface 'lo'") == 1, daemon.output()
