@@ -5,12 +5,15 @@ proven in namespaces (test_desired.py, test_scale.py)."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 
 from routechain.config import Route
-from routechain.netlink import RouteKey, _addr_msg, _WatchedOnly
+from routechain.netlink import RouteKey, _AddressFields, _addr_msg, _local_address, _WatchedOnly
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 
 @pytest.mark.parametrize("prefix, table, metric, want", [
@@ -39,3 +42,31 @@ def test_monitor_decodes_only_what_can_mean_a_loss():
     got = list(_WatchedOnly().parse(data))
     assert [(m["header"]["type"], m["index"], m.get_attr("IFA_LOCAL")) for m in got] == [
         (RTM_DELADDR, 7, "198.18.0.1")]
+
+
+@pytest.mark.parametrize("family, attrs, want", [
+    (2, [("IFA_ADDRESS", "198.18.0.1"), ("IFA_LOCAL", "198.18.0.1"), ("IFA_LABEL", "rc"),
+         ("IFA_FLAGS", 128)], "198.18.0.1"),
+    # A peer address: IFA_ADDRESS is the peer, IFA_LOCAL ours.
+    (2, [("IFA_ADDRESS", "198.18.0.9"), ("IFA_LOCAL", "198.18.0.1")], "198.18.0.1"),
+    (10, [("IFA_ADDRESS", "2001:db8::1"), ("IFA_FLAGS", 0x80),
+          ("IFA_CACHEINFO", {"ifa_preferred": 1, "ifa_valid": 1, "cstamp": 1, "tstamp": 1})],
+     "2001:db8::1"),
+    (10, [("IFA_FLAGS", 0x80)], None),
+])
+def test_local_address_agrees_with_pyroute2(family, attrs, want):
+    """The address read from the fields-only decoding is what pyroute2's
+    full decoding says, for each attribute layout the kernel sends."""
+    msg = ifaddrmsg()
+    msg["header"]["type"] = RTM_NEWADDR
+    msg["family"], msg["prefixlen"], msg["index"] = family, 24, 3
+    msg["attrs"] = attrs
+    msg.encode()
+    data = msg.data * 2  # two in a row: offsets past the first must hold
+    fields = list(_AddressFields().parse(data))
+    full = list(MarshalRtnl().parse(data))
+    for bare, whole in zip(fields, full, strict=True):
+        assert (bare["prefixlen"], bare["index"]) == (whole["prefixlen"], whole["index"])
+        got = _local_address(bare)
+        assert (socket.inet_ntop(family, got) if got else None) == want
+        assert want == (whole.get_attr("IFA_LOCAL") or whole.get_attr("IFA_ADDRESS"))
