@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import core
-from .chain import Chain, Interface
 from .config import DEFAULT_INTERFACE, Config
 from .desired import Keeper
 from .errors import RouteChainError

@@ -42,7 +42,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from .chain import Address, Interface
+from .chain import Interface
 from .config import Route
 from .errors import SetupError
 
