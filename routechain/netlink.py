@@ -400,7 +400,7 @@ class _Bulk:
                 msg.encode()
                 data += msg.data
             errors: dict[int, int] = {}
-            self._sock.send(data)
+            self._send(data)
             while self._seq not in errors:
                 for msg in self._receive():
                     seq = msg["header"]["sequence_number"]
@@ -415,7 +415,7 @@ class _Bulk:
         self._seq += 1
         seq = msg["header"]["sequence_number"] = self._seq
         msg.encode()
-        self._sock.send(msg.data)
+        self._send(msg.data)
         while True:
             for answer in self._receive(marshal or self._marshal):
                 if answer["header"]["sequence_number"] != seq:
@@ -428,6 +428,12 @@ class _Bulk:
                         raise SetupError(f"netlink dump refused: {_reason(abs(answer['error']))}")
                     return
                 yield answer
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except OSError as e:
+            raise SetupError(f"netlink: {os.strerror(e.errno)}") from None
 
     def _receive(self, marshal: MarshalRtnl | None = None) -> list:
         try:
