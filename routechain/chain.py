@@ -283,13 +283,27 @@ def check_host(interface: Interface, where: str) -> Interface:
     return interface
 
 
+def span(chain: Chain) -> tuple[int, int, int]:
+    """(family, first, last address) of the chain's prefix as integers: the
+    order of the C core's table (core.Table) and of the overlap check."""
+    net = chain.network
+    return chain.family, int(net.network_address), int(net.broadcast_address)
+
+
 def check_overlap(chains: Iterable[Chain]) -> None:
-    """Chains must not share an address: each packet belongs to one chain."""
-    seen: list[Chain] = []
-    for chain in chains:
-        for other in seen:
-            if chain.family == other.family and chain.network.overlaps(other.network):
-                raise UsageError(
-                    f"chains overlap: {other.interface} ({other.where}) and "
-                    f"{chain.interface} ({chain.where})")
-        seen.append(chain)
+    """Chains must not share an address: each packet belongs to one chain.
+
+    O(n log n): in the order of their first addresses, chains that do not
+    overlap also end in increasing order, so the first chain to overlap an
+    earlier one starts at or before the end of the one just before it. The
+    pair is named in input order."""
+    chains = list(chains)
+    order = sorted(range(len(chains)), key=lambda i: span(chains[i])[:2])
+    for before, i in zip(order, order[1:]):
+        family, first, _ = span(chains[i])
+        b_family, _, b_last = span(chains[before])
+        if family == b_family and first <= b_last:
+            a, b = sorted((before, i))
+            raise UsageError(
+                f"chains overlap: {chains[a].interface} ({chains[a].where}) and "
+                f"{chains[b].interface} ({chains[b].where})")

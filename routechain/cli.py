@@ -110,10 +110,10 @@ def cmd_run(argv: list[str]) -> int:
             file = config_file.load(args.config)
         return check_runnable(config_file.merge(cli, file))
 
-    load()  # refuse bad input before touching the system
+    first = load()  # refuse bad input before touching the system
     from . import daemon, service
     service.setup_logging(args.verbose)
-    return daemon.run(load, user=args.user)
+    return daemon.run(load, user=args.user, config=first)
 
 
 def cmd_zone(argv: list[str]) -> int:

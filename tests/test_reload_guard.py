@@ -44,9 +44,12 @@ class Parts:
             def set_mtu(self, mtu):
                 rec.step("mtu", NEW if mtu == NEW.mtu else OLD)
 
-        class Addresses:
-            def apply(self, chains, routes):
-                rec.step("addresses", NEW if chains == NEW.chains else OLD)
+        class Keeper:
+            repairs = 0
+
+            def adopt(self, config, strict):
+                rec.step("addresses", NEW if config.chains == NEW.chains else OLD)
+                return config
 
         class Live:
             def publish(self, table):
@@ -72,13 +75,13 @@ class Parts:
             def ready(self, status=""):
                 calls.append(("READY", status))
 
-        self.link, self.addresses, self.live = Link(), Addresses(), Live()
+        self.link, self.keeper, self.live = Link(), Keeper(), Live()
         self.dns, self.workers, self.notifier = Dns(), Workers(), Notifier()
 
 
 def running(calls, fail_at=None, fail=None, load=lambda: NEW) -> daemon.Running:
     p = Parts(calls, fail_at, fail)
-    return daemon.Running(load, OLD, daemon.Settings.of(OLD), p.link, p.addresses, p.live,
+    return daemon.Running(load, OLD, daemon.Settings.of(OLD), p.link, p.keeper, p.live,
                           p.workers, p.dns, p.notifier)
 
 

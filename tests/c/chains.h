@@ -62,12 +62,13 @@ static const struct rc_table *make_test_table(void)
     static const uint8_t small4[4] = {198, 51, 100, 1};
     static const uint8_t long4[4] = {198, 18, 0, 1};
 
+    /* In table order: by family, then first address (routechain.h). */
     set_chain(&test_chains[0], 4, 24, 5, 64, chain4, 3);
-    set_chain(&test_chains[1], 6, 64, 5, 64, chain6, 3);
+    set_chain(&test_chains[1], 4, 15, 255, 2, long4, 0);
     set_chain(&test_chains[2], 4, 30, 1, 64, small4, 0);
-    set_chain(&test_chains[3], 4, 15, 255, 2, long4, 0);
+    set_chain(&test_chains[3], 6, 64, 5, 64, chain6, 3);
     set_timing(&test_chains[0], test_timing[0], test_hop_tat[0]);
-    set_timing(&test_chains[3], test_timing[1], test_hop_tat[1]);
+    set_timing(&test_chains[1], test_timing[1], test_hop_tat[1]);
     if (!test_worker.pool.slots) {
         static uint8_t pool_mem[1 << 16];
         if (rc_pool_bytes(8, 4) > sizeof pool_mem)
