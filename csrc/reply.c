@@ -1,8 +1,8 @@
 /* The reply core: one received IPv4 or IPv6 packet in, the reply a chain of
  * real routers and a real host would send out, built in place in the same
  * buffer. No system call, no allocation, no globals; the work per packet is
- * bounded by the chain count, EXT_HEADERS_MAX and the bytes a checksum must
- * cover. docs/replies.md has the table of probe -> reply -> RFC clause. */
+ * bounded by log2 of the chain count, EXT_HEADERS_MAX and the bytes a
+ * checksum must cover. docs/replies.md has the table of probe -> reply -> RFC clause. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,21 +63,49 @@ static bool is_all(const uint8_t *p, size_t n, uint8_t value)
     return true;
 }
 
+/* Where dst sorts against the first address of chain's prefix, families
+ * first (4 before 6): < 0 before, 0 at, > 0 after. */
+static int compare_to_start(uint8_t family, const uint8_t *dst, size_t addr_len,
+                            const struct rc_chain *chain)
+{
+    if (family != chain->family)
+        return family < chain->family ? -1 : 1;
+    for (size_t i = 0; i < addr_len; i++) {
+        uint8_t start = chain->host[i] & chain->mask[i];
+
+        if (dst[i] != start)
+            return dst[i] < start ? -1 : 1;
+    }
+    return 0;
+}
+
+/* The chain whose prefix holds dst, or NULL. The table is sorted by family
+ * and first address and its prefixes do not overlap (routechain.h), so the
+ * only candidate is the last chain starting at or before dst: a binary
+ * search, O(log n) in the chain count with no memory beyond the table. */
 static const struct rc_chain *find_chain(const struct rc_table *table, uint8_t family,
                                          const uint8_t *dst, size_t addr_len)
 {
-    for (uint32_t c = 0; c < table->n_chains; c++) {
-        const struct rc_chain *chain = &table->chains[c];
-        size_t i = 0;
+    uint32_t lo = 0, hi = table->n_chains;   /* chains[hi..] start after dst */
+    const struct rc_chain *chain;
+    size_t i = 0;
 
-        if (chain->family != family)
-            continue;
-        while (i < addr_len && ((dst[i] ^ chain->host[i]) & chain->mask[i]) == 0)
-            i++;
-        if (i == addr_len)
-            return chain;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (compare_to_start(family, dst, addr_len, &table->chains[mid]) < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
-    return NULL;
+    if (hi == 0)
+        return NULL;
+    chain = &table->chains[hi - 1];
+    if (chain->family != family)
+        return NULL;
+    while (i < addr_len && ((dst[i] ^ chain->host[i]) & chain->mask[i]) == 0)
+        i++;
+    return i == addr_len ? chain : NULL;
 }
 
 /* k = D - host over every bit, with borrow. Returns 0 when D <= host,

@@ -114,9 +114,10 @@ struct rc_hop_timing {
     struct rc_bucket rate;   /* the hop's own ICMP rate limit */
 };
 
-/* Read-only once built (but for the hop_tat cells it points at); chains
- * do not overlap. The limits ride in the table so that a reload swaps
- * them with the chains. */
+/* Read-only once built (but for the hop_tat cells it points at). Chains
+ * do not overlap and are sorted by family (4 before 6), then by the first
+ * address of their prefix (host & mask): the lookup is a binary search.
+ * The limits ride in the table so that a reload swaps them with the chains. */
 struct rc_table {
     uint32_t n_chains;
     const struct rc_chain *chains;

@@ -58,6 +58,7 @@ class Chain:
     defaults: Props = NO_PROPS
 
     def __post_init__(self) -> None:
+        check_host(self.interface, self.where)
         room = room_after(self.interface)
         if len(self.hops) > room:
             raise UsageError(
@@ -254,13 +255,59 @@ def parse_prefix(text: str, where: str = "command line") -> Interface:
         f"IPv{ip.version} takes 0..{ip.max_prefixlen}")
 
 
+def parse_chain_address(text: str, where: str = "command line") -> Interface:
+    """A chain's `ADDR/PLEN` (parse_prefix), refused where it can never work."""
+    return check_host(parse_prefix(text, where), where)
+
+
+# What a chain's host can never be, and why (the kernel's and RFCs' rules).
+_NEVER = (
+    (lambda i: i.network.prefixlen == 0,
+     "a /0 would take the whole address family, default route included, into the TUN"),
+    (lambda i: i.ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
+                                    "RFC 1122 3.2.1.3)"),
+    (lambda i: i.ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
+    (lambda i: i.ip.is_multicast, "a multicast address is never a probe's unicast "
+                                  "destination, so nothing would be answered"),
+    (lambda i: i.ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
+                                   "RFC 4291 2.5.6), so no probe from beyond the link arrives"),
+    (lambda i: getattr(i, "scope_id", None) is not None,
+     "a scoped address (%zone) belongs to one link; write the address without it"),
+    (lambda i: i.version == 4 and i.network.prefixlen <= 30
+     and i.ip == i.network.broadcast_address,
+     "the broadcast address of its prefix is no host (RFC 919, RFC 1122 3.2.1.3)"),
+)
+
+
+def check_host(interface: Interface, where: str) -> Interface:
+    """Refuse a chain host that can never answer a probe, naming why."""
+    for never, why in _NEVER:
+        if never(interface):
+            raise UsageError(f"{where}: {interface} cannot be a chain: {why}")
+    return interface
+
+
+def span(chain: Chain) -> tuple[int, int, int]:
+    """(family, first, last address) of the chain's prefix as integers: the
+    order of the C core's table (core.Table) and of the overlap check."""
+    net = chain.network
+    return chain.family, int(net.network_address), int(net.broadcast_address)
+
+
 def check_overlap(chains: Iterable[Chain]) -> None:
-    """Chains must not share an address: each packet belongs to one chain."""
-    seen: list[Chain] = []
-    for chain in chains:
-        for other in seen:
-            if chain.family == other.family and chain.network.overlaps(other.network):
-                raise UsageError(
-                    f"chains overlap: {other.interface} ({other.where}) and "
-                    f"{chain.interface} ({chain.where})")
-        seen.append(chain)
+    """Chains must not share an address: each packet belongs to one chain.
+
+    O(n log n): in the order of their first addresses, chains that do not
+    overlap also end in increasing order, so the first chain to overlap an
+    earlier one starts at or before the end of the one just before it. The
+    pair is named in input order."""
+    chains = list(chains)
+    order = sorted(range(len(chains)), key=lambda i: span(chains[i])[:2])
+    for before, i in zip(order, order[1:]):
+        family, first, _ = span(chains[i])
+        b_family, _, b_last = span(chains[before])
+        if family == b_family and first <= b_last:
+            a, b = sorted((before, i))
+            raise UsageError(
+                f"chains overlap: {chains[a].interface} ({chains[a].where}) and "
+                f"{chains[b].interface} ({chains[b].where})")

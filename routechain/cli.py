@@ -14,10 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .chain import Chain, check_overlap, parse_prefix, DEFAULT_REPLY_TTL
-from .config import DEFAULT_INTERFACE, Config, Route, check_interface_name
+from . import __version__, settings
+from .chain import Chain, check_overlap, DEFAULT_REPLY_TTL
+from .config import DEFAULT_INTERFACE, Config, Route, one_line
 from .errors import RouteChainError, UsageError
+from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
 SUBCOMMANDS = ("zone", "preview", "demo", "reload")
@@ -31,6 +32,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int_in(lo: int, hi: int, what: str):
+    """An integer argument only the command line takes (a PID, a timeout);
+    options a config file also takes are declared in settings.py."""
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
@@ -53,24 +56,17 @@ def run_parser() -> argparse.ArgumentParser:
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="TOML file with chains, stories, routes and DNS (re-read on SIGHUP)")
-    p.add_argument("-i", "--interface", metavar="NAME",
-                   help=f"TUN interface to create (default: {DEFAULT_INTERFACE})")
-    p.add_argument("-q", "--queues", type=_int_in(1, 256, "queue count"), metavar="N",
-                   help="TUN queues, one worker thread each (default: the CPUs we may run on)")
-    p.add_argument("--mtu", type=_int_in(68, 65535, "MTU"), metavar="BYTES",
-                   help="interface MTU (default: the kernel's, 1500)")
-    p.add_argument("--route", action="append", default=[], metavar="PREFIX",
-                   help="extra route into the TUN, e.g. a covering /48 (repeatable)")
-    p.add_argument("--route-table", type=_int_in(1, 2**32 - 1, "route table"), metavar="ID",
-                   help="routing table for --route (default: main)")
-    p.add_argument("--route-metric", type=_int_in(0, 2**32 - 1, "route metric"), metavar="N",
-                   help="metric for --route")
-    p.add_argument("--reply-ttl", type=_int_in(1, 255, "reply TTL"), default=DEFAULT_REPLY_TTL,
-                   metavar="TTL", help="initial TTL of hop 1's replies, for the chains "
-                                       "given here (a [[chain]] sets its own reply_ttl; "
-                                       f"default: {DEFAULT_REPLY_TTL})")
+    # The options a config file also takes: declared once, in settings.py.
+    add_option(p, setting("daemon", "interface"))
+    add_option(p, setting("daemon", "queues"))
+    add_option(p, setting("daemon", "mtu"))
+    add_option(p, setting("route", "prefix"), action="append", default=[])
+    add_option(p, setting("route", "table"))
+    add_option(p, setting("route", "metric"))
+    add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
     p.add_argument("--user", metavar="NAME",
-                   help="drop to this user after setup, keeping only CAP_NET_ADMIN "
+                   help="read the config and stories as this user, and drop to it after "
+                        "setup, keeping only CAP_NET_ADMIN "
                         "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -79,15 +75,11 @@ def run_parser() -> argparse.ArgumentParser:
 
 def command_line_config(args: argparse.Namespace) -> Config:
     """The part of the configuration the command line gives."""
-    chains = tuple(Chain(parse_prefix(text, f"command line: {text}"), reply_ttl=args.reply_ttl,
+    address = setting("chain", "address")
+    chains = tuple(Chain(address.parse(text, f"command line: {text}"), reply_ttl=args.reply_ttl,
                          where="command line") for text in args.prefixes)
-    routes = []
-    for text in args.route:
-        try:
-            prefix = parse_prefix(text, f"--route {text}").network
-        except UsageError:
-            raise UsageError(f"--route: bad prefix {text!r}") from None
-        routes.append(Route(prefix, args.route_table, args.route_metric, f"--route {text}"))
+    routes = [Route(prefix, args.route_table, args.route_metric, f"--route {prefix}")
+              for prefix in args.route]
     check_overlap(chains)
     return Config(chains=chains, routes=tuple(routes), interface=args.interface,
                   queues=args.queues, mtu=args.mtu)
@@ -98,8 +90,9 @@ def check_runnable(config: Config) -> Config:
         raise UsageError("no chain: give ADDR/PLEN on the command line or [[chain]] in --config")
     check_interface_name(config.interface or DEFAULT_INTERFACE,
                          "--interface" if config.interface else "default interface")
-    if config.mtu and config.mtu < 1280 and any(c.family == 6 for c in config.chains):
-        raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least 1280")
+    if config.mtu and config.mtu < settings.MIN_MTU6 and any(c.family == 6 for c in config.chains):
+        raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least "
+                         f"{settings.MIN_MTU6}")
     return config
 
 
@@ -108,15 +101,19 @@ def cmd_run(argv: list[str]) -> int:
     cli = command_line_config(args)
 
     def load() -> Config:
+        """The effective configuration, its files read with the permissions
+        of --user (privilege.reading_as): at start as on every reload."""
         if args.config is None:
             return check_runnable(cli)
-        from . import config as config_file
-        return check_runnable(config_file.merge(cli, config_file.load(args.config)))
+        from . import config as config_file, privilege
+        with privilege.reading_as(args.user):
+            file = config_file.load(args.config)
+        return check_runnable(config_file.merge(cli, file))
 
-    load()  # refuse bad input before touching the system
+    first = load()  # refuse bad input before touching the system
     from . import daemon, service
     service.setup_logging(args.verbose)
-    return daemon.run(load, user=args.user)
+    return daemon.run(load, user=args.user, config=first)
 
 
 def cmd_zone(argv: list[str]) -> int:
@@ -128,7 +125,7 @@ def cmd_zone(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from . import config as config_file, zone
     config = config_file.load(args.config)
-    for warning in config.warnings:
+    for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
     for path in zone.export(config, args.output_dir):
         print(path)
@@ -145,7 +142,7 @@ def cmd_preview(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from . import config as config_file, preview
     config = config_file.load(args.config)
-    for warning in config.warnings:
+    for warning in config.rewrites + config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(preview.render(config), end="")
     return 0
@@ -191,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug still ends in one line, not a traceback
+        print(f"{PROG}: internal error: {one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

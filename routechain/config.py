@@ -2,28 +2,32 @@
 command line and a TOML file. Pure data and parsing, no I/O beyond reading
 the files named.
 
-`load(path)` reads a config file (schema in docs/stories.md) and its story
-files; `merge(cli, file)` joins it with what the command line gave. Every
-error is a ConfigError naming the file and line: `route-chain.toml:12: ...`.
-tomllib gives no positions, so `_Locator` scans the text for the line of
-each table, key and array element.
+`load(path)` reads a config file (schema in settings.py, explained in
+docs/stories.md) and its story files; `merge(cli, file)` joins it with what
+the command line gave. Every error is a ConfigError naming the file and
+line: `route-chain.toml:12: ...`; tomllib gives no positions, so
+tomlpos.Locator finds the line of each table, key and array element.
+Whatever goes wrong while loading, the caller gets a ConfigError, never
+another exception: a reload must be able to refuse any file.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import hopprops, story
-from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap, parse_prefix
-from .errors import ConfigError, UsageError
+from . import files, hopprops, settings, story, tomlpos
+from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap
+from .errors import ConfigError, RouteChainError, UsageError
 
 DEFAULT_INTERFACE = "route-chain"
 DEFAULT_DNS_PORT = 53
+DEFAULT_NS = "ns.route-chain.invalid"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class DnsSettings:
     tcp_idle_timeout: int = 10
     where: str = field(default="", compare=False)
 
+    def names(self, chains: tuple[Chain, ...]) -> tuple[tuple[str, ...], str, str]:
+        """(NS names, SOA mname, SOA rname) of every zone, defaults filled
+        in: NS `ns.<suffix of the first chain with one>`, else DEFAULT_NS;
+        mname the first NS; rname `hostmaster.<mname without its first label>`."""
+        ns = self.ns or next(((f"ns.{c.suffix}",) for c in chains if c.suffix), (DEFAULT_NS,))
+        mname = self.soa_mname or ns[0]
+        labels = mname.split(".")
+        rname = self.soa_rname or "hostmaster." + ".".join(labels[1:] or labels)
+        return ns, mname, rname
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -105,6 +119,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class Config:
+    """`warnings` are real problems (a hop left without a name...), one
+    by one; `rewrites` say how each story line became a name, for
+    `preview`; `summaries` say it in one line per file, for the logs."""
+
     chains: tuple[Chain, ...] = ()
     routes: tuple[Route, ...] = ()
     dns: DnsSettings | None = None
@@ -115,6 +133,14 @@ class Config:
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
     metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
+    rewrites: tuple[str, ...] = field(default=(), compare=False)
+    summaries: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def log_lines(self) -> tuple[str, ...]:
+        """What start and reload log: never one line per rewritten story
+        line, nor one per chain sharing a file (#13)."""
+        return self.summaries + self.warnings
 
 
 def load(path: Path) -> Config:
@@ -122,16 +148,35 @@ def load(path: Path) -> Config:
     it). Raises ConfigError `file:line: reason` on anything wrong."""
     source = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{source}: cannot read config: {e.strerror}") from None
+        return _load(Path(path), source)
+    except RouteChainError as e:
+        raise ConfigError(str(e)) from None
+    except Exception as e:  # a bound we missed (MemoryError...) must still be one line
+        raise ConfigError(f"{source}: cannot load: {one_line(e)}") from None
+
+
+def _load(path: Path, source: str) -> Config:
+    data = files.read_bytes(path, source, "config")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not UTF-8 (byte offset {e.start})") from None
+    problem = tomlpos.shape(text).problem()
+    if problem:
+        raise ConfigError(f"{source}:{problem[0]}: {problem[1]}")
     try:
-        data = tomllib.loads(text)
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(_toml_error(source, text, e)) from None
-    return _Loader(Path(path), source, _Locator(text)).config(data)
+    return _Loader(path, source, tomlpos.Locator(text)).config(tree)
+
+
+def one_line(e: BaseException, width: int = 300) -> str:
+    """An exception as one line: its message, or its type when it has none."""
+    text = str(e) if isinstance(e, RouteChainError) else \
+        f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def merge(cli: Config, file: Config) -> Config:
@@ -148,20 +193,11 @@ def merge(cli: Config, file: Config) -> Config:
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
         metrics=file.metrics,
+        rewrites=cli.rewrites + file.rewrites,
+        summaries=cli.summaries + file.summaries,
     )
     check_overlap(merged.chains)
     return merged
-
-
-def check_interface_name(name: str, where: str) -> str:
-    """A Linux interface name: 1..15 bytes (IFNAMSIZ - 1), no '/', no white
-    space, not '.' or '..'."""
-    raw = name.encode()
-    if not 0 < len(raw) < 16 or b"/" in raw or any(c <= 32 or c == 127 for c in raw) \
-            or name in (".", ".."):
-        raise UsageError(f"{where}: bad interface name {name!r}: "
-                         "1 to 15 bytes, no '/' or white space")
-    return name
 
 
 def parse_listen(text: str, where: str) -> tuple[str, int]:
@@ -184,164 +220,104 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 
 # --- the loader -----------------------------------------------------------
 
-_TOP = {"daemon", "route", "chain", "dns", "limits", "metrics"}
-_DAEMON = {"interface", "queues", "mtu"}
-_ROUTE = {"prefix", "table", "metric"}
-_CHAIN_OWN = frozenset({"address", "story", "hops", "suffix", "reply_ttl", "hop"})
-_CHAIN = _CHAIN_OWN | hopprops.CHAIN_KEYS
-_DNS_LIMITS = {"rate_limit": (0, 10**6), "rate_limit_errors": (0, 10**6),
-               "rate_limit_slip": (0, 10), "tcp_connections": (1, 65535),
-               "tcp_connections_per_client": (1, 65535), "tcp_idle_timeout": (1, 3600)}
-_DNS = {"listen", "ttl", "ns", "soa_mname", "soa_rname", "serial",
-        "refresh", "retry", "expire", "minimum", *_DNS_LIMITS}
-_METRICS = {"listen"}
-_LIMITS = {"rate", "burst", "source_rate", "source_burst", "delay_pool", "seed"}
-_RATE_MAX = 10_000_000     # replies per second; more than any TUN carries
-_POOL_MAX = 1_000_000      # slots: 256 MiB of small replies
-_U32 = 2**32 - 1
-_TTL_MAX = 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1.
-
-
 class _Loader:
-    def __init__(self, path: Path, source: str, locator: "_Locator") -> None:
+    """One config file's tree to a Config, through the declarations in
+    settings.py; `at` gives the `file:line` of anything in it."""
+
+    def __init__(self, path: Path, source: str, locator: tomlpos.Locator) -> None:
         self.path = path
         self.source = source
         self.loc = locator
         self.warnings: list[str] = []
+        self.rewrites: dict[str, list[str]] = {}   # story file -> its rewrites
+        self.stories: dict[tuple[str, str | None], story.Story] = {}  # read once per load
 
     def at(self, table: str | None, index: int | None = None, key: str | None = None,
            element: int | None = None) -> str:
         return f"{self.source}:{self.loc.line(table, index, key, element)}"
 
+    def get(self, t: dict, table: str, index: int | None, key: str) -> Any:
+        """The checked value of `key` (None when absent)."""
+        return settings.setting(table, key).from_toml(
+            t.get(key), self.at(table, index, key), lambda k: self.at(table, index, key, k))
+
     def config(self, data: dict[str, Any]) -> Config:
+        tables = {t.name: t for t in settings.TABLES}
         for key in data:
-            if key not in _TOP:
+            if key not in tables:
                 raise ConfigError(f"{self.at(None, None, key)}: unknown table or key {key!r}: "
-                                  f"expected one of {', '.join(sorted(_TOP))}")
-        daemon = self.table(data, "daemon", _DAEMON)
-        routes = tuple(self.route(t, i) for i, t in enumerate(self.tables(data, "route", _ROUTE)))
-        chains = tuple(self.chain(t, i) for i, t in enumerate(self.tables(data, "chain", _CHAIN)))
+                                  f"expected one of {', '.join(sorted(tables))}")
+        daemon = self.table(data, "daemon")
+        routes = tuple(self.route(t, i) for i, t in enumerate(self.tables(data, "route")))
+        chains = tuple(self.chain(t, i) for i, t in enumerate(self.tables(data, "chain")))
         try:
             check_overlap(chains)
         except UsageError as e:
             raise ConfigError(f"{self.source}: {e}") from None
-        dns = self.dns(self.table(data, "dns", _DNS)) if "dns" in data else None
-        mtu = self.integer(daemon, "daemon", None, "mtu", 68, 65535)
-        if mtu is not None and mtu < 1280 and any(c.family == 6 for c in chains):
+        dns = self.dns(self.table(data, "dns")) if "dns" in data else None
+        self.check_zone_names(dns, chains)
+        mtu = self.get(daemon, "daemon", None, "mtu")
+        if mtu is not None and mtu < settings.MIN_MTU6 and any(c.family == 6 for c in chains):
             raise ConfigError(f"{self.at('daemon', None, 'mtu')}: mtu {mtu}: "
-                              "IPv6 chains need an MTU of at least 1280")
+                              f"IPv6 chains need an MTU of at least {settings.MIN_MTU6}")
         return Config(
             chains=chains, routes=routes, dns=dns,
-            interface=self.interface(daemon),
-            queues=self.integer(daemon, "daemon", None, "queues", 1, 1024),
-            mtu=mtu, limits=self.limits(self.table(data, "limits", _LIMITS)),
-            warnings=tuple(self.warnings), path=self.path,
-            metrics=self.metrics(self.table(data, "metrics", _METRICS)) if "metrics" in data
-            else None)
+            interface=self.get(daemon, "daemon", None, "interface"),
+            queues=self.get(daemon, "daemon", None, "queues"),
+            mtu=mtu, limits=self.limits(self.table(data, "limits")),
+            warnings=tuple(_unique(self.warnings)), path=self.path,
+            metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
+            rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
+            summaries=tuple(self.summaries()))
 
     # tables
 
-    def table(self, data: dict, name: str, keys: set[str]) -> dict:
+    def table(self, data: dict, name: str) -> dict:
         value = data.get(name, {})
         if not isinstance(value, dict):
             raise ConfigError(f"{self.at(None, None, name)}: {name} must be a table [{name}]")
-        self.known(value, name, None, keys)
+        self.known(value, name, None)
         return value
 
-    def tables(self, data: dict, name: str, keys: set[str]) -> list[dict]:
+    def tables(self, data: dict, name: str) -> list[dict]:
         value = data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
             raise ConfigError(f"{self.at(None, None, name)}: {name} must be an array of "
                               f"tables [[{name}]]")
         for i, t in enumerate(value):
-            self.known(t, name, i, keys)
+            self.known(t, name, i)
         return value
 
-    def known(self, table: dict, name: str, index: int | None, keys: set[str]) -> None:
+    def known(self, table: dict, name: str, index: int | None) -> None:
+        keys = set(settings.keys(name)) | settings.table(name).more
         for key in table:
             if key not in keys:
                 raise ConfigError(f"{self.at(name, index, key)}: unknown key {key!r} in "
                                   f"[{name}]: expected one of {', '.join(sorted(keys))}")
 
-    # values
-
-    def string(self, t: dict, table: str, index: int | None, key: str) -> str | None:
-        value = t.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self.at(table, index, key)}: {table}.{key} must be a string, "
-                              f"not {value!r}")
-        return value
-
-    def integer(self, t: dict, table: str, index: int | None, key: str,
-                low: int, high: int) -> int | None:
-        value = t.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{self.at(table, index, key)}: {table}.{key} must be an integer, "
-                              f"not {value!r}")
-        if not low <= value <= high:
-            raise ConfigError(f"{self.at(table, index, key)}: {table}.{key} = {value} is not "
-                              f"in {low}..{high}")
-        return value
-
-    def strings(self, t: dict, table: str, index: int | None, key: str) -> list[str] | None:
-        value = t.get(key)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{self.at(table, index, key)}: {table}.{key} must be a list of "
-                              f"strings, not {value!r}")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(f"{self.at(table, index, key, i)}: {table}.{key} must hold "
-                                  f"strings, not {item!r}")
-        return value
-
     # sections
 
-    def interface(self, daemon: dict) -> str | None:
-        name = self.string(daemon, "daemon", None, "interface")
-        if name is not None:
-            try:
-                check_interface_name(name, self.at("daemon", None, "interface"))
-            except UsageError as e:
-                raise ConfigError(str(e)) from None
-        return name
-
     def route(self, t: dict, i: int) -> Route:
-        where = self.at("route", i)
-        text = self.string(t, "route", i, "prefix")
-        if text is None:
-            raise ConfigError(f"{where}: [[route]] needs a prefix")
-        try:
-            prefix = ipaddress.ip_network(text.strip())
-        except ValueError as e:
-            raise ConfigError(f"{self.at('route', i, 'prefix')}: bad route prefix {text!r}: {e}") \
-                from None
-        return Route(prefix, self.integer(t, "route", i, "table", 1, _U32),
-                     self.integer(t, "route", i, "metric", 0, _U32), where)
+        prefix = self.get(t, "route", i, "prefix")
+        if prefix is None:
+            raise ConfigError(f"{self.at('route', i)}: [[route]] needs a prefix")
+        return Route(prefix, self.get(t, "route", i, "table"), self.get(t, "route", i, "metric"),
+                     self.at("route", i))
 
     def chain(self, t: dict, i: int) -> Chain:
         where = self.at("chain", i)
-        text = self.string(t, "chain", i, "address")
-        if text is None:
+        interface = self.get(t, "chain", i, "address")
+        if interface is None:
             raise ConfigError(f"{where}: [[chain]] needs an address, e.g. \"172.20.0.1/27\"")
-        try:
-            interface = parse_prefix(text, self.at("chain", i, "address"))
-        except UsageError as e:
-            raise ConfigError(str(e)) from None
-        reply_ttl = self.integer(t, "chain", i, "reply_ttl", 1, 255)
-        suffix = self.string(t, "chain", i, "suffix")
+        reply_ttl = self.get(t, "chain", i, "reply_ttl")
+        suffix = self.get(t, "chain", i, "suffix")
         if suffix is not None:
             suffix = suffix.strip().rstrip(".")
             if not story.host_name_ok(suffix):
                 raise ConfigError(f"{self.at('chain', i, 'suffix')}: suffix {suffix!r} is not a "
                                   "host name (labels of letters, digits and inner '-')")
         defaults = hopprops.from_table(t, lambda key: self.at("chain", i, key),
-                                       hopprops.CHAIN, skip=_CHAIN_OWN)
+                                       hopprops.CHAIN, skip=frozenset(settings.keys("chain")))
         hops = self.hop_tables(t, i, self.story(t, i, suffix))
         try:
             return Chain(interface, hops, reply_ttl or DEFAULT_REPLY_TTL, where, suffix,
@@ -372,15 +348,19 @@ class _Loader:
         return tuple(out)
 
     def story(self, t: dict, i: int, suffix: str | None) -> tuple:
-        file = self.string(t, "chain", i, "story")
-        inline = self.strings(t, "chain", i, "hops")
+        file = self.get(t, "chain", i, "story")
+        inline = self.get(t, "chain", i, "hops")
         if file is not None and inline is not None:
             raise ConfigError(f"{self.at('chain', i, 'hops')}: a chain takes story = FILE or "
                               "hops = [...], not both")
         if file is not None:
-            shown = Path(self.source).parent / file
-            result = story.read(self.path.parent / file, str(shown), suffix)
+            shown = str(Path(self.source).parent / file)
+            key = (os.path.normpath(self.path.parent / file), suffix)
+            if key not in self.stories:
+                self.stories[key] = story.read(self.path.parent / file, shown, suffix)
+            result = self.stories[key]
         elif inline is not None:
+            shown = self.source
             pairs = [(self.at("chain", i, "hops", k), line) for k, line in enumerate(inline)]
             result = story.parse_lines(pairs, suffix)
             if not result.hops:
@@ -388,22 +368,34 @@ class _Loader:
         else:
             return ()
         self.warnings.extend(result.warnings)
+        self.rewrites.setdefault(shown, []).extend(result.rewrites)
         return result.hops
 
+    def summaries(self) -> list[str]:
+        """One line per file whose lines were rewritten into host names,
+        however many chains share it (#13: quiet logs)."""
+        out = []
+        for shown, rewrites in self.rewrites.items():
+            lines = {r.split(": ", 1)[0] for r in rewrites}
+            if lines:
+                out.append(f"{shown}: {len(lines)} story lines rewritten into host names; "
+                           f"`route-chain preview --config {self.source}` shows each")
+        return out
+
     def limits(self, t: dict) -> Limits:
-        ints = {key: self.integer(t, "limits", None, key, 1, high)
-                for key, high in (("burst", _RATE_MAX), ("source_burst", _RATE_MAX),
-                                  ("delay_pool", _POOL_MAX))}
+        ints = {key: self.get(t, "limits", None, key)
+                for key in ("burst", "source_burst", "delay_pool")}
         return Limits(rate=self.rate(t, "rate", Limits.rate),
                       source_rate=self.rate(t, "source_rate", Limits.source_rate),
-                      seed=self.integer(t, "limits", None, "seed", 0, 2**64 - 1),
+                      seed=self.get(t, "limits", None, "seed"),
                       where=self.at("limits"), **ints)
 
     def rate(self, t: dict, key: str, default: int) -> int | None:
         """`N/s`, or "off" / 0 (only when written) for no limit."""
-        if key not in t:
+        value = self.get(t, "limits", None, key)  # a number or a string, by the schema
+        if value is None:
             return default
-        value, where = t[key], self.at("limits", None, key)
+        where = self.at("limits", None, key)
         if value == 0 or value == "off":
             return None
         m = re.fullmatch(r"\s*(\d+)\s*/\s*s\s*", value) if isinstance(value, str) else None
@@ -411,32 +403,28 @@ class _Loader:
             raise ConfigError(f"{where}: limits.{key} {value!r}: write a rate, e.g. "
                               f"\"{default}/s\", or \"off\"")
         n = int(m.group(1))
-        if not 0 <= n <= _RATE_MAX:
-            raise ConfigError(f"{where}: limits.{key} {value!r} is not in 0..{_RATE_MAX}/s")
+        if not 0 <= n <= settings.RATE_MAX:
+            raise ConfigError(f"{where}: limits.{key} {value!r} is not in "
+                              f"0..{settings.RATE_MAX}/s")
         return n or None
 
     def dns(self, t: dict) -> DnsSettings:
-        where = self.at("dns")
         listen = tuple(parse_listen(text, self.at("dns", None, "listen", k))
-                       for k, text in enumerate(self.strings(t, "dns", None, "listen") or ()))
-        names = {}
-        for key in ("soa_mname", "soa_rname"):
-            names[key] = self.name(t, key)
+                       for k, text in enumerate(self.get(t, "dns", None, "listen") or ()))
+        names = {key: self.name(t, key) for key in ("soa_mname", "soa_rname")}
         ns = tuple(self.checked_name(n, self.at("dns", None, "ns", k), "ns")
-                   for k, n in enumerate(self.strings(t, "dns", None, "ns") or ()))
-        ints = {key: self.integer(t, "dns", None, key, 0, _TTL_MAX)
+                   for k, n in enumerate(self.get(t, "dns", None, "ns") or ()))
+        ints = {key: self.get(t, "dns", None, key)
                 for key in ("ttl", "refresh", "retry", "expire", "minimum")}
-        ints.update({key: self.integer(t, "dns", None, key, *bounds)
-                     for key, bounds in _DNS_LIMITS.items()})
-        serial = self.integer(t, "dns", None, "serial", 0, _U32)
+        ints.update({key: self.get(t, "dns", None, key) for key in settings.DNS_LIMIT_KEYS})
         defaults = DnsSettings()
         return DnsSettings(
-            listen=listen, ns=ns, serial=serial, where=where,
+            listen=listen, ns=ns, serial=self.get(t, "dns", None, "serial"), where=self.at("dns"),
             soa_mname=names["soa_mname"], soa_rname=names["soa_rname"],
             **{k: v if v is not None else getattr(defaults, k) for k, v in ints.items()})
 
     def name(self, t: dict, key: str) -> str | None:
-        value = self.string(t, "dns", None, key)
+        value = self.get(t, "dns", None, key)
         if value is None:
             return None
         where = self.at("dns", None, key)
@@ -451,7 +439,7 @@ class _Loader:
     def metrics(self, t: dict) -> tuple[str, int] | None:
         """`listen = "ADDR:PORT"` or `"[ADDR6]:PORT"`: the port is required
         (the DNS default of 53 means nothing here)."""
-        text = self.string(t, "metrics", None, "listen")
+        text = self.get(t, "metrics", None, "listen")
         if text is None:
             return None
         where = self.at("metrics", None, "listen")
@@ -466,6 +454,26 @@ class _Loader:
             raise ConfigError(f"{where}: {key} {value!r} is not a host name")
         return value
 
+    def check_zone_names(self, dns: DnsSettings | None, chains: tuple[Chain, ...]) -> None:
+        """The names every zone carries (NS, SOA mname and rname, defaults
+        included) must fit DNS: 255 octets on the wire, MAX_NAME characters
+        as text (RFC 1035 2.3.4). Checked here so that preview, zone, start
+        and reload refuse the same files."""
+        where = dns.where if dns else next((c.where for c in chains if c.suffix), self.source)
+        ns, mname, rname = (dns or DnsSettings()).names(chains)
+        for what, name in [("NS name", n) for n in ns] + [("SOA mname", mname),
+                                                         ("SOA rname", rname)]:
+            if len(name) > story.MAX_NAME:
+                raise ConfigError(
+                    f"{where}: the {what} {story.short(name)!r} is {len(name)} characters, "
+                    f"DNS holds at most {story.MAX_NAME}: set [dns] ns, soa_mname and "
+                    "soa_rname, or shorten the chain's suffix")
+
+
+def _unique(items) -> list[str]:
+    """Items in order, each once: chains that share a story share its lines."""
+    return list(dict.fromkeys(items))
+
 
 def _toml_error(source: str, text: str, e: tomllib.TOMLDecodeError) -> str:
     msg = str(e)
@@ -476,202 +484,3 @@ def _toml_error(source: str, text: str, e: tomllib.TOMLDecodeError) -> str:
     if m:
         return f"{source}:{text.count(chr(10)) + 1}: {msg[:m.start()]} (at end of file)"
     return f"{source}: {msg}"
-
-
-# --- where things are -----------------------------------------------------
-
-class _Locator:
-    """Lines of tables, keys and array elements in a TOML text.
-
-    A small scanner that understands just enough TOML to never mistake the
-    inside of a string or an array for a key: comments, the four string
-    forms, brackets and braces, table headers and dotted keys. Lookups take
-    the top-level table name (None for the root), the index of an array of
-    tables, a key and an element index, and fall back to the nearest thing
-    found: the key, the table header, line 1.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.headers: dict[tuple[str | None, int | None], int] = {}
-        self.keys: dict[tuple[str | None, int | None, str], int] = {}
-        self.elements: dict[tuple[str | None, int | None, str], list[int]] = {}
-        self.pos = 0
-        self.lineno = 1
-        self.counts: dict[str, int] = {}
-        self.scan()
-
-    def line(self, table: str | None, index: int | None = None, key: str | None = None,
-             element: int | None = None) -> int:
-        if key is not None:
-            if element is not None:
-                lines = self.elements.get((table, index, key), [])
-                if element < len(lines):
-                    return lines[element]
-            if (table, index, key) in self.keys:
-                return self.keys[(table, index, key)]
-        if (table, index) in self.headers:
-            return self.headers[(table, index)]
-        return self.keys.get((None, None, table), 1) if table is not None else 1
-
-    # scanning
-
-    def peek(self, k: int = 0) -> str:
-        i = self.pos + k
-        return self.text[i] if i < len(self.text) else ""
-
-    def advance(self, n: int = 1) -> None:
-        self.lineno += self.text.count("\n", self.pos, self.pos + n)
-        self.pos += n
-
-    def skip_blank(self, newlines: bool) -> None:
-        while self.pos < len(self.text):
-            c = self.peek()
-            if c in " \t\r" or (newlines and c == "\n"):
-                self.advance()
-            elif c == "#":
-                end = self.text.find("\n", self.pos)
-                self.advance((end if end >= 0 else len(self.text)) - self.pos)
-            else:
-                return
-
-    def scan(self) -> None:
-        table: tuple[str | None, int | None] = (None, None)
-        while True:
-            self.skip_blank(newlines=True)
-            if self.pos >= len(self.text):
-                return
-            start = self.lineno
-            if self.peek() == "[":
-                array = self.peek(1) == "["
-                self.advance(2 if array else 1)
-                path = self.key_path("]")
-                self.advance(2 if array else 1)
-                top = path[0] if path else None
-                index = None
-                if array and len(path) == 1:
-                    index = self.counts.get(top, 0)
-                    self.counts[top] = index + 1
-                elif len(path) > 1:
-                    index = self.counts.get(top, 0) - 1 if top in self.counts else None
-                table = (top, index)
-                self.headers.setdefault(table, start)
-                if len(path) > 1:
-                    self.keys.setdefault((top, index, path[1]), start)
-                elif top is not None:
-                    self.keys.setdefault((None, None, top), start)
-            else:
-                path = self.key_path("=")
-                self.advance()  # '='
-                if path:
-                    if table[0] is None:
-                        self.keys.setdefault((None, None, path[0]), start)
-                        if len(path) > 1:
-                            self.keys.setdefault((path[0], None, path[1]), start)
-                        owner = (path[0], None)
-                        sub = path[1] if len(path) > 1 else None
-                    else:
-                        self.keys.setdefault((table[0], table[1], path[0]), start)
-                        owner, sub = table, path[0]
-                    self.value(owner, sub)
-            self.skip_to_line_end()
-
-    def skip_to_line_end(self) -> None:
-        self.skip_blank(newlines=False)
-        end = self.text.find("\n", self.pos)
-        self.advance((end if end >= 0 else len(self.text)) - self.pos)
-
-    def key_path(self, stop: str) -> list[str]:
-        parts: list[str] = []
-        current = ""
-        while self.pos < len(self.text) and self.peek() not in (stop, "\n"):
-            c = self.peek()
-            if c in "\"'":
-                current += self.string_value()
-            elif c == ".":
-                parts.append(current.strip())
-                current = ""
-                self.advance()
-            else:
-                current += c
-                self.advance()
-        parts.append(current.strip())
-        return [p for p in parts if p]
-
-    def string_value(self) -> str:
-        quote = self.peek()
-        if self.text.startswith(quote * 3, self.pos):
-            end = self.text.find(quote * 3, self.pos + 3)
-            end = len(self.text) if end < 0 else end + 3
-            while end < len(self.text) and self.text[end] == quote:  # """a"""" is legal
-                end += 1
-            value = self.text[self.pos + 3:end - 3]
-            self.advance(end - self.pos)
-            return value
-        i = self.pos + 1
-        while i < len(self.text) and self.text[i] not in (quote, "\n"):
-            i += 2 if quote == '"' and self.text[i] == "\\" else 1
-        value = self.text[self.pos + 1:i]
-        self.advance(min(i + 1, len(self.text)) - self.pos)
-        return value
-
-    def value(self, owner: tuple[str | None, int | None], key: str | None) -> None:
-        """Skip one value, recording the line of each element of a top-level
-        array under (owner, key)."""
-        self.skip_blank(newlines=False)
-        if self.peek() != "[":
-            self.skip_simple()
-            return
-        lines = self.elements.setdefault((owner[0], owner[1], key or ""), [])
-        self.advance()
-        expect_element = True
-        while self.pos < len(self.text):
-            self.skip_blank(newlines=True)
-            c = self.peek()
-            if c == "]":
-                self.advance()
-                return
-            if c == ",":
-                expect_element = True
-                self.advance()
-                continue
-            if expect_element:
-                lines.append(self.lineno)
-                expect_element = False
-            if c in "[{":
-                self.nested()
-            elif c in "\"'":
-                self.string_value()
-            else:
-                self.skip_simple()
-
-    def nested(self) -> None:
-        depth = 0
-        while self.pos < len(self.text):
-            c = self.peek()
-            if c in "\"'":
-                self.string_value()
-                continue
-            if c == "#":
-                self.skip_blank(newlines=False)
-                continue
-            self.advance()
-            if c in "[{":
-                depth += 1
-            elif c in "]}":
-                depth -= 1
-                if depth == 0:
-                    return
-
-    def skip_simple(self) -> None:
-        """A scalar, an inline table, or a string, up to a separator."""
-        while self.pos < len(self.text):
-            c = self.peek()
-            if c in "\"'":
-                self.string_value()
-            elif c == "{":
-                self.nested()
-            elif c in ",]\n#":
-                return
-            else:
-                self.advance()

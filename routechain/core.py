@@ -20,7 +20,7 @@ from typing import Iterable
 
 from . import extensions
 from ._core import ffi, lib
-from .chain import Chain, Timing
+from .chain import Chain, Timing, span
 from .config import Limits
 
 HEADROOM = lib.RC_HEADROOM
@@ -59,11 +59,14 @@ class Table:
 
     Owns the cffi memory: it lives exactly as long as this object, so keep
     the Table alive while any C code may read `.ptr`. Chains of length 0
-    answer nothing and are left out."""
+    answer nothing and are left out. The C lookup (find_chain) searches the
+    chains by halving: they are sorted by family, then first address of
+    their prefix, and must not overlap (chain.check_overlap)."""
 
     def __init__(self, chains: Iterable[Chain], limits: Limits = Limits(),
                  queues: int = 1) -> None:
-        self.chains: tuple[Chain, ...] = tuple(c for c in chains if c.length > 0)
+        self.chains: tuple[Chain, ...] = tuple(sorted((c for c in chains if c.length > 0),
+                                                      key=lambda c: span(c)[:2]))
         self.limits = limits
         # ffi.new never hands out a zero-length array: keep one unused slot.
         self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
@@ -111,8 +114,8 @@ def fill_chain(slot, chain: Chain) -> tuple:
     slot.reply_ttl = chain.reply_ttl
     ffi.memmove(slot.host, host, len(host))
     ffi.memmove(slot.mask, mask, len(mask))
-    for k in range(1, chain.length + 1):
-        if chain.hop(k).silent:
+    for k, hop in enumerate(chain.hops, 1):  # a chain without a story has no silent hop
+        if hop.silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
     return fill_timing_of(slot, chain) + fill_routers(slot, chain)
 

@@ -2,9 +2,11 @@
 together, and owns the signals. Setup is torn down in reverse order
 (ExitStack), so a failure half-way leaves nothing behind.
 
-Signals: SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 logs counters.
-They are blocked in every thread and taken by the main thread alone with
-sigtimedwait, so the C loops are never interrupted.
+Signals: SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 logs counters;
+SIGUSR2 is how the netlink monitor wakes the main thread to repair the
+link's desired state (desired.Keeper). They are blocked in every thread and
+taken by the main thread alone with sigtimedwait, so the C loops are never
+interrupted and every change to the link is made by the main thread.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import core
-from .chain import Chain, Interface
-from .config import DEFAULT_INTERFACE, Config, DnsSettings, Route
+from .config import DEFAULT_INTERFACE, Config, one_line
+from .desired import Keeper
 from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
@@ -29,7 +31,8 @@ log = logging.getLogger("route-chain")
 
 STATUS_INTERVAL = 5.0
 LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
-SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+WAKE = signal.SIGUSR2
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, WAKE}
 
 
 def default_queues() -> int:
@@ -47,56 +50,6 @@ class Settings:
     @classmethod
     def of(cls, config: Config) -> "Settings":
         return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
-
-
-class Addresses:
-    """The addresses and routes this daemon put on its link, so that a reload
-    changes only what differs and the exit removes exactly what it added."""
-
-    def __init__(self, link: Link) -> None:
-        self._link = link
-        self.interfaces: list[Interface] = []
-        self.routes: list[Route] = []
-
-    def apply(self, chains: tuple[Chain, ...], routes: tuple[Route, ...]) -> None:
-        """Add what is new first, then remove what is gone, so that chains
-        that did not change never lose their address for an instant."""
-        want = [c.interface for c in chains]
-        gone = [i for i in self.interfaces if i not in want]
-        # IPv6 keeps one prefix length per address: a new length replaces it.
-        for iface in [i for i in gone if any(w.ip == i.ip for w in want) and i.version == 6]:
-            self._link.del_address(iface)
-            self.interfaces.remove(iface)
-            gone.remove(iface)
-        for iface in want:
-            if iface not in self.interfaces:
-                self._link.add_address(iface)
-                self.interfaces.append(iface)
-        for route in routes:
-            if route not in self.routes:
-                self._link.add_route(route)
-                self.routes.append(route)
-        for route in [r for r in self.routes if r not in routes]:
-            self._link.del_route(route)
-            self.routes.remove(route)
-        for iface in gone:
-            self._link.del_address(iface)
-            self.interfaces.remove(iface)
-
-    def remove_all(self) -> None:
-        for route in reversed(self.routes):
-            _quietly(self._link.del_route, route)
-        for iface in reversed(self.interfaces):
-            _quietly(self._link.del_address, iface)
-        self.routes.clear()
-        self.interfaces.clear()
-
-
-def _quietly(fn: Callable, *args) -> None:
-    try:
-        fn(*args)
-    except RouteChainError as e:
-        log.warning("teardown: %s", e)
 
 
 class Workers:
@@ -130,25 +83,27 @@ class Workers:
         return core.Stats.total(w.stats() for w in self.workers)
 
 
-def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> int:
-    """Serve until SIGTERM or SIGINT. `load` gives the effective configuration,
-    and is called again on SIGHUP. Returns the exit status."""
+def run(load: Callable[[], Config], notifier=None, user: str | None = None,
+        config: Config | None = None) -> int:
+    """Serve until SIGTERM or SIGINT. `load` gives the effective configuration
+    (unless `config` is the one it just gave), and is called again on SIGHUP.
+    Returns the exit status."""
     from . import service  # the systemd side is optional until the service starts
 
     notifier = notifier or service.Notifier()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    config = load()
+    config = config or load()
     settings = Settings.of(config)
-    for warning in config.warnings:
+    for warning in config.log_lines:
         log.warning("%s", warning)
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
         link = stack.enter_context(Link(settings.interface))
         link.set_up(config.mtu)
-        addresses = Addresses(link)
-        stack.callback(addresses.remove_all)
-        addresses.apply(config.chains, config.routes)
+        keeper = Keeper(link)
+        stack.callback(keeper.remove_all)
+        config = keeper.adopt(config, strict=True)
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
@@ -157,17 +112,20 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None) -> i
         pacing = core.Pacing(config.limits, settings.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
+        main = threading.main_thread().ident
+        keeper.watch(lambda: signal.pthread_kill(main, WAKE))
+        stack.callback(keeper.stop)
         dns = stack.enter_context(DnsSide(config))
         _log_chains(config, settings)
-        running = Running(load, config, settings, link, addresses, live, workers, dns, notifier)
+        running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
         if config.metrics:
             from . import metrics
             exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
             log.info("metrics: serving on http://%s/metrics", exporter.where)
-        notifier.ready(workers.totals().summary())
+        notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
-        _log_counters(workers, dns)
+        _log_counters(workers, keeper, dns)
     return status
 
 
@@ -179,11 +137,15 @@ class Running:
     config: Config
     settings: Settings
     link: Link
-    addresses: Addresses
+    keeper: Keeper
     live: core.Live
     workers: Workers
     dns: "DnsSide"
     notifier: object
+    # Reload outcomes, for the logs' readers and the metrics.
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    last_reload_ok: bool = True
 
     def serve(self) -> int:
         """Signals, watchdog pings and status updates until asked to stop."""
@@ -201,6 +163,10 @@ class Running:
             if not self.dns.alive():
                 log.error("the DNS server stopped: exiting so that the service restarts")
                 return 1
+            if not self.keeper.alive():
+                log.error("the netlink monitor stopped (%s): exiting so that the service "
+                          "restarts", self.keeper.failure or "unknown reason")
+                return 1
             if watchdog and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = time.monotonic() + watchdog
@@ -214,23 +180,32 @@ class Running:
                 service.answer_reload(info, getattr(self, "last_reload_ok",
                                                     self.config is not before))
             elif signo == signal.SIGUSR1:
-                _log_counters(self.workers, self.dns)
+                _log_counters(self.workers, self.keeper, self.dns)
+            if self.keeper.pending():
+                self.keeper.repair()
             if time.monotonic() >= next_status:
                 self.notifier.status(self.status())
                 next_status = time.monotonic() + STATUS_INTERVAL
 
     def status(self) -> str:
-        """The STATUS= line: the packet path's counts, then DNS's."""
-        return "; ".join(filter(None, (self.workers.totals().summary(), self.dns.summary())))
+        """The STATUS= line: the packet path's counts and repairs, then DNS's."""
+        return "; ".join(filter(None, (
+            f"{self.workers.totals().summary()}, {self.keeper.repairs} repairs",
+            self.dns.summary())))
 
     def reload(self) -> None:
         """Re-read the configuration and apply what changed without closing
-        the TUN; a configuration that fails keeps the old one serving."""
+        the TUN. Everything that loads and applies runs under one guard: a
+        failure of any kind (a RecursionError, a MemoryError, a DNS library
+        error as much as a ConfigError) is logged, put in STATUS= and
+        counted, and each step already applied is undone, latest first, so
+        the previous configuration stays fully applied and serving."""
         self.notifier.reloading()
         old = self.config
+        undo: list[Callable[[], None]] = []
         try:
             new = self.load()
-            for warning in new.warnings:
+            for warning in new.log_lines:
                 log.warning("%s", warning)
             wanted = Settings.of(new)
             if wanted != self.settings:
@@ -240,20 +215,39 @@ class Running:
                                                             old.limits.seed):
                 log.warning("reload: limits.delay_pool and limits.seed need a restart")
             table = core.Table(new.chains, new.limits, self.settings.queues)
+            # System changes last, each with its undo: a failure half-way
+            # puts back what the previous configuration had.
+            undo.append(lambda: self.keeper.adopt(old, strict=False))
+            applied = self.keeper.adopt(new, strict=False)
+            for warning in applied.warnings[len(new.warnings):]:
+                log.warning("reload: %s", warning)
+            if applied.chains != new.chains:
+                table = core.Table(applied.chains, new.limits, self.settings.queues)
+            new = applied
+            undo.append(lambda: self.live.publish(
+                core.Table(old.chains, old.limits, self.settings.queues)))
+            self.live.publish(table)
+            undo.append(lambda: self.dns.reload(old))
+            self.dns.reload(new)
             if new.mtu and new.mtu != old.mtu:
                 self.link.set_mtu(new.mtu)
-            try:
-                self.addresses.apply(new.chains, new.routes)
-            except RouteChainError:
-                self.addresses.apply(old.chains, old.routes)
-                raise
-            self.live.publish(table)
-            self.dns.reload(new)
-        except RouteChainError as e:
-            log.error("reload failed, still serving the previous configuration: %s", e)
-            self.notifier.ready(f"reload failed: {e}")
+        except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception as again:  # noqa: BLE001
+                    log.error("reload: putting the previous configuration back: %s",
+                              one_line(again))
+            self.reloads_failed += 1
+            self.last_reload_ok = False
+            reason = one_line(e)
+            log.error("reload failed, still serving the previous configuration: %s", reason)
+            self.notifier.ready(f"reload failed, still serving the previous configuration: "
+                                f"{reason}")
             return
         self.config = new
+        self.reloads_ok += 1
+        self.last_reload_ok = True
         log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
         self.notifier.ready(self.status())
 
@@ -323,12 +317,18 @@ def _capabilities_kept(config: Config) -> list[str]:
     return keep
 
 
+CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
+
+
 def _log_chains(config: Config, settings: Settings) -> None:
-    for chain in config.chains:
+    for chain in config.chains[:CHAINS_LOGGED]:
         if chain.length:
             log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
                      chain.destination, chain.where)
-        else:
+    if len(config.chains) > CHAINS_LOGGED:
+        log.info("and %d more chains", len(config.chains) - CHAINS_LOGGED)
+    for chain in config.chains:
+        if not chain.length:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
     log.info("serving on %s with %d queues", settings.interface, settings.queues)
@@ -338,9 +338,10 @@ def _addresses(listen) -> str:
     return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listen)
 
 
-def _log_counters(workers: Workers, dns: DnsSide) -> None:
+def _log_counters(workers: Workers, keeper: Keeper, dns: "DnsSide") -> None:
     for i, worker in enumerate(workers.workers):
         log.info("queue %d: %s", i, worker.stats().summary(detail=True))
     log.info("total: %s", workers.totals().summary(detail=True))
+    log.info("repairs: %d (addresses, routes and link state put back)", keeper.repairs)
     if dns.summary():
         log.info("%s", dns.summary(detail=True))

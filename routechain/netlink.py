@@ -1,20 +1,102 @@
 """Addresses, routes and link state over netlink: the only module that
-imports pyroute2. Nothing here shells out to `ip`."""
+imports pyroute2. Nothing here shells out to `ip`.
+
+Three ways in, each for what it does best:
+
+- `Link` changes the link (up, MTU) through pyroute2's IPRoute, and sends
+  address and route changes in bulk: many requests per send() on a plain
+  NETLINK_ROUTE socket, the acks collected afterwards and matched by
+  sequence number (10,000 addresses take one round trip per WINDOW, not
+  one each). pyroute2 encodes and decodes every message.
+- `Link.state()` dumps what the kernel holds: the addresses of every
+  interface and our own routes, for a reconciliation against the kernel
+  rather than against memory.
+- `Monitor` listens to the kernel's address, route and link notifications
+  on its own thread and reports what can mean a loss on our link.
+
+Addresses and routes are always created exclusively (NLM_F_EXCL): what
+exists and is not ours is reported, never replaced.
+"""
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import select
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink import (NETLINK_GET_STRICT_CHK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+                              NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOL_NETLINK)
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
+                                   RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+                                   RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
+                                   RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .chain import Interface
 from .config import Route
 from .errors import SetupError
 
 IFA_F_NODAD = 0x02
+IFF_UP = 0x01
 NUD_PERMANENT = 0x80
+RTPROT_STATIC = 4          # what our routes carry, as `ip route` makes them
+RTN_UNICAST = 1
+RT_TABLE_MAIN = 254
+RT_TABLE_COMPAT = 252      # rtm_table when the table id needs RTA_TABLE
+IP6_RT_PRIO_USER = 1024    # the kernel's metric for an IPv6 route given none
+WINDOW = 256               # requests per send(): their acks fit the receive buffer
+RCVBUF = 4 << 20
+TIMEOUT = 10.0             # seconds the kernel may take to answer a window
+
+
+@dataclass(frozen=True)
+class RouteKey:
+    """A route as the kernel tells routes apart: prefix, table and metric,
+    with the kernel's defaults filled in."""
+
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
+    table: int
+    metric: int
+
+    @classmethod
+    def of(cls, route: Route) -> "RouteKey":
+        metric = route.metric or 0
+        if route.prefix.version == 6 and metric == 0:
+            metric = IP6_RT_PRIO_USER  # as the kernel stores it (ip6_route_info_create)
+        return cls(route.prefix, route.table if route.table is not None else RT_TABLE_MAIN,
+                   metric)
+
+    def __str__(self) -> str:
+        table = "" if self.table == RT_TABLE_MAIN else f" table {self.table}"
+        return f"{self.prefix}{table} metric {self.metric}"
+
+
+@dataclass(frozen=True)
+class State:
+    """What the kernel holds: the addresses on our link and those of every
+    other interface (address -> interface name), as (packed address,
+    prefix length) pairs: decoding 10,000 of them must stay cheap; our
+    routes in the tables asked about; whether the link is up."""
+
+    addresses: frozenset[tuple[bytes, int]]
+    elsewhere: dict[bytes, str]
+    routes: frozenset[RouteKey]
+    up: bool
+
+
+def address_key(interface: Interface) -> tuple[bytes, int]:
+    """An Interface as State holds addresses."""
+    return interface.ip.packed, interface.network.prefixlen
 
 
 class Link:
@@ -22,12 +104,18 @@ class Link:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._ipr = IPRoute()
+        # Subscribed to nothing: notifications are the Monitor's to read.
+        self._ipr = IPRoute(groups=0)
+        self._bulk: _Bulk | None = None
         try:
             found = self._ipr.link_lookup(ifname=name)
+            self._bulk = _Bulk()
         except NetlinkError as e:
             self.close()
-            raise SetupError(f"cannot look up interface {name!r}: {_reason(e)}") from None
+            raise SetupError(f"cannot look up interface {name!r}: {_reason(e.code)}") from None
+        except OSError as e:
+            self.close()
+            raise SetupError(f"cannot open a netlink socket: {os.strerror(e.errno)}") from None
         if not found:
             self.close()
             raise SetupError(f"interface {name!r} does not exist")
@@ -35,8 +123,10 @@ class Link:
 
     def close(self) -> None:
         self._ipr.close()
+        if self._bulk is not None:
+            self._bulk.close()
 
-    def set_up(self, mtu: int | None) -> None:
+    def set_up(self, mtu: int | None = None) -> None:
         kwargs = {"state": "up"}
         if mtu is not None:
             kwargs["mtu"] = mtu
@@ -47,42 +137,88 @@ class Link:
         self._call(f"set MTU {mtu} on {self.name!r}", "set", index=self.index,
                    fn=self._ipr.link, mtu=mtu)
 
-    def add_address(self, interface: Interface) -> None:
-        """The chain's host address; IPv6 without DAD, as nobody else is on the link."""
-        flags = IFA_F_NODAD if interface.version == 6 else 0
-        self._call(f"add address {interface} to {self.name!r}", "add", fn=self._ipr.addr,
-                   index=self.index, address=str(interface.ip),
-                   prefixlen=interface.network.prefixlen, flags=flags)
+    # --- what the kernel holds
 
-    def del_address(self, interface: Interface) -> None:
-        self._call(f"remove address {interface} from {self.name!r}", "del", fn=self._ipr.addr,
-                   index=self.index, address=str(interface.ip),
-                   prefixlen=interface.network.prefixlen, missing_ok=True)
+    def state(self, tables: Iterable[int] = ()) -> State:
+        """One dump of every address (ours and others'), one of our routes
+        per table, and the link's flags."""
+        names = {}
+        up = False
+        try:
+            for msg in self._ipr.get_links():
+                names[msg["index"]] = msg.get_attr("IFLA_IFNAME")
+                if msg["index"] == self.index:
+                    up = bool(msg["flags"] & IFF_UP)
+        except NetlinkError as e:
+            raise SetupError(f"cannot list interfaces: {_reason(e.code)}") from None
+        mine, elsewhere = set(), {}
+        for msg in self._bulk.dump(_addr_dump(), self._bulk.fields_only):
+            packed = _local_address(msg)
+            if packed is None:
+                continue
+            if msg["index"] == self.index:
+                mine.add((packed, msg["prefixlen"]))
+            else:
+                elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
+        routes = set()
+        for table in set(tables):
+            for msg in self._bulk.dump(_route_dump(table, self.index, RTPROT_STATIC)):
+                key = _route_key(msg)
+                if key is not None and _route_oif(msg) == self.index \
+                        and msg["proto"] == RTPROT_STATIC and key.table == table:
+                    routes.add(key)
+        return State(frozenset(mine), elsewhere, frozenset(routes), up)
 
-    def add_route(self, route: Route) -> None:
-        self._call(f"add route {route.prefix} dev {self.name!r} ({route.where})", "replace",
-                   fn=self._ipr.route, **self._route_spec(route))
+    def route_holder(self, key: RouteKey) -> str:
+        """How `ip route` would describe the route that holds key, for a
+        refusal: 'dev lo proto kernel', or 'a route' when it cannot be found."""
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._ipr.get_links()}
+        for msg in self._bulk.dump(_route_dump(key.table, None)):
+            if _route_key(msg) == key:
+                oif = _route_oif(msg)
+                gateway = msg.get_attr("RTA_GATEWAY")
+                where = f"via {gateway} " if gateway else ""
+                where += f"dev {names.get(oif, oif)}" if oif else "(no device)"
+                proto = {2: "kernel", 3: "boot", 4: "static"}.get(msg["proto"], msg["proto"])
+                return f"{where} proto {proto}"
+        return "a route"
 
-    def del_route(self, route: Route) -> None:
-        self._call(f"remove route {route.prefix}", "del", fn=self._ipr.route,
-                   missing_ok=True, **self._route_spec(route))
+    # --- changes, in bulk; each returns {item: errno} for what failed
 
-    def _route_spec(self, route: Route) -> dict:
-        spec = {"dst": str(route.prefix), "oif": self.index}
-        if route.table is not None:
-            spec["table"] = route.table
-        if route.metric is not None:
-            spec["priority"] = route.metric
-        return spec
+    def add_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
+        """The chains' host addresses; IPv6 without DAD, as nobody else is on the link."""
+        items = list(interfaces)
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        return self._send(items, [_addr_msg(RTM_NEWADDR, flags, self.index, i) for i in items])
 
-    def _call(self, what: str, command: str, fn, missing_ok: bool = False, **kwargs) -> None:
+    def del_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
+        """Those already gone are not failures."""
+        items = list(interfaces)
+        failed = self._send(items, [_addr_msg(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK,
+                                              self.index, i) for i in items])
+        return {i: e for i, e in failed.items() if e not in _GONE}
+
+    def add_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
+        items = list(keys)
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        return self._send(items, [_route_msg(RTM_NEWROUTE, flags, self.index, k) for k in items])
+
+    def del_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
+        """Only routes through this link that we made (proto static) match."""
+        items = list(keys)
+        failed = self._send(items, [_route_msg(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK,
+                                               self.index, k) for k in items])
+        return {k: e for k, e in failed.items() if e not in _GONE}
+
+    def _send(self, items: list, msgs: list) -> dict:
+        codes = self._bulk.request(msgs)
+        return {item: code for item, code in zip(items, codes) if code}
+
+    def _call(self, what: str, command: str, fn, **kwargs) -> None:
         try:
             fn(command, **kwargs)
         except NetlinkError as e:
-            gone = e.code in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT)
-            if missing_ok and gone:
-                return
-            raise SetupError(f"cannot {what}: {_reason(e)}") from None
+            raise SetupError(f"cannot {what}: {_reason(e.code)}") from None
 
     def __enter__(self) -> "Link":
         return self
@@ -91,10 +227,337 @@ class Link:
         self.close()
 
 
-def _reason(e: NetlinkError) -> str:
-    if e.code == errno.EPERM:
+def reason(code: int) -> str:
+    """An errno from the kernel as a refusal's reason."""
+    return _reason(code)
+
+
+def _reason(code: int) -> str:
+    if code == errno.EPERM:
         return "operation not permitted (CAP_NET_ADMIN is needed)"
-    return os.strerror(e.code) if e.code else str(e)
+    return os.strerror(code) if code else "unknown error"
+
+
+_GONE = {errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT}
+
+
+# --- messages ---------------------------------------------------------------
+
+def _family(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+def _addr_msg(kind: int, flags: int, index: int, interface: Interface) -> ifaddrmsg:
+    msg = ifaddrmsg()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = _family(interface.version)
+    msg["prefixlen"] = interface.network.prefixlen
+    msg["flags"] = IFA_F_NODAD if interface.version == 6 else 0
+    msg["scope"] = 0
+    msg["index"] = index
+    # The kernel takes IFA_LOCAL for IFA_ADDRESS too when it comes alone.
+    msg["attrs"] = [("IFA_LOCAL", str(interface.ip))]
+    return msg
+
+
+def _addr_dump() -> ifaddrmsg:
+    msg = ifaddrmsg()
+    msg["header"]["type"] = RTM_GETADDR
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["family"] = socket.AF_UNSPEC
+    return msg
+
+
+def _route_msg(kind: int, flags: int, index: int, key: RouteKey) -> rtmsg:
+    msg = rtmsg()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = _family(key.prefix.version)
+    msg["dst_len"] = key.prefix.prefixlen
+    msg["table"] = key.table if key.table < 256 else RT_TABLE_COMPAT
+    msg["proto"] = RTPROT_STATIC
+    msg["scope"] = 0
+    msg["type"] = RTN_UNICAST
+    msg["attrs"] = [("RTA_DST", str(key.prefix.network_address)), ("RTA_OIF", index),
+                    ("RTA_TABLE", key.table), ("RTA_PRIORITY", key.metric)]
+    return msg
+
+
+def _route_dump(table: int, oif: int | None, proto: int = 0) -> rtmsg:
+    """A dump the kernel filters by table (and device, and protocol) under
+    strict checking: not the kernel's own route for each of 10,000 chain
+    addresses when we look for ours in the main table."""
+    msg = rtmsg()
+    msg["header"]["type"] = RTM_GETROUTE
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["family"] = socket.AF_UNSPEC
+    msg["proto"] = proto
+    msg["table"] = table if table < 256 else RT_TABLE_COMPAT
+    msg["attrs"] = [("RTA_TABLE", table)] + ([("RTA_OIF", oif)] if oif else [])
+    return msg
+
+
+class _ifaddr_fields(ifaddrmsg):
+    """An RTM_NEWADDR decoded by pyroute2 as far as its fixed fields: for
+    10,000 addresses in a dump, decoding every attribute as an object costs
+    a reload a quarter of a second, and only the address is wanted."""
+
+    nla_map = ()
+
+
+class _AddressFields(MarshalRtnl):
+    msg_map = {**MarshalRtnl.msg_map, RTM_NEWADDR: _ifaddr_fields}
+
+
+IFA_ADDRESS, IFA_LOCAL = 1, 2   # linux/if_addr.h
+NLA_HEADER = struct.Struct("=HH")  # struct nlattr: nla_len, nla_type
+IFADDRMSG_END = 16 + 8          # struct nlmsghdr, struct ifaddrmsg
+
+
+def _local_address(msg) -> bytes | None:
+    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message:
+    its attributes follow the fixed part, each a struct nlattr header and a
+    value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
+    data, offset = msg.data, msg.offset + IFADDRMSG_END
+    end = msg.offset + msg["header"]["length"]
+    found = None
+    while offset + NLA_HEADER.size <= end:
+        length, kind = NLA_HEADER.unpack_from(data, offset)
+        if length < NLA_HEADER.size or offset + length > end:
+            break
+        if kind in (IFA_ADDRESS, IFA_LOCAL):
+            found = bytes(data[offset + NLA_HEADER.size:offset + length])
+            if kind == IFA_LOCAL:
+                break
+        offset += (length + 3) & ~3
+    return found
+
+
+def _interface(msg) -> Interface | None:
+    address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    if address is None:
+        return None
+    return ipaddress.ip_interface(f"{address}/{msg['prefixlen']}")
+
+
+def _route_key(msg) -> RouteKey | None:
+    if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == socket.AF_INET else "::")
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    return RouteKey(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"), table,
+                    msg.get_attr("RTA_PRIORITY") or 0)
+
+
+def _route_oif(msg) -> int | None:
+    return msg.get_attr("RTA_OIF")
+
+
+class _Bulk:
+    """A NETLINK_ROUTE socket for requests in bulk and dumps: not subscribed
+    to any notification, so only answers to our own requests arrive."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                   socket.NETLINK_ROUTE)
+        try:
+            _grow_receive_buffer(self._sock)
+            try:
+                # Dumps filtered by the kernel (by table, device, protocol);
+                # without it (Linux < 4.20) they come whole and are filtered here.
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass
+            self._sock.bind((0, 0))
+            self._sock.settimeout(TIMEOUT)
+        except OSError:
+            self._sock.close()
+            raise
+        self._marshal = MarshalRtnl()
+        self.fields_only = _AddressFields()
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, msgs: list) -> list[int]:
+        """Send msgs WINDOW at a time, each window in one send(); the errno
+        the kernel answered each with (0: done). Only a window's last
+        request asks for an ack: the kernel answers the others only when
+        they fail, and handles a send's requests in order, so once the last
+        one is answered every error before it has arrived."""
+        codes: list[int] = []
+        for start in range(0, len(msgs), WINDOW):
+            window = msgs[start:start + WINDOW]
+            first = self._seq + 1
+            data = bytearray()
+            for i, msg in enumerate(window):
+                self._seq += 1
+                msg["header"]["sequence_number"] = self._seq
+                if i < len(window) - 1:
+                    msg["header"]["flags"] &= ~NLM_F_ACK
+                msg.encode()
+                data += msg.data
+            errors: dict[int, int] = {}
+            self._send(data)
+            while self._seq not in errors:
+                for msg in self._receive():
+                    seq = msg["header"]["sequence_number"]
+                    if msg["header"]["type"] == NLMSG_ERROR and first <= seq <= self._seq:
+                        errors[seq] = abs(msg["error"])
+            codes.extend(errors.get(first + i, 0) for i in range(len(window)))
+        return codes
+
+    def dump(self, msg, marshal: MarshalRtnl | None = None) -> Iterator:
+        """Every message of a dump, decoded by marshal (default: in full);
+        SetupError if the kernel refuses it."""
+        self._seq += 1
+        seq = msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        self._send(msg.data)
+        while True:
+            for answer in self._receive(marshal or self._marshal):
+                if answer["header"]["sequence_number"] != seq:
+                    continue
+                kind = answer["header"]["type"]
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    if answer["error"]:
+                        raise SetupError(f"netlink dump refused: {_reason(abs(answer['error']))}")
+                    return
+                yield answer
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except OSError as e:
+            raise SetupError(f"netlink: {os.strerror(e.errno)}") from None
+
+    def _receive(self, marshal: MarshalRtnl | None = None) -> list:
+        try:
+            data = self._sock.recv(RCVBUF)
+        except socket.timeout:
+            raise SetupError(f"netlink: no answer from the kernel within {TIMEOUT:.0f} s") \
+                from None
+        except OSError as e:
+            raise SetupError(f"netlink: {os.strerror(e.errno)}") from None
+        return list((marshal or self._marshal).parse(data))
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN; without
+    it the plain option takes what the limit allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+
+# --- watching ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Event:
+    """Something the kernel reported on our link that can mean a loss:
+    kind is "address" (item: the Interface removed), "route" (item: the
+    RouteKey removed), "down" (the link lost IFF_UP), "gone" (the link was
+    deleted), "overrun" (notifications were lost: anything may be), or
+    "retry" (what could not be added before is due to be tried again)."""
+
+    kind: str
+    item: Interface | RouteKey | None = None
+
+
+_WATCHED = {RTM_DELADDR, RTM_DELROUTE, RTM_NEWLINK, RTM_DELLINK}
+_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE
+           | RTMGRP_IPV6_ROUTE)
+
+
+class _WatchedOnly(MarshalRtnl):
+    """Decodes only the notifications that can mean a loss; the many
+    RTM_NEWADDR and RTM_NEWROUTE that our own changes cause are skipped
+    without decoding."""
+
+    def get_parser(self, key, flags, sequence_number):
+        if key not in _WATCHED:
+            return lambda data, offset, length: None
+        return super().get_parser(key, flags, sequence_number)
+
+
+class Monitor:
+    """The kernel's address, route and link notifications, read on a
+    thread of its own; `report(event)` is called there for each Event on
+    the link with index `index` (it must be quick and thread-safe)."""
+
+    def __init__(self, index: int, report: Callable[[Event], None]) -> None:
+        self._index = index
+        self._report = report
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                   socket.NETLINK_ROUTE)
+        try:
+            _grow_receive_buffer(self._sock)
+            self._sock.bind((0, _GROUPS))
+        except OSError as e:
+            self._sock.close()
+            raise SetupError(f"cannot watch netlink: {os.strerror(e.errno)}") from None
+        self._sock.setblocking(False)
+        self._marshal = _WatchedOnly()
+        self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.failure: str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="netlink-monitor")
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        os.eventfd_write(self._stop, 1)
+        self._thread.join()
+        os.close(self._stop)
+        self._sock.close()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        poller.register(self._stop, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._stop in ready:
+                return
+            while True:
+                try:
+                    data = self._sock.recv(RCVBUF)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if e.errno == errno.ENOBUFS:  # the kernel dropped notifications
+                        self._report(Event("overrun"))
+                        continue
+                    self.failure = os.strerror(e.errno)
+                    return
+                try:
+                    events = [self._event(msg) for msg in self._marshal.parse(data)]
+                except Exception:  # undecodable: whatever it said may be lost
+                    events = [Event("overrun")]
+                for event in events:
+                    if event is not None:
+                        self._report(event)
+
+    def _event(self, msg) -> Event | None:
+        kind = msg["header"]["type"]
+        if kind == RTM_DELADDR and msg["index"] == self._index:
+            iface = _interface(msg)
+            return Event("address", iface) if iface is not None else None
+        if kind == RTM_DELROUTE and _route_oif(msg) == self._index \
+                and msg["proto"] == RTPROT_STATIC:
+            key = _route_key(msg)
+            return Event("route", key) if key is not None else None
+        if kind == RTM_NEWLINK and msg["index"] == self._index and not msg["flags"] & IFF_UP:
+            return Event("down")
+        if kind == RTM_DELLINK and msg["index"] == self._index:
+            return Event("gone")
+        return None
 
 
 # --- Throwaway namespaces, for the demo. -----------------------------------

@@ -21,11 +21,12 @@ ctypes over libc: capget/capset and prctl have no Python binding.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import pwd
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from .errors import SetupError
 
@@ -136,6 +137,56 @@ def _thread_count() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 1
+
+
+@contextlib.contextmanager
+def reading_as(user: str | None) -> Iterator[None]:
+    """Open files with the permissions `user` will have: the daemon reads
+    its config and stories as the user it runs as, at start as on reload,
+    so a file only root may read is refused at start rather than served
+    until the first reload (#8).
+
+    Run as root before the drop, this takes the user's effective uid, gid
+    and groups for the duration and gives root back after (setresuid(2)
+    keeps the real and saved uid 0, so the return is allowed; the
+    effective capabilities, cleared on leaving euid 0, come back from the
+    permitted set on the return). Only before any thread starts: the
+    switch is process-wide, and the workers must never see it. Once
+    dropped, or without --user, or not root, it changes nothing.
+    """
+    if user is None or os.geteuid() != 0:
+        yield
+        return
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise SetupError(f"--user {user}: no such user") from None
+    if entry.pw_uid == 0:
+        yield
+        return
+    threads = _thread_count()
+    if threads != 1:
+        raise SetupError(f"--user {user}: cannot read files as the user with {threads} "
+                         "threads running")
+    groups, gid = os.getgroups(), os.getegid()
+    try:
+        os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        os.setresgid(-1, entry.pw_gid, -1)
+        os.setresuid(-1, entry.pw_uid, -1)
+    except OSError as e:
+        _restore(groups, gid)
+        raise SetupError(f"--user {user}: cannot take the user's identity to read "
+                         f"files: {e.strerror}") from None
+    try:
+        yield
+    finally:
+        _restore(groups, gid)
+
+
+def _restore(groups: list[int], gid: int) -> None:
+    os.setresuid(-1, 0, -1)
+    os.setresgid(-1, gid, -1)
+    os.setgroups(groups)
 
 
 def drop_to(user: str, keep: Sequence[str]) -> None:

@@ -51,8 +51,6 @@ from .chain import Chain
 from .config import Config, DnsSettings
 from .errors import ConfigError
 
-DEFAULT_NS = "ns.route-chain.invalid"
-
 
 @dataclass(frozen=True)
 class Zone:
@@ -89,7 +87,7 @@ def build(config: Config, now: float | None = None) -> list[Zone]:
     """The reverse zones of every chain with named hops, sorted by origin.
     `now` fixes the default serial (the Unix time of the build)."""
     settings = config.dns or DnsSettings()
-    ns = _ns_names(config, settings)
+    ns, mname, rname = settings.names(config.chains)
     serial = settings.serial if settings.serial is not None else int(now if now is not None
                                                                        else time.time())
     records: dict[dns.name.Name, list[tuple[dns.name.Name, str, str]]] = {}
@@ -98,7 +96,7 @@ def build(config: Config, now: float | None = None) -> list[Zone]:
             records.setdefault(origin, []).append((owner, rdtype, target))
     zones = []
     for origin, recs in records.items():
-        zones.append(_zone(origin, recs, ns, settings, serial))
+        zones.append(_zone(origin, recs, ns, mname, rname, settings, serial))
     return sorted(zones, key=lambda z: (z.origin.labels[-2:], z.origin.to_text()))
 
 
@@ -122,7 +120,7 @@ def parent_records(config: Config) -> str:
     """For each RFC 2317 chain, the NS and CNAME records the /24 zone above
     it must hold, as master-file text ready to paste; "" when there is none."""
     settings = config.dns or DnsSettings()
-    ns = _ns_names(config, settings)
+    ns = settings.names(config.chains)[0]
     out = []
     for chain in config.chains:
         if not _classless(chain):
@@ -185,10 +183,8 @@ def _chain_records(chain: Chain):
         yield zone_origin(addr, bits), reverse_name(addr), "PTR", name
 
 
-def _zone(origin: dns.name.Name, recs, ns: tuple[str, ...], s: DnsSettings,
-          serial: int) -> Zone:
-    mname = s.soa_mname or ns[0]
-    rname = s.soa_rname or _hostmaster(mname)
+def _zone(origin: dns.name.Name, recs, ns: tuple[str, ...], mname: str, rname: str,
+          s: DnsSettings, serial: int) -> Zone:
     soa = dns.rrset.from_text(origin, s.ttl, "IN", "SOA",
                               f"{mname}. {rname}. {serial} {s.refresh} {s.retry} "
                               f"{s.expire} {s.minimum}")
@@ -217,17 +213,3 @@ def _address_order(rrset: dns.rrset.RRset):
                    (0, int(text, 16), text) if len(text) == 1 and text in "0123456789abcdef"
                    else (1, 0, text))
     return key
-
-
-def _ns_names(config: Config, s: DnsSettings) -> tuple[str, ...]:
-    if s.ns:
-        return tuple(n.rstrip(".") for n in s.ns)
-    for chain in config.chains:
-        if chain.suffix:
-            return (f"ns.{chain.suffix}",)
-    return (DEFAULT_NS,)
-
-
-def _hostmaster(mname: str) -> str:
-    labels = mname.rstrip(".").split(".")
-    return "hostmaster." + (".".join(labels[1:]) if len(labels) > 1 else labels[0])

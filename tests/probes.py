@@ -168,3 +168,26 @@ def corrupt(rng: random.Random, packet: bytearray) -> None:
         packet[rng.randrange(len(packet))] ^= 1 << rng.randrange(8)
     elif roll < 0.18 and len(packet) > 4:
         packet[2 if packet[0] >> 4 == 4 else 4] ^= 0xff  # a lying length field
+
+
+def many_chains(rng: random.Random, n: int) -> list[Chain]:
+    """n chains of both families in random order that do not overlap, with
+    random prefix lengths, random gaps between prefixes (some none at all)
+    and hosts anywhere in their prefix: a table the lookup must search."""
+    chains = []
+    for family, base, lengths in ((4, int(ipaddress.IPv4Address("198.18.0.0")), (22, 32)),
+                                  (6, int(ipaddress.IPv6Address("2001:db8::")), (56, 128))):
+        bits = 32 if family == 4 else 128
+        cursor = base
+        for _ in range(n // 2 if family == 4 else n - n // 2):
+            plen = rng.randint(*lengths)
+            size = 1 << (bits - plen)
+            start = -(-cursor // size) * size + size * rng.choice([0, 0, 1, 3])
+            # Anywhere but the broadcast address, which is never a chain's host.
+            host = start + rng.randrange(size - 1 if family == 4 and plen <= 30 else size)
+            interface = ipaddress.ip_interface((host, plen))
+            if Chain(interface).length:
+                chains.append(Chain(interface))
+            cursor = start + size
+    rng.shuffle(chains)
+    return chains

@@ -4,19 +4,26 @@ nothing configured behind it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from netns import TestNet
+from netns import CHAIN4, TestNet
+from routechain import cli
+from routechain.errors import UsageError
 
 
 def route_chain(*args: str, ns: TestNet | None = None, prefix: tuple[str, ...] = ()):
+    """Run the command line in the test network's router namespace, or, with
+    none, in a fresh empty one (unshare --net): should a refusal regress, the
+    daemon it starts must never touch the host's own routes and addresses."""
     cmd = (*prefix, sys.executable, "-m", "routechain", *args)
     if ns is not None:
         return ns.run(ns.router, *cmd, check=False, timeout=30)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return subprocess.run(("unshare", "--net", *cmd), capture_output=True, text=True,
+                          timeout=30)
 
 
 USAGE_ERRORS = [
@@ -24,10 +31,12 @@ USAGE_ERRORS = [
     (["fd00::/129"], "bad prefix length '129'"),
     (["198.18.0.1/33"], "bad prefix length '33'"),
     (["198.18.0.1/24", "198.18.0.200/25"], "chains overlap: 198.18.0.1/24"),
-    (["--queues", "0", "198.18.0.1/24"], "bad queue count '0'"),
-    (["--mtu", "20", "198.18.0.1/24"], "bad MTU '20'"),
+    (["--queues", "0", "198.18.0.1/24"], "--queues 0: daemon.queues = 0 is not in 1..256"),
+    (["--queues", "1024", "198.18.0.1/24"], "--queues 1024: daemon.queues = 1024 is not in"),
+    (["--queues", "two", "198.18.0.1/24"], "--queues two: daemon.queues must be an integer"),
+    (["--mtu", "20", "198.18.0.1/24"], "--mtu 20: daemon.mtu = 20 is not in 68..65535"),
     (["--mtu", "1000", "2001:db8::1/64"], "--mtu 1000: IPv6 chains need"),
-    (["--route", "banana", "198.18.0.1/24"], "--route: bad prefix 'banana'"),
+    (["--route", "banana", "198.18.0.1/24"], "--route banana: bad route prefix 'banana'"),
     (["--interface", "a/b", "198.18.0.1/24"], "bad interface name 'a/b'"),
     (["--interface", "x" * 16, "198.18.0.1/24"], "bad interface name"),
     ([], "no chain"),
@@ -42,6 +51,60 @@ def test_cli_usage_error_is_one_line_exit_2(args, message):
     assert r.returncode == 2, r
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("route-chain: "), r.stderr
     assert message in r.stderr, r.stderr
+
+
+# Refusals checked in-process, never through a started daemon: on a
+# regression these would put a /0 route or address on the host itself.
+REFUSED = [
+    (["--route", "0.0.0.0/0", "198.18.0.1/24"], "--route 0.0.0.0/0: bad route prefix"),
+    (["--route", "198.19.0.1/16", "198.18.0.1/24"], "has host bits set"),
+    (["0.0.0.0/0"], "0.0.0.0/0 cannot be a chain: a /0"),
+    (["10.1.2.3/0"], "10.1.2.3/0 cannot be a chain: a /0"),
+    (["224.0.0.1/24"], "224.0.0.1/24 cannot be a chain: a multicast"),
+    (["127.0.0.2/8"], "127.0.0.2/8 cannot be a chain: loopback"),
+    (["fe80::1%eth0/64"], "cannot be a chain: link-local"),
+    (["169.254.0.1/16"], "cannot be a chain: link-local"),
+    (["2001:db8::1%eth0/64"], "cannot be a chain: a scoped address"),
+    (["::/64"], "::/64 cannot be a chain: the unspecified"),
+    (["198.18.0.255/24"], "198.18.0.255/24 cannot be a chain: the broadcast address"),
+]
+
+
+@pytest.mark.parametrize("args,message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_cli_refuses_what_can_never_work(args, message):
+    with pytest.raises(UsageError) as info:
+        cli.command_line_config(cli.run_parser().parse_args(args))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+BAD_CONFIGS = [
+    ("deep", "x = " + "[" * 3000 + "]" * 3000 + "\n", "rc.toml:1: nested 3000 levels deep"),
+    ("long-ns", f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["x"]\n'
+                f'suffix = "{".".join(["a" * 63] * 3 + ["b" * 59])}"\n'
+                '[dns]\nlisten = ["127.0.0.1:5353"]\n', "the NS name 'ns.aaa"),
+    ("fifo", f'[[chain]]\naddress = "{CHAIN4}"\nstory = "fifo"\n', "fifo: cannot read story: a FIFO"),
+    ("device", f'[[chain]]\naddress = "{CHAIN4}"\nstory = "/dev/zero"\n',
+     "/dev/zero: cannot read story: a character device"),
+]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("name,text,message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_cli_bad_config_is_one_line_everywhere(tmp_path, name, text, message):
+    """#8: each of these was a traceback (or a hang) at start or in `zone`,
+    while `preview` took some: now start, preview and zone say the same
+    one line and exit 2. Start runs in a namespace: nothing on the host."""
+    os.mkfifo(tmp_path / "fifo")
+    config = tmp_path / "rc.toml"
+    config.write_text(text)
+    with TestNet.create("bad") as net:
+        for args in (["--config", str(config)], ["preview", "--config", str(config)],
+                     ["zone", "--config", str(config), "-o", str(tmp_path / "zones")]):
+            r = route_chain(*args, ns=net)
+            assert r.returncode == 2, (args, r)
+            assert r.stderr.count("\n") == 1 and r.stderr.startswith("route-chain: "), r.stderr
+            assert message in r.stderr, (args, r.stderr)
+        assert "route-chain" not in net.run(net.router, "ip", "-o", "link").stdout
 
 
 def test_cli_version_and_help():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import textwrap
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -81,10 +83,16 @@ def test_config_loads_every_section(in_tmp):
     assert c.dns.ns == ("ns1.example.net", "ns2.example.net")
     assert c.dns.soa_rname == "hostmaster.example.net"
     assert (c.dns.ttl, c.dns.serial, c.dns.refresh) == (600, 42, 3600)
-    assert c.warnings == (
+    assert c.rewrites == (
         "story.txt:2: 'two,' becomes 'two'",
         "route-chain.toml:21: 'Once upon a time,' becomes 'Once.upon.a.time'",
         "route-chain.toml:23: 'the end' becomes 'the.end'")
+    assert c.warnings == ()
+    assert c.log_lines == (
+        "story.txt: 1 story lines rewritten into host names; "
+        "`route-chain preview --config route-chain.toml` shows each",
+        "route-chain.toml: 2 story lines rewritten into host names; "
+        "`route-chain preview --config route-chain.toml` shows each")
     assert c.path == Path("route-chain.toml")
 
 
@@ -95,7 +103,7 @@ def test_config_story_path_is_relative_to_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     c = config.load(Path("etc/route-chain.toml"))
     assert c.chains[0].hops[0].where == "etc/story.txt:1"
-    assert c.warnings == ("etc/story.txt:1: 'a b' becomes 'a.b'",)
+    assert c.rewrites == ("etc/story.txt:1: 'a b' becomes 'a.b'",)
 
 
 def test_config_empty_file_is_an_empty_config(in_tmp):
@@ -111,7 +119,8 @@ def test_config_dns_without_listen_is_no_server(in_tmp):
 # (config text, expected message after "route-chain.toml:")
 ERRORS = [
     ("[daemon]\nqueues = \"2\"\n", "2: daemon.queues must be an integer, not '2'"),
-    ("[daemon]\nqueues = 0\n", "2: daemon.queues = 0 is not in 1..1024"),
+    ("[daemon]\nqueues = 0\n", "2: daemon.queues = 0 is not in 1..256"),
+    ("[daemon]\nqueues = 1024\n", "2: daemon.queues = 1024 is not in 1..256"),
     ("[daemon]\nqueues = true\n", "2: daemon.queues must be an integer, not True"),
     ("[daemon]\nmtu = 40\n", "2: daemon.mtu = 40 is not in 68..65535"),
     ("[daemon]\ninterface = \"a/b\"\n", "2: bad interface name 'a/b'"),
@@ -268,3 +277,249 @@ def test_config_environment_untouched(in_tmp):
     before = dict(os.environ)
     config.load(write(in_tmp, GOOD))
     assert dict(os.environ) == before
+
+
+# --- #8: what a hostile or unlucky file meets --------------------------------
+
+CHAIN_ERRORS = [
+    ("0.0.0.0/0", "a /0"), ("10.1.2.3/0", "a /0"), ("224.0.0.1/24", "a multicast"),
+    ("127.0.0.2/8", "loopback"), ("fe80::1%eth0/64", "link-local"),
+    ("2001:db8::1%eth0/64", "a scoped address"), ("::/64", "the unspecified"),
+    ("0.0.0.0/24", "the unspecified"), ("ff02::1/64", "a multicast"),
+    ("169.254.1.1/16", "link-local"), ("192.0.2.255/24", "the broadcast address"),
+]
+
+
+@pytest.mark.parametrize("address,why", CHAIN_ERRORS)
+def test_config_refuses_chains_that_can_never_answer(in_tmp, address, why):
+    path = write(in_tmp, f'\n[[chain]]\naddress = "{address}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"route-chain.toml:3: {address} cannot be a chain: {why}")
+
+
+def test_config_queues_in_file_is_what_the_tun_allows(in_tmp):
+    from routechain import settings, tun
+    assert settings.MAX_QUEUES == tun.MAX_QUEUES
+    assert config.load(write(in_tmp, f"[daemon]\nqueues = {tun.MAX_QUEUES}\n")).queues == 256
+
+
+class _Alarm(Exception):
+    pass
+
+
+@pytest.fixture
+def within_5s():
+    """Fail, rather than hang the suite, if a read blocks."""
+    import signal
+
+    def ring(*_):
+        raise _Alarm("blocked for 5 s")
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _special(kind: str, where: Path) -> Path:
+    import socket
+    if kind == "fifo":
+        os.mkfifo(where)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(where))
+        s.listen()
+        _special.keep = s
+    elif kind == "directory":
+        where.mkdir()
+    else:
+        return Path(kind)  # a device path
+    return where
+
+
+SPECIAL = [("fifo", "a FIFO"), ("socket", "cannot read"), ("directory", "a directory"),
+           ("/dev/zero", "a character device"), ("/dev/urandom", "a character device"),
+           ("/dev/null", "a character device")]
+
+
+@pytest.mark.parametrize("kind,message", SPECIAL)
+def test_config_story_must_be_a_regular_file(in_tmp, within_5s, kind, message):
+    """A FIFO would block the reader until a writer comes (a reload would
+    hang the main thread); a device never ends."""
+    story = _special(kind, in_tmp / "special")
+    path = write(in_tmp, f'[[chain]]\naddress = "192.0.2.1/24"\nstory = "{story}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert f"{story.name}: cannot read story" in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kind,message", SPECIAL)
+def test_config_file_must_be_a_regular_file(in_tmp, within_5s, kind, message):
+    path = _special(kind, in_tmp / "special.toml")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}: cannot read config")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("what", ["config", "story"])
+def test_config_files_are_read_up_to_1_mib(in_tmp, what):
+    from routechain.files import MAX_FILE_BYTES
+    assert MAX_FILE_BYTES == 1 << 20
+    body = '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n'
+    story = "one\n"
+    for size, ok in ((MAX_FILE_BYTES, True), (MAX_FILE_BYTES + 1, False)):
+        if what == "config":
+            text = body + "#" * (size - len(body) - 1) + "\n"
+        else:
+            text = body
+            line = "#" * 999 + "\n"
+            rest = size - 4
+            story = "one\n" + line * (rest // 1000) + "#" * (rest % 1000 - 1) + "\n"
+        path = write(in_tmp, text, story)
+        assert (Path(path).stat().st_size if what == "config"
+                else (in_tmp / "story.txt").stat().st_size) == size
+        if ok:
+            assert len(config.load(path).chains[0].hops) == 1
+        else:
+            with pytest.raises(ConfigError, match=f"{what} file is larger than 1 MiB"):
+                config.load(path)
+
+
+@pytest.mark.parametrize("text,line,message", [
+    ("\nx = " + "[" * 3000 + "]" * 3000 + "\n", 2, "nested 3000 levels deep"),
+    ("x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", 1, "nested 3000 levels deep"),
+    ("[dns]\n" + "a" + ".a" * 100_000 + " = 1\n", 2, "a dotted key of 100001 parts"),
+    ("[" + "a." * 100 + "b]\n", 1, "a dotted key of 101 parts"),
+])
+def test_config_shape_is_bounded_before_tomllib(in_tmp, text, line, message):
+    """tomllib recurses per nesting level (RecursionError) and is quadratic
+    in the parts of a dotted key (100,000 parts: minutes and gigabytes):
+    both are refused first, at once, with the line."""
+    path = write(in_tmp, text)
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert time.monotonic() - start < 1.0
+    assert str(info.value).startswith(f"route-chain.toml:{line}: {message}")
+
+
+def test_config_story_line_length_is_capped(in_tmp):
+    from routechain.story import MAX_LINE
+    story = "ok\n" + "é" * (MAX_LINE + 1) + "\n"
+    path = write(in_tmp, '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n', story)
+    with pytest.raises(ConfigError, match=rf"^story\.txt:2: line is {MAX_LINE + 1} characters"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("count", [300, 1000])
+def test_config_long_non_ascii_word_is_linear(in_tmp, count):
+    """A word of CJK letters is split into A-labels in linear time (it was
+    cubic: 300 letters took 6 s, 1,000 more than two minutes)."""
+    word = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(count))
+    path = write(in_tmp, '[[chain]]\naddress = "192.0.2.1/24"\nstory = "story.txt"\n',
+                 word + "\n")
+    start = time.process_time()
+    with pytest.raises(ConfigError, match=r"story\.txt:1: name is (more than )?\d+ characters"):
+        config.load(path)
+    assert time.process_time() - start < 1.0
+
+
+def test_config_split_of_long_non_ascii_word_fits_labels():
+    from routechain import story
+    word = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(40))
+    hop, = story.parse_lines([("s:1", word)]).hops
+    labels = hop.name.split(".")
+    assert len(labels) > 1 and story.host_name_ok(hop.name)
+    assert "".join(lbl.encode().decode("idna") for lbl in labels) == word
+
+
+def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
+    """The loader's own work (scanner, tomllib, stories) per 1,000 chains
+    stays well under a second (the overlap check is measured on its own)."""
+    from routechain import tomlpos
+    def text(n: int) -> str:
+        return "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\n'
+                       f'hops = ["hop one", "two"]\nsuffix = "example.net"\n\n' for i in range(n))
+    times = []
+    for n in (500, 2000):
+        path = write(in_tmp, text(n))
+        start = time.process_time()
+        text_read = Path(path).read_text()
+        tree = tomllib.loads(text_read)
+        loader = config._Loader(Path(path), "x", tomlpos.Locator(text_read))
+        chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+        times.append(time.process_time() - start)
+        assert len(chains) == n
+    # 2,000 chains in under 2 s, and four times the chains at most about
+    # four times the time (a quadratic step would take sixteen).
+    assert times[1] < 2.0 and times[1] < max(8 * times[0], 0.2), times
+
+
+def _name(length: int) -> str:
+    """A host name of `length` characters (labels of 63)."""
+    labels, left = [], length
+    while left > 64:
+        labels.append("a" * 63)
+        left -= 64
+    return ".".join(labels + ["b" * left])
+
+
+@pytest.mark.parametrize("suffix,dns,message", [
+    (251, "", "the NS name 'ns.aaa"),                         # ns.<suffix>: 254
+    (251, '[dns]\nns = ["ns.example.net"]\n', None),
+    (250, "", "the SOA rname 'hostmaster.aaa"),               # hostmaster.<suffix>: 261
+    (250, '[dns]\nsoa_rname = "h@example.net"\n', None),
+    (10, f'[dns]\nns = ["ns.{_name(250)}"]\n', "the SOA rname 'hostmaster."),
+    (10, f'[dns]\nns = ["ns.{_name(250)}"]\nsoa_mname = "ns.example.net"\n', None),
+])
+def test_config_derived_zone_names_fit_dns(in_tmp, suffix, dns, message):
+    """The default NS (`ns.<suffix>`) and SOA contact
+    (`hostmaster.<mname's parent>`) are checked at load (they made
+    dnspython raise in `zone` and at start, after `preview` took them), so
+    that preview, zone, start and reload agree; what loads, zone.build takes."""
+    from routechain import zone
+    text = (f'[[chain]]\naddress = "192.0.2.1/24"\nhops = ["x"]\nsuffix = "{_name(suffix)}"\n'
+            f'\n{dns}')
+    path = write(in_tmp, text)
+    if message is None:
+        assert zone.build(config.load(path))
+        return
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert message in str(info.value) and "DNS holds at most 253" in str(info.value)
+    assert str(info.value).startswith("route-chain.toml:")
+
+
+def test_config_stories_shared_by_chains_are_summarised_once(in_tmp):
+    """#13: one log line per story file, whatever the number of chains
+    sharing it; each rewrite still listed once for preview; real problems
+    one by one."""
+    text = "".join(f'[[chain]]\naddress = "198.18.{i}.1/24"\nstory = "story.txt"\n\n'
+                   for i in range(4))
+    c = config.load(write(in_tmp, text, "Once upon\na time\n!!!\nend\n"))
+    assert c.log_lines == (
+        "story.txt: 2 story lines rewritten into host names; "
+        "`route-chain preview --config route-chain.toml` shows each",
+        "story.txt:3: '!!!' has nothing a host name can hold: the hop answers without a name")
+    assert c.rewrites == ("story.txt:1: 'Once upon' becomes 'Once.upon'",
+                          "story.txt:2: 'a time' becomes 'a.time'")
+
+
+def test_config_shared_story_of_1_mib_loads_fast_for_1000_chains(in_tmp):
+    """1,000 chains sharing a 1 MiB story file: the file is read and
+    converted once per load, not once per chain."""
+    story = "".join(f"hop number {k}\n" for k in range(200)) + ("#" * 99 + "\n") * 10_000
+    story = story[:(1 << 20) - 1] + "\n"
+    text = "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\nstory = "story.txt"\n\n'
+                   for i in range(1000))
+    path = write(in_tmp, text, story)
+    tree = tomllib.loads(Path(path).read_text())
+    from routechain import tomlpos
+    start = time.process_time()
+    loader = config._Loader(Path(path), "x", tomlpos.Locator(Path(path).read_text()))
+    chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+    assert time.process_time() - start < 1.0
+    assert len(chains) == 1000 and len(chains[-1].hops) == 200

@@ -17,9 +17,11 @@ def timed_chain(tmp_path) -> Chain:
 
 def test_table_carries_timing_only_for_chains_that_have_it(tmp_path):
     plain = Chain(parse_prefix("198.51.100.1/24"), (Hop(name="x"),))
-    table = core.Table([plain, timed_chain(tmp_path)])
-    assert table.ptr.chains[0].timing == ffi.NULL and table.ptr.chains[0].hop_tat == ffi.NULL
-    hops = table.ptr.chains[1].timing
+    timed = timed_chain(tmp_path)
+    table = core.Table([plain, timed])
+    slot = table.ptr.chains[table.chains.index(plain)]  # the table is sorted by prefix
+    assert slot.timing == ffi.NULL and slot.hop_tat == ffi.NULL
+    hops = table.ptr.chains[table.chains.index(timed)].timing
     assert [hops[k].delay_us for k in range(1, 5)] == [2000] * 4
     assert (hops[2].jitter_us, hops[2].loss) == (1000, 2**30)       # 25 % of 2^32
     assert hops[1].loss == 0 and hops[1].rate.interval_ns == 0

@@ -236,3 +236,127 @@ def test_daemon_user_drops_every_thread():
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+@pytest.fixture
+def root_only_file():
+    """A directory anyone may enter, holding a file only root may read."""
+    with tempfile.TemporaryDirectory(prefix="rc-read-") as tmp:
+        os.chmod(tmp, 0o755)
+        path = Path(tmp, "story.txt")
+        path.write_text("secret\n")
+        os.chmod(path, 0o600)
+        yield path
+
+
+@pytest.mark.root
+def test_reading_as_opens_with_the_users_permissions(root_only_file):
+    """Inside reading_as("nobody") a root-only file is refused; after it,
+    root is whole again: uid 0, its groups and its effective capabilities."""
+    def work():
+        before = (os.getresuid(), os.getresgid(), sorted(os.getgroups()), privilege.get_caps())
+        with privilege.reading_as("nobody"):
+            ids = os.getresuid()
+            try:
+                root_only_file.read_text()
+                refused = False
+            except PermissionError:
+                refused = True
+        after = (os.getresuid(), os.getresgid(), sorted(os.getgroups()), privilege.get_caps())
+        root_only_file.read_text()
+        return {"ids": ids, "refused": refused, "same": before == after}
+    got = in_child(work)
+    nobody = privilege.pwd.getpwnam("nobody").pw_uid
+    assert got == {"ids": [0, nobody, 0], "refused": True, "same": True}
+
+
+@pytest.mark.root
+def test_reading_as_is_nothing_without_a_user_or_once_dropped(root_only_file):
+    def work():
+        with privilege.reading_as(None):
+            root_only_file.read_text()
+        privilege.drop_to("nobody", ["CAP_NET_ADMIN"])
+        with privilege.reading_as("nobody"):
+            return {"euid": os.geteuid()}
+    assert in_child(work) == {"euid": privilege.pwd.getpwnam("nobody").pw_uid}
+
+
+@pytest.mark.netns
+def test_daemon_user_refuses_a_story_the_user_cannot_read(root_only_file):
+    """#8: with --user, a root-only (0600) story was read as root at start,
+    served, and refused at the next reload. Start now reads it as the user:
+    one line, exit 2, nothing set up."""
+    from netns import CHAIN4, TestNet
+
+    config = root_only_file.parent / "rc.toml"
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
+    with TestNet.create("usrd") as net:
+        r = net.run(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
+                    "--config", str(config), check=False, timeout=30)
+        assert r.returncode == 2, r
+        assert r.stderr == (f"route-chain: {root_only_file}: cannot read story: "
+                            "Permission denied\n"), r.stderr
+        links = net.run(net.router, "ip", "-o", "link").stdout
+        assert "route-chain" not in links, links
+        # The same files without --user: root reads them (the control).
+        os.chmod(root_only_file, 0o600)
+        r = net.run(net.router, sys.executable, "-m", "routechain", "preview",
+                    "--config", str(config), check=False, timeout=30)
+        assert r.returncode == 0 and "secret" in r.stdout, r
+
+
+@pytest.mark.netns
+def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
+    """With a config the user may read, --user starts (the start-up load
+    runs as the user before any thread exists) and a SIGHUP reloads it
+    (after the drop, as the user anyway): the same permissions both times."""
+    from netns import CHAIN4, TestNet
+
+    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        os.chmod(tmp, 0o755)
+        path = os.path.join(tmp, "notify")
+        notify.bind(path)
+        os.chmod(path, 0o666)
+        Path(tmp, "story.txt").write_text("one\ntwo\n")
+        config = Path(tmp, "rc.toml")
+        config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
+        env = dict(os.environ, NOTIFY_SOCKET=path)
+        env.pop("JOURNAL_STREAM", None)
+        log = open(os.path.join(tmp, "log"), "w+")
+        proc = net.popen(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
+                         "--config", str(config), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def wait_ready() -> str:
+            notify.settimeout(0.2)
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.poll() is None, f"exited {proc.returncode} before READY=1"
+                assert time.monotonic() < deadline, "no READY=1 within 20 s"
+                try:
+                    msg = notify.recv(4096).decode()
+                except socket.timeout:
+                    continue
+                if "READY=1" in msg.split("\n"):
+                    return msg
+        try:
+            wait_ready()
+            proc.send_signal(signal.SIGHUP)
+            assert "reload failed" not in wait_ready()
+            os.chmod(Path(tmp, "story.txt"), 0o600)
+            proc.send_signal(signal.SIGHUP)
+            assert "story.txt: cannot read story: Permission denied" in wait_ready()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            log.seek(0)
+            out = log.read()
+            assert "reloaded: 1 chains" in out and "Traceback" not in out, out
+        except BaseException:
+            log.seek(0)
+            print(log.read())
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()

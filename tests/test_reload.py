@@ -8,6 +8,7 @@ test rewrites between SIGHUPs.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -72,3 +73,89 @@ def test_reload_with_broken_config_keeps_serving(tmp_path):
         assert "rc.toml:2" in daemon.output() and "300.1.1.1" in daemon.output()
         out = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.19.0.4").stdout
         assert "1 received" in out, out
+
+
+def _deep(tmp_path) -> str:
+    return "x = " + "[" * 3000 + "]" * 3000 + "\n"
+
+
+def _fifo_story(tmp_path) -> str:
+    os.mkfifo(tmp_path / "fifo.txt")
+    return f'[[chain]]\naddress = "{EXTRA}"\nstory = "fifo.txt"\n'
+
+
+def _device_story(tmp_path) -> str:
+    return f'[[chain]]\naddress = "{EXTRA}"\nstory = "/dev/zero"\n'
+
+
+def _long_suffix(tmp_path) -> str:
+    suffix = ".".join(["a" * 63] * 3 + ["b" * 59])   # 251: ns.<suffix> is 254
+    return (f'[[chain]]\naddress = "{EXTRA}"\nhops = ["x"]\nsuffix = "{suffix}"\n'
+            f'\n[dns]\nlisten = ["127.0.0.1:5353"]\n')
+
+
+def _multicast(tmp_path) -> str:
+    return '[[chain]]\naddress = "224.0.0.1/24"\n'
+
+
+# (what the file holds, what the refusal says): each of these killed the
+# daemon, hung it, or was applied though it could never work (#8).
+HOSTILE = [(_deep, "nested 3000 levels deep"), (_fifo_story, "a FIFO"),
+           (_device_story, "a character device"), (_long_suffix, "the NS name"),
+           (_multicast, "cannot be a chain")]
+
+
+def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
+    """Each hostile config is refused with one line ("reload failed, still
+    serving the previous configuration: ...") in the log and STATUS=, the
+    previous chains and zones keep answering, SIGTERM still works, and a
+    good config afterwards reloads."""
+    config = tmp_path / "rc.toml"
+    good = (f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["a", "b", "c", "d", "e"]\n'
+            f'suffix = "example.net"\n\n[dns]\nlisten = ["127.0.0.1:5353"]\n')
+    config.write_text(good)
+    with TestNet.create("rh") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        for make, message in HOSTILE:
+            config.write_text(make(tmp_path))
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for("RELOADING=1")
+            ready = daemon.wait_for("READY=1", timeout=10)
+            status = dict(f.split("=", 1) for f in ready.split("\n") if "=" in f)["STATUS"]
+            assert status.startswith("reload failed, still serving the previous "
+                                     "configuration: "), (make.__name__, status)
+            assert message in status, (make.__name__, status)
+            assert "\n" not in status
+            out = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.18.0.6").stdout
+            assert "1 received" in out, (make.__name__, out)
+            ptr = net.run(net.router, "dig", "+short", "-p", "5353", "@127.0.0.1",
+                          "-x", "198.18.0.3").stdout
+            assert ptr.strip() == "b.example.net.", (make.__name__, ptr)
+        log = daemon.output()
+        assert log.count("reload failed, still serving the previous configuration") == \
+            len(HOSTILE), log
+        assert "Traceback" not in log, log
+        config.write_text(good)
+        daemon.signal(signal.SIGHUP)
+        assert "reload failed" not in daemon.wait_for("READY=1")
+        assert daemon.stop() == 0, daemon.output()
+
+
+def test_reload_logs_one_line_per_story_file(tmp_path):
+    """#13: three chains share a story with two rewritten lines: start and
+    reload each log one line for the file, never a line per rewrite or per
+    chain; a line that lost its name is still warned about, once."""
+    (tmp_path / "story.txt").write_text("Once upon\na time\n!!!\nend\n")
+    config = tmp_path / "rc.toml"
+    config.write_text("".join(f'[[chain]]\naddress = "198.{18 + i}.0.1/24"\nstory = "story.txt"\n\n'
+                              for i in range(3)))
+    with TestNet.create("rq") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("RELOADING=1")
+        daemon.wait_for("READY=1")
+        log = daemon.output()
+        assert log.count("story.txt: 2 story lines rewritten into host names; "
+                         f"`route-chain preview --config {config}` shows each") == 2, log
+        assert log.count("'!!!' has nothing a host name can hold") == 2, log
+        assert "becomes" not in log, log

@@ -4,12 +4,16 @@ chains and probes with a fixed seed."""
 from __future__ import annotations
 
 import collections
+import ipaddress
 import os
 import random
 
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+
 from routechain import core
 
-from probes import random_chains, random_probe
+from probes import many_chains, random_chains, random_probe
 from reference import reference_reply
 
 SEED = 20261123
@@ -54,3 +58,31 @@ def rfc4884_length(reply: bytes) -> int:
     if reply[0] >> 4 == 4:
         return reply[20 + 5] if reply[9] == 1 and reply[20] in (3, 11) else 0
     return reply[40 + 4] if reply[6] == 58 and reply[40] in (1, 3) else 0
+
+
+def test_lookup_matches_reference_in_a_large_table():
+    """Among 600 chains in random order, a probe to each chain's first hop,
+    its destination, and the addresses just outside its prefix meets the
+    chain the reference's linear scan finds (or none)."""
+    rng = random.Random(SEED)
+    chains = many_chains(rng, 600)
+    table = core.Table(chains)
+    answered = 0
+    for chain in chains:
+        net = chain.network
+        below, above = int(net.network_address) - 1, int(net.broadcast_address) + 1
+        targets = [chain.hop_address(1), chain.destination]
+        targets += [ipaddress.ip_address(a) for a in (below, above) if 0 <= a < 2**net.max_prefixlen]
+        for dst in targets:
+            for ttl in (1, 64):
+                packet = udp_probe(dst, ttl)
+                got = core.reply(packet, table)
+                assert got == reference_reply(packet, chains), f"{dst} ttl {ttl} among {chain}"
+                answered += isinstance(got, bytes)
+    assert answered >= 4 * len(chains), answered  # hop 1 and destination, twice each
+
+
+def udp_probe(dst, ttl: int) -> bytes:
+    if dst.version == 4:
+        return bytes(IP(src="192.0.2.200", dst=str(dst), ttl=ttl) / UDP(dport=33434))
+    return bytes(IPv6(src="2001:db8:ffff::7", dst=str(dst), hlim=ttl) / UDP(dport=33434))

@@ -71,12 +71,16 @@ def test_story_line_names(line, expected, warning):
     if hop.name is not None:
         assert story.host_name_ok(hop.name)
     assert hop.where == "story.txt:7" and not hop.silent
+    # A line left without a name is a problem (a warning); any other
+    # change a rewrite, which the logs only summarise.
+    said = result.warnings if hop.name is None else result.rewrites
+    assert (result.warnings + result.rewrites) == said
     if warning is None:
-        assert result.warnings == ()
+        assert said == ()
     else:
-        assert len(result.warnings) == 1
-        assert result.warnings[0].startswith(f"story.txt:7: {line.strip()!r}")
-        assert warning in result.warnings[0]
+        assert len(said) == 1
+        assert said[0].startswith(f"story.txt:7: {line.strip()!r}")
+        assert warning in said[0]
 
 
 @pytest.mark.parametrize("line,expected,_", [n for n in NAMES if n[1]])
@@ -129,7 +133,7 @@ def test_story_suffix_is_appended_and_not_warned():
     result = story.parse_text("Once upon\nr1\n", "s.txt", suffix="story.example.net")
     assert [h.name for h in result.hops] == ["Once.upon.story.example.net",
                                              "r1.story.example.net"]
-    assert result.warnings == ("s.txt:1: 'Once upon' becomes 'Once.upon'",)
+    assert result.rewrites == ("s.txt:1: 'Once upon' becomes 'Once.upon'",)
 
 
 def test_story_bad_suffix_is_an_error():

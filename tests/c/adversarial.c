@@ -72,7 +72,7 @@ static void run_extension_chains(const struct rc_table *t)
             p[0] = 0x60;
             p[7] = 64;
             p[8] = 0x20, p[9] = 0x01, p[10] = 0x0d, p[11] = 0xb8, p[23] = 7;
-            memcpy(p + 24, test_chains[1].host, 16);
+            memcpy(p + 24, test_chains[3].host, 16);
             p[39] += 2;
             for (unsigned i = 0; i < n; i++) {
                 uint8_t kind = kinds[(i + pattern) % sizeof kinds];
@@ -117,10 +117,10 @@ static void run_random_bytes(const struct rc_table *t, unsigned count)
         if (len >= 40 && (i & 1)) {
             if (i & 2) {
                 p[0] = 0x60;
-                memcpy(p + 24, test_chains[1].host, 15);
+                memcpy(p + 24, test_chains[3].host, 15);
             } else {
                 p[0] = (uint8_t)(0x40 | (p[0] & 0x0f));
-                memcpy(p + 16, test_chains[i & 4 ? 0 : 3].host, 3);
+                memcpy(p + 16, test_chains[i & 4 ? 0 : 1].host, 3);
                 fix_ipv4_checksum(p, len);
             }
         }

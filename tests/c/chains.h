@@ -119,16 +119,17 @@ static const struct rc_table *make_test_table(void)
     static const uint8_t ext6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 5, 0, 0,
                                      0, 0, 0, 0, 0, 0, 0, 1};
 
+    /* In table order: by family, then first address (routechain.h). */
     set_chain(&test_chains[0], 4, 24, 5, 64, chain4, 3);
-    set_chain(&test_chains[1], 6, 64, 5, 64, chain6, 3);
+    set_chain(&test_chains[1], 4, 15, 255, 2, long4, 0);
     set_chain(&test_chains[2], 4, 30, 1, 64, small4, 0);
-    set_chain(&test_chains[3], 4, 15, 255, 2, long4, 0);
-    set_chain(&test_chains[4], 4, 25, EXT_HOPS, 64, ext4, 0);
-    set_routers(&test_chains[4], ext_hops[0], 1400, RC_END_HOST);
+    set_chain(&test_chains[3], 4, 25, EXT_HOPS, 64, ext4, 0);
+    set_routers(&test_chains[3], ext_hops[0], 1400, RC_END_HOST);
+    set_chain(&test_chains[4], 6, 64, 5, 64, chain6, 3);
     set_chain(&test_chains[5], 6, 64, EXT_HOPS, 64, ext6, 0);
     set_routers(&test_chains[5], ext_hops[1], 1280, RC_END_PROHIBITED);
     set_timing(&test_chains[0], test_timing[0], test_hop_tat[0]);
-    set_timing(&test_chains[3], test_timing[1], test_hop_tat[1]);
+    set_timing(&test_chains[1], test_timing[1], test_hop_tat[1]);
     if (!test_worker.pool.slots) {
         static uint8_t pool_mem[1 << 16];
         if (rc_pool_bytes(8, 4) > sizeof pool_mem)
