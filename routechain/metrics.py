@@ -34,7 +34,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 
 from . import __version__
 from .chain import Chain
-from .core import Drop, Kind, Stats
+from .core import Drop, Kind, Pace, Stats
 from .errors import SetupError
 
 PREFIX = "routechain"
@@ -55,41 +55,24 @@ class Snapshot:
 
     @classmethod
     def of(cls, running) -> "Snapshot":
-        """Read a daemon.Running. Counters other parts of the daemon may or
-        may not keep are read where they live, if they are there."""
+        """Read a daemon.Running."""
         return cls(
             queues=tuple(w.stats() for w in running.workers.workers),
             chains=running.config.chains,
-            reloads_ok=getattr(running, "reloads_ok", None),
-            reloads_failed=getattr(running, "reloads_failed", None),
-            last_reload_ok=getattr(running, "last_reload_ok", None),
-            repairs=getattr(running.addresses, "repairs", getattr(running, "repairs", None)),
-            dns=_dns_counters(running.dns),
+            reloads_ok=running.reloads_ok,
+            reloads_failed=running.reloads_failed,
+            last_reload_ok=running.last_reload_ok,
+            repairs=running.keeper.repairs,
+            dns=running.dns.counters() or None,  # {}: no DNS server
         )
 
 
-def _dns_counters(side) -> dict[str, int] | None:
-    """The DNS server's counters: a `counters()` method or property on the
-    daemon's DNS side or on its server; None without a server."""
-    for owner in (side, getattr(side, "_server", None)):
-        value = getattr(owner, "counters", None)
-        if callable(value):
-            value = value()
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-# Today's DNS server counter names -> (family, label value); the server's
-# newer names ("queries", "rcode:NAME", "drop:REASON") map by their form.
+# The DNS server's counter names (dns.COUNTERS) that are not of the forms
+# "rcode:NAME" and "drop:REASON": -> (family, label value). "queries" counts
+# UDP and TCP together; "tcp_queries" is the TCP part of it, an event.
 _DNS_NAMES = {
-    "udp_queries": ("queries", None), "tcp_queries": ("queries", None),
-    "noerror": ("responses", "NOERROR"), "nodata": ("responses", "NOERROR"),
-    "nxdomain": ("responses", "NXDOMAIN"), "refused": ("responses", "REFUSED"),
-    "formerr": ("responses", "FORMERR"), "notimp": ("responses", "NOTIMP"),
-    "badvers": ("responses", "BADVERS"), "servfail": ("responses", "SERVFAIL"),
-    "dropped_malformed": ("drops", "malformed"), "dropped_responses": ("drops", "response"),
-    "internal_errors": ("internal_errors", None), "queries": ("queries", None),
+    "queries": ("queries", None),
+    "internal_errors": ("internal_errors", None),
 }
 
 
@@ -139,6 +122,12 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                 drops.add_metric([str(q), reason.name.lower()], stats.drops[reason])
     yield replies
     yield drops
+    paced = CounterMetricFamily(f"{PREFIX}_paced", "Replies by what pacing did to them "
+                                "(rate limits, loss, delay)", labels=["queue", "outcome"])
+    for q, stats in enumerate(snap.queues):
+        for outcome in Pace:
+            paced.add_metric([str(q), outcome.name.lower()], stats.paced[outcome])
+    yield paced
 
     chains = GaugeMetricFamily(f"{PREFIX}_chains", "Chains served", labels=["family"])
     hops = GaugeMetricFamily(f"{PREFIX}_hops", "Hops served (story lines)", labels=["family"])

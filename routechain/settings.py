@@ -159,16 +159,14 @@ def check_interface_name(name: str, where: str) -> str:
 
 
 def parse_route_prefix(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """A network as `ip route` takes it: no host bits set, not /0 (a default
-    route is never route-chain's to take)."""
+    """A network as `ip route` takes it: no host bits set. A /0 is a
+    default route, which a policy-routing table may well send into the TUN;
+    one that already exists is refused when the route is created
+    (desired.Keeper: never replaced, never removed)."""
     try:
-        prefix = ipaddress.ip_network(text.strip())
+        return ipaddress.ip_network(text.strip())
     except ValueError as e:
         raise UsageError(f"{where}: bad route prefix {text!r}: {e}") from None
-    if prefix.prefixlen == 0:
-        raise UsageError(f"{where}: bad route prefix {text!r}: a /0 would take the "
-                         "whole address family (the default route) into the TUN")
-    return prefix
 
 
 TABLES = (

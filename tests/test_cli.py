@@ -56,7 +56,6 @@ def test_cli_usage_error_is_one_line_exit_2(args, message):
 # Refusals checked in-process, never through a started daemon: on a
 # regression these would put a /0 route or address on the host itself.
 REFUSED = [
-    (["--route", "0.0.0.0/0", "198.18.0.1/24"], "--route 0.0.0.0/0: bad route prefix"),
     (["--route", "198.19.0.1/16", "198.18.0.1/24"], "has host bits set"),
     (["0.0.0.0/0"], "0.0.0.0/0 cannot be a chain: a /0"),
     (["10.1.2.3/0"], "10.1.2.3/0 cannot be a chain: a /0"),
