@@ -196,11 +196,6 @@ class Chain:
                       jitter_us=pick("jitter_us") or 0, loss=pick("loss") or 0.0,
                       rate=rate, burst=burst if burst is not None else rate)
 
-    def reply_ttl_at(self, k: int, branch: int = 0) -> int:
-        """The initial TTL of hop k's replies: its own, else the chain's."""
-        own = self.branch(k, branch).props.reply_ttl
-        return own if own is not None else self.reply_ttl
-
     @property
     def end(self) -> str:
         """How the story ends: "host", or the flag of the last hop's unreachable."""

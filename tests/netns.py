@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,11 @@ class TestNet:
 
 class Daemon:
     """route-chain running in a namespace, as `python -m routechain ARGS`,
-    with its own NOTIFY_SOCKET so that start-up is awaited on READY=1."""
+    with its own NOTIFY_SOCKET so that start-up is awaited on READY=1.
+
+    The socket is read all the time, as systemd reads it: a daemon whose
+    STATUS= lines nobody reads would block in sd_notify once the socket's
+    queue is full, which is a harness's fault, not a daemon's."""
 
     def __init__(self, net: TestNet, *args: str, ns: str | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -106,7 +111,13 @@ class Daemon:
         self.notify_path = os.path.join(self._dir.name, "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
-        self.messages: list[str] = []
+        self.notify.settimeout(0.1)
+        self.messages: list[str] = []  # not yet taken by wait_for
+        self.received: list[str] = []  # every message, in order
+        self._arrived = threading.Condition()
+        self._reading = True
+        self._reader = threading.Thread(target=self._read_notify, daemon=True)
+        self._reader.start()
         self.log = Path(self._dir.name, "log")
         environment = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **(env or {}))
         environment.pop("JOURNAL_STREAM", None)
@@ -115,22 +126,50 @@ class Daemon:
                                   stdout=out, stderr=subprocess.STDOUT, env=environment,
                                   start_new_session=True)
 
-    def wait_for(self, state: str, timeout: float = 20) -> str:
-        """The first notify message with `state` (e.g. READY=1); fails on exit."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in self.messages:
-                if state in msg.split("\n"):
-                    self.messages.remove(msg)
-                    return msg
-            self.notify.settimeout(0.1)
+    def _read_notify(self) -> None:
+        while self._reading:
             try:
-                self.messages.append(self.notify.recv(4096).decode())
+                msg = self.notify.recv(4096).decode()
             except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._arrived:
+                self.messages.append(msg)
+                self.received.append(msg)
+                self._arrived.notify_all()
+
+    def wait_for(self, state: str, timeout: float = 20) -> str:
+        """The first notify message with `state` (e.g. READY=1) not taken
+        before; fails if the daemon exits first."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while time.monotonic() < deadline:
+                for msg in self.messages:
+                    if state in msg.split("\n"):
+                        self.messages.remove(msg)
+                        return msg
                 if self.proc.poll() is not None:
                     raise AssertionError(f"route-chain exited {self.proc.returncode} before "
                                          f"{state}:\n{self.output()}")
+                self._arrived.wait(0.1)
         raise AssertionError(f"no {state} within {timeout}s:\n{self.output()}")
+
+    def next_status(self, containing: str = "", timeout: float = 15) -> str:
+        """The STATUS= line of the next message to come that has one
+        holding `containing` (the daemon sends one every 5 s)."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            seen = len(self.received)
+            while time.monotonic() < deadline:
+                for msg in self.received[seen:]:
+                    for line in msg.split("\n"):
+                        if line.startswith("STATUS=") and containing in line:
+                            return line
+                seen = len(self.received)
+                self._arrived.wait(0.1)
+        raise AssertionError(f"no STATUS= with {containing!r} within {timeout}s:\n"
+                             f"{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text()
@@ -151,6 +190,8 @@ class Daemon:
 
     def close(self) -> None:
         self.stop()
+        self._reading = False
+        self._reader.join()
         self.notify.close()
         self._dir.cleanup()
 

@@ -262,17 +262,7 @@ def counters(daemon: Daemon) -> dict[str, int]:
 
 def dns_status(daemon: Daemon, timeout: float = 15) -> str:
     """The DNS part of the next STATUS= the daemon sends (every 5 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemon.notify.settimeout(0.5)
-        try:
-            message = daemon.notify.recv(4096).decode()
-        except TimeoutError:
-            continue
-        for line in message.split("\n"):
-            if line.startswith("STATUS=") and "dns: " in line:
-                return line.split("dns: ", 1)[1]
-    raise AssertionError(f"no STATUS= with DNS counts within {timeout}s")
+    return daemon.next_status("dns: ", timeout).split("dns: ", 1)[1]
 
 
 def rss_kib(daemon: Daemon) -> int:

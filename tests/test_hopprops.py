@@ -168,7 +168,8 @@ def test_hopprops_chain_hop_tables(tmp_path: Path) -> None:
     chain = chain_of(tmp_path, STORY, 'end = "!X"\nreply_ttl = 60\n',
                      '[chain.hop.2]\nmpls = "100:1"\nreply_ttl = 255\n')
     assert chain.hop(2).props.mpls == (Label(100, 1),)
-    assert chain.reply_ttl_at(2) == 255 and chain.reply_ttl_at(1) == 60
+    assert chain.hop(2).props.reply_ttl == 255 and chain.hop(1).props.reply_ttl is None
+    assert chain.reply_ttl == 60
     assert chain.end == "!X"
 
 

@@ -59,21 +59,6 @@ def counters(daemon: Daemon) -> str:
     return daemon.output().rsplit("total:", 1)[1].splitlines()[0]
 
 
-def next_status(daemon: Daemon, timeout: float = 15) -> str:
-    """The next STATUS= the daemon sends to its notify socket."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemon.notify.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            message = daemon.notify.recv(4096).decode()
-        except OSError:
-            break
-        for line in message.split("\n"):
-            if line.startswith("STATUS="):
-                return line
-    raise AssertionError(f"no STATUS= within {timeout}s:\n{daemon.output()}")
-
-
 def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
     with TestNet.create("lm") as net, Daemon(net, CHAIN4, "--queues", "2") as daemon:
         net.run(net.client, "ip", "addr", "add", f"{OTHER_SOURCE}/24", "dev", "c0")
@@ -108,7 +93,7 @@ def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
         assert replies >= SOURCE_BURST + SOURCE_RATE * (FLOOD_SECONDS - 1), (replies, total)
         assert limited >= received - replies - 20, total
         assert re.search(r"\d+ rate-limited", total), total
-        status = next_status(daemon)
+        status = daemon.next_status()
         assert int(re.search(r"(\d+) rate-limited", status).group(1)) >= limited, status
         print(f"flood: {received} received, {replies} replies in {elapsed:.2f} s")
 
