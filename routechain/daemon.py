@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import core
-from .config import DEFAULT_INTERFACE, Config, one_line
+from .config import DEFAULT_INTERFACE, Config, DnsSettings, one_line
 from .desired import Keeper
-from .errors import RouteChainError
 from .netlink import Link
 from .tun import Tun
 

@@ -628,3 +628,10 @@ def test_dns_reload_applies_new_rate_limits(zones):
         srv.reload(zones, rate_limits=NO_RRL)
         assert burst() == 10
         assert srv.counters()["drop:ratelimited"] >= 7
+
+
+def test_dns_limits_without_a_dns_table_are_the_defaults():
+    """A reload to a config without [dns] (the server keeps its sockets
+    until a restart) takes the default limits, not an error."""
+    from routechain import daemon
+    assert daemon._dns_limits(Config()) == daemon._dns_limits(Config(dns=DnsSettings()))

@@ -117,7 +117,7 @@ and finally it came to rest   | slow=3ms
 
 def chain_of(tmp_path: Path, story_text: str, chain_keys: str = "", extra: str = ""):
     (tmp_path / "story.txt").write_text(story_text)
-    (tmp_path / "c.toml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "c.toml").write_text(textwrap.dedent("""\
         [[chain]]
         address = "198.51.100.1/27"
         story = "story.txt"

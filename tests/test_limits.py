@@ -19,15 +19,13 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from netns import CHAIN4, Daemon, TestNet
+from netns import CHAIN4, Daemon, TestNet, build_flood
 
 pytestmark = pytest.mark.netns
 
-FLOOD_C = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "flood.c"
 FLOOD_SOURCE, OTHER_SOURCE = "192.0.2.2", "192.0.2.3"
 FLOOD_RATE, FLOOD_SECONDS = 40000, 3
 SOURCE_RATE, SOURCE_BURST = 1000, 1000   # the defaults (config.Limits)
@@ -35,12 +33,7 @@ SOURCE_RATE, SOURCE_BURST = 1000, 1000   # the defaults (config.Limits)
 
 @pytest.fixture(scope="module")
 def flood(tmp_path_factory) -> str:
-    if not FLOOD_C.exists():
-        pytest.fail(f"{FLOOD_C} is missing (the shared benchmark tools)")
-    binary = tmp_path_factory.mktemp("flood") / "flood"
-    subprocess.run(["gcc", "-O2", "-o", str(binary), str(FLOOD_C)], check=True,
-                   capture_output=True, text=True)
-    return str(binary)
+    return build_flood(tmp_path_factory.mktemp("flood"))
 
 
 def tun_replies(net: TestNet) -> int:

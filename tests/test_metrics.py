@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netns import CHAIN4, Daemon, TestNet
-from routechain import config, daemon, metrics
+from routechain import config, metrics
 from routechain.core import Kind, Pace, Stats
 
 LISTEN = "127.0.0.1:9850"
