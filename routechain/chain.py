@@ -13,10 +13,10 @@ from functools import cached_property
 from typing import Iterable
 
 from .errors import UsageError
-from .hopprops import NO_PROPS, Props
+from .hopprops import MAX_REPLY_TTL, MIN_MTU6, NO_PROPS, Props
 
 MAX_HOPS = 255
-MAX_ALTERNATIVES = 255   # routers of one hop besides itself (rc_hop.n_alts)
+MAX_ALTERNATIVES = 255   # routers of one hop besides itself (rc_hop.n_alts), and of a chain
 DEFAULT_REPLY_TTL = 64
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -64,8 +64,9 @@ class Chain:
             raise UsageError(
                 f"{self.where}: {len(self.hops)} hops do not fit after "
                 f"{self.interface}: the prefix has room for {room}")
-        if not 1 <= self.reply_ttl <= 255:
-            raise UsageError(f"{self.where}: reply TTL {self.reply_ttl} is not in 1..255")
+        if not 1 <= self.reply_ttl <= MAX_REPLY_TTL:
+            raise UsageError(f"{self.where}: reply TTL {self.reply_ttl} is not in "
+                             f"1..{MAX_REPLY_TTL}")
         self._check_properties()
         self._branch_addresses  # allocate now: a bad address is an error at load
 
@@ -73,15 +74,21 @@ class Chain:
         for k, hop in enumerate(self.hops, 1):
             for branch in (hop,) + hop.alternatives:
                 mtu = branch.props.mtu
-                if mtu is not None and self.family == 6 and mtu < 1280:
+                if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
                     raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
-                                     "1280 (RFC 8200 5)")
+                                     f"{MIN_MTU6} (RFC 8200 5)")
             if hop.alternatives and k == len(self.hops):
                 raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
                                  "cannot have '+' alternatives: it is one host")
             if len(hop.alternatives) > MAX_ALTERNATIVES:
                 raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
                                  f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
+        # The reply core scans a chain's alternatives for a probe addressed
+        # past the chain: bounded per chain, that scan is bounded per packet.
+        alternatives = [a for hop in self.hops for a in hop.alternatives]
+        if len(alternatives) > MAX_ALTERNATIVES:
+            raise UsageError(f"{alternatives[MAX_ALTERNATIVES].where}: more than "
+                             f"{MAX_ALTERNATIVES} '+' alternatives in one chain")
 
     @cached_property
     def _branch_addresses(self) -> dict[tuple[int, int], Address]:

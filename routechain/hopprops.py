@@ -28,6 +28,10 @@ MAX_LABEL = 2**20 - 1    # RFC 3032: 20 bits
 MAX_TC = 7               # RFC 5462: 3 bits
 MAX_IFNAME = 63          # RFC 5837 4.3: the name sub-object holds at most 63 octets
 MAX_RATE = 10_000_000
+MIN_MTU = 68             # RFC 791: every IPv4 module takes 68 octets
+MIN_MTU6 = 1280          # RFC 8200 5: IPv6 needs 1280 on every link
+MAX_MTU = 65535
+MAX_REPLY_TTL = 255
 ENDINGS = ("host", "!N", "!H", "!X")
 
 # Where a key may stand.
@@ -212,8 +216,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("ifindex", "ifindex", int_in(0, 2**32 - 1), _HOPS, "12", integer=True),
     Key("ifaddr", "ifaddr", parse_address, _HOPS, "192.0.2.1"),
     Key("ifmtu", "ifmtu", int_in(68, 2**32 - 1), _HOPS, "9000", integer=True),
-    Key("mtu", "mtu", int_in(68, 65535), _HOPS, "1400", integer=True),
-    Key("reply_ttl", "reply_ttl", int_in(1, 255), _HOPS, "255", integer=True),
+    Key("mtu", "mtu", int_in(MIN_MTU, MAX_MTU), _HOPS, "1400", integer=True),
+    Key("reply_ttl", "reply_ttl", int_in(1, MAX_REPLY_TTL), _HOPS, "255", integer=True),
     Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40"),
     Key("end", "end", parse_end, frozenset({CHAIN}), "!N"),
 )}

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import hopprops
+from .hopprops import MAX_MTU, MAX_REPLY_TTL, MIN_MTU, MIN_MTU6
 from .chain import parse_chain_address
 from .errors import ConfigError, UsageError
 
 U32 = 2**32 - 1
 TTL_MAX = 2**31 - 1   # RFC 2181 8: a DNS TTL is at most 2^31 - 1.
 MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
-MIN_MTU = 68          # RFC 791: every IPv4 module takes 68 octets
-MIN_MTU6 = 1280       # RFC 8200 5: IPv6 needs 1280 on every link
 RATE_MAX = 10_000_000  # replies per second; more than any TUN carries
 POOL_MAX = 1_000_000   # delay pool slots: 256 MiB of small replies
 
@@ -187,7 +186,7 @@ SETTINGS = (
             "(default: the CPUs we may run on)", 1, MAX_QUEUES,
             flag="--queues", short="-q", metavar="N"),
     Setting("daemon", "mtu", "int", "interface MTU (default: the kernel's, 1500; "
-            f"IPv6 chains need {MIN_MTU6})", MIN_MTU, 65535, flag="--mtu", metavar="BYTES"),
+            f"IPv6 chains need {MIN_MTU6})", MIN_MTU, MAX_MTU, flag="--mtu", metavar="BYTES"),
 
     Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
             parse=parse_route_prefix, flag="--route", metavar="PREFIX"),
@@ -201,7 +200,7 @@ SETTINGS = (
     Setting("chain", "story", "str", "story file, one hop per line (relative to the config)"),
     Setting("chain", "hops", "strings", "the story written in the config, one hop per string"),
     Setting("chain", "suffix", "str", "domain appended to every hop name"),
-    Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, 255,
+    Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, MAX_REPLY_TTL,
             flag="--reply-ttl", metavar="TTL"),
     Setting("chain", "hop", "table", "[chain.hop.N]: properties of hop N (hopprops.py)"),
 

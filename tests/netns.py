@@ -111,6 +111,10 @@ class Daemon:
         self.notify_path = os.path.join(self._dir.name, "notify")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
+        # Writable by a daemon that dropped to another user (--user), as
+        # systemd's notify socket is.
+        os.chmod(self._dir.name, 0o755)
+        os.chmod(self.notify_path, 0o666)
         self.notify.settimeout(0.1)
         self.messages: list[str] = []  # not yet taken by wait_for
         self.received: list[str] = []  # every message, in order

@@ -215,3 +215,19 @@ def test_hopprops_keys_one_table() -> None:
     fields = [k.field for k in hopprops.KEYS.values()]
     assert sorted(fields) == sorted(f for f in vars(hopprops.Props()))
     assert all(k.where for k in hopprops.KEYS.values())
+
+
+def test_hopprops_alternatives_bounded_per_chain(tmp_path: Path) -> None:
+    """255 '+' lines in all, spread over hops, is the most a chain takes:
+    the reply core scans them for a probe addressed past the chain."""
+    def story_with(first: int, second: int) -> str:
+        return "a\n" + "+ x\n" * first + "b\n" + "+ y\n" * second + "c\n"
+    (tmp_path / "c.toml").write_text(
+        '[[chain]]\naddress = "198.18.0.1/15"\nstory = "story.txt"\n')
+    (tmp_path / "story.txt").write_text(story_with(200, 55))
+    chain = config.load(tmp_path / "c.toml").chains[0]
+    assert sum(len(h.alternatives) for h in chain.hops) == 255
+    (tmp_path / "story.txt").write_text(story_with(200, 56))
+    with pytest.raises(ConfigError, match=r"story.txt:258: more than 255 '\+' alternatives "
+                                          r"in one chain"):
+        config.load(tmp_path / "c.toml")

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -192,50 +189,20 @@ def test_daemon_user_drops_every_thread():
     thread of the daemon is nobody holding CAP_NET_ADMIN alone, and a
     SIGTERM still removes what it set up (which needs that capability).
     The notify socket is one `nobody` may write to, as systemd's is."""
-    from netns import CHAIN4, TestNet
+    from netns import CHAIN4, Daemon, TestNet
 
     nobody = privilege.pwd.getpwnam("nobody")
-    with TestNet.create("usr") as net, tempfile.TemporaryDirectory(prefix="rc-usr-") as tmp, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        os.chmod(tmp, 0o755)
-        path = os.path.join(tmp, "notify")
-        notify.bind(path)
-        os.chmod(path, 0o666)
-        env = dict(os.environ, NOTIFY_SOCKET=path)
-        env.pop("JOURNAL_STREAM", None)
-        log = open(os.path.join(tmp, "log"), "w+")
-        proc = net.popen(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
-                         CHAIN4, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            notify.settimeout(0.2)
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.poll() is None, f"exited {proc.returncode} before READY=1"
-                assert time.monotonic() < deadline, "no READY=1 within 20 s"
-                try:
-                    if "READY=1" in notify.recv(4096).decode().split("\n"):
-                        break
-                except socket.timeout:
-                    pass
-            for task in Path(f"/proc/{proc.pid}/task").iterdir():
-                status = dict(line.split(":", 1)
-                              for line in (task / "status").read_text().splitlines())
-                assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, task
-                for key in ("CapEff", "CapPrm", "CapBnd"):
-                    assert int(status[key], 16) == NET_ADMIN, (task, key, status[key])
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
-            gone = net.run(net.router, "ip", "link", "show", "route-chain", check=False)
-            assert gone.returncode != 0
-        except BaseException:
-            log.seek(0)
-            print(log.read())
-            raise
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
+    with TestNet.create("usr") as net, Daemon(net, "--user", "nobody", CHAIN4) as daemon:
+        daemon.wait_for("READY=1")
+        for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
+            status = dict(line.split(":", 1)
+                          for line in (task / "status").read_text().splitlines())
+            assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, task
+            for key in ("CapEff", "CapPrm", "CapBnd"):
+                assert int(status[key], 16) == NET_ADMIN, (task, key, status[key])
+        assert daemon.stop() == 0, daemon.output()
+        gone = net.run(net.router, "ip", "link", "show", "route-chain", check=False)
+        assert gone.returncode != 0
 
 
 @pytest.fixture
@@ -310,53 +277,21 @@ def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
     """With a config the user may read, --user starts (the start-up load
     runs as the user before any thread exists) and a SIGHUP reloads it
     (after the drop, as the user anyway): the same permissions both times."""
-    from netns import CHAIN4, TestNet
+    from netns import CHAIN4, Daemon, TestNet
 
-    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp:
         os.chmod(tmp, 0o755)
-        path = os.path.join(tmp, "notify")
-        notify.bind(path)
-        os.chmod(path, 0o666)
         Path(tmp, "story.txt").write_text("one\ntwo\n")
         config = Path(tmp, "rc.toml")
         config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
-        env = dict(os.environ, NOTIFY_SOCKET=path)
-        env.pop("JOURNAL_STREAM", None)
-        log = open(os.path.join(tmp, "log"), "w+")
-        proc = net.popen(net.router, sys.executable, "-m", "routechain", "--user", "nobody",
-                         "--config", str(config), env=env, stdout=log, stderr=subprocess.STDOUT)
-
-        def wait_ready() -> str:
-            notify.settimeout(0.2)
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.poll() is None, f"exited {proc.returncode} before READY=1"
-                assert time.monotonic() < deadline, "no READY=1 within 20 s"
-                try:
-                    msg = notify.recv(4096).decode()
-                except socket.timeout:
-                    continue
-                if "READY=1" in msg.split("\n"):
-                    return msg
-        try:
-            wait_ready()
-            proc.send_signal(signal.SIGHUP)
-            assert "reload failed" not in wait_ready()
+        with Daemon(net, "--user", "nobody", "--config", str(config)) as daemon:
+            daemon.wait_for("READY=1")
+            daemon.signal(signal.SIGHUP)
+            assert "reload failed" not in daemon.wait_for("READY=1")
             os.chmod(Path(tmp, "story.txt"), 0o600)
-            proc.send_signal(signal.SIGHUP)
-            assert "story.txt: cannot read story: Permission denied" in wait_ready()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
-            log.seek(0)
-            out = log.read()
+            daemon.signal(signal.SIGHUP)
+            assert "story.txt: cannot read story: Permission denied" in \
+                daemon.wait_for("READY=1")
+            assert daemon.stop() == 0, daemon.output()
+            out = daemon.output()
             assert "reloaded: 1 chains" in out and "Traceback" not in out, out
-        except BaseException:
-            log.seek(0)
-            print(log.read())
-            raise
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
