@@ -325,6 +325,11 @@ class Live:
         self.workers: list[Worker] = []
         self._stuck: list[Table] = []
 
+    @property
+    def table(self) -> Table:
+        """The table the workers read now."""
+        return self._table
+
     def publish(self, table: Table, grace: float = 5.0) -> None:
         """Swap in table; free the old one once no worker holds it."""
         old = self._table

@@ -174,10 +174,8 @@ class Running:
                 log.info("%s received", signal.Signals(signo).name)
                 return 0
             if signo == signal.SIGHUP:
-                before = self.config
                 self.reload()
-                service.answer_reload(info, getattr(self, "last_reload_ok",
-                                                    self.config is not before))
+                service.answer_reload(info, self.last_reload_ok)
             elif signo == signal.SIGUSR1:
                 _log_counters(self.workers, self.keeper, self.dns)
             if self.keeper.pending():
@@ -223,8 +221,8 @@ class Running:
             if applied.chains != new.chains:
                 table = core.Table(applied.chains, new.limits, self.settings.queues)
             new = applied
-            undo.append(lambda: self.live.publish(
-                core.Table(old.chains, old.limits, self.settings.queues)))
+            serving = self.live.table  # kept alive by the undo, so put back as it was
+            undo.append(lambda: self.live.publish(serving))
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)

@@ -52,9 +52,12 @@ class Parts:
                 return config
 
         class Live:
+            table = core.Table(OLD.chains)
+
             def publish(self, table):
                 which = NEW if table.chains == NEW.chains else OLD
                 tables[id(table)] = table
+                self.table = table
                 rec.step("publish", which)
 
         class Dns:
