@@ -37,6 +37,7 @@ log = logging.getLogger("route-chain")
 LISTED = 10             # items named per log line; the rest are counted
 REPAIR_INTERVAL = 0.5   # seconds between repair passes, should something fight us
 RETRY_INTERVAL = 5.0    # seconds before what could not be added is tried again
+MAX_EVENTS = 4096       # queued between repairs; past it, one "overrun" stands for all
 
 
 class Keeper:
@@ -214,7 +215,12 @@ class Keeper:
 
     def _note(self, event: Event) -> None:
         with self._lock:
-            self._events.append(event)
+            if len(self._events) >= MAX_EVENTS:
+                # A repair compares with the kernel's dump anyway: one
+                # "overrun" says as much as the events it replaces.
+                self._events = deque([Event("overrun")])
+            else:
+                self._events.append(event)
         self._wake()
 
     def pending(self) -> bool:

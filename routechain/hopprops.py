@@ -224,7 +224,6 @@ KEYS: dict[str, Key] = {k.name: k for k in (
 
 # The keys a [[chain]] table takes as properties (reply_ttl is the chain's own key).
 CHAIN_KEYS = frozenset(k.name for k in KEYS.values() if CHAIN in k.where)
-HOP_KEYS = frozenset(k.name for k in KEYS.values() if HOP in k.where)
 
 _PLACE = {CHAIN: "a [[chain]]", HOP: "a hop", BRANCH: "a '+' alternative"}
 

@@ -70,3 +70,20 @@ def test_local_address_agrees_with_pyroute2(family, attrs, want):
         got = _local_address(bare)
         assert (socket.inet_ntop(family, got) if got else None) == want
         assert want == (whole.get_attr("IFA_LOCAL") or whole.get_attr("IFA_ADDRESS"))
+
+
+def test_keeper_event_queue_is_bounded():
+    """A burst of notifications between two repair passes (a link flap with
+    10,000 addresses, or someone fighting us) queues at most MAX_EVENTS,
+    and an "overrun" stands for what was let go: the repair then compares
+    everything with the kernel's dump."""
+    from routechain import desired
+    from routechain.netlink import Event
+
+    keeper = desired.Keeper(link=None)
+    for i in range(3 * desired.MAX_EVENTS):
+        keeper._note(Event("address", ipaddress.ip_interface((0xc6120000 + i, 24))))
+    assert keeper.pending()
+    events = list(keeper._events)
+    assert len(events) <= desired.MAX_EVENTS
+    assert events[0].kind == "overrun"
