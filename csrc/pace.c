@@ -122,8 +122,66 @@ int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc
         delay_ns = draw_delay_ns(w, h);
     if (delay_ns == 0)
         return -1;
+    if (!rc_pool_book(&w->pool, now_ns + delay_ns, now_ns))
+        return RC_PACE_OVERLOADED;
     return rc_pool_add(&w->pool, reply, len, now_ns + delay_ns) ? RC_PACE_DELAYED
                                                                  : RC_PACE_POOL_FULL;
+}
+
+
+/* The book. A worker reads while nothing is due and writes what is due,
+ * first. Left alone, under a flood that keeps its queue full, that swings:
+ * a run of reads while nothing was due books a run of writes one delay
+ * later, which crowds the reads out, which leaves the slice after it
+ * empty, and so on, until writes pile up and go out milliseconds late.
+ * The book counts the writes due in each slice of the next second and
+ * takes at most RC_BOOK_SHARE percent of a slice's time for them, at the
+ * measured cost of a write: what is booked is written on time, the rest
+ * of the slice is left to reads, and a reply due in a full slice is
+ * refused (RC_PACE_OVERLOADED), as a busy router drops rather than answer
+ * late. Until a write has been measured nothing is refused. */
+
+enum {
+    WRITE_NS_MAX = 100000        /* a longer write was preempted: not its cost */
+};
+
+bool rc_pool_book(struct rc_pool *p, uint64_t due_ns, uint64_t now_ns)
+{
+    uint64_t slice = due_ns >> RC_BOOK_SHIFT;
+    struct rc_book_bin *bin;
+
+    if (slice - (now_ns >> RC_BOOK_SHIFT) >= RC_BOOK_BINS)
+        return true;                       /* beyond the book: not counted */
+    /* A bin whose slice differs holds one at least RC_BOOK_BINS slices
+     * earlier (nothing is booked further ahead than that): it is past. */
+    bin = &p->book[slice & (RC_BOOK_BINS - 1)];
+    if (bin->slice != (uint32_t)slice) {
+        bin->slice = (uint32_t)slice;
+        bin->writes = 0;
+    }
+    if (p->book_cap && bin->writes >= p->book_cap)
+        return false;
+    bin->writes++;
+    return true;
+}
+
+void rc_pool_note_writes(struct rc_pool *p, uint32_t n, uint64_t ns)
+{
+    uint64_t each16, cap;
+
+    if (n == 0 || ns / n > WRITE_NS_MAX)
+        return;
+    each16 = ns * 16 / n;
+    /* A moving average over about 16 batches, in 1/16 ns. */
+    if (p->write_ns16 == 0)
+        p->write_ns16 = (uint32_t)each16;
+    else
+        p->write_ns16 = (uint32_t)((int64_t)p->write_ns16
+                                   + ((int64_t)each16 - (int64_t)p->write_ns16) / 16);
+    if (p->write_ns16 == 0)
+        p->write_ns16 = 1;
+    cap = ((uint64_t)RC_BOOK_SHARE << RC_BOOK_SHIFT) * 16 / 100 / p->write_ns16;
+    p->book_cap = cap < 1 ? 1 : cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
 }
 
 
@@ -142,6 +200,7 @@ size_t rc_pool_bytes(uint32_t n_small, uint32_t n_large)
     size_t n = (size_t)n_small + n_large;
 
     return round8(n * sizeof(struct rc_slot)) + round8(n * sizeof(uint32_t))
+         + RC_BOOK_BINS * sizeof(struct rc_book_bin)
          + (size_t)n_small * RC_SLOT_SMALL + (size_t)n_large * RC_SLOT_LARGE;
 }
 
@@ -161,6 +220,9 @@ void rc_pool_init(struct rc_pool *p, void *mem, uint32_t n_small, uint32_t n_lar
     at += round8(n * sizeof(struct rc_slot));
     p->heap = (uint32_t *)at;
     at += round8(n * sizeof(uint32_t));
+    p->book = (struct rc_book_bin *)at;
+    memset(p->book, 0, RC_BOOK_BINS * sizeof(struct rc_book_bin));
+    at += RC_BOOK_BINS * sizeof(struct rc_book_bin);
     p->small = at;
     p->large = at + (size_t)n_small * RC_SLOT_SMALL;
     p->n_small = n_small;
@@ -169,6 +231,8 @@ void rc_pool_init(struct rc_pool *p, void *mem, uint32_t n_small, uint32_t n_lar
     p->free_large = link_free(p->slots, n_small, n_large);
     p->waiting = 0;
     p->seq = 0;
+    p->book_cap = 0;
+    p->write_ns16 = 0;
 }
 
 static uint8_t *locate(const struct rc_pool *p, uint32_t slot)

@@ -32,6 +32,14 @@ const uint8_t *rc_pool_first_due(const struct rc_pool *p, uint64_t now_ns, size_
 /* Free the soonest waiting reply's slot. The pool must not be empty. */
 void rc_pool_remove_first(struct rc_pool *p);
 
+/* Book a write for a reply due at due_ns in the slice of the book it
+ * falls in; false when that slice is booked full. */
+bool rc_pool_book(struct rc_pool *p, uint64_t due_ns, uint64_t now_ns);
+
+/* n replies were just written in ns nanoseconds: update the measured cost
+ * of a write, and with it how many writes a slice of the book takes. */
+void rc_pool_note_writes(struct rc_pool *p, uint32_t n, uint64_t ns);
+
 /* When the soonest waiting reply is due; UINT64_MAX when none waits. */
 uint64_t rc_pool_next_due(const struct rc_pool *p);
 

@@ -152,8 +152,15 @@ enum rc_pace {
     RC_PACE_SOURCE_LIMITED,  /* RFC 4443 2.4(f), RFC 1812 4.3.2.8: per source */
     RC_PACE_GLOBAL_LIMITED,  /* the same, daemon-wide */
     RC_PACE_POOL_FULL,       /* due later, but no free slot of its size */
+    RC_PACE_OVERLOADED,      /* due when the queue's writes are booked full */
     RC_PACE_COUNT
 };
+
+/* How late a delayed reply was written, after the time it was due:
+ * bucket i holds those at most rc_late_edges_ns[i] late (50 us .. 10 ms),
+ * the last one the rest. */
+enum { RC_LATE_BUCKETS = 9 };
+extern const uint64_t rc_late_edges_ns[RC_LATE_BUCKETS - 1];
 
 /* Per-queue counters: written only by the queue's worker, read by anyone. */
 struct rc_stats {
@@ -161,7 +168,9 @@ struct rc_stats {
     uint64_t sent;
     uint64_t replies[8];     /* by enum rc_kind */
     uint64_t drops[16];      /* by enum rc_drop */
-    uint64_t paced[6];       /* by enum rc_pace */
+    uint64_t paced[8];       /* by enum rc_pace */
+    uint64_t late[RC_LATE_BUCKETS]; /* delayed replies by how late they went out */
+    uint64_t late_ns;        /* the sum of that lateness */
     uint64_t write_errors;
     uint64_t read_errors;
     int32_t last_write_errno;
@@ -176,8 +185,15 @@ struct rc_slot {
     uint32_t len;
 };
 
+/* Writes booked for one slice of time in a pool's book (pace.c). */
+struct rc_book_bin {
+    uint32_t slice;          /* due_ns >> RC_BOOK_SHIFT, truncated: which slice */
+    uint32_t writes;         /* replies due within it */
+};
+
 /* A queue's delayed replies: slots of two sizes, preallocated, ordered by
- * due time in a binary heap. Written and read by its worker alone. */
+ * due time in a binary heap; and the book of the writes they will cost,
+ * slice by slice of the time ahead. Written and read by its worker alone. */
 struct rc_pool {
     struct rc_slot *slots;   /* n_small + n_large; small ones first */
     uint32_t *heap;          /* slot indices, soonest due first */
@@ -189,12 +205,18 @@ struct rc_pool {
     uint32_t free_large;
     uint32_t waiting;        /* slots in the heap */
     uint32_t seq;
+    struct rc_book_bin *book;  /* RC_BOOK_BINS slices, the next second or so */
+    uint32_t book_cap;       /* most writes a slice takes; 0: none measured yet */
+    uint32_t write_ns16;     /* what one write costs, a moving average, in ns/16 */
 };
 
 enum rc_pool_sizes {
     RC_SLOT_SMALL = 256,     /* Time Exceeded to a traceroute or mtr probe, with extensions */
     RC_SLOT_LARGE = 1536,    /* up to a 1500-byte Echo Reply; quotes stop at 576 / 1280 */
-    RC_SLOT_NONE = 0xffffffff
+    RC_SLOT_NONE = 0xffffffff,
+    RC_BOOK_SHIFT = 18,      /* a slice of the book: 2^18 ns, 262 us */
+    RC_BOOK_BINS = 4096,     /* 1.07 s ahead; replies due later are not booked */
+    RC_BOOK_SHARE = 75       /* percent of a slice the writes due in it may take */
 };
 
 /* Bytes of memory rc_pool_init() carves a pool of this many slots from. */

@@ -8,7 +8,10 @@
  * takes the same path as before pacing existed: no clock is read. Otherwise
  * pace.c decides its fate; delayed replies wait in the queue's own pool and
  * are written from this loop, so a reload never loses them; a stop drops
- * them.
+ * them. Each is counted by how late it went out, and while the queue is
+ * busy the loop tells the pool what its writes cost, which the pool's
+ * book uses to keep from taking more delayed replies than it can write
+ * on time (pace.c).
  *
  * Tables are swapped without locks (rc_table_publish) and reclaimed by
  * quiescent-state tracking: a worker records the table it holds in in_use,
@@ -16,8 +19,10 @@
  * longer read. */
 #include <errno.h>
 #include <poll.h>
-#include <stdint.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,11 +34,20 @@ _Static_assert(sizeof ((struct rc_stats *)0)->drops / sizeof(uint64_t) >= RC_DRO
 _Static_assert(sizeof ((struct rc_stats *)0)->replies / sizeof(uint64_t) >= RC_KIND_COUNT,
                "rc_stats.replies must hold every enum rc_kind");
 
+enum {
+    BUSY_RUN = 64            /* reads in a row without running dry: busy */
+};
+
 /* Counters have one writer; relaxed atomics keep readers free of torn values. */
+static inline void add(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n,
+                     __ATOMIC_RELAXED);
+}
+
 static inline void bump(uint64_t *counter)
 {
-    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1,
-                     __ATOMIC_RELAXED);
+    add(counter, 1);
 }
 
 /* Take the live table. Store-then-recheck pairs with the publisher's
@@ -109,15 +123,38 @@ static void write_reply(struct rc_worker *w, const uint8_t *reply, size_t len)
     bump(&w->stats.sent);
 }
 
-static void send_due(struct rc_worker *w, uint64_t now_ns)
+const uint64_t rc_late_edges_ns[RC_LATE_BUCKETS - 1] = {
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000
+};
+
+static void count_late(struct rc_stats *s, uint64_t late_ns)
+{
+    size_t b = 0;
+
+    while (b < RC_LATE_BUCKETS - 1 && late_ns > rc_late_edges_ns[b])
+        b++;
+    bump(&s->late[b]);
+    add(&s->late_ns, late_ns);
+}
+
+/* Write every reply due at now_ns. While the queue is busy (busy: it has
+ * not run dry for a while), tell the pool what that cost: a write after
+ * a sleep, with cold caches, says nothing of what the queue can do when
+ * it counts, and would only make the book refuse replies it has time for. */
+static void send_due(struct rc_worker *w, uint64_t now_ns, bool busy)
 {
     const uint8_t *reply;
     size_t len;
+    uint32_t n = 0;
 
     while ((reply = rc_pool_first_due(&w->pool, now_ns, &len)) != NULL) {
+        count_late(&w->stats, now_ns - rc_pool_next_due(&w->pool));
         write_reply(w, reply, len);
         rc_pool_remove_first(&w->pool);
+        n++;
     }
+    if (n && busy)
+        rc_pool_note_writes(&w->pool, n, read_clock_ns() - now_ns);
 }
 
 int rc_serve(struct rc_worker *w)
@@ -126,9 +163,14 @@ int rc_serve(struct rc_worker *w)
     const size_t room = w->cap - RC_HEADROOM;
     const struct rc_table *table = hold_live(w);
 
+    /* A delayed reply is due at its nanosecond: the kernel's default 50 us
+     * of slack on this thread's timers would add to every delay. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+    uint32_t run = 0;        /* packets read since the queue last ran dry */
+
     for (;;) {
         if (w->pool.waiting)
-            send_due(w, read_clock_ns());
+            send_due(w, read_clock_ns(), run >= BUSY_RUN);
         ssize_t n = read(w->fd, packet, room);
         if (n < 0) {
             int err = errno;
@@ -141,6 +183,7 @@ int rc_serve(struct rc_worker *w)
             /* Empty, or a failed read: either way, wait for the next packet
              * rather than spin on a queue that has nothing to give. */
             release_live(w);
+            run = 0;
             int r = wait_readable(w);
             if (r <= 0)
                 return r;
@@ -148,6 +191,7 @@ int rc_serve(struct rc_worker *w)
             continue;
         }
         bump(&w->stats.received);
+        run += run < BUSY_RUN;
         if (__atomic_load_n(w->live, __ATOMIC_ACQUIRE) != table)
             table = hold_live(w);
 
@@ -195,6 +239,9 @@ void rc_stats_read(const struct rc_worker *w, struct rc_stats *out)
         out->drops[i] = __atomic_load_n(&s->drops[i], __ATOMIC_RELAXED);
     for (size_t i = 0; i < sizeof s->paced / sizeof s->paced[0]; i++)
         out->paced[i] = __atomic_load_n(&s->paced[i], __ATOMIC_RELAXED);
+    for (size_t i = 0; i < RC_LATE_BUCKETS; i++)
+        out->late[i] = __atomic_load_n(&s->late[i], __ATOMIC_RELAXED);
+    out->late_ns = __atomic_load_n(&s->late_ns, __ATOMIC_RELAXED);
     out->write_errors = __atomic_load_n(&s->write_errors, __ATOMIC_RELAXED);
     out->read_errors = __atomic_load_n(&s->read_errors, __ATOMIC_RELAXED);
     out->last_write_errno = __atomic_load_n(&s->last_write_errno, __ATOMIC_RELAXED);

@@ -45,6 +45,8 @@ Pace = enum.IntEnum("Pace", _constants("PACE"), module=__name__)
 Pace.__doc__ = "What pacing did to a reply (enum rc_pace)."
 
 NS = 1_000_000_000
+# Upper edges of the buckets of Stats.late, in seconds; the last bucket is open.
+LATE_EDGES = tuple(lib.rc_late_edges_ns[i] / NS for i in range(lib.RC_LATE_BUCKETS - 1))
 # Each queue's share of the global burst is never below one far traceroute
 # (3 probes x 64 hops) with room to spare: a client whose probes all hash
 # to one queue (traceroute -I, mtr: one flow) must still pass whole.
@@ -249,6 +251,8 @@ class Stats:
     read_errors: int = 0
     last_write_errno: int = 0
     paced: tuple[int, ...] = (0,) * len(Pace)
+    late: tuple[int, ...] = (0,) * (len(LATE_EDGES) + 1)  # delayed replies, by LATE_EDGES
+    late_ns: int = 0
 
     @classmethod
     def total(cls, many: Iterable["Stats"]) -> "Stats":
@@ -259,8 +263,14 @@ class Stats:
                       tuple(a + b for a, b in zip(out.drops, s.drops)),
                       out.write_errors + s.write_errors, out.read_errors + s.read_errors,
                       s.last_write_errno or out.last_write_errno,
-                      tuple(a + b for a, b in zip(out.paced, s.paced)))
+                      tuple(a + b for a, b in zip(out.paced, s.paced)),
+                      tuple(a + b for a, b in zip(out.late, s.late)), out.late_ns + s.late_ns)
         return out
+
+    @property
+    def late_over_1ms(self) -> int:
+        """Delayed replies written more than a millisecond after they were due."""
+        return sum(n for edge, n in zip(LATE_EDGES + (math.inf,), self.late) if edge > 0.001)
 
     @property
     def dropped(self) -> int:
@@ -274,7 +284,8 @@ class Stats:
     def summary(self, detail: bool = False) -> str:
         text = (f"{self.received} received, {self.sent} replies, {self.dropped} dropped, "
                 f"{self.rate_limited} rate-limited, {self.paced[Pace.LOST]} lost, "
-                f"{self.paced[Pace.DELAYED]} delayed, {self.paced[Pace.POOL_FULL]} pool full, "
+                f"{self.paced[Pace.DELAYED]} delayed ({self.late_over_1ms} over 1 ms late), "
+                f"{self.paced[Pace.POOL_FULL]} pool full, {self.paced[Pace.OVERLOADED]} overloaded, "
                 f"{self.write_errors} write errors")
         if detail:
             kinds = ", ".join(f"{Kind(i).name.lower()}={n}" for i, n in enumerate(self.replies) if n)
@@ -282,9 +293,16 @@ class Stats:
             paced = ", ".join(f"{Pace(i).name.lower()}={n}" for i, n in enumerate(self.paced) if n)
             text += (f"; replies: {kinds or 'none'}; drops: {drops or 'none'}; "
                      f"paced: {paced or 'none'}")
+            if any(self.late):
+                names = [f"<={_duration(e)}" for e in LATE_EDGES] + [f">{_duration(LATE_EDGES[-1])}"]
+                text += "; late: " + ", ".join(f"{k}={n}" for k, n in zip(names, self.late) if n)
             if self.last_write_errno:
                 text += f"; last write error: {os.strerror(self.last_write_errno)}"
         return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e3:g}ms" if seconds >= 1e-3 else f"{seconds * 1e6:g}us"
 
 
 class Pacing:
@@ -380,4 +398,5 @@ class Worker:
         lib.rc_stats_read(self.ptr, out)
         return Stats(out.received, out.sent, tuple(out.replies[0:len(Kind)]),
                      tuple(out.drops[0:len(Drop)]), out.write_errors, out.read_errors,
-                     out.last_write_errno, tuple(out.paced[0:len(Pace)]))
+                     out.last_write_errno, tuple(out.paced[0:len(Pace)]),
+                     tuple(out.late[0:lib.RC_LATE_BUCKETS]), out.late_ns)

@@ -12,6 +12,9 @@ nothing per packet and a scrape sees one consistent moment of each source.
     routechain_drops_total{queue,reason}                packets not answered, by reason
     routechain_write_errors_total{queue}                replies the TUN refused
     routechain_read_errors_total{queue}                 failed reads from the TUN
+    routechain_paced_total{queue,outcome}               what pacing did: delayed, lost, rate limited,
+                                                        pool full, overloaded
+    routechain_delay_lateness_seconds{queue}            histogram: how late delayed replies went out
     routechain_chains{family}, routechain_hops{family}  what is being served
     routechain_reloads_total{result}                    ok | failed (when the daemon counts them)
     routechain_last_reload_success                      1 or 0 (idem)
@@ -25,16 +28,18 @@ nothing per packet and a scrape sees one consistent moment of each source.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    InfoMetricFamily, Metric)
+                                    HistogramMetricFamily, InfoMetricFamily, Metric)
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .chain import Chain
-from .core import Drop, Kind, Pace, Stats
+from .core import LATE_EDGES, NS, Drop, Kind, Pace, Stats
 from .errors import SetupError
 
 PREFIX = "routechain"
@@ -128,6 +133,15 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         for outcome in Pace:
             paced.add_metric([str(q), outcome.name.lower()], stats.paced[outcome])
     yield paced
+    late = HistogramMetricFamily(f"{PREFIX}_delay_lateness_seconds", "How long after it was "
+                                 "due each delayed reply was written", labels=["queue"])
+    for q, stats in enumerate(snap.queues):
+        buckets, count = [], 0
+        for edge, n in zip(LATE_EDGES + (math.inf,), stats.late):
+            count += n
+            buckets.append((floatToGoString(edge), count))
+        late.add_metric([str(q)], buckets, stats.late_ns / NS)
+    yield late
 
     chains = GaugeMetricFamily(f"{PREFIX}_chains", "Chains served", labels=["family"])
     hops = GaugeMetricFamily(f"{PREFIX}_hops", "Hops served (story lines)", labels=["family"])

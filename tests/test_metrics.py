@@ -91,7 +91,8 @@ def test_metrics_per_queue_counters():
     paced = [0] * len(Pace)
     paced[Pace.SOURCE_LIMITED] = 3
     snap = metrics.Snapshot(queues=(Stats(received=6, sent=4, replies=tuple(replies),
-                                          write_errors=1, paced=tuple(paced)),
+                                          write_errors=1, paced=tuple(paced),
+                                          late=(3, 0, 0, 0, 0, 1, 0, 0, 2), late_ns=25_000_000),
                                     Stats(received=2)))
     found = render(snap)
     assert found[("routechain_received_packets_total", (("queue", "0"),))] == 6
@@ -102,6 +103,13 @@ def test_metrics_per_queue_counters():
     assert found[("routechain_paced_total",
                   (("outcome", "source_limited"), ("queue", "0")))] == 3
     assert total(found, "routechain_paced_total") == 3
+    # The lateness histogram: cumulative buckets, in seconds.
+    late = {dict(ls)["le"]: v for (n, ls), v in found.items()
+            if n == "routechain_delay_lateness_seconds_bucket" and ("queue", "0") in ls}
+    assert (late["5e-05"], late["0.001"], late["0.0025"], late["0.01"], late["+Inf"]) \
+        == (3, 3, 4, 4, 6)
+    assert found[("routechain_delay_lateness_seconds_count", (("queue", "0"),))] == 6
+    assert found[("routechain_delay_lateness_seconds_sum", (("queue", "0"),))] == 0.025
 
 
 # (text of [metrics] listen, the endpoint, or the error's words)
@@ -134,7 +142,8 @@ SCRAPE = ("import urllib.request; print(urllib.request.urlopen("
 @pytest.mark.netns
 def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
     conf = tmp_path / "rc.toml"
-    conf.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["a", "b", "*", "d", "e"]\n\n'
+    conf.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n'
+                    'hops = ["a", "b", "*", "d", "e | delay=3ms"]\n\n'
                     f'[dns]\nlisten = ["{HOST4}:5353"]\n\n'
                     f'[metrics]\nlisten = "{LISTEN}"\n')
     pings, queries = 7, 3
@@ -155,6 +164,9 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
             return total(found, name, **labels) - total(before, name, **labels)
 
         assert grew("routechain_replies_total", kind="echo_reply") == pings
+        # Every Echo Reply waited its 3 ms, and each went into the histogram.
+        assert grew("routechain_paced_total", outcome="delayed") == pings
+        assert grew("routechain_delay_lateness_seconds_count") == pings
         assert grew("routechain_received_packets_total") >= pings
         assert {ls for n, ls in found if n == "routechain_received_packets_total"} == {
             (("queue", "0"),), (("queue", "1"),)}
@@ -167,7 +179,7 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
 
         # A reload: the chains are read live; reload counters where the
         # daemon keeps them.
-        conf.write_text(conf.read_text().replace('"e"]', '"e", "f"]'))
+        conf.write_text(conf.read_text().replace('"e | delay=3ms"]', '"e | delay=3ms", "f"]'))
         d.signal(signal.SIGHUP)
         d.wait_for("RELOADING=1")
         d.wait_for("READY=1")

@@ -55,20 +55,27 @@ def test_table_limits_off_when_written():
 def test_pacing_pool_is_one_second_at_the_rate_shared_out():
     pacing = core.Pacing(config.Limits(seed=5), queues=2)
     assert (pacing.small, pacing.large, pacing.seed) == (10000, 625, 5)
-    # Slot records (24 bytes) and heap entries (4), each rounded up to 8, and the replies.
-    exact = 10625 * (24 + 4) + 10000 * 256 + 625 * 1536
+    # Slot records (24 bytes) and heap entries (4), each rounded up to 8, the
+    # book (4096 slices of 8 bytes) and the replies.
+    exact = 10625 * (24 + 4) + 4096 * 8 + 10000 * 256 + 625 * 1536
     assert 0 <= pacing.pool_bytes - exact < 16
 
 
 def test_stats_sum_and_say_what_pacing_did():
-    one = core.Stats(received=5, sent=2, paced=(1, 2, 0, 3, 0, 1))
-    two = core.Stats(received=1, paced=(0, 0, 4, 0, 1, 0))
+    one = core.Stats(received=5, sent=2, paced=(1, 2, 0, 3, 0, 1, 2),
+                     late=(4, 0, 0, 0, 1, 0, 0, 0, 2), late_ns=9)
+    two = core.Stats(received=1, paced=(0, 0, 4, 0, 1, 0, 1),
+                     late=(1, 0, 0, 0, 0, 3, 0, 0, 0), late_ns=1)
     total = core.Stats.total([one, two])
-    assert total.paced == (1, 2, 4, 3, 1, 1) and total.rate_limited == 8
+    assert total.paced == (1, 2, 4, 3, 1, 1, 3) and total.rate_limited == 8
+    assert total.late == (5, 0, 0, 0, 1, 3, 0, 0, 2) and total.late_ns == 10
+    assert total.late_over_1ms == 5               # the 2.5 ms bucket and the open one
     text = total.summary(detail=True)
-    assert "8 rate-limited, 2 lost, 1 delayed, 1 pool full" in text
+    assert "8 rate-limited, 2 lost, 1 delayed (5 over 1 ms late), 1 pool full, " \
+           "3 overloaded" in text
     assert "paced: delayed=1, lost=2, hop_limited=4, source_limited=3, global_limited=1, " \
-           "pool_full=1" in text
+           "pool_full=1, overloaded=3" in text
+    assert "late: <=50us=5, <=1ms=1, <=2.5ms=3, >10ms=2" in text
 
 
 def test_table_timing_of_alternatives_follows_the_hops(tmp_path):

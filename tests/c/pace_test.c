@@ -1,8 +1,9 @@
 /* Unit tests for pacing (csrc/pace.c) under AddressSanitizer and UBSan:
  * the delay pool's order, sequence wrap-around, full pool and slot reuse;
  * a table freed (as a reload frees it) while its replies still wait; the
- * buckets; loss and jitter from the generator. Every pool is malloc'ed at
- * its exact size, so a slot written past its end aborts. Prints "ok N". */
+ * buckets; loss and jitter from the generator; the book of writes. Every
+ * pool is malloc'ed at its exact size, so a slot written past its end
+ * aborts. Prints "ok N". */
 #include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -294,6 +295,64 @@ static void test_loss_and_jitter(void)
     free(m.mem);
 }
 
+/* The book: nothing is refused before a write was measured; then each
+ * slice takes RC_BOOK_SHARE percent of its time in writes at the measured
+ * cost, and a reply due in a full slice is refused (and not kept); slices
+ * are apart, a bin is fresh again one book later, and replies due beyond
+ * the book are not counted. */
+static void test_book(void)
+{
+    struct rc_worker w;
+    struct pool_mem m;
+    struct rc_where hop2 = {0, 2};
+    uint8_t reply[40];
+    struct test_table *near = make_table(10, 0, 0.0), *far = make_table(2000, 0, 0.0);
+    const uint64_t slice = (uint64_t)1 << RC_BOOK_SHIFT, t0 = 4000 * slice;
+    uint32_t cap, taken = 0;
+
+    memset(&w, 0, sizeof w);
+    make_pool(&m, 2048, 0);
+    w.pool = m.pool;
+    make_reply(reply, sizeof reply, 9, 1);
+    for (int i = 0; i < 1000; i++)       /* one slice, nothing measured yet */
+        CHECK(rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0) == RC_PACE_DELAYED);
+    while (take(&w.pool, t0 + 20 * MS, NULL) >= 0)
+        ;
+
+    rc_pool_note_writes(&w.pool, 10, 20000);        /* 2 us a write */
+    cap = w.pool.book_cap;
+    CHECK(cap == (uint32_t)(RC_BOOK_SHARE * slice / 100 / 2000));
+    for (uint32_t i = 0; i < cap + 50; i++)
+        taken += rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0 + 100 * slice)
+                 == RC_PACE_DELAYED;
+    CHECK(taken == cap && w.pool.waiting == cap);
+    CHECK(rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0 + 100 * slice)
+          == RC_PACE_OVERLOADED);
+    CHECK(w.pool.waiting == cap);
+    /* The next slice has its own count; the same bin one book later too. */
+    CHECK(rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0 + 101 * slice)
+          == RC_PACE_DELAYED);
+    CHECK(rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply,
+                        t0 + (100 + RC_BOOK_BINS) * slice) == RC_PACE_DELAYED);
+    /* 2 s ahead is past the book (1.07 s): taken, however many. */
+    for (uint32_t i = 0; i < cap + 10; i++)
+        CHECK(rc_pace_reply(&w, &far->table, &hop2, reply, sizeof reply, t0 + 200 * slice)
+              == RC_PACE_DELAYED);
+
+    /* A batch slowed by preemption (over 100 us a write) is not a write's
+     * cost; a slower batch moves the average a sixteenth of the way. */
+    rc_pool_note_writes(&w.pool, 2, 2 * 150000);
+    CHECK(w.pool.book_cap == cap);
+    rc_pool_note_writes(&w.pool, 4, 4 * 4000);
+    CHECK(w.pool.write_ns16 == 2125 * 16);
+    CHECK(w.pool.book_cap == (uint32_t)(RC_BOOK_SHARE * slice * 16 / 100 / (2125 * 16)));
+    rc_pool_note_writes(&w.pool, 0, 0);
+    CHECK(w.pool.write_ns16 == 2125 * 16);
+    free(near);
+    free(far);
+    free(m.mem);
+}
+
 int main(void)
 {
     test_order_and_fifo();
@@ -303,6 +362,7 @@ int main(void)
     test_buckets();
     test_source_and_daemon_limits();
     test_loss_and_jitter();
+    test_book();
     printf("ok %u\n", checks);
     return 0;
 }
