@@ -60,6 +60,7 @@ def run_parser() -> argparse.ArgumentParser:
     add_option(p, setting("daemon", "interface"))
     add_option(p, setting("daemon", "queues"))
     add_option(p, setting("daemon", "mtu"))
+    add_option(p, setting("daemon", "txqueuelen"))
     add_option(p, setting("route", "prefix"), action="append", default=[])
     add_option(p, setting("route", "table"))
     add_option(p, setting("route", "metric"))
@@ -82,7 +83,7 @@ def command_line_config(args: argparse.Namespace) -> Config:
               for prefix in args.route]
     check_overlap(chains)
     return Config(chains=chains, routes=tuple(routes), interface=args.interface,
-                  queues=args.queues, mtu=args.mtu)
+                  queues=args.queues, mtu=args.mtu, txqueuelen=args.txqueuelen)
 
 
 def check_runnable(config: Config) -> Config:

@@ -129,6 +129,7 @@ class Config:
     interface: str | None = None
     queues: int | None = None
     mtu: int | None = None
+    txqueuelen: int | None = None
     limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
@@ -189,6 +190,7 @@ def merge(cli: Config, file: Config) -> Config:
         interface=cli.interface if cli.interface is not None else file.interface,
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
+        txqueuelen=cli.txqueuelen if cli.txqueuelen is not None else file.txqueuelen,
         limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
@@ -264,7 +266,8 @@ class _Loader:
             chains=chains, routes=routes, dns=dns,
             interface=self.get(daemon, "daemon", None, "interface"),
             queues=self.get(daemon, "daemon", None, "queues"),
-            mtu=mtu, limits=self.limits(self.table(data, "limits")),
+            mtu=mtu, txqueuelen=self.get(daemon, "daemon", None, "txqueuelen"),
+            limits=self.limits(self.table(data, "limits")),
             warnings=tuple(_unique(self.warnings)), path=self.path,
             metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),

@@ -24,7 +24,7 @@ from . import core
 from .config import DEFAULT_INTERFACE, Config, DnsSettings, one_line
 from .desired import Keeper
 from .netlink import Link
-from .tun import Tun
+from .tun import DEFAULT_MTU, Tun
 
 log = logging.getLogger("route-chain")
 
@@ -99,7 +99,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
         link = stack.enter_context(Link(settings.interface))
-        link.set_up(config.mtu)
+        link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         config = keeper.adopt(config, strict=True)
@@ -228,6 +228,9 @@ class Running:
             self.dns.reload(new)
             if new.mtu and new.mtu != old.mtu:
                 self.link.set_mtu(new.mtu)
+                undo.append(lambda: self.link.set_mtu(old.mtu or DEFAULT_MTU))
+            if new.txqueuelen and new.txqueuelen != old.txqueuelen:
+                self.link.set_txqueuelen(new.txqueuelen)
         except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
             for step in reversed(undo):
                 try:

@@ -126,16 +126,25 @@ class Link:
         if self._bulk is not None:
             self._bulk.close()
 
-    def set_up(self, mtu: int | None = None) -> None:
-        kwargs = {"state": "up"}
+    def set_up(self, mtu: int | None = None, txqueuelen: int | None = None) -> None:
+        kwargs: dict = {"state": "up"}
+        said = []
         if mtu is not None:
             kwargs["mtu"] = mtu
-        self._call(f"bring up {self.name!r}" + (f" with MTU {mtu}" if mtu else ""),
+            said.append(f"MTU {mtu}")
+        if txqueuelen is not None:
+            kwargs["txqlen"] = txqueuelen
+            said.append(f"txqueuelen {txqueuelen}")
+        self._call(f"bring up {self.name!r}" + (f" with {', '.join(said)}" if said else ""),
                    "set", index=self.index, fn=self._ipr.link, **kwargs)
 
     def set_mtu(self, mtu: int) -> None:
         self._call(f"set MTU {mtu} on {self.name!r}", "set", index=self.index,
                    fn=self._ipr.link, mtu=mtu)
+
+    def set_txqueuelen(self, packets: int) -> None:
+        self._call(f"set txqueuelen {packets} on {self.name!r}", "set", index=self.index,
+                   fn=self._ipr.link, txqlen=packets)
 
     # --- what the kernel holds
 

@@ -30,6 +30,7 @@ from .errors import ConfigError, UsageError
 U32 = 2**32 - 1
 TTL_MAX = 2**31 - 1   # RFC 2181 8: a DNS TTL is at most 2^31 - 1.
 MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
+MAX_TXQUEUELEN = 65536  # packets per TUN queue: the kernel allocates a ring this long per queue
 RATE_MAX = 10_000_000  # replies per second; more than any TUN carries
 POOL_MAX = 1_000_000   # delay pool slots: 256 MiB of small replies
 
@@ -187,6 +188,10 @@ SETTINGS = (
             flag="--queues", short="-q", metavar="N"),
     Setting("daemon", "mtu", "int", "interface MTU (default: the kernel's, 1500; "
             f"IPv6 chains need {MIN_MTU6})", MIN_MTU, MAX_MTU, flag="--mtu", metavar="BYTES"),
+    Setting("daemon", "txqueuelen", "int", "probes each TUN queue holds for its worker before "
+            "the kernel drops more (default: the kernel's, 500); under a flood each probe "
+            "waits behind a full queue, so a shorter one keeps delays true",
+            1, MAX_TXQUEUELEN, flag="--txqueuelen", metavar="PACKETS"),
 
     Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
             parse=parse_route_prefix, flag="--route", metavar="PREFIX"),

@@ -18,6 +18,7 @@ from .errors import SetupError, UsageError
 
 TUN_PATH = "/dev/net/tun"
 MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
+DEFAULT_MTU = 1500  # a new TUN's MTU, as the kernel sets it
 
 _FLAGS = pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_MULTI_QUEUE
 

@@ -1,11 +1,12 @@
 """Daemon options as the kernel sees them: interface name, queue count, MTU,
-addresses (IPv6 without DAD) and extra routes with table and metric; all
-of it gone after SIGTERM."""
+txqueuelen, addresses (IPv6 without DAD) and extra routes with table and
+metric; all of it gone after SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 
 import pytest
 
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.netns
 def test_options_configure_the_link_and_routes():
     with TestNet.create("op") as net:
         with Daemon(net, "--interface", "rc-opts", "--queues", "3", "--mtu", "1400",
-                    "--route", "2001:db8:1::/48", "--route", "198.19.0.0/16",
+                    "--txqueuelen", "64", "--route", "2001:db8:1::/48", "--route", "198.19.0.0/16",
                     "--route-table", "100", "--route-metric", "7", CHAIN4, CHAIN6) as daemon:
             daemon.wait_for("READY=1")
             link = net.run(net.router, "ip", "-o", "link", "show", "rc-opts").stdout
-            assert "mtu 1400" in link and ",UP," in link, link
+            assert "mtu 1400" in link and ",UP," in link and "qlen 64" in link, link
             queues = net.run(net.router, "ls", "/sys/class/net/rc-opts/queues").stdout.split()
             assert sorted(q for q in queues if q.startswith("rx-")) == ["rx-0", "rx-1", "rx-2"]
             addrs = net.run(net.router, "ip", "-o", "addr", "show", "dev", "rc-opts").stdout
@@ -48,3 +49,25 @@ def test_queues_default_to_the_cpus_we_may_run_on():
             daemon.wait_for("READY=1")
             queues = net.run(net.router, "ls", "/sys/class/net/route-chain/queues").stdout.split()
             assert len([q for q in queues if q.startswith("rx-")]) == len(os.sched_getaffinity(0))
+
+
+def test_options_mtu_and_txqueuelen_follow_a_reload(tmp_path):
+    """Set live by SIGHUP; a config that stops saying leaves them as they are."""
+    conf = tmp_path / "rc.toml"
+    chain = f'[[chain]]\naddress = "{CHAIN4}"\n'
+    conf.write_text(f"[daemon]\nmtu = 1400\ntxqueuelen = 64\n\n{chain}")
+    with TestNet.create("ot") as net, Daemon(net, "--config", str(conf)) as daemon:
+        daemon.wait_for("READY=1")
+
+        def link() -> str:
+            return net.run(net.router, "ip", "-o", "link", "show", "route-chain").stdout
+
+        assert "mtu 1400" in link() and "qlen 64" in link(), link()
+        for text, mtu, qlen in (("[daemon]\nmtu = 1300\ntxqueuelen = 200\n\n", 1300, 200),
+                                ("", 1300, 200)):
+            conf.write_text(text + chain)
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for("RELOADING=1")
+            daemon.wait_for("READY=1")
+            assert f"mtu {mtu}" in link() and f"qlen {qlen}" in link(), (text, link())
+
