@@ -153,7 +153,10 @@ bool rc_pool_book(struct rc_pool *p, uint64_t due_ns, uint64_t now_ns)
     if (slice - (now_ns >> RC_BOOK_SHIFT) >= RC_BOOK_BINS)
         return true;                       /* beyond the book: not counted */
     /* A bin whose slice differs holds one at least RC_BOOK_BINS slices
-     * earlier (nothing is booked further ahead than that): it is past. */
+     * earlier (nothing is booked further ahead than that): it is past.
+     * Slices are kept to 32 bits: one untouched for 2^32 slices (13 days)
+     * and met again exactly then keeps its old count, which at worst
+     * refuses one slice's worth of replies once. */
     bin = &p->book[slice & (RC_BOOK_BINS - 1)];
     if (bin->slice != (uint32_t)slice) {
         bin->slice = (uint32_t)slice;
