@@ -188,7 +188,7 @@ void rc_pool_note_writes(struct rc_pool *p, uint32_t n, uint64_t ns)
 }
 
 
-/* The pool: a binary min-heap of slot indices over (due_ns, seq). A heap
+/* The pool: a binary min-heap of (due_ns, seq, slot). A heap
  * rather than a timing wheel: due times stay exact (no tick to round to),
  * any delay up to the 10 s a story may ask for needs no second level, and
  * with n waiting an add or a removal costs log2(n) steps (15 for 20000). */
@@ -202,7 +202,7 @@ size_t rc_pool_bytes(uint32_t n_small, uint32_t n_large)
 {
     size_t n = (size_t)n_small + n_large;
 
-    return round8(n * sizeof(struct rc_slot)) + round8(n * sizeof(uint32_t))
+    return round8(n * sizeof(struct rc_slot)) + n * sizeof(struct rc_due)
          + RC_BOOK_BINS * sizeof(struct rc_book_bin)
          + (size_t)n_small * RC_SLOT_SMALL + (size_t)n_large * RC_SLOT_LARGE;
 }
@@ -221,8 +221,8 @@ void rc_pool_init(struct rc_pool *p, void *mem, uint32_t n_small, uint32_t n_lar
 
     p->slots = (struct rc_slot *)at;
     at += round8(n * sizeof(struct rc_slot));
-    p->heap = (uint32_t *)at;
-    at += round8(n * sizeof(uint32_t));
+    p->heap = (struct rc_due *)at;
+    at += n * sizeof(struct rc_due);
     p->book = (struct rc_book_bin *)at;
     memset(p->book, 0, RC_BOOK_BINS * sizeof(struct rc_book_bin));
     at += RC_BOOK_BINS * sizeof(struct rc_book_bin);
@@ -246,10 +246,8 @@ static uint8_t *locate(const struct rc_pool *p, uint32_t slot)
 
 /* Equal due times leave in the order they came; seq may wrap around, and
  * the signed difference orders it as long as fewer than 2^31 wait. */
-static bool is_sooner(const struct rc_pool *p, uint32_t a, uint32_t b)
+static bool is_sooner(const struct rc_due *x, const struct rc_due *y)
 {
-    const struct rc_slot *x = &p->slots[a], *y = &p->slots[b];
-
     if (x->due_ns != y->due_ns)
         return x->due_ns < y->due_ns;
     return (int32_t)(x->seq - y->seq) < 0;
@@ -257,34 +255,34 @@ static bool is_sooner(const struct rc_pool *p, uint32_t a, uint32_t b)
 
 static void sift_up(struct rc_pool *p, uint32_t i)
 {
-    uint32_t slot = p->heap[i];
+    struct rc_due entry = p->heap[i];
 
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
-        if (!is_sooner(p, slot, p->heap[parent]))
+        if (!is_sooner(&entry, &p->heap[parent]))
             break;
         p->heap[i] = p->heap[parent];
         i = parent;
     }
-    p->heap[i] = slot;
+    p->heap[i] = entry;
 }
 
 static void sift_down(struct rc_pool *p, uint32_t i)
 {
-    uint32_t slot = p->heap[i];
+    struct rc_due entry = p->heap[i];
 
     for (;;) {
         uint32_t child = 2 * i + 1;
         if (child >= p->waiting)
             break;
-        if (child + 1 < p->waiting && is_sooner(p, p->heap[child + 1], p->heap[child]))
+        if (child + 1 < p->waiting && is_sooner(&p->heap[child + 1], &p->heap[child]))
             child++;
-        if (!is_sooner(p, p->heap[child], slot))
+        if (!is_sooner(&p->heap[child], &entry))
             break;
         p->heap[i] = p->heap[child];
         i = child;
     }
-    p->heap[i] = slot;
+    p->heap[i] = entry;
 }
 
 bool rc_pool_add(struct rc_pool *p, const uint8_t *reply, size_t len, uint64_t due_ns)
@@ -301,10 +299,8 @@ bool rc_pool_add(struct rc_pool *p, const uint8_t *reply, size_t len, uint64_t d
         return false;
     *head = p->slots[slot].next;
     memcpy(locate(p, slot), reply, len);
-    p->slots[slot].due_ns = due_ns;
-    p->slots[slot].seq = p->seq++;
     p->slots[slot].len = (uint32_t)len;
-    p->heap[p->waiting++] = slot;
+    p->heap[p->waiting++] = (struct rc_due){due_ns, p->seq++, slot};
     sift_up(p, p->waiting - 1);
     return true;
 }
@@ -313,16 +309,16 @@ const uint8_t *rc_pool_first_due(const struct rc_pool *p, uint64_t now_ns, size_
 {
     uint32_t slot;
 
-    if (p->waiting == 0 || p->slots[p->heap[0]].due_ns > now_ns)
+    if (p->waiting == 0 || p->heap[0].due_ns > now_ns)
         return NULL;
-    slot = p->heap[0];
+    slot = p->heap[0].slot;
     *len = p->slots[slot].len;
     return locate(p, slot);
 }
 
 void rc_pool_remove_first(struct rc_pool *p)
 {
-    uint32_t slot = p->heap[0];
+    uint32_t slot = p->heap[0].slot;
     uint32_t *head = slot < p->n_small ? &p->free_small : &p->free_large;
 
     p->slots[slot].next = *head;
@@ -334,5 +330,5 @@ void rc_pool_remove_first(struct rc_pool *p)
 
 uint64_t rc_pool_next_due(const struct rc_pool *p)
 {
-    return p->waiting ? p->slots[p->heap[0]].due_ns : UINT64_MAX;
+    return p->waiting ? p->heap[0].due_ns : UINT64_MAX;
 }

@@ -177,12 +177,18 @@ struct rc_stats {
     int32_t last_read_errno;
 };
 
-/* One waiting reply in a pool (pace.c). */
+/* One reply's place in a pool (pace.c). */
 struct rc_slot {
-    uint64_t due_ns;         /* CLOCK_MONOTONIC */
-    uint32_t seq;            /* order among equal due times */
     uint32_t next;           /* free list link */
     uint32_t len;
+};
+
+/* One entry of a pool's heap: when a reply is due and which slot holds it.
+ * The keys sit in the heap itself, so keeping it in order walks one array. */
+struct rc_due {
+    uint64_t due_ns;         /* CLOCK_MONOTONIC */
+    uint32_t seq;            /* order among equal due times */
+    uint32_t slot;
 };
 
 /* Writes booked for one slice of time in a pool's book (pace.c). */
@@ -196,7 +202,7 @@ struct rc_book_bin {
  * slice by slice of the time ahead. Written and read by its worker alone. */
 struct rc_pool {
     struct rc_slot *slots;   /* n_small + n_large; small ones first */
-    uint32_t *heap;          /* slot indices, soonest due first */
+    struct rc_due *heap;     /* soonest due first */
     uint8_t *small;          /* n_small * RC_SLOT_SMALL bytes */
     uint8_t *large;          /* n_large * RC_SLOT_LARGE bytes */
     uint32_t n_small;

@@ -55,9 +55,9 @@ def test_table_limits_off_when_written():
 def test_pacing_pool_is_one_second_at_the_rate_shared_out():
     pacing = core.Pacing(config.Limits(seed=5), queues=2)
     assert (pacing.small, pacing.large, pacing.seed) == (10000, 625, 5)
-    # Slot records (24 bytes) and heap entries (4), each rounded up to 8, the
-    # book (4096 slices of 8 bytes) and the replies.
-    exact = 10625 * (24 + 4) + 4096 * 8 + 10000 * 256 + 625 * 1536
+    # Slot records (8 bytes) and heap entries (16), the book (4096 slices of
+    # 8 bytes) and the replies.
+    exact = 10625 * (8 + 16) + 4096 * 8 + 10000 * 256 + 625 * 1536
     assert 0 <= pacing.pool_bytes - exact < 16
 
 
