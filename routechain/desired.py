@@ -168,22 +168,10 @@ class Keeper:
         return tuple(c for c in kept if c.interface in want), tuple(by_key.values())
 
     def _delete_addresses(self, interfaces: list[Interface]) -> None:
-        failed = self._link.del_addresses(interfaces)
-        for iface in interfaces:
-            if iface not in failed:
-                self.owned_addresses.discard(iface)
-        if failed:
-            raise SetupError("cannot remove " + ", ".join(
-                f"address {i}: {reason(c)}" for i, c in failed.items()))
+        _delete(interfaces, self._link.del_addresses, self.owned_addresses, "address")
 
     def _delete_routes(self, keys: list[RouteKey]) -> None:
-        failed = self._link.del_routes(keys)
-        for key in keys:
-            if key not in failed:
-                self.owned_routes.discard(key)
-        if failed:
-            raise SetupError("cannot remove " + ", ".join(
-                f"route {k}: {reason(c)}" for k, c in failed.items()))
+        _delete(keys, self._link.del_routes, self.owned_routes, "route")
 
     def remove_all(self) -> None:
         """At exit: our routes. Our addresses go with the TUN, which is ours
@@ -275,3 +263,13 @@ def _clash_key(iface: Interface) -> object:
 def _listed(items: list[str]) -> str:
     shown = ", ".join(items[:LISTED])
     return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")
+
+
+def _delete(items: list, remove: Callable[[list], dict], owned: set, what: str) -> None:
+    """Remove items (ours); those removed are ours no more, and any that
+    could not be is one SetupError naming each."""
+    failed = remove(items)
+    owned.difference_update(i for i in items if i not in failed)
+    if failed:
+        raise SetupError("cannot remove " + ", ".join(
+            f"{what} {item}: {reason(code)}" for item, code in failed.items()))

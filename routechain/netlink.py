@@ -196,31 +196,30 @@ class Link:
 
     def add_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
         """The chains' host addresses; IPv6 without DAD, as nobody else is on the link."""
-        items = list(interfaces)
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-        return self._send(items, [_addr_msg(RTM_NEWADDR, flags, self.index, i) for i in items])
+        return self._create(_addr_msg, RTM_NEWADDR, interfaces)
 
     def del_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
-        """Those already gone are not failures."""
-        items = list(interfaces)
-        failed = self._send(items, [_addr_msg(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK,
-                                              self.index, i) for i in items])
-        return {i: e for i, e in failed.items() if e not in _GONE}
+        return self._delete(_addr_msg, RTM_DELADDR, interfaces)
 
     def add_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
-        items = list(keys)
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-        return self._send(items, [_route_msg(RTM_NEWROUTE, flags, self.index, k) for k in items])
+        return self._create(_route_msg, RTM_NEWROUTE, keys)
 
     def del_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
         """Only routes through this link that we made (proto static) match."""
-        items = list(keys)
-        failed = self._send(items, [_route_msg(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK,
-                                               self.index, k) for k in items])
-        return {k: e for k, e in failed.items() if e not in _GONE}
+        return self._delete(_route_msg, RTM_DELROUTE, keys)
 
-    def _send(self, items: list, msgs: list) -> dict:
-        codes = self._bulk.request(msgs)
+    def _create(self, build: Callable, kind: int, items: Iterable) -> dict:
+        """Exclusive: what exists already fails (EEXIST), never replaced."""
+        return self._send(build, kind, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                          list(items))
+
+    def _delete(self, build: Callable, kind: int, items: Iterable) -> dict:
+        """What is already gone is not a failure."""
+        failed = self._send(build, kind, NLM_F_REQUEST | NLM_F_ACK, list(items))
+        return {item: e for item, e in failed.items() if e not in _GONE}
+
+    def _send(self, build: Callable, kind: int, flags: int, items: list) -> dict:
+        codes = self._bulk.request([build(kind, flags, self.index, item) for item in items])
         return {item: code for item, code in zip(items, codes) if code}
 
     def _call(self, what: str, command: str, fn, **kwargs) -> None:

@@ -52,16 +52,24 @@ def counters(daemon: Daemon) -> str:
     return daemon.output().rsplit("total:", 1)[1].splitlines()[0]
 
 
+def probes(flood: str, secs: float, rate: int, source: str = FLOOD_SOURCE,
+           dest: str = "198.18.0.10", count: int = 16, ttl: int = 3,
+           proto: str = "udp") -> list[str]:
+    """The flood's command line: probes to count addresses from dest (by
+    default UDP with TTL 3, drawing Time Exceeded), paced to rate/s for
+    secs, from source."""
+    return [flood, "-4", "-d", dest, "-n", str(count), "-t", str(ttl), "-p", proto,
+            "-s", str(secs), "-r", str(rate), "-b", source]
+
+
 def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
     with TestNet.create("lm") as net, Daemon(net, CHAIN4, "--queues", "2") as daemon:
         net.run(net.client, "ip", "addr", "add", f"{OTHER_SOURCE}/24", "dev", "c0")
         daemon.wait_for("READY=1")
         before = tun_replies(net)
         started = time.monotonic()
-        proc = net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
-                         "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", str(FLOOD_RATE),
-                         "-b", FLOOD_SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        proc = net.popen(net.client, *probes(flood, FLOOD_SECONDS, FLOOD_RATE),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1)
         # Mid-flood, from another source: every probe of a default-sized
         # traceroute (3 per hop) is answered.
@@ -100,8 +108,7 @@ def test_limits_off_when_written(flood, tmp_path):
                                               "--queues", "2") as daemon:
         daemon.wait_for("READY=1")
         before = tun_replies(net)
-        done = net.run(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
-                       "-p", "udp", "-s", "1", "-r", "5000", "-b", FLOOD_SOURCE)
+        done = net.run(net.client, *probes(flood, 1, 5000))
         sent = int(re.search(r"sent=(\d+)", done.stdout).group(1))
         time.sleep(0.2)
         replies = tun_replies(net) - before
@@ -125,8 +132,7 @@ def test_flood_from_many_sources_is_cut_to_the_daemon_limit(flood, tmp_path):
         daemon.wait_for("READY=1")
         before = tun_replies(net)
         started = time.monotonic()
-        procs = [net.popen(net.client, flood, "-4", "-d", "198.18.0.10", "-n", "16", "-t", "3",
-                           "-p", "udp", "-s", str(FLOOD_SECONDS), "-r", "2000", "-b", source,
+        procs = [net.popen(net.client, *probes(flood, FLOOD_SECONDS, 2000, source),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for source in sources]
         for proc in procs:
@@ -186,8 +192,8 @@ def test_echo_replies_are_limited_per_source_too(flood, tmp_path):
         daemon.wait_for("READY=1")
         before = tun_replies(net)
         started = time.monotonic()
-        net.run(net.client, flood, "-4", "-d", "198.18.0.4", "-n", "1", "-t", "64",
-                "-p", "icmp", "-s", "2", "-r", "5000", "-b", FLOOD_SOURCE)
+        net.run(net.client, *probes(flood, 2, 5000, dest="198.18.0.4", count=1, ttl=64,
+                                    proto="icmp"))
         elapsed = time.monotonic() - started
         time.sleep(0.2)
         replies = tun_replies(net) - before
