@@ -15,13 +15,11 @@ import sys
 from pathlib import Path
 
 from . import __version__, settings
-from .chain import Chain, check_overlap, DEFAULT_REPLY_TTL
-from .config import DEFAULT_INTERFACE, Config, Route, one_line
+from .chain import Chain
+from .config import Config, Route, merge, one_line
 from .errors import RouteChainError, UsageError
-from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,14 +55,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="TOML file with chains, stories, routes and DNS (re-read on SIGHUP)")
     # The options a config file also takes: declared once, in settings.py.
-    add_option(p, setting("daemon", "interface"))
-    add_option(p, setting("daemon", "queues"))
-    add_option(p, setting("daemon", "mtu"))
-    add_option(p, setting("daemon", "txqueuelen"))
-    add_option(p, setting("route", "prefix"), action="append", default=[])
-    add_option(p, setting("route", "table"))
-    add_option(p, setting("route", "metric"))
-    add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
+    settings.add_options(p)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
                         "setup, keeping only CAP_NET_ADMIN "
@@ -75,25 +66,21 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def command_line_config(args: argparse.Namespace) -> Config:
-    """The part of the configuration the command line gives."""
-    address = setting("chain", "address")
+    """The part of the configuration the command line gives: chains, routes
+    and the [table] settings it has a flag for (the rest stay unset)."""
+    address = settings.setting("chain", "address")
     chains = tuple(Chain(address.parse(text, f"command line: {text}"), reply_ttl=args.reply_ttl,
                          where="command line") for text in args.prefixes)
     routes = [Route(prefix, args.route_table, args.route_metric, f"--route {prefix}")
               for prefix in args.route]
-    check_overlap(chains)
-    return Config(chains=chains, routes=tuple(routes), interface=args.interface,
-                  queues=args.queues, mtu=args.mtu, txqueuelen=args.txqueuelen)
+    tables, origins = settings.command_line(args)
+    return merge(Config(chains=chains, routes=tuple(routes), origins=origins, **tables),
+                 Config())
 
 
 def check_runnable(config: Config) -> Config:
     if not config.chains:
         raise UsageError("no chain: give ADDR/PLEN on the command line or [[chain]] in --config")
-    check_interface_name(config.interface or DEFAULT_INTERFACE,
-                         "--interface" if config.interface else "default interface")
-    if config.mtu and config.mtu < settings.MIN_MTU6 and any(c.family == 6 for c in config.chains):
-        raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least "
-                         f"{settings.MIN_MTU6}")
     return config
 
 

@@ -20,8 +20,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
-from . import core
-from .config import DEFAULT_INTERFACE, Config, DnsSettings, one_line
+from . import core, settings
+from .config import Config, one_line
 from .desired import Keeper
 from .netlink import Link
 from .tun import DEFAULT_MTU, Tun
@@ -40,15 +40,27 @@ def default_queues() -> int:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What a running daemon cannot change without a restart."""
+class Started:
+    """What the daemon started with and keeps until a restart: the
+    interface and queue count it made, and the [table] settings whose
+    declarations say `restart=True` (settings.restart_changes)."""
 
     interface: str
     queues: int
+    config: Config  # its [table]s only: what a reload compares with
 
     @classmethod
-    def of(cls, config: Config) -> "Settings":
-        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
+    def of(cls, config: Config) -> "Started":
+        return cls(config.daemon.interface or settings.DEFAULT_INTERFACE,
+                   config.daemon.queues or default_queues(),
+                   Config(**{t.name: getattr(config, t.name)
+                             for t in settings.TABLES if not t.array}))
+
+    def kept(self, new: Config) -> list[str]:
+        """What a reload to `new` leaves as it is until a restart."""
+        return [f"{s.name} changes only at a restart: keeping {settings.shown(running)}, "
+                f"not {settings.shown(wanted)}"
+                for s, running, wanted in settings.restart_changes(self.config, new)]
 
 
 class Workers:
@@ -92,14 +104,14 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
     notifier = notifier or service.Notifier()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     config = config or load()
-    settings = Settings.of(config)
+    started = Started.of(config)
     for warning in config.log_lines:
         log.warning("%s", warning)
 
     with ExitStack() as stack:
-        tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface))
-        link.set_up(config.mtu, config.txqueuelen)
+        tun = stack.enter_context(Tun(started.interface, started.queues))
+        link = stack.enter_context(Link(started.interface))
+        link.set_up(config.daemon.mtu, config.daemon.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         config = keeper.adopt(config, strict=True)
@@ -107,19 +119,19 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=_capabilities_kept(config))
-        live = core.Live(core.Table(config.chains, config.limits, settings.queues))
-        pacing = core.Pacing(config.limits, settings.queues)
+        live = core.Live(core.Table(config.chains, config.limits, started.queues))
+        pacing = core.Pacing(config.limits, started.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         main = threading.main_thread().ident
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
         dns = stack.enter_context(DnsSide(config))
-        _log_chains(config, settings)
-        running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
-        if config.metrics:
+        _log_chains(config, started)
+        running = Running(load, config, started, link, keeper, live, workers, dns, notifier)
+        if config.metrics.listen:
             from . import metrics
-            exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
+            exporter = stack.enter_context(metrics.Exporter(config.metrics.listen, running))
             log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(running.status())
         status = running.serve()
@@ -134,7 +146,7 @@ class Running:
 
     load: Callable[[], Config]
     config: Config
-    settings: Settings
+    started: Started
     link: Link
     keeper: Keeper
     live: core.Live
@@ -204,14 +216,9 @@ class Running:
             new = self.load()
             for warning in new.log_lines:
                 log.warning("%s", warning)
-            wanted = Settings.of(new)
-            if wanted != self.settings:
-                log.warning("reload: interface and queues need a restart: keeping %s "
-                            "with %d queues", self.settings.interface, self.settings.queues)
-            if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
-                                                            old.limits.seed):
-                log.warning("reload: limits.delay_pool and limits.seed need a restart")
-            table = core.Table(new.chains, new.limits, self.settings.queues)
+            for kept in self.started.kept(new):
+                log.warning("reload: %s", kept)
+            table = core.Table(new.chains, new.limits, self.started.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
@@ -219,18 +226,19 @@ class Running:
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = core.Table(applied.chains, new.limits, self.settings.queues)
+                table = core.Table(applied.chains, new.limits, self.started.queues)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)
-            if new.mtu and new.mtu != old.mtu:
-                self.link.set_mtu(new.mtu)
-                undo.append(lambda: self.link.set_mtu(old.mtu or DEFAULT_MTU))
-            if new.txqueuelen and new.txqueuelen != old.txqueuelen:
-                self.link.set_txqueuelen(new.txqueuelen)
+            mtu, txqueuelen = new.daemon.mtu, new.daemon.txqueuelen
+            if mtu and mtu != old.daemon.mtu:
+                self.link.set_mtu(mtu)
+                undo.append(lambda: self.link.set_mtu(old.daemon.mtu or DEFAULT_MTU))
+            if txqueuelen and txqueuelen != old.daemon.txqueuelen:
+                self.link.set_txqueuelen(txqueuelen)
         except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
             for step in reversed(undo):
                 try:
@@ -264,20 +272,16 @@ class DnsSide:
             return
         from . import dns, zone
         zones = zone.build(config)
-        self._server = dns.Server(zones, self._listen, *_dns_limits(config))
+        self._server = dns.Server(zones, self._listen, config.dns)
         self._server.start()
         log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
         """New zones and limits for the running server; listeners stay as
-        they were bound."""
-        listen = config.dns.listen if config.dns else ()
-        if listen != self._listen:
-            log.warning("reload: DNS listeners change from %s to %s at the next restart",
-                        _addresses(self._listen) or "none", _addresses(listen) or "none")
+        they were bound (dns.listen is restart-only)."""
         if self._server is not None:
             from . import zone
-            self._server.reload(zone.build(config), *_dns_limits(config))
+            self._server.reload(zone.build(config), config.dns)
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -301,15 +305,6 @@ class DnsSide:
             self._server.stop()
 
 
-def _dns_limits(config: Config):
-    """The [dns] limits as the server takes them: (rate limits, TCP limits)."""
-    from . import dns, rrl
-    d = config.dns or DnsSettings()
-    return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
-            dns.TcpLimits(connections=d.tcp_connections,
-                          per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
-
-
 def _capabilities_kept(config: Config) -> list[str]:
     keep = ["CAP_NET_ADMIN"]
     if config.dns and any(port < 1024 for _, port in config.dns.listen):
@@ -320,7 +315,7 @@ def _capabilities_kept(config: Config) -> list[str]:
 CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
 
 
-def _log_chains(config: Config, settings: Settings) -> None:
+def _log_chains(config: Config, started: Started) -> None:
     for chain in config.chains[:CHAINS_LOGGED]:
         if chain.length:
             log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
@@ -331,7 +326,7 @@ def _log_chains(config: Config, settings: Settings) -> None:
         if not chain.length:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
-    log.info("serving on %s with %d queues", settings.interface, settings.queues)
+    log.info("serving on %s with %d queues", started.interface, started.queues)
 
 
 def _addresses(listen) -> str:

@@ -11,9 +11,9 @@ bounds every buffer and count:
   server it answered 18-24k queries/s where the draining reader answers
   76-87k (2 shared CPUs).
 - TCP (RFC 7766): 2-byte length framing, several queries per connection,
-  answered in order. At most `connections` at once and `per_client` from
-  one address (more are closed at once); an idle connection closes after
-  `idle` seconds; a query must arrive whole within QUERY_DEADLINE of its
+  answered in order. At most [dns] tcp_connections at once and
+  tcp_connections_per_client from one address (more are closed at once);
+  an idle connection closes after tcp_idle_timeout seconds; a query must arrive whole within QUERY_DEADLINE of its
   first byte, however its bytes trickle in; when the answers a client does
   not read pass UNSENT_MAX bytes, the connection stops being read, and is
   closed if they are not taken within QUERY_DEADLINE. A connection yields
@@ -39,14 +39,14 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from . import rrl
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, Index, truncated
 from .errors import SetupError
+from .settings import DnsSettings
 from .zone import Zone
 
-__all__ = ["Server", "TcpLimits", "PAYLOAD_MAX", "COUNTERS"]
+__all__ = ["Server", "PAYLOAD_MAX", "COUNTERS"]
 
 log = logging.getLogger("route-chain")
 
@@ -61,18 +61,9 @@ COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_co
             "internal_errors")
 
 
-@dataclass(frozen=True)
-class TcpLimits:
-    """Connections at once in total and from one address; seconds a
-    connection may wait between queries ([dns] tcp_* in the config)."""
-
-    connections: int = 128
-    per_client: int = 8
-    idle: float = 10.0
-
-
 class Server:
-    """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP.
+    """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP,
+    within the limits of `settings` ([dns] rate_limit*, tcp_*).
 
     start() binds every socket and starts the thread (SetupError naming the
     address if a bind fails); reload(zones, ...) swaps the zones atomically;
@@ -81,11 +72,11 @@ class Server:
     """
 
     def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
-                 rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits()) -> None:
+                 settings: DnsSettings = DnsSettings()) -> None:
         self.index = Index(zones)
         self._listen = tuple(listen)
-        self._rrl = rrl.RateLimiter(rate_limits)
-        self._tcp = tcp
+        self._rrl = rrl.RateLimiter(settings)
+        self._settings = settings
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,14 +106,15 @@ class Server:
         self._thread.start()
         self._started.wait(timeout=10)
 
-    def reload(self, zones: Iterable[Zone], rate_limits: rrl.Limits | None = None,
-               tcp: TcpLimits | None = None) -> None:
-        """Serve `zones` from now on; the sockets stay as they are."""
+    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None) -> None:
+        """Serve `zones` (and the limits of `settings`) from now on; the
+        sockets stay as they are, and so do the rate limiter's buckets if
+        its limits do."""
         self.index = Index(zones)
-        if rate_limits is not None and rate_limits != self._rrl.limits:
-            self._rrl = rrl.RateLimiter(rate_limits)
-        if tcp is not None:
-            self._tcp = tcp
+        if settings is not None:
+            if not self._rrl.same(settings):
+                self._rrl = rrl.RateLimiter(settings)
+            self._settings = settings
 
     def alive(self) -> bool:
         """True while the serving thread runs (for the watchdog)."""
@@ -272,11 +264,11 @@ class Server:
                 pass  # a peer gone or a full socket buffer: as if lost on the way
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        counts, limits = self._counts, self._tcp
+        counts, limits = self._counts, self._settings
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else ""
-        if len(self._writers) >= limits.connections \
-                or self._clients.get(host, 0) >= limits.per_client:
+        if len(self._writers) >= limits.tcp_connections \
+                or self._clients.get(host, 0) >= limits.tcp_connections_per_client:
             counts["drop:tcp_limit"] += 1
             writer.transport.abort()
             return
@@ -302,7 +294,7 @@ class Server:
         counts = self._counts
         while True:
             try:
-                async with asyncio.timeout(self._tcp.idle):
+                async with asyncio.timeout(self._settings.tcp_idle_timeout):
                     first = await reader.readexactly(1)
             except TimeoutError:
                 return  # idle: RFC 7766 6.2.3 lets the server close

@@ -21,10 +21,10 @@ from __future__ import annotations
 import encodings.idna
 
 from .chain import Chain, Timing
+from .hopprops import IP_TTL_MAX
 from .config import Config
 
 TRACEROUTE_MAX_HOPS = 30
-TTL_MAX = 255
 MTR_REPORT_WIDTH = 25
 MTR_CURSES_WIDTH = 32
 _PLAIN_SHOWN = 3  # a chain without a story: its first hops and its last
@@ -128,8 +128,8 @@ def warnings(chain: Chain) -> list[str]:
     """What would keep a traceroute or mtr from telling the story in full."""
     out = []
     maxttl = chain.length + 1
-    if maxttl > TTL_MAX:
-        out.append(f"the destination is {maxttl} hops away and a TTL holds at most {TTL_MAX}: "
+    if maxttl > IP_TTL_MAX:
+        out.append(f"the destination is {maxttl} hops away and a TTL holds at most {IP_TTL_MAX}: "
                    "no traceroute from behind a router reaches it; trace from the daemon's "
                    "own host or shorten the story")
     elif maxttl > TRACEROUTE_MAX_HOPS:

@@ -66,7 +66,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 def test_config_loads_every_section(in_tmp):
     c = config.load(write(in_tmp, GOOD))
-    assert (c.interface, c.queues, c.mtu) == ("rc0", 2, 1500)
+    assert (c.daemon.interface, c.daemon.queues, c.daemon.mtu) == ("rc0", 2, 1500)
     route, = c.routes
     assert route == config.Route(ipaddress.ip_network("2001:db8::/48"), 100, 1024,
                                  "route-chain.toml:7")
@@ -108,7 +108,7 @@ def test_config_story_path_is_relative_to_the_file(tmp_path, monkeypatch):
 
 def test_config_empty_file_is_an_empty_config(in_tmp):
     c = config.load(write(in_tmp, "# nothing\n"))
-    assert c.chains == () and c.dns is None and c.interface is None
+    assert c.chains == () and c.dns == config.DnsSettings() and c.daemon.interface is None
 
 
 def test_config_dns_without_listen_is_no_server(in_tmp):
@@ -248,10 +248,11 @@ def cli_config(*prefixes: str, **kw) -> config.Config:
 
 def test_config_merge_cli_first_and_overrides(in_tmp):
     file = config.load(write(in_tmp, GOOD))
-    merged = config.merge(cli_config("198.51.100.1/24", interface="cli0", mtu=9000), file)
+    merged = config.merge(cli_config("198.51.100.1/24",
+                                     daemon=config.Daemon(interface="cli0", mtu=9000)), file)
     assert [str(c.interface) for c in merged.chains] == [
         "198.51.100.1/24", "192.0.2.1/27", "2001:db8:5::1/64"]
-    assert (merged.interface, merged.queues, merged.mtu) == ("cli0", 2, 9000)
+    assert (merged.daemon.interface, merged.daemon.queues, merged.daemon.mtu) == ("cli0", 2, 9000)
     assert merged.dns == file.dns and merged.warnings == file.warnings
     assert merged.routes == file.routes
 
@@ -299,9 +300,8 @@ def test_config_refuses_chains_that_can_never_answer(in_tmp, address, why):
 
 
 def test_config_queues_in_file_is_what_the_tun_allows(in_tmp):
-    from routechain import settings, tun
-    assert settings.MAX_QUEUES == tun.MAX_QUEUES
-    assert config.load(write(in_tmp, f"[daemon]\nqueues = {tun.MAX_QUEUES}\n")).queues == 256
+    from routechain import tun
+    assert config.load(write(in_tmp, f"[daemon]\nqueues = {tun.MAX_QUEUES}\n")).daemon.queues == 256
 
 
 class _Alarm(Exception):
@@ -439,7 +439,8 @@ def test_config_split_of_long_non_ascii_word_fits_labels():
 def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
     """The loader's own work (scanner, tomllib, stories) per 1,000 chains
     stays well under a second (the overlap check is measured on its own)."""
-    from routechain import tomlpos
+    from routechain import settings
+
     def text(n: int) -> str:
         return "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\n'
                        f'hops = ["hop one", "two"]\nsuffix = "example.net"\n\n' for i in range(n))
@@ -449,8 +450,9 @@ def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
         start = time.process_time()
         text_read = Path(path).read_text()
         tree = tomllib.loads(text_read)
-        loader = config._Loader(Path(path), "x", tomlpos.Locator(text_read))
-        chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+        at, stories = config.locate("x", text_read), config.Stories(Path(path), "x")
+        chains = [config.chain_of(t, i, at, "x", stories.read)
+                  for i, t in enumerate(settings.walk(tree, at)[0]["chain"])]
         times.append(time.process_time() - start)
         assert len(chains) == n
     # 2,000 chains in under 2 s, and four times the chains at most about
@@ -517,9 +519,10 @@ def test_config_shared_story_of_1_mib_loads_fast_for_1000_chains(in_tmp):
                    for i in range(1000))
     path = write(in_tmp, text, story)
     tree = tomllib.loads(Path(path).read_text())
-    from routechain import tomlpos
+    from routechain import settings
     start = time.process_time()
-    loader = config._Loader(Path(path), "x", tomlpos.Locator(Path(path).read_text()))
-    chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+    at, stories = config.locate("x", Path(path).read_text()), config.Stories(Path(path), "x")
+    chains = [config.chain_of(t, i, at, "x", stories.read)[0]
+              for i, t in enumerate(settings.walk(tree, at)[0]["chain"])]
     assert time.process_time() - start < 1.0
     assert len(chains) == 1000 and len(chains[-1].hops) == 200

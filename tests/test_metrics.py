@@ -128,7 +128,7 @@ def test_metrics_listen_in_config(tmp_path, text, want):
     path = tmp_path / "rc.toml"
     path.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n\n[metrics]\nlisten = {text}\n')
     if isinstance(want, tuple):
-        assert config.load(path).metrics == want
+        assert config.load(path).metrics.listen == want
     else:
         with pytest.raises(config.ConfigError, match=want.replace("[", r"\[")
                            .replace("(", r"\(")):

@@ -16,11 +16,11 @@ import pytest
 
 from routechain import core, daemon
 from routechain.chain import Chain
-from routechain.config import Config
+from routechain.config import Config, Daemon
 from routechain.errors import ConfigError, SetupError
 
-OLD = Config(chains=(Chain(ipaddress.ip_interface("198.18.0.1/24")),), mtu=1400)
-NEW = Config(chains=(Chain(ipaddress.ip_interface("198.19.0.1/24")),), mtu=1500)
+OLD = Config(chains=(Chain(ipaddress.ip_interface("198.18.0.1/24")),), daemon=Daemon(mtu=1400))
+NEW = Config(chains=(Chain(ipaddress.ip_interface("198.19.0.1/24")),), daemon=Daemon(mtu=1500))
 
 
 class Recorder:
@@ -42,7 +42,7 @@ class Parts:
 
         class Link:
             def set_mtu(self, mtu):
-                rec.step("mtu", NEW if mtu == NEW.mtu else OLD)
+                rec.step("mtu", NEW if mtu == NEW.daemon.mtu else OLD)
 
         class Keeper:
             repairs = 0
@@ -84,7 +84,7 @@ class Parts:
 
 def running(calls, fail_at=None, fail=None, load=lambda: NEW) -> daemon.Running:
     p = Parts(calls, fail_at, fail)
-    return daemon.Running(load, OLD, daemon.Settings.of(OLD), p.link, p.keeper, p.live,
+    return daemon.Running(load, OLD, daemon.Started.of(OLD), p.link, p.keeper, p.live,
                           p.workers, p.dns, p.notifier)
 
 

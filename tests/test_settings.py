@@ -40,7 +40,7 @@ def from_file(tmp_path: Path, s: settings.Setting, value) -> object:
     path = tmp_path / "rc.toml"
     path.write_text(f"{head}{s.key} = {toml_literal(value)}\n")
     loaded = config.load(path)
-    return {"daemon": lambda: getattr(loaded, s.key),
+    return {"daemon": lambda: getattr(loaded.daemon, s.key),
             "route": lambda: getattr(loaded.routes[0], s.key),
             "chain": lambda: getattr(loaded.chains[0], s.key)}[s.table]()
 
@@ -97,8 +97,11 @@ def test_settings_help_says_what_each_option_means():
 
 
 def test_settings_queues_is_the_tun_limit():
+    """The TUN takes the most queues the setting allows, and refuses one more."""
     from routechain import tun
-    assert settings.setting("daemon", "queues").high == tun.MAX_QUEUES
+    high = settings.setting("daemon", "queues").high
+    with pytest.raises(UsageError, match=f"bad queue count {high + 1}: 1..{high}$"):
+        tun.Tun("rc-test", high + 1)
 
 
 # (kind, low, high, TOML value, checked value or the refusal's words)
@@ -111,7 +114,7 @@ KIND_CASES = [
     ("float", 0.0, 1.0, "0.5", "x.k must be a number, not '0.5'"),
     ("bool", None, None, False, False), ("bool", None, None, 0, "x.k must be true or false"),
     ("str", None, None, "a", "a"), ("str", None, None, 1, "x.k must be a string, not 1"),
-    ("strings", None, None, "a", ["a"]), ("strings", None, None, ["a", "b"], ["a", "b"]),
+    ("strings", None, None, "a", ("a",)), ("strings", None, None, ["a", "b"], ("a", "b")),
     ("strings", None, None, ["a", 2], "x.k must hold strings, not 2"),
     ("table", None, None, {"a": 1}, {"a": 1}), ("table", None, None, [1], "x.k must be a table"),
 ]

@@ -165,7 +165,7 @@ def test_example_config_loads():
     """The config installed to /etc/route-chain serves one IPv6 and one
     IPv4 chain with the story, DNS on their host addresses."""
     conf = config.load(SYSTEMD / "route-chain.toml")
-    assert conf.interface == "route-chain"
+    assert conf.daemon.interface == "route-chain"
     assert [str(c.interface) for c in conf.chains] == ["2001:db8::1/64", "198.51.100.1/27"]
     lines = (SYSTEMD / "story.txt").read_text().splitlines()
     for chain in conf.chains:
