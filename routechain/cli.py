@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__, settings
 from .chain import Chain
-from .config import Config, Route, merge, one_line
+from .config import Config, Route, check, one_line
 from .errors import RouteChainError, UsageError
 
 PROG = "route-chain"
@@ -74,8 +74,9 @@ def command_line_config(args: argparse.Namespace) -> Config:
     routes = [Route(prefix, args.route_table, args.route_metric, f"--route {prefix}")
               for prefix in args.route]
     tables, origins = settings.command_line(args)
-    return merge(Config(chains=chains, routes=tuple(routes), origins=origins, **tables),
-                 Config())
+    given = Config(chains=chains, routes=tuple(routes), origins=origins, **tables)
+    check(given)
+    return given
 
 
 def check_runnable(config: Config) -> Config:

@@ -230,13 +230,10 @@ class Table:
         return self.cls(**values)
 
 
-_TABLES: list[Table] = []
-
-
 def section(name: str, meaning: str, array: bool = False, more: frozenset[str] = frozenset(),
             read_more: Callable | None = None) -> Callable[[type], type]:
     """Make a class the frozen dataclass of table `name`, its `declare`
-    fields its settings."""
+    fields its settings (in `cls.TABLE`)."""
     def make(cls: type) -> type:
         cls = dataclass(frozen=True)(cls)
         found = tuple(Setting(name, f.name, **f.metadata[_SPEC])
@@ -244,7 +241,7 @@ def section(name: str, meaning: str, array: bool = False, more: frozenset[str] =
         for s in found:
             # A flag on a [table] overrides the file's value only when given.
             assert array or not s.flag or s.default is None, s.name
-        _TABLES.append(Table(name, array, meaning, cls, found, more, read_more))
+        cls.TABLE = Table(name, array, meaning, cls, found, more, read_more)
         return cls
     return make
 
@@ -500,7 +497,9 @@ class Metrics:
         "required); absent = off", parse=parse_endpoint, restart=True)
 
 
-TABLES: tuple[Table, ...] = tuple(_TABLES)
+# The file's tables, in the order they are checked.
+TABLES: tuple[Table, ...] = tuple(c.TABLE for c in (Daemon, Route, ChainTable, DnsSettings,
+                                                   Limits, Metrics))
 SETTINGS: tuple[Setting, ...] = tuple(s for t in TABLES for s in t.settings)
 
 
@@ -537,8 +536,10 @@ def walk(tree: Mapping[str, Any], at: At) -> tuple[dict[str, Any], dict[str, str
                 raise ConfigError(f"{at(None, None, t.name)}: {t.name} must be an array of "
                                   f"tables [[{t.name}]]")
             out[t.name] = tuple(t.read(x, i, at) for i, x in enumerate(raw))
+        elif t.name not in tree:
+            out[t.name] = t.cls()  # every default, and no `where`: the file has no such table
         else:
-            raw = tree.get(t.name, {})
+            raw = tree[t.name]
             if not isinstance(raw, dict):
                 raise ConfigError(f"{at(None, None, t.name)}: {t.name} must be a table "
                                   f"[{t.name}]")
