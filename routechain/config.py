@@ -29,9 +29,9 @@ from . import files, hopprops, settings, story, tomlpos
 from .chain import Chain, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
 from .hopprops import MIN_MTU6
-# The tables' dataclasses are declared in settings.py, with their settings.
-from .settings import (DEFAULT_INTERFACE, DEFAULT_NS, ChainTable, Daemon, DnsSettings,  # noqa: F401
-                       Limits, Metrics, Route, parse_listen)
+# The tables' dataclasses are declared in settings.py, with their settings;
+# a Config holds one of each.
+from .settings import ChainTable, Daemon, DnsSettings, Limits, Metrics, Route
 
 
 @dataclass(frozen=True)

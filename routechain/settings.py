@@ -16,13 +16,16 @@ alone:
 - `restart_changes(old, new)` is what a reload keeps until a restart.
 
 Adding a setting: add one `declare(...)` field to its table's dataclass,
-then read it where it is used (`config.daemon.foo`). A `flag` makes it a
-command-line option too (a flag on a `[table]` defaults to None: "not
-given", so the file's value stands); `restart=True` makes a reload keep the
-old value and say so. A value the TOML types cannot check alone (an
-address, a host name) takes a `parse(text, where)`; a rule between
-settings is a named check in config.CHECKS. A new table is a new
-`@section` dataclass and a field of config.Config of the same name.
+then read it where it is used (`config.daemon.foo`), and show it in the
+example config of docs/stories.md. The file then takes it (and refuses a
+value of the wrong kind or out of range, naming file:line); a `flag` makes
+it a command-line option too, with the meaning as its --help (a flag on a
+`[table]` defaults to None, "not given", so the file's value stands);
+`restart=True` makes a reload keep the running value and say so. A value
+the TOML types cannot check alone (an address, a host name) takes a
+`parse(text, where)`; a rule between settings is a named check in
+config.CHECKS. A new table is a new `@section` dataclass, listed in
+TABLES, and a field of config.Config of the same name.
 """
 
 from __future__ import annotations
@@ -397,7 +400,7 @@ class DnsSettings:
     `ns` the NS names (default `ns.<first chain's suffix>` or `ns.<zone>`),
     `soa_mname` the primary (default the first NS), `soa_rname` the contact
     in dotted form (default `hostmaster.<mname's parent>`), `serial` fixed or
-    None for one derived from the zone's content. The rate_limit* keys
+    None for the Unix time of the build. The rate_limit* keys
     bound the UDP answers (rrl.RateLimiter), the tcp_* keys the TCP
     connections (dns.Server): docs/stories.md, "The built-in server".
     """
@@ -414,7 +417,7 @@ class DnsSettings:
     soa_rname: str | None = declare("str", "SOA contact, user@domain or dotted "
                                     "(default: hostmaster.<mname's parent>)", parse=parse_rname)
     serial: int | None = declare(
-        "int", "SOA serial (default: derived from the zones' content)", None, 0, U32)
+        "int", "SOA serial (default: the Unix time of the build)", None, 0, U32)
     refresh: int = declare("int", "SOA refresh", 3600, 0, DNS_TTL_MAX)
     retry: int = declare("int", "SOA retry", 600, 0, DNS_TTL_MAX)
     expire: int = declare("int", "SOA expire", 604800, 0, DNS_TTL_MAX)
