@@ -231,3 +231,33 @@ def test_hopprops_alternatives_bounded_per_chain(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"story.txt:258: more than 255 '\+' alternatives "
                                           r"in one chain"):
         config.load(tmp_path / "c.toml")
+
+
+def test_hopprops_every_field_has_one_key():
+    """Props and KEYS describe the same fields, so no property is read by
+    one and missed by the other (Chain.has_extensions reads KEYS)."""
+    from dataclasses import fields
+    assert sorted(k.field for k in hopprops.KEYS.values()) == sorted(
+        f.name for f in fields(hopprops.Props))
+
+
+@pytest.mark.parametrize("key", sorted(hopprops.KEYS))
+def test_hopprops_each_key_changes_what_it_declares(key):
+    """One hop with only `key` set (its example value): a chain has
+    extensions exactly when the key changes replies, and timing only when
+    it is a timing key (burst alone limits nothing, and so times nothing)."""
+    from routechain.chain import Chain, Hop, parse_prefix
+    k = hopprops.KEYS[key]
+    if hopprops.HOP in k.where:
+        props = hopprops.build([(key, k.example, "t")], hopprops.HOP)
+        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a", props=props), Hop("b")))
+    elif hopprops.CHAIN in k.where:
+        props = hopprops.build([(key, k.example, "t")], hopprops.CHAIN)
+        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a"), Hop("b")), defaults=props)
+    else:  # an alternative's own address: the alternative is the extension
+        props = hopprops.build([(key, "2001:db8::40", "t")], hopprops.BRANCH)
+        chain = Chain(parse_prefix("2001:db8::1/64"),
+                      (Hop("a", alternatives=(Hop("c", props=props),)), Hop("b")))
+    assert chain.has_extensions == (k.changes == hopprops.REPLY
+                                    or key in ("end", "address")), key
+    assert chain.has_timing == (k.changes == hopprops.TIMING and key != "burst"), key
