@@ -175,10 +175,9 @@ def chain_of(t: ChainTable, i: int, at: settings.At, source: str,
         raise ConfigError(str(e)) from None
 
 
-def hop_tables(tables: Any, where: str, hops: tuple) -> tuple:
-    """`[chain.hop.N]` tables: properties for hop N of the story."""
-    if not isinstance(tables, dict):
-        raise ConfigError(f"{where}: chain.hop must be tables [chain.hop.N], not {tables!r}")
+def hop_tables(tables: dict, where: str, hops: tuple) -> tuple:
+    """`[chain.hop.N]` tables (a table, as the walk checked): properties for
+    hop N of the story."""
     out = list(hops)
     for number, table in tables.items():
         if not number.isdigit() or not 1 <= int(number) <= len(hops):

@@ -257,6 +257,16 @@ def test_config_merge_cli_first_and_overrides(in_tmp):
     assert merged.routes == file.routes
 
 
+def test_config_merge_names_where_the_ipv6_mtu_was_given(in_tmp):
+    """The MTU from the file, the IPv6 chain from the command line: the
+    refusal names the file's line, not a --mtu nobody gave."""
+    file = config.load(write(in_tmp, "[daemon]\nmtu = 1000\n"))
+    with pytest.raises(UsageError) as info:
+        config.merge(cli_config("2001:db8::1/64"), file)
+    assert str(info.value) == ("route-chain.toml:2: mtu 1000: IPv6 chains need an MTU of at "
+                               "least 1280")
+
+
 def test_config_merge_refuses_overlap(in_tmp):
     file = config.load(write(in_tmp, GOOD))
     with pytest.raises(UsageError, match=r"chains overlap: 192\.0\.2\.0/24 \(command line\) "

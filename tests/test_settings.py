@@ -179,6 +179,8 @@ WALK = [
      "digits and inner '-', at most 63 each)"),
     ({"chain": [{"address": "192.0.2.1/24", "hops": ["a", 3]}]},
      "f.toml:chain.0.hops.1: chain.hops must hold strings, not 3"),
+    ({"chain": [{"address": "192.0.2.1/24", "hop": 3}]},
+     "f.toml:chain.0.hop: chain.hop must be a table, not 3"),
     ({"chain": [{"address": "192.0.2.1/24", "loss": 5}]},
      'f.toml:chain.0.loss: loss 5: write it as text with its unit, the same as in a story '
      'line: loss = "5%"'),
