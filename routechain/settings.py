@@ -35,6 +35,7 @@ import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
 from . import hopprops, story
@@ -200,9 +201,13 @@ class Table:
     more: frozenset[str] = frozenset()
     read_more: Callable[[dict, Callable[[str], str]], Any] | None = None
 
-    @property
+    @cached_property
     def keys(self) -> frozenset[str]:
         return frozenset(s.key for s in self.settings) | self.more
+
+    @cached_property
+    def _has_where(self) -> bool:
+        return "where" in {f.name for f in fields(self.cls)}
 
     def read(self, raw: dict, index: int | None, at: At,
              origins: dict[str, str] | None = None) -> Any:
@@ -228,7 +233,7 @@ class Table:
                 origins[s.name] = f"{where}: {s.key} {raw[s.key]}"
         if self.read_more:
             values["props"] = self.read_more(raw, lambda key: at(self.name, index, key))
-        if "where" in {f.name for f in fields(self.cls)}:
+        if self._has_where:
             values["where"] = at(self.name, index)
         return self.cls(**values)
 
@@ -242,8 +247,10 @@ def section(name: str, meaning: str, array: bool = False, more: frozenset[str] =
         found = tuple(Setting(name, f.name, **f.metadata[_SPEC])
                       for f in fields(cls) if _SPEC in f.metadata)
         for s in found:
-            # A flag on a [table] overrides the file's value only when given.
+            # A flag on a [table] overrides the file's value only when given;
+            # only an element of an [[array]] can lack a key it needs.
             assert array or not s.flag or s.default is None, s.name
+            assert array or not s.required, s.name
         cls.TABLE = Table(name, array, meaning, cls, found, more, read_more)
         return cls
     return make
