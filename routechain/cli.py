@@ -67,8 +67,8 @@ def run_parser() -> argparse.ArgumentParser:
     add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
-                        "setup, keeping only CAP_NET_ADMIN "
-                        "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
+                        "setup (the DNS and metrics listeners are bound before), keeping "
+                        "only CAP_NET_ADMIN")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p

@@ -1,9 +1,11 @@
 """Dropping root by hand: `route-chain --user NAME`.
 
 Under systemd the unit does this (DynamicUser=, AmbientCapabilities=); run
-by hand as root, the daemon sets everything up and then calls `drop_to`,
-keeping only the capabilities a reload needs (CAP_NET_ADMIN to change
-addresses and routes, CAP_NET_BIND_SERVICE to re-bind DNS below 1024).
+by hand as root, the daemon sets everything up, binds its DNS and metrics
+listeners, and then calls `drop_to`, keeping only what it needs from then
+on: CAP_NET_ADMIN, to change addresses and routes at reload and repair and
+to remove them at exit. `listen` needs a restart, so nothing is bound after
+the drop and CAP_NET_BIND_SERVICE is not kept.
 
 capabilities(7) is the contract followed here:
 - with PR_SET_KEEPCAPS, setuid() away from 0 keeps the permitted set (and

@@ -183,16 +183,46 @@ def test_capability_names_round_trip():
         assert privilege.capability_mask([name]) == 1 << bit
 
 
-@pytest.mark.netns
-def test_daemon_user_drops_every_thread():
-    """`route-chain --user nobody`, run by hand as root: once READY=1, every
-    thread of the daemon is nobody holding CAP_NET_ADMIN alone, and a
-    SIGTERM still removes what it set up (which needs that capability).
-    The notify socket is one `nobody` may write to, as systemd's is."""
-    from netns import CHAIN4, Daemon, TestNet
+@pytest.fixture
+def readable_dir():
+    """A directory `nobody` may read, for the daemon's config."""
+    with tempfile.TemporaryDirectory(prefix="rc-usr-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
 
+
+def dig_ptr(net, server: str, address: str, *options: str) -> str:
+    """The PTR name `server`, port 53, gives for `address`, asked by dig
+    from the client namespace."""
+    r = net.run(net.client, "dig", f"@{server}", "-p", "53", "+time=2", "+tries=2",
+                "+short", *options, "-x", address, check=False)
+    assert r.returncode == 0, r
+    return r.stdout.strip()
+
+
+@pytest.mark.netns
+def test_daemon_user_binds_port_53_then_keeps_only_net_admin(readable_dir):
+    """`route-chain --user nobody`, run by hand as root, with DNS on port 53
+    and metrics on port 99: the listeners are bound before the drop, so
+    once READY=1 every thread of the daemon is nobody holding CAP_NET_ADMIN
+    alone (no CAP_NET_BIND_SERVICE), dig still gets answers on port 53
+    over UDP and TCP, metrics answer on port 99, and a SIGTERM still removes
+    what it set up (which needs that capability). The notify socket is one
+    `nobody` may write to, as systemd's is."""
+    from netns import CHAIN4, CHAIN6, Daemon, TestNet
+
+    config = readable_dir / "rc.toml"
+    config.write_text(
+        f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["one", "two", "three"]\n\n'
+        f'[[chain]]\naddress = "{CHAIN6}"\nhops = ["one", "two", "three"]\n\n'
+        '[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n\n'
+        '[metrics]\nlisten = "192.0.2.1:99"\n')
+    config.chmod(0o644)
+    from routechain import config as config_file
+    chains = config_file.load(config).chains
     nobody = privilege.pwd.getpwnam("nobody")
-    with TestNet.create("usr") as net, Daemon(net, "--user", "nobody", CHAIN4) as daemon:
+    with TestNet.create("usr") as net, Daemon(net, "--user", "nobody",
+                                              "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
         for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
             status = dict(line.split(":", 1)
@@ -200,6 +230,17 @@ def test_daemon_user_drops_every_thread():
             assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, task
             for key in ("CapEff", "CapPrm", "CapBnd"):
                 assert int(status[key], 16) == NET_ADMIN, (task, key, status[key])
+            for key in ("CapInh", "CapAmb"):
+                assert int(status[key], 16) == 0, (task, key, status[key])
+        for chain, server in zip(chains, ("198.18.0.1", "2001:db8::1")):
+            name = chain.hop(2).name + "."
+            address = str(chain.hop_address(2))
+            assert dig_ptr(net, server, address) == name, daemon.output()
+            assert dig_ptr(net, server, address, "+tcp") == name, daemon.output()
+        scrape = net.run(net.router, sys.executable, "-c",
+                         "import urllib.request; print(urllib.request.urlopen("
+                         "'http://192.0.2.1:99/metrics', timeout=5).read().decode())")
+        assert "routechain_build_info" in scrape.stdout
         assert daemon.stop() == 0, daemon.output()
         gone = net.run(net.router, "ip", "link", "show", "route-chain", check=False)
         assert gone.returncode != 0
