@@ -156,8 +156,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
                    help="trace the IPv6 chain")
     args = p.parse_args(argv)
-    from . import testnet
-    print(testnet.run_demo(args.family), end="")
+    from . import demo
+    print(demo.run_demo(args.family), end="")
     return 0
 
 
