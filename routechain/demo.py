@@ -20,12 +20,9 @@ import ctypes
 import ipaddress
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,6 +31,7 @@ from .chain import Chain, parse_prefix
 from .config import Config, DnsSettings
 from .errors import SetupError
 from .netlink import Namespaces, enter_namespace
+from .supervisor import Supervisor
 
 DEMO_V4 = "198.51.100.1/24"
 DEMO_V6 = "2001:db8:5::1/64"
@@ -112,8 +110,10 @@ def run_demo(family: int = 4) -> str:
             for iface in _interfaces(peer_addresses):
                 spaces.neighbour(ns, dev, str(iface.ip), mac)
 
-        daemon = stack.enter_context(_Daemon(router, config, tmp))
-        daemon.wait_ready()
+        daemon = stack.enter_context(Supervisor(
+            [sys.executable, "-m", "routechain", "--config", str(config)], cwd=tmp,
+            preexec_fn=lambda: enter_namespace(router)))
+        daemon.wait_for("READY=1", timeout=READY_TIMEOUT)
         hops = chain.length + 2
         command = ["traceroute", f"-{family}", "-q", "1", "-w", "2", "-m", str(hops),
                    str(chain.destination)]
@@ -139,45 +139,3 @@ def _enter_client(namespace: str, resolv_conf: Path) -> None:
         raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
     if libc.mount(bytes(resolv_conf), b"/etc/resolv.conf", None, MS_BIND, None) != 0:
         raise OSError(ctypes.get_errno(), "bind mount of /etc/resolv.conf")
-
-
-class _Daemon:
-    """route-chain in the router namespace, awaited on its sd_notify READY=1."""
-
-    def __init__(self, namespace: str, config: Path, tmp: Path) -> None:
-        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._notify.bind(str(tmp / "notify"))
-        self._log = tmp / "daemon.log"
-        env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify"))
-        env.pop("JOURNAL_STREAM", None)
-        with open(self._log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "routechain", "--config", str(config)], cwd=tmp,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=lambda: enter_namespace(namespace))
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        self._notify.settimeout(0.2)
-        while time.monotonic() < deadline:
-            try:
-                if "READY=1" in self._notify.recv(4096).decode().split("\n"):
-                    return
-            except socket.timeout:
-                if self.proc.poll() is not None:
-                    raise SetupError(f"the demo daemon exited {self.proc.returncode}: "
-                                     f"{self._log.read_text().strip()}") from None
-        raise SetupError(f"the demo daemon was not ready within {READY_TIMEOUT:.0f}s")
-
-    def __enter__(self) -> "_Daemon":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._notify.close()

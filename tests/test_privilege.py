@@ -328,11 +328,11 @@ def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
         with Daemon(net, "--user", "nobody", "--config", str(config)) as daemon:
             daemon.wait_for("READY=1")
             daemon.signal(signal.SIGHUP)
-            assert "reload failed" not in daemon.wait_for("READY=1")
+            assert "reload failed" not in daemon.wait_for("READY=1")["STATUS"]
             os.chmod(Path(tmp, "story.txt"), 0o600)
             daemon.signal(signal.SIGHUP)
             assert "story.txt: cannot read story: Permission denied" in \
-                daemon.wait_for("READY=1")
+                daemon.wait_for("READY=1")["STATUS"]
             assert daemon.stop() == 0, daemon.output()
             out = daemon.output()
             assert "reloaded: 1 chains" in out and "Traceback" not in out, out

@@ -69,7 +69,7 @@ def test_reload_with_broken_config_keeps_serving(tmp_path):
         daemon.signal(signal.SIGHUP)
         daemon.wait_for("RELOADING=1")
         ready = daemon.wait_for("READY=1")
-        assert "reload failed" in ready, ready
+        assert "reload failed" in ready["STATUS"], ready
         assert "rc.toml:2" in daemon.output() and "300.1.1.1" in daemon.output()
         out = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.19.0.4").stdout
         assert "1 received" in out, out
@@ -121,7 +121,7 @@ def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
             daemon.signal(signal.SIGHUP)
             daemon.wait_for("RELOADING=1")
             ready = daemon.wait_for("READY=1", timeout=10)
-            status = dict(f.split("=", 1) for f in ready.split("\n") if "=" in f)["STATUS"]
+            status = ready["STATUS"]
             assert status.startswith("reload failed, still serving the previous "
                                      "configuration: "), (make.__name__, status)
             assert message in status, (make.__name__, status)
@@ -137,7 +137,7 @@ def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
         assert "Traceback" not in log, log
         config.write_text(good)
         daemon.signal(signal.SIGHUP)
-        assert "reload failed" not in daemon.wait_for("READY=1")
+        assert "reload failed" not in daemon.wait_for("READY=1")["STATUS"]
         assert daemon.stop() == 0, daemon.output()
 
 
