@@ -140,6 +140,14 @@ class Supervisor:
                 exited = self.proc.poll() is not None
                 self._arrived.wait(_POLL * 3 if exited else _POLL)
 
+    def reload(self, timeout: float = 20) -> Datagram:
+        """SIGHUP, as `systemctl reload` sends it, and the READY=1 that
+        ends the reload after its RELOADING=1 (its STATUS= says "reload
+        failed, ..." when the new configuration was refused)."""
+        self.signal(signal.SIGHUP)
+        self.wait_for("RELOADING=1", timeout)
+        return self.wait_for("READY=1", timeout)
+
     def _untaken(self, field: str) -> int | None:
         return next((i for i, datagram in enumerate(self.received)
                      if i not in self._taken and datagram.holds(field)), None)
@@ -168,6 +176,19 @@ class Supervisor:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def wait_for_line(self, text: str, since: int = 0, timeout: float = 10) -> str:
+        """The output from offset `since` on, once a whole line of it holds
+        `text`. SetupError if `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.output()[since:]
+            if any(text in line for line in out.splitlines(keepends=True)
+                   if line.endswith("\n")):
+                return out
+            if time.monotonic() >= deadline:
+                raise SetupError(f"no line with {text!r} within {timeout:g} s:\n{out}")
+            time.sleep(_POLL)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

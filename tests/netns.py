@@ -16,6 +16,7 @@ host + (n - 1), and the destination is hop 6.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -103,6 +104,14 @@ class Daemon(Supervisor):
                  env: dict[str, str] | None = None) -> None:
         super().__init__(("ip", "netns", "exec", ns or net.router, sys.executable, "-m",
                           "routechain", *args), env=env, start_new_session=True)
+
+    def log_counters(self, last: str = "repairs: ") -> str:
+        """SIGUSR1, and what the daemon logs for it (a line per queue,
+        `total:`, `repairs:`, then `dns:` with a DNS server), once the line
+        holding `last` is written."""
+        since = len(self.output())
+        self.signal(signal.SIGUSR1)
+        return self.wait_for_line(last, since)
 
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"

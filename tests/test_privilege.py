@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -183,14 +181,6 @@ def test_capability_names_round_trip():
         assert privilege.capability_mask([name]) == 1 << bit
 
 
-@pytest.fixture
-def readable_dir():
-    """A directory `nobody` may read, for the daemon's config."""
-    with tempfile.TemporaryDirectory(prefix="rc-usr-") as tmp:
-        os.chmod(tmp, 0o755)
-        yield Path(tmp)
-
-
 def dig_ptr(net, server: str, address: str, *options: str) -> str:
     """The PTR name `server`, port 53, gives for `address`, asked by dig
     from the client namespace."""
@@ -201,7 +191,7 @@ def dig_ptr(net, server: str, address: str, *options: str) -> str:
 
 
 @pytest.mark.netns
-def test_daemon_user_binds_port_53_then_keeps_only_net_admin(readable_dir):
+def test_daemon_user_binds_port_53_then_keeps_only_net_admin(open_dir):
     """`route-chain --user nobody`, run by hand as root, with DNS on port 53
     and metrics on port 99: the listeners are bound before the drop, so
     once READY=1 every thread of the daemon is nobody holding CAP_NET_ADMIN
@@ -211,7 +201,7 @@ def test_daemon_user_binds_port_53_then_keeps_only_net_admin(readable_dir):
     `nobody` may write to, as systemd's is."""
     from netns import CHAIN4, CHAIN6, Daemon, TestNet
 
-    config = readable_dir / "rc.toml"
+    config = open_dir / "rc.toml"
     config.write_text(
         f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["one", "two", "three"]\n\n'
         f'[[chain]]\naddress = "{CHAIN6}"\nhops = ["one", "two", "three"]\n\n'
@@ -247,14 +237,12 @@ def test_daemon_user_binds_port_53_then_keeps_only_net_admin(readable_dir):
 
 
 @pytest.fixture
-def root_only_file():
+def root_only_file(open_dir):
     """A directory anyone may enter, holding a file only root may read."""
-    with tempfile.TemporaryDirectory(prefix="rc-read-") as tmp:
-        os.chmod(tmp, 0o755)
-        path = Path(tmp, "story.txt")
-        path.write_text("secret\n")
-        os.chmod(path, 0o600)
-        yield path
+    path = open_dir / "story.txt"
+    path.write_text("secret\n")
+    os.chmod(path, 0o600)
+    return path
 
 
 @pytest.mark.root
@@ -314,25 +302,22 @@ def test_daemon_user_refuses_a_story_the_user_cannot_read(root_only_file):
 
 
 @pytest.mark.netns
-def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
+def test_daemon_user_reads_config_as_the_user_at_start_and_reload(open_dir):
     """With a config the user may read, --user starts (the start-up load
     runs as the user before any thread exists) and a SIGHUP reloads it
     (after the drop, as the user anyway): the same permissions both times."""
     from netns import CHAIN4, Daemon, TestNet
 
-    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp:
-        os.chmod(tmp, 0o755)
-        Path(tmp, "story.txt").write_text("one\ntwo\n")
-        config = Path(tmp, "rc.toml")
+    with TestNet.create("usrr") as net:
+        (open_dir / "story.txt").write_text("one\ntwo\n")
+        config = open_dir / "rc.toml"
         config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
         with Daemon(net, "--user", "nobody", "--config", str(config)) as daemon:
             daemon.wait_for("READY=1")
-            daemon.signal(signal.SIGHUP)
-            assert "reload failed" not in daemon.wait_for("READY=1")["STATUS"]
-            os.chmod(Path(tmp, "story.txt"), 0o600)
-            daemon.signal(signal.SIGHUP)
+            assert "reload failed" not in daemon.reload()["STATUS"]
+            os.chmod(open_dir / "story.txt", 0o600)
             assert "story.txt: cannot read story: Permission denied" in \
-                daemon.wait_for("READY=1")["STATUS"]
+                daemon.reload()["STATUS"]
             assert daemon.stop() == 0, daemon.output()
             out = daemon.output()
             assert "reloaded: 1 chains" in out and "Traceback" not in out, out

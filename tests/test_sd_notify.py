@@ -28,13 +28,11 @@ writable executable memory, a /proc without /proc/sys.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -268,16 +266,11 @@ def test_broken_config_on_sighup_keeps_serving(net, daemon, config):
     count = 20
     echo = pinger(net, DEST6, count)
     time.sleep(0.3)
-    daemon.proc.send_signal(signal.SIGHUP)
-    daemon.wait_for("RELOADING=1", timeout=10)
-    ready = daemon.wait_for("READY=1", timeout=10)
+    ready = daemon.reload(timeout=10)
     assert "reload failed" in ready.get("STATUS", ""), ready
     assert received_all(echo, count) is None
     assert traceroute_path(net, DEST4) == expected_path(DEST4)
-    deadline = time.monotonic() + 5
-    while "300.1.1.1" not in daemon.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    log = daemon.output()
+    log = daemon.wait_for_line("300.1.1.1", timeout=5)
     assert "reload failed" in log and f"{config}:" in log and "300.1.1.1" in log, log
     assert {CHAIN4, CHAIN6} <= tun_state(net)["addresses"]
 
@@ -291,14 +284,12 @@ def test_sigterm_sends_stopping_and_exits_zero(net, daemon):
 
 
 @pytest.fixture
-def readable_config():
+def readable_config(open_dir):
     """The config in a directory the unprivileged daemon can read."""
-    with tempfile.TemporaryDirectory(prefix="rc-conf-") as d:
-        os.chmod(d, 0o755)
-        path = Path(d, "route-chain.toml")
-        path.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
-        path.chmod(0o644)
-        yield path
+    path = open_dir / "route-chain.toml"
+    path.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
+    path.chmod(0o644)
+    return path
 
 
 def test_serves_as_the_unit_runs_it(net, readable_config):
@@ -333,9 +324,7 @@ def test_serves_as_the_unit_runs_it(net, readable_config):
 
         readable_config.write_text(readable_config.read_text().replace(
             "[dns]", '[[chain]]\naddress = "198.18.2.1/24"\nhops = ["new", "end"]\n\n[dns]'))
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1", timeout=10)
-        ready = daemon.wait_for("READY=1", timeout=10)
+        ready = daemon.reload(timeout=10)
         assert "reload failed" not in ready.get("STATUS", ""), daemon.output()
         assert traceroute_path(net, "198.18.2.3") == ["192.0.2.1", "198.18.2.2", "198.18.2.3"]
 
