@@ -21,7 +21,6 @@ from .errors import RouteChainError, UsageError
 from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):

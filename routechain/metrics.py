@@ -236,9 +236,6 @@ class Exporter:
                                         daemon=True)
         self._thread.start()
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def close(self) -> None:
         """Stop serving and close the socket; again, nothing."""
         if self._thread is not None:
