@@ -196,8 +196,9 @@ def test_daemon_user_binds_port_53_then_keeps_only_net_admin(open_dir):
     and metrics on port 99: the listeners are bound before the drop, so
     once READY=1 every thread of the daemon is nobody holding CAP_NET_ADMIN
     alone (no CAP_NET_BIND_SERVICE), dig still gets answers on port 53
-    over UDP and TCP, metrics answer on port 99, and a SIGTERM still removes
-    what it set up (which needs that capability). The notify socket is one
+    over UDP and TCP, and metrics answer on port 99; a reload that changes
+    `listen` binds nothing (it needs a restart); a SIGTERM still removes
+    what it set up (which needs CAP_NET_ADMIN). The notify socket is one
     `nobody` may write to, as systemd's is."""
     from netns import CHAIN4, CHAIN6, Daemon, TestNet
 
@@ -231,6 +232,16 @@ def test_daemon_user_binds_port_53_then_keeps_only_net_admin(open_dir):
                          "import urllib.request; print(urllib.request.urlopen("
                          "'http://192.0.2.1:99/metrics', timeout=5).read().decode())")
         assert "routechain_build_info" in scrape.stdout
+        # `listen` is restart-only: a reload that moves DNS to port 54
+        # binds nothing (and needs no capability to), says so, and port 53
+        # goes on answering.
+        config.write_text(config.read_text().replace('"198.18.0.1:53"', '"198.18.0.1:54"'))
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
+        assert "DNS listeners change from" in daemon.output(), daemon.output()
+        assert dig_ptr(net, "198.18.0.1", str(chains[0].hop_address(2))) == \
+            chains[0].hop(2).name + "."
+        listening = net.run(net.router, "ss", "-Hlnu", "sport = :54").stdout
+        assert listening == "", listening
         assert daemon.stop() == 0, daemon.output()
         gone = net.run(net.router, "ip", "link", "show", "route-chain", check=False)
         assert gone.returncode != 0
