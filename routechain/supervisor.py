@@ -121,24 +121,29 @@ class Supervisor:
         seconds pass."""
         deadline = time.monotonic() + timeout
         exited = False
+        hook = (field, on_arrival)
         with self._arrived:
             if on_arrival is not None and self._untaken(field) is None:
-                self._hooks.append((field, on_arrival))
-            while True:
-                if self._hook_errors:
-                    raise self._hook_errors.pop(0)
-                found = self._untaken(field)
-                if found is not None:
-                    self._taken.add(found)
-                    return self.received[found]
-                if exited:  # and what it sent before exiting has been read
-                    raise SetupError(f"route-chain exited {self.proc.returncode} "
-                                     f"before {field}:\n{self.output()}")
-                if time.monotonic() >= deadline:
-                    raise SetupError(f"no {field} within {timeout:g} s:\n"
-                                     f"{self.output()}")
-                exited = self.proc.poll() is not None
-                self._arrived.wait(_POLL * 3 if exited else _POLL)
+                self._hooks.append(hook)
+            try:
+                while True:
+                    if self._hook_errors:
+                        raise self._hook_errors.pop(0)
+                    found = self._untaken(field)
+                    if found is not None:
+                        self._taken.add(found)
+                        return self.received[found]
+                    if exited:  # and what it sent before exiting has been read
+                        raise SetupError(f"route-chain exited {self.proc.returncode} "
+                                         f"before {field}:\n{self.output()}")
+                    if time.monotonic() >= deadline:
+                        raise SetupError(f"no {field} within {timeout:g} s:\n"
+                                         f"{self.output()}")
+                    exited = self.proc.poll() is not None
+                    self._arrived.wait(_POLL * 3 if exited else _POLL)
+            finally:
+                if hook in self._hooks:  # never ran: it must not run for a later wait
+                    self._hooks.remove(hook)
 
     def reload(self, timeout: float = 20) -> Datagram:
         """SIGHUP, as `systemctl reload` sends it, and the READY=1 that
