@@ -21,7 +21,6 @@ from .errors import RouteChainError, UsageError
 from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,8 +66,8 @@ def run_parser() -> argparse.ArgumentParser:
     add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
-                        "setup, keeping only CAP_NET_ADMIN "
-                        "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
+                        "setup (the DNS and metrics listeners are bound before), keeping "
+                        "only CAP_NET_ADMIN")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
@@ -156,8 +155,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
                    help="trace the IPv6 chain")
     args = p.parse_args(argv)
-    from . import testnet
-    print(testnet.run_demo(args.family), end="")
+    from . import demo
+    print(demo.run_demo(args.family), end="")
     return 0
 
 

@@ -32,6 +32,10 @@ STATUS_INTERVAL = 5.0
 LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
 WAKE = signal.SIGUSR2
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, WAKE}
+# What `--user` keeps: changing addresses and routes (at reload and repair)
+# and removing them at exit. Binding is done before the drop and `listen`
+# needs a restart, so CAP_NET_BIND_SERVICE is not kept.
+CAPABILITIES_KEPT = ("CAP_NET_ADMIN",)
 
 
 def default_queues() -> int:
@@ -103,10 +107,18 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         config = keeper.adopt(config, strict=True)
+        # Every listener is bound here, while the process may still take a
+        # port below 1024: `listen` is restart-only, so nothing is bound
+        # after this and no capability to bind is kept.
+        dns = stack.enter_context(DnsSide(config))
+        exporter = None
+        if config.metrics:
+            from . import metrics
+            exporter = stack.enter_context(metrics.Exporter(config.metrics))
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
-            drop_to(user, keep=_capabilities_kept(config))
+            drop_to(user, keep=CAPABILITIES_KEPT)
         live = core.Live(core.Table(config.chains, config.limits, settings.queues))
         pacing = core.Pacing(config.limits, settings.queues)
         workers = Workers(tun.fds, live, pacing)
@@ -114,12 +126,12 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         main = threading.main_thread().ident
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
-        dns = stack.enter_context(DnsSide(config))
+        dns.start()
         _log_chains(config, settings)
         running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
-        if config.metrics:
-            from . import metrics
-            exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
+        if exporter is not None:
+            exporter.serve(running)
+            stack.callback(exporter.close)  # scrapes end before the workers stop
             log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(running.status())
         status = running.serve()
@@ -258,15 +270,20 @@ class DnsSide:
     metrics."""
 
     def __init__(self, config: Config) -> None:
+        """Bound, not yet serving: start() serves."""
         self._server = None
         self._listen = config.dns.listen if config.dns else ()
         if not self._listen:
             return
         from . import dns, zone
-        zones = zone.build(config)
-        self._server = dns.Server(zones, self._listen, *_dns_limits(config))
-        self._server.start()
-        log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
+        self._zones = zone.build(config)
+        self._server = dns.Server(self._zones, self._listen, *_dns_limits(config))
+        self._server.bind()
+
+    def start(self) -> None:
+        if self._server is not None:
+            self._server.start()
+            log.info("DNS: serving %d zones on %s", len(self._zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
         """New zones and limits for the running server; listeners stay as
@@ -308,13 +325,6 @@ def _dns_limits(config: Config):
     return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
             dns.TcpLimits(connections=d.tcp_connections,
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
-
-
-def _capabilities_kept(config: Config) -> list[str]:
-    keep = ["CAP_NET_ADMIN"]
-    if config.dns and any(port < 1024 for _, port in config.dns.listen):
-        keep.append("CAP_NET_BIND_SERVICE")
-    return keep
 
 
 CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted

@@ -74,8 +74,8 @@ class TcpLimits:
 class Server:
     """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP.
 
-    start() binds every socket and starts the thread (SetupError naming the
-    address if a bind fails); reload(zones, ...) swaps the zones atomically;
+    bind() binds every socket (SetupError naming the address if a bind
+    fails) and start() serves them in a thread of its own; reload(zones, ...) swaps the zones atomically;
     stop() closes everything and returns within a second or so.
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
@@ -95,10 +95,16 @@ class Server:
         self._writers: set[asyncio.StreamWriter] = set()
         self._logged: set[tuple] = set()
         self.addresses: list[tuple[str, int]] = []
+        self._bound = False
 
     # life cycle
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Bind and listen on every address, starting no thread: the daemon
+        binds while it may still take a port below 1024, drops privileges,
+        then start()s. SetupError naming the address if a bind fails."""
+        if self._bound:
+            return
         try:
             for host, port in self._listen:
                 udp = self._bind(socket.SOCK_DGRAM, host, port)
@@ -108,7 +114,14 @@ class Server:
                 self.addresses.append((host, port))
         except BaseException:
             self._close_sockets()
+            self.addresses = []
             raise
+        self._bound = True
+
+    def start(self) -> None:
+        """Serve, in a thread of its own, on the sockets bind() made (it
+        binds them first if it has not)."""
+        self.bind()
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="route-chain-dns", daemon=True)

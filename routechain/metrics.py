@@ -29,10 +29,14 @@ nothing per packet and a scrape sees one consistent moment of each source.
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, InfoMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
@@ -205,29 +209,60 @@ def registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
 
 
 class Exporter:
-    """The HTTP endpoint, in its own thread, for as long as the daemon runs."""
+    """The HTTP endpoint. Made, it is bound (the daemon binds before it
+    drops privileges, so a port below 1024 needs no capability kept);
+    serve(running) answers scrapes in a thread of its own from then on."""
 
-    def __init__(self, listen: tuple[str, int], running) -> None:
+    def __init__(self, listen: tuple[str, int]) -> None:
         host, port = listen
         self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._running = None
+        self._thread: threading.Thread | None = None
+        server = _Server6 if ":" in host else _Server
         try:
-            self._server, self._thread = start_http_server(
-                port, addr=host, registry=registry(lambda: Snapshot.of(running)))
+            self._server = make_server(host, port, make_wsgi_app(registry(self._snapshot)),
+                                       server, handler_class=_QuietHandler)
         except OSError as e:
             raise SetupError(f"metrics: cannot listen on {self.where}: "
                              f"{(e.strerror or str(e)).lower()}") from None
-        self._thread.name = "metrics"
 
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def _snapshot(self) -> Snapshot:
+        return Snapshot.of(self._running)
+
+    def serve(self, running) -> None:
+        """Answer scrapes with what `running` (a daemon.Running) counts."""
+        self._running = running
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the socket; again, nothing."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
         self._server.server_close()
-        self._thread.join(timeout=5)
 
     def __enter__(self) -> "Exporter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, none outliving the daemon."""
+
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per scrape."""
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base's name
+        pass

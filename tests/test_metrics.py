@@ -8,7 +8,6 @@ namespace's loopback and is scraped from inside that namespace.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import pytest
@@ -180,9 +179,7 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
         # A reload: the chains are read live; reload counters where the
         # daemon keeps them.
         conf.write_text(conf.read_text().replace('"e | delay=3ms"]', '"e | delay=3ms", "f"]'))
-        d.signal(signal.SIGHUP)
-        d.wait_for("RELOADING=1")
-        d.wait_for("READY=1")
+        d.reload()
         after = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
         assert after[("routechain_hops", (("family", "4"),))] == 6
         assert after[("routechain_reloads_total", (("result", "ok"),))] == 1

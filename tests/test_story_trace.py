@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -95,9 +94,7 @@ def test_mtr_report_shows_the_names(story_net):
 def test_sighup_rereads_the_story(story_net):
     net, daemon, tmp = story_net
     (tmp / "story.txt").write_text(NEW_STORY)
-    daemon.signal(signal.SIGHUP)
-    daemon.wait_for("RELOADING=1")
-    daemon.wait_for("READY=1")
+    daemon.reload()
     dest = ipaddress.ip_interface(CHAIN4).ip + len(NEW_NAMES)
     out = net.run(net.client, "traceroute", "-4", "-w", "1", "-m", "8", str(dest),
                   timeout=120).stdout
