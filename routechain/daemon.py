@@ -264,7 +264,8 @@ class DnsSide:
             return
         from . import dns, zone
         zones = zone.build(config)
-        self._server = dns.Server(zones, self._listen, *_dns_limits(config))
+        self._server = dns.Server(zones, self._listen, *_dns_limits(config),
+                                  *_dns_transfers(config))
         self._server.start()
         log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
 
@@ -277,7 +278,8 @@ class DnsSide:
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
             from . import zone
-            self._server.reload(zone.build(config), *_dns_limits(config))
+            self._server.reload(zone.build(config), *_dns_limits(config),
+                                *_dns_transfers(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -308,6 +310,16 @@ def _dns_limits(config: Config):
     return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
             dns.TcpLimits(connections=d.tcp_connections,
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
+
+
+def _dns_transfers(config: Config):
+    """Who may transfer, and the secondaries to NOTIFY, as the server takes
+    them: (xfr.Policy, secondaries)."""
+    from . import xfr
+    d = config.dns or DnsSettings()
+    policy = xfr.policy(d.transfer, d.transfer_keys,
+                        [(s.address, s.key) for s in d.secondaries], d.keys)
+    return policy, d.secondaries
 
 
 def _capabilities_kept(config: Config) -> list[str]:
