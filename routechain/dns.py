@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import notify, rrl, xfr
-from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, Index, truncated
+from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .zone import Zone
 
@@ -287,8 +287,14 @@ class Server:
             counts["queries"] += 1
             try:
                 reply, outcome = index.answer(wire, True)
+                if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
+                    reply, outcome = xfr.refuse_udp(wire), "xfr_refused:udp"  # RFC 5936 4.2
+                elif outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, True, self._transfers,
+                                                       index.answer)
                 if reply is not None:
-                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in ERRORS, now)
+                    verdict = limiter.check(rrl.prefix(peer[0]),
+                                            outcome in ERRORS or outcome[0] == "x", now)
                     if verdict == rrl.DROP:
                         counts["drop:ratelimited"] += 1
                         continue
@@ -304,8 +310,6 @@ class Server:
             counts[outcome] += 1
             if reply is None:
                 continue
-            if outcome == "rcode:REFUSED" and xfr.is_transfer(wire):
-                counts["xfr_refused:udp"] += 1  # RFC 5936 4.2: TCP only
             if reply[2] & 0x02:
                 counts["truncated"] += 1
             try:
@@ -368,6 +372,9 @@ class Server:
                 continue
             try:
                 reply, outcome = self.index.answer(wire, False)
+                if outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, False, self._transfers,
+                                                       self.index.answer)
             except Exception as e:
                 self._internal_error(e)
                 continue

@@ -67,6 +67,10 @@ TCP_MAX = 65535
 CNAME_CHAIN_MAX = 8
 HEADER = 12
 
+# The outcome of a TSIG-signed message: not answered here, no counter of
+# its own; the transport checks the signature and asks again unsigned.
+SIGNED = "signed"
+
 # Outcomes that are errors to the requester: rate limited on their own (RRL).
 ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS"})
 OUTCOMES = ("rcode:NOERROR", "rcode:NXDOMAIN", *sorted(ERRORS), "drop:malformed",
@@ -332,6 +336,8 @@ class _Resolver:
             return None, "drop:notify"
         try:
             query = dns.message.from_wire(wire, ignore_trailing=False)
+        except dns.message.UnknownTSIGKey:
+            return None, SIGNED  # the transport checks the TSIG (xfr.signed_answer)
         except dns.exception.DNSException:
             return _header_only(wire, dns.rcode.FORMERR), "rcode:FORMERR"
         if query.opcode() != dns.opcode.QUERY:

@@ -60,8 +60,8 @@ def message(zone: Zone, key=None) -> dns.message.Message:
     """A NOTIFY for zone: opcode NOTIFY, AA, the question (origin, SOA) and
     the SOA in the answer section (RFC 1996 3.7), signed with key if any."""
     query = dns.message.make_query(zone.origin, dns.rdatatype.SOA)
+    query.flags = dns.flags.AA  # RD clear; the opcode lives in the flags too: set it after
     query.set_opcode(dns.opcode.NOTIFY)
-    query.flags = dns.flags.AA
     query.answer.append(zone.soa)
     if key is not None:
         tsig.sign_request(query, key)
@@ -113,16 +113,20 @@ class Sender:
                 return
             for attempt in range(TRIES):
                 counts["notify:retried" if attempt else "notify:sent"] += 1
+                deadline = loop.time() + wait
                 try:
                     await loop.sock_sendall(sock, wire)
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout_at(deadline):
                         while True:
                             reply = await loop.sock_recv(sock, 65535)
                             if _acknowledges(reply, query, key):
                                 counts["notify:acked"] += 1
                                 return
-                except (TimeoutError, OSError):
-                    pass  # no answer yet, or refused by ICMP: try again later
+                except TimeoutError:
+                    pass  # no answer yet: ask again, waiting twice as long
+                except OSError:
+                    # Refused by ICMP (not listening yet): wait out this try.
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
                 wait *= 2
         counts["notify:failed"] += 1
         log.warning("NOTIFY %s serial %d to %s: no answer after %d tries", zone.origin,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 import dns.exception
@@ -56,7 +56,8 @@ _OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"  # root, OPT, 1232, no fl
 AXFR, IXFR = int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)
 REASONS = ("udp", "address", "unsigned", "badkey", "badsig", "badtime", "zone", "malformed")
 KINDS = ("axfr", "ixfr", "ixfr_full", "uptodate")
-COUNTERS = (*(f"xfr:{k}" for k in KINDS), *(f"xfr_refused:{r}" for r in REASONS))
+COUNTERS = (*(f"xfr:{k}" for k in KINDS), *(f"xfr_refused:{r}" for r in REASONS),
+            "tsig:signed", "tsig:badkey", "tsig:badsig", "tsig:badtime")
 
 
 # --- serials (RFC 1982) ------------------------------------------------------
@@ -304,6 +305,28 @@ def respond(wire: bytes, client: str, versions: Versions,
     if steps is None:
         return "xfr:ixfr_full", frame.messages(_axfr(version))
     return "xfr:ixfr", frame.messages(_ixfr(version, steps))
+
+
+def signed_answer(wire: bytes, udp: bool, rules: Policy,
+                  answer: Callable[[bytes, bool], tuple[bytes | None, str]]
+                  ) -> tuple[bytes | None, str]:
+    """The answer to a TSIG-signed query that is not a transfer (a
+    secondary's SOA refresh, RFC 8945 5.3): the signature checked, the
+    query answered as if unsigned by `answer`, the answer signed.
+    Counted as "tsig:signed" or "tsig:<reason>" when refused."""
+    try:
+        request = tsig.check(wire, rules.keys)
+    except dns.exception.DNSException:
+        return _formerr(wire), "rcode:FORMERR"
+    if request.refused is not None:
+        return tsig.error_response(request, dns.rcode.NOTAUTH), f"tsig:{request.refused}"
+    query = request.message
+    signer = tsig.Stream(request.key, query.mac, query.id)
+    query.tsig = None
+    reply, _ = answer(query.to_wire(), udp)
+    if reply is None:
+        return None, "tsig:signed"
+    return signer.sign(reply), "tsig:signed"
 
 
 def _client_serial(query) -> int | None:
