@@ -288,7 +288,7 @@ class Server:
             try:
                 reply, outcome = index.answer(wire, True)
                 if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
-                    reply, outcome = xfr.refuse_udp(wire), "xfr_refused:udp"  # RFC 5936 4.2
+                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"  # RFC 5936 4.2
                 elif outcome == SIGNED:
                     reply, outcome = xfr.signed_answer(wire, True, self._transfers,
                                                        index.answer)

@@ -131,9 +131,7 @@ def error_response(request: Checked, rcode: int) -> bytes:
     response = dns.message.make_response(query)
     if request.refused is None:
         response.set_rcode(rcode)
-        if request.key is not None:
-            return Stream(request.key, query.mac, query.id).sign(response.to_wire())
-        return response.to_wire()
+        return response.to_wire()  # signed by dnspython when the request was (make_response)
     response.set_rcode(dns.rcode.NOTAUTH)
     wire = response.to_wire()
     error = _ERRORS[request.refused]

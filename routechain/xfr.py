@@ -260,8 +260,17 @@ def is_transfer(wire: bytes) -> bool:
     return 0 < z and z + 3 <= len(wire) and (wire[z + 1] << 8 | wire[z + 2]) in (AXFR, IXFR)
 
 
-def refuse_udp(wire: bytes) -> bytes:
-    """REFUSED for a transfer asked over UDP: the header and question."""
+def refuse_udp(wire: bytes, rules: Policy | None = None) -> bytes:
+    """REFUSED for a transfer asked over UDP (or from an address no rule
+    names): the header and question, signed when the request was signed
+    with a key we know (RFC 8945 5.3)."""
+    if rules is not None and rules.keys:
+        try:
+            request = tsig.check(wire, rules.keys)
+        except dns.exception.DNSException:
+            request = None
+        if request is not None and request.key is not None and request.refused is None:
+            return tsig.error_response(request, dns.rcode.REFUSED)
     z = wire.find(0, 12)
     flags = 0x8000 | (wire[2] & 0x01) << 8 | dns.rcode.REFUSED
     return wire[:2] + flags.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x00\x00\x00" \

@@ -267,11 +267,12 @@ def test_dns_notify_to_the_primary_is_counted_and_ignored(server):
     assert server.counters()["drop:notify"] == before + 1
 
 
-def test_dns_zone_transfer_is_refused(server):
-    before = server.counters()["rcode:REFUSED"]
+def test_dns_zone_transfer_is_refused_by_default(server):
+    """Transfers are off unless [dns] transfer or [[secondary]] allow them."""
+    before = server.counters()["xfr_refused:address"]
     r = dig(server.addresses[0][1], "100.51.198.in-addr.arpa", "AXFR", check=False)
     assert "Transfer failed" in r["text"] and "PTR" not in r["text"]
-    assert server.counters()["rcode:REFUSED"] == before + 1
+    assert server.counters()["xfr_refused:address"] == before + 1
 
 
 def test_dns_tcp_several_queries_on_one_connection(server):
