@@ -4,6 +4,7 @@
     route-chain --config FILE [OPTIONS] [ADDR/PLEN ...]
     route-chain zone --config FILE --output-dir DIR   write PTR zone files
     route-chain preview --config FILE                 what traceroute will show
+    route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
 """
@@ -21,7 +22,7 @@ from .errors import RouteChainError, UsageError
 from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo", "reload")
+SUBCOMMANDS = ("zone", "preview", "registry", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +51,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
@@ -149,6 +150,21 @@ def cmd_preview(argv: list[str]) -> int:
     return 0
 
 
+def cmd_registry(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} registry",
+                description="Print, for each chain's block, the inetnum/inet6num (with "
+                            "nserver lines) and route/route6 objects a DN42 or RIPE-style "
+                            "registry needs, ready to paste.")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--source", default="DN42", metavar="NAME",
+                   help="the objects' source: attribute (default: DN42)")
+    args = p.parse_args(argv)
+    from . import config as config_file, registry
+    config = config_file.load(args.config)
+    print(registry.render(config, args.source), end="")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} demo",
                 description="Run a built-in story in a throwaway pair of network namespaces "
@@ -178,7 +194,8 @@ def cmd_reload(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo,
+    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+                "demo": cmd_demo,
                 "reload": cmd_reload}
     try:
         if argv and argv[0] in commands:
