@@ -239,14 +239,19 @@ def _render(zone: Zone, soa_only: bool = False) -> tuple[bytes, tuple[bytes, ...
     depth = len(zone.origin.labels)
     records = []
     for rrset in zone.rrsets[:1] if soa_only else zone.rrsets:
-        labels = rrset.name.labels[:len(rrset.name.labels) - depth]
-        owner = b"".join(bytes((len(label),)) + label for label in labels) + _TO_ORIGIN
+        owner = _wire(rrset.name.labels[:len(rrset.name.labels) - depth]) + _TO_ORIGIN
         head = owner + struct.pack("!HHI", rrset.rdtype, rrset.rdclass, rrset.ttl)
         for rdata in rrset:
             target = getattr(rdata, "target", None)
-            rd = target.to_wire() if target is not None else rdata.to_wire()
+            # A name's labels as wire (the root's empty label ends it): what
+            # Name.to_wire() gives, several times faster for 300,000 PTRs.
+            rd = _wire(target.labels) if target is not None else rdata.to_wire()
             records.append(head + len(rd).to_bytes(2, "big") + rd)
     return records[0], tuple(records[1:])
+
+
+def _wire(labels: tuple[bytes, ...]) -> bytes:
+    return b"".join([bytes((len(label),)) + label for label in labels])
 
 
 # --- requests ----------------------------------------------------------------

@@ -206,3 +206,48 @@ def test_tsig_key_file_readable_by_others_is_refused(tmp_path):
     os.chmod(path, 0o640)
     assert tsig.read_secret(path, "k") == SECRET
     assert "AAEC" not in repr(tsig.Key("xfr", "hmac-sha256", SECRET))
+
+
+def test_xfr_ten_thousand_chains_of_thirty_hops_transfer_in_seconds():
+    """10,000 zones of 30 PTRs each (330,000 records with SOA and NS), every
+    zone pulled by AXFR over two pipelined connections: the issue asks for
+    5 s; on a loaded shared machine it took 2.8 s, the test allows 10."""
+    chains = tuple(Chain(parse_prefix(f"2001:db8:{i // 4096:x}:{i % 4096:x}::1/64"),
+                         tuple(Hop(name=f"hop{k}.story{i}.example.net") for k in range(30)),
+                         where="t") for i in range(10_000))
+    zs = zone.build(Config(chains=chains, dns=DnsSettings(ns=("ns.example.net",))), now=1000)
+    srv = rdns.Server(zs, [("127.0.0.1", 0)], transfers=xfr.policy(
+        [ipaddress.ip_network("127.0.0.1/32")], [], [], []))
+    expected = {z.origin.to_wire(): sum(len(r) for r in z.rrsets) + 1 for z in zs}
+    results: list[int] = []
+
+    def pull(origins: list[bytes]) -> None:
+        with socket.create_connection(srv.addresses[0]) as s, s.makefile("rb") as f:
+            def send() -> None:
+                for i, origin in enumerate(origins):
+                    q = struct.pack("!HHHHHH", i, 0, 1, 0, 0, 0) + origin + b"\x00\xfc\x00\x01"
+                    s.sendall(struct.pack("!H", len(q)) + q)
+            threading.Thread(target=send, daemon=True).start()
+            total = 0
+            for origin in origins:
+                got = 0
+                while got < expected[origin]:
+                    m = f.read(struct.unpack("!H", f.read(2))[0])
+                    assert m[3] & 0x0F == 0 and m[12:12 + len(origin)].lower() == origin
+                    got += struct.unpack("!H", m[6:8])[0]
+                assert got == expected[origin]
+                total += got
+            results.append(total)
+
+    with srv:
+        origins = list(expected)
+        threads = [threading.Thread(target=pull, args=(origins[k::2],)) for k in range(2)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        took = time.monotonic() - start
+    assert sum(results) == sum(expected.values()) == 10_000 * 33
+    print(f"10,000 zones, {sum(results)} records transferred in {took:.2f} s")
+    assert took <= 10, took
