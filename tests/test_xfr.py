@@ -251,3 +251,24 @@ def test_xfr_ten_thousand_chains_of_thirty_hops_transfer_in_seconds():
     assert sum(results) == sum(expected.values()) == 10_000 * 33
     print(f"10,000 zones, {sum(results)} records transferred in {took:.2f} s")
     assert took <= 10, took
+
+
+def test_xfr_a_client_that_does_not_read_stalls_no_query():
+    """300 AXFRs asked on one connection whose client reads nothing: the
+    server waits on that connection alone, and UDP queries are answered
+    at once meanwhile."""
+    names = [f"hop{k}.a-long-story-name-to-fill-messages" for k in range(250)]
+    zs = zone.build(config(names, 1), now=1000)
+    srv = rdns.Server(zs, [("127.0.0.1", 0)], transfers=xfr.policy(
+        [ipaddress.ip_network("127.0.0.1/32")], [], [], []))
+    with srv, socket.create_connection(srv.addresses[0]) as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        q = dns.message.make_query(zs[0].origin, dns.rdatatype.AXFR).to_wire()
+        hog.sendall((struct.pack("!H", len(q)) + q) * 300)
+        time.sleep(0.5)  # the server has filled what the socket holds and waits
+        ptr = dns.message.make_query(zs[0].rrsets[2].name, "PTR")
+        for _ in range(20):
+            start = time.monotonic()
+            r = dns.query.udp(ptr, "127.0.0.1", port=srv.addresses[0][1], timeout=2)
+            assert r.answer and time.monotonic() - start < 0.5
+        assert 1 <= srv.counters()["xfr:axfr"] < 300  # still stuck on the hog

@@ -286,9 +286,11 @@ def test_xfr_secondaries_follow_the_primary(primary):
         # A story edit and a reload: the new serial everywhere within 5 s.
         story.write_text("Once upon a time\nthere was a packet\nit went further\nThe end\n")
         daemon.signal(signal.SIGHUP)
-        changed = wait_for(lambda: {z: s for z in ZONES
-                                    if (s := serial(net, PRIMARY, z)) != ours[z]}, 10)
-        assert set(changed) == set(ZONES)
+        def moved() -> dict[str, int]:
+            now = {z: serial(net, PRIMARY, z) for z in ZONES}
+            return now if all(now[z] != ours[z] for z in ZONES) else {}
+        changed = wait_for(moved, 10)
+        assert set(changed) == set(ZONES), "the reload did not raise every zone's serial"
         start = time.monotonic()
         for name, addr in SECONDARIES.items():
             for z, new in changed.items():
