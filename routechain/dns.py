@@ -154,9 +154,12 @@ class Server:
     def _send_notify(self, versions: xfr.Versions) -> None:
         if self._secondaries and versions.changed and self.alive():
             zones = [versions.by_origin[o].zone for o in versions.changed]
-            self._loop.call_soon_threadsafe(
-                self._notify.send, zones, self._secondaries, self._transfers.keys,
-                tuple(host for host, _ in self.addresses))
+            try:
+                self._loop.call_soon_threadsafe(
+                    self._notify.send, zones, self._secondaries, self._transfers.keys,
+                    tuple(host for host, _ in self.addresses))
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the server is stopping
 
     def alive(self) -> bool:
         """True while the serving thread runs (for the watchdog)."""
