@@ -120,16 +120,16 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_zone(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} zone",
-                description="Write one master file per reverse zone of the chains' stories, "
-                            "for BIND, Knot or NSD.")
+                description="Write one master file per reverse zone of the chains' stories "
+                            "(and per forward name), for BIND, Knot or NSD.")
     p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR")
     args = p.parse_args(argv)
-    from . import config as config_file, zone
+    from . import config as config_file, names, zone
     config = config_file.load(args.config)
     for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in zone.export(config, args.output_dir):
+    for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
         print(path)
     parent = zone.parent_records(config)
     if parent:

@@ -76,6 +76,7 @@ class DnsSettings:
     keys: tuple[TsigKey, ...] = ()
     secondaries: tuple[Secondary, ...] = ()
     zone_name_form: str = "-"   # RFC 2317 zone names: "-", "/" or "_"
+    forward: tuple[tuple[str, str], ...] = ()  # (chain's name, its destination): names.py
     where: str = field(default="", compare=False)
 
     def names(self, chains: tuple[Chain, ...]) -> tuple[tuple[str, ...], str, str]:
@@ -276,7 +277,7 @@ class _Loader:
         except UsageError as e:
             raise ConfigError(f"{self.source}: {e}") from None
         dns = self.dns(self.table(data, "dns")) if "dns" in data else None
-        dns = self.transfers(data, dns)
+        dns = self.transfers(data, dns, chains)
         self.check_zone_names(dns, chains)
         mtu = self.get(daemon, "daemon", None, "mtu")
         if mtu is not None and mtu < settings.MIN_MTU6 and any(c.family == 6 for c in chains):
@@ -447,10 +448,25 @@ class _Loader:
             soa_mname=names["soa_mname"], soa_rname=names["soa_rname"],
             **{k: v if v is not None else getattr(defaults, k) for k, v in ints.items()})
 
-    def transfers(self, data: dict, dns: DnsSettings | None) -> DnsSettings | None:
+    def transfers(self, data: dict, dns: DnsSettings | None,
+                  chains: tuple[Chain, ...]) -> DnsSettings | None:
         """[dns] transfer, transfer_keys and zone_name_form, [[tsig]] and
-        [[secondary]]: every key of zone transfers and NOTIFY, read here."""
+        [[secondary]], a chain's forward `name`: every key of zone
+        transfers, NOTIFY and forward names, read here."""
         t = data.get("dns", {}) if isinstance(data.get("dns"), dict) else {}
+        forward = []
+        for i, c in enumerate(self.tables(data, "chain")):
+            name = self.get(c, "chain", i, "name")
+            if name is None:
+                continue
+            where = self.at("chain", i, "name")
+            name = self.checked_name(name, where, "name").lower()
+            if name.endswith(".arpa") or name == "arpa":
+                raise ConfigError(f"{where}: name {name!r} is a reverse name: give the "
+                                  "story a forward name, e.g. story.example.dn42")
+            if chains[i].destination is None:
+                raise ConfigError(f"{where}: the chain has no hop after its host to name")
+            forward.append((name, str(chains[i].destination)))
         keys: dict[str, TsigKey] = {}
         for i, k in enumerate(self.tables(data, "tsig")):
             name = self.get(k, "tsig", i, "name")
@@ -495,11 +511,12 @@ class _Loader:
         if form not in ("-", "/", "_"):
             raise ConfigError(f"{self.at('dns', None, 'zone_name_form')}: zone_name_form "
                               f"{form!r}: write \"-\", \"/\" or \"_\"")
-        if not (keys or secondaries or transfer or required or form != "-"):
+        if not (keys or secondaries or transfer or required or form != "-" or forward):
             return dns
         return replace(dns or DnsSettings(where=self.source), transfer=transfer,
                        transfer_keys=required, keys=tuple(keys.values()),
-                       secondaries=tuple(secondaries), zone_name_form=form)
+                       secondaries=tuple(secondaries), zone_name_form=form,
+                       forward=tuple(forward))
 
     def prefix(self, text: str, where: str):
         try:

@@ -262,8 +262,8 @@ class DnsSide:
         self._listen = config.dns.listen if config.dns else ()
         if not self._listen:
             return
-        from . import dns, zone
-        zones = zone.build(config)
+        from . import dns
+        zones = _zones(config)
         self._server = dns.Server(zones, self._listen, *_dns_limits(config),
                                   *_dns_transfers(config))
         self._server.start()
@@ -277,8 +277,7 @@ class DnsSide:
             log.warning("reload: DNS listeners change from %s to %s at the next restart",
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
-            from . import zone
-            self._server.reload(zone.build(config), *_dns_limits(config),
+            self._server.reload(_zones(config), *_dns_limits(config),
                                 *_dns_transfers(config))
 
     def alive(self) -> bool:
@@ -310,6 +309,13 @@ def _dns_limits(config: Config):
     return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
             dns.TcpLimits(connections=d.tcp_connections,
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
+
+
+def _zones(config: Config) -> list:
+    """Every zone the server holds: the reverse zones and the stories'
+    forward names."""
+    from . import names, zone
+    return zone.build(config) + names.build(config)
 
 
 def _dns_transfers(config: Config):

@@ -212,6 +212,8 @@ SETTINGS = (
     Setting("chain", "suffix", "str", "domain appended to every hop name"),
     Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, MAX_REPLY_TTL,
             flag="--reply-ttl", metavar="TTL"),
+    Setting("chain", "name", "str", "forward name of the story: A/AAAA of the chain's "
+            "destination, served by the built-in server (traceroute NAME)"),
     Setting("chain", "hop", "table", "[chain.hop.N]: properties of hop N (hopprops.py)"),
 
     Setting("dns", "listen", "strings", "ADDR:PORT or [ADDR6]:PORT for the built-in server"),
