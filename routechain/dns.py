@@ -60,6 +60,9 @@ TRANSFER_DEADLINE = 30.0  # seconds a secondary may take to read one transfer me
 _READ_LIMIT = 16 * 1024  # StreamReader pauses the socket past twice this
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
+# Rate limited as errors (rrl.py): error rcodes, refused transfers, bad TSIG.
+_ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "tsig:bad"))}
+
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
             "internal_errors", *xfr.COUNTERS, *notify.COUNTERS)
@@ -296,8 +299,7 @@ class Server:
                     reply, outcome = xfr.signed_answer(wire, True, self._transfers,
                                                        index.answer)
                 if reply is not None:
-                    verdict = limiter.check(rrl.prefix(peer[0]),
-                                            outcome in ERRORS or outcome[0] == "x", now)
+                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in _ERRORS, now)
                     if verdict == rrl.DROP:
                         counts["drop:ratelimited"] += 1
                         continue

@@ -272,3 +272,40 @@ def test_xfr_a_client_that_does_not_read_stalls_no_query():
             r = dns.query.udp(ptr, "127.0.0.1", port=srv.addresses[0][1], timeout=2)
             assert r.answer and time.monotonic() - start < 0.5
         assert 1 <= srv.counters()["xfr:axfr"] < 300  # still stuck on the hog
+
+
+def test_xfr_udp_refusals_and_tsig_errors_reflect_no_more_than_the_query(server):
+    """Over UDP a transfer, or a query signed with a key we do not know or a
+    bad MAC, gets an answer no larger than the query: nothing to amplify."""
+    port = server.addresses[0][1]
+    origin = server.zones[0].origin
+    unknown = dns.tsig.Key("nobody", bytes(32), dns.tsig.HMAC_SHA256)
+    wrong = dns.tsig.Key("xfr", bytes(32), dns.tsig.HMAC_SHA256)
+    cases = []
+    for rdtype, key in ((dns.rdatatype.AXFR, None), (dns.rdatatype.IXFR, DKEY),
+                        (dns.rdatatype.SOA, unknown), (dns.rdatatype.SOA, wrong)):
+        q = dns.message.make_query(origin, rdtype)
+        if key is not None:
+            q.use_tsig(key)
+        cases.append(q.to_wire())
+    before = server.counters()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for wire in cases:
+            s.sendto(wire, ("127.0.0.1", port))
+            reply = s.recv(65535)
+            assert reply[:2] == wire[:2] and len(reply) <= len(wire)
+    c = server.counters()
+    assert c["xfr_refused:udp"] - before["xfr_refused:udp"] == 2
+    assert (c["tsig:badkey"], c["tsig:badsig"]) == (before["tsig:badkey"] + 1,
+                                                    before["tsig:badsig"] + 1)
+
+
+def test_xfr_signed_soa_query_is_answered_signed(server):
+    """How BIND and NSD check a primary's serial: a signed SOA query gets a
+    signed answer, which dnspython verifies with the key."""
+    q = dns.message.make_query(server.zones[0].origin, dns.rdatatype.SOA)
+    q.use_tsig(DKEY)
+    r = dns.query.udp(q, "127.0.0.1", port=server.addresses[0][1], timeout=2)
+    assert r.had_tsig and r.answer[0][0].serial == server.zones[0].soa[0].serial
+    assert server.counters()["tsig:signed"] == 1
