@@ -294,7 +294,8 @@ class Server:
             try:
                 reply, outcome = index.answer(wire, True)
                 if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
-                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"  # RFC 5936 4.2
+                    # RFC 5936 4.2: transfers over TCP only.
+                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"
                 elif outcome == SIGNED:
                     reply, outcome = xfr.signed_answer(wire, True, self._transfers,
                                                        index.answer)
