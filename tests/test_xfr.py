@@ -14,7 +14,9 @@ import struct
 import threading
 import time
 
+import dns.flags
 import dns.message
+import dns.opcode
 import dns.name
 import dns.query
 import dns.rdatatype
@@ -22,7 +24,7 @@ import dns.tsig
 import dns.zone
 import pytest
 
-from routechain import dns as rdns, tsig, xfr, zone
+from routechain import dns as rdns, notify, tsig, xfr, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
 from routechain.errors import ConfigError
@@ -309,3 +311,53 @@ def test_xfr_signed_soa_query_is_answered_signed(server):
     r = dns.query.udp(q, "127.0.0.1", port=server.addresses[0][1], timeout=2)
     assert r.had_tsig and r.answer[0][0].serial == server.zones[0].soa[0].serial
     assert server.counters()["tsig:signed"] == 1
+
+
+def notified_server(monkeypatch, listener: socket.socket, key: str | None):
+    monkeypatch.setattr(notify, "FIRST_WAIT", 0.1)
+    monkeypatch.setattr(notify, "TRIES", 3)
+    secondary = notify.Secondary("127.0.0.1", listener.getsockname()[1], key)
+    policy = xfr.policy([], [], [("127.0.0.1", key)], [KEY])
+    return rdns.Server(zone.build(config(["a", "b"]), now=1000), [("127.0.0.1", 0)],
+                       transfers=policy, secondaries=(secondary,))
+
+
+def test_notify_is_signed_retried_until_acknowledged_and_counted(monkeypatch):
+    """The secondary ignores the first NOTIFY and answers the second: one
+    sent, one retried, one acked; each signed with its key (checked by
+    dnspython), from the server's own address, after a wait that grows."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(3)
+        srv = notified_server(monkeypatch, listener, "xfr")
+        with srv:
+            arrivals = []
+            for attempt in range(2):
+                wire, peer = listener.recvfrom(65535)
+                arrivals.append(time.monotonic())
+                m = dns.message.from_wire(wire, keyring={DKEY.name: DKEY})
+                assert m.opcode() == dns.opcode.NOTIFY and m.had_tsig and m.flags & dns.flags.AA
+                assert m.question[0].name == srv.zones[0].origin and peer[0] == "127.0.0.1"
+                assert m.answer[0][0].serial == 1000
+            r = dns.message.make_response(m)
+            listener.sendto(r.to_wire(), peer)
+            deadline = time.monotonic() + 3
+            while srv.counters()["notify:acked"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            c = srv.counters()
+        assert (c["notify:sent"], c["notify:retried"], c["notify:acked"], c["notify:failed"]) \
+            == (1, 1, 1, 0)
+        assert arrivals[1] - arrivals[0] >= 0.09
+
+
+def test_notify_without_answer_fails_after_its_tries_and_is_logged(monkeypatch, caplog):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        srv = notified_server(monkeypatch, listener, None)
+        with srv:
+            deadline = time.monotonic() + 5  # 0.1 + 0.2 + 0.4 s of waiting
+            while srv.counters()["notify:failed"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c = srv.counters()
+    assert (c["notify:sent"], c["notify:retried"], c["notify:failed"]) == (1, 2, 1)
+    assert "no answer after 3 tries" in caplog.text
