@@ -189,7 +189,9 @@ class Versions:
                 if records == old.records and _same_soa(old.zone, new):
                     out[new.origin] = old
                     continue
-            zone = _with_serial(new, next_serial(old.serial, new.soa[0].serial))
+            proposed = new.soa[0].serial
+            serial = next_serial(old.serial, proposed)
+            zone = new if serial == proposed else _with_serial(new, serial)
             version = _version(zone, keep, records)
             if keep and old.records is not None:
                 version = replace(version, diffs=_diffs(old, version))
@@ -218,7 +220,10 @@ def _with_serial(zone: Zone, serial: int) -> Zone:
 
 def _same_soa(a: Zone, b: Zone) -> bool:
     """The SOAs equal but for the serial."""
-    return a.soa.ttl == b.soa.ttl and a.soa[0].replace(serial=0) == b.soa[0].replace(serial=0)
+    x, y = a.soa[0], b.soa[0]
+    return a.soa.ttl == b.soa.ttl and (x.mname, x.rname, x.refresh, x.retry, x.expire,
+                                       x.minimum) == (y.mname, y.rname, y.refresh, y.retry,
+                                                      y.expire, y.minimum)
 
 
 def _diffs(old: Version, new: Version) -> tuple[Diff, ...]:
