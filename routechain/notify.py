@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # zone imports config, which imports Secondary from here
 log = logging.getLogger("route-chain")
 
 TRIES = 6
+IN_FLIGHT = 64     # NOTIFYs awaiting an answer at once (10,000 zones, not 10,000 sockets)
 FIRST_WAIT = 1.0   # seconds for the first answer; doubled at each try (1+2+...+32 s)
 COUNTERS = ("notify:sent", "notify:retried", "notify:acked", "notify:failed")
 
@@ -75,9 +76,12 @@ class Sender:
     def __init__(self, counts: dict[str, int]) -> None:
         self._counts = counts
         self._tasks: dict[tuple, asyncio.Task] = {}
+        self._slots: asyncio.Semaphore | None = None  # made on the loop, at the first send
 
     def send(self, zones: list[Zone], secondaries: tuple[Secondary, ...], keys: dict,
              sources: tuple[str, ...]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(IN_FLIGHT)
         for zone in zones:
             for secondary in secondaries:
                 key = keys.get(dns.name.from_text(secondary.key)) if secondary.key else None
@@ -95,13 +99,24 @@ class Sender:
             del self._tasks[which]
 
     async def _notify(self, zone: Zone, secondary: Secondary, key, source: str | None) -> None:
+        async with self._slots:
+            await self._exchange(zone, secondary, key, source)
+
+    async def _exchange(self, zone: Zone, secondary: Secondary, key,
+                        source: str | None) -> None:
         counts = self._counts
         family = socket.AF_INET6 if ":" in secondary.address else socket.AF_INET
         query = message(zone, key)
         wire = query.to_wire()
         loop = asyncio.get_running_loop()
         wait = FIRST_WAIT
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as e:  # out of descriptors: counted, and the next reload tries again
+            counts["notify:failed"] += 1
+            log.warning("NOTIFY %s to %s: %s", zone.origin, secondary.shown, e.strerror)
+            return
+        with sock:
             sock.setblocking(False)
             try:
                 if source:

@@ -361,3 +361,38 @@ def test_notify_without_answer_fails_after_its_tries_and_is_logged(monkeypatch, 
             c = srv.counters()
     assert (c["notify:sent"], c["notify:retried"], c["notify:failed"]) == (1, 2, 1)
     assert "no answer after 3 tries" in caplog.text
+
+
+def test_notify_holds_a_bounded_number_in_flight(monkeypatch):
+    """Five zones changed, two NOTIFYs may wait for an answer at once: the
+    secondary sees two until it answers, then the rest, each once."""
+    monkeypatch.setattr(notify, "IN_FLIGHT", 2)
+    monkeypatch.setattr(notify, "FIRST_WAIT", 5.0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        secondary = notify.Secondary("127.0.0.1", listener.getsockname()[1])
+        srv = rdns.Server(zone.build(config(["a"], 5), now=1000), [("127.0.0.1", 0)],
+                          transfers=xfr.policy([], [], [("127.0.0.1", None)], []),
+                          secondaries=(secondary,))
+        with srv:
+            listener.settimeout(1.0)
+            first = [listener.recvfrom(65535) for _ in range(2)]
+            listener.settimeout(0.3)
+            with pytest.raises(socket.timeout):
+                listener.recvfrom(65535)  # a third waits for a slot
+            seen = set()
+            pending = first
+            listener.settimeout(1.0)
+            while pending:
+                wire, peer = pending.pop()
+                m = dns.message.from_wire(wire)
+                seen.add(m.question[0].name)
+                listener.sendto(dns.message.make_response(m).to_wire(), peer)
+                if len(seen) + len(pending) < 5:
+                    pending.append(listener.recvfrom(65535))
+            deadline = time.monotonic() + 3
+            while srv.counters()["notify:acked"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            c = srv.counters()
+        assert seen == {z.origin for z in srv.zones}
+        assert (c["notify:sent"], c["notify:retried"], c["notify:acked"]) == (5, 0, 5)
