@@ -4,6 +4,7 @@
     route-chain --config FILE [OPTIONS] [ADDR/PLEN ...]
     route-chain zone --config FILE --output-dir DIR   write PTR zone files
     route-chain preview --config FILE                 what traceroute will show
+    route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
 """
@@ -49,7 +50,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
@@ -118,16 +119,16 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_zone(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} zone",
-                description="Write one master file per reverse zone of the chains' stories, "
-                            "for BIND, Knot or NSD.")
+                description="Write one master file per reverse zone of the chains' stories "
+                            "(and per forward name), for BIND, Knot or NSD.")
     p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR")
     args = p.parse_args(argv)
-    from . import config as config_file, zone
+    from . import config as config_file, names, zone
     config = config_file.load(args.config)
     for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in zone.export(config, args.output_dir):
+    for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
         print(path)
     parent = zone.parent_records(config)
     if parent:
@@ -145,6 +146,21 @@ def cmd_preview(argv: list[str]) -> int:
     for warning in config.rewrites + config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(preview.render(config), end="")
+    return 0
+
+
+def cmd_registry(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} registry",
+                description="Print, for each chain's block, the inetnum/inet6num (with "
+                            "nserver lines) and route/route6 objects a DN42 or RIPE-style "
+                            "registry needs, ready to paste.")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--source", default="DN42", metavar="NAME",
+                   help="the objects' source: attribute (default: DN42)")
+    args = p.parse_args(argv)
+    from . import config as config_file, registry
+    config = config_file.load(args.config)
+    print(registry.render(config, args.source), end="")
     return 0
 
 
@@ -177,7 +193,8 @@ def cmd_reload(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo,
+    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+                "demo": cmd_demo,
                 "reload": cmd_reload}
     try:
         if argv and argv[0] in commands:

@@ -275,9 +275,10 @@ class DnsSide:
         self._listen = config.dns.listen if config.dns else ()
         if not self._listen:
             return
-        from . import dns, zone
-        self._zones = zone.build(config)
-        self._server = dns.Server(self._zones, self._listen, *_dns_limits(config))
+        from . import dns
+        self._zones = _zones(config)
+        self._server = dns.Server(self._zones, self._listen, *_dns_limits(config),
+                                  *_dns_transfers(config))
         self._server.bind()
 
     def start(self) -> None:
@@ -293,8 +294,8 @@ class DnsSide:
             log.warning("reload: DNS listeners change from %s to %s at the next restart",
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
-            from . import zone
-            self._server.reload(zone.build(config), *_dns_limits(config))
+            self._server.reload(_zones(config), *_dns_limits(config),
+                                *_dns_transfers(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -325,6 +326,23 @@ def _dns_limits(config: Config):
     return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
             dns.TcpLimits(connections=d.tcp_connections,
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
+
+
+def _zones(config: Config) -> list:
+    """Every zone the server holds: the reverse zones and the stories'
+    forward names."""
+    from . import names, zone
+    return zone.build(config) + names.build(config)
+
+
+def _dns_transfers(config: Config):
+    """Who may transfer, and the secondaries to NOTIFY, as the server takes
+    them: (xfr.Policy, secondaries)."""
+    from . import xfr
+    d = config.dns or DnsSettings()
+    policy = xfr.policy(d.transfer, d.transfer_keys,
+                        [(s.address, s.key) for s in d.secondaries], d.keys)
+    return policy, d.secondaries
 
 
 CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted

@@ -23,6 +23,9 @@ nothing per packet and a scrape sees one consistent moment of each source.
     routechain_dns_responses_total{rcode}
     routechain_dns_drops_total{reason}
     routechain_dns_internal_errors_total
+    routechain_dns_transfers_total{kind}                 AXFR/IXFR served
+    routechain_dns_transfers_refused_total{reason}      AXFR/IXFR refused
+    routechain_dns_notify_total{event}                  NOTIFY sent/retried/acked/failed
     routechain_dns_events_total{event}                  any other DNS counter
 """
 
@@ -85,6 +88,10 @@ _DNS_NAMES = {
 }
 
 
+# Counters "kind:detail" of zone transfers and NOTIFY -> family.
+_DNS_KINDS = {"xfr": "transfers", "xfr_refused": "transfers_refused", "notify": "notify"}
+
+
 def dns_counters(counters: dict[str, int]) -> dict[tuple[str, str | None], int]:
     """(family, label value) -> value: the DNS server's counters, summed
     where two of its names are one thing to a reader (UDP and TCP queries;
@@ -98,6 +105,8 @@ def dns_counters(counters: dict[str, int]) -> dict[tuple[str, str | None], int]:
             key = ("responses", detail.upper())
         elif kind == "drop" and detail:
             key = ("drops", detail)
+        elif kind in _DNS_KINDS and detail:
+            key = (_DNS_KINDS[kind], detail)
         else:
             key = ("events", name)
         out[key] = out.get(key, 0) + value
@@ -182,6 +191,12 @@ def _dns_families(values: dict[tuple[str, str | None], int]) -> Iterator[Metric]
                               value=values.get(("internal_errors", None), 0))
     for name, label, doc in (("responses", "rcode", "DNS responses, by RCODE"),
                              ("drops", "reason", "DNS queries dropped, by reason"),
+                             ("transfers", "kind", "Zone transfers served, by kind "
+                              "(axfr, ixfr, ixfr_full, uptodate)"),
+                             ("transfers_refused", "reason", "Zone transfers refused, by "
+                              "reason"),
+                             ("notify", "event", "NOTIFY messages to secondaries: sent, "
+                              "retried, acked, failed"),
                              ("events", "event", "Other DNS server counters")):
         family = CounterMetricFamily(f"{PREFIX}_dns_{name}", doc, labels=[label])
         for (kind, detail), value in sorted(values.items(), key=lambda kv: str(kv[0])):

@@ -49,6 +49,15 @@ DNS_CASES = [
       ("routechain_dns_drops_total", (("reason", "ratelimited"),), 2),
       ("routechain_dns_events_total", (("event", "truncated"),), 1),
       ("routechain_dns_internal_errors_total", (), 1)]),
+    ({"xfr:axfr": 3, "xfr:ixfr": 2, "xfr_refused:badsig": 1, "xfr_refused:udp": 4,
+      "notify:sent": 5, "notify:failed": 1, "tsig:signed": 7},
+     [("routechain_dns_transfers_total", (("kind", "axfr"),), 3),
+      ("routechain_dns_transfers_total", (("kind", "ixfr"),), 2),
+      ("routechain_dns_transfers_refused_total", (("reason", "badsig"),), 1),
+      ("routechain_dns_transfers_refused_total", (("reason", "udp"),), 4),
+      ("routechain_dns_notify_total", (("event", "sent"),), 5),
+      ("routechain_dns_notify_total", (("event", "failed"),), 1),
+      ("routechain_dns_events_total", (("event", "tsig:signed"),), 7)]),
 ]
 
 

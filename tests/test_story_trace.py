@@ -29,6 +29,7 @@ NEW_STORY = """\
 Later that day
 the packet rested
 """
+STORY_NAME = "story.example.net"  # the chains' forward name (routechain.names)
 NAMES = ["Once.upon.a.time", "a.packet.crossed.the.sea", None, "and.came.home"]
 NEW_NAMES = ["Later.that.day", "the.packet.rested"]
 
@@ -40,8 +41,10 @@ def story_net(tmp_path_factory):
     config = tmp / "rc.toml"
     host4 = ipaddress.ip_interface(CHAIN4).ip
     host6 = ipaddress.ip_interface(CHAIN6).ip
-    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n\n'
-                      f'[[chain]]\naddress = "{CHAIN6}"\nstory = "story.txt"\n\n'
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n'
+                      f'name = "{STORY_NAME}"\n\n'
+                      f'[[chain]]\naddress = "{CHAIN6}"\nstory = "story.txt"\n'
+                      f'name = "{STORY_NAME}"\n\n'
                       f'[dns]\nlisten = ["{host4}:53", "[{host6}]:53"]\n')
     with TestNet.create("st") as net:
         resolv = Path("/etc/netns", net.client)
@@ -89,6 +92,18 @@ def test_mtr_report_shows_the_names(story_net):
                   timeout=120).stdout
     shown = re.findall(r"^\s*\d+\.\|--\s+(\S+)", out, re.MULTILINE)
     assert shown == [GATEWAY4, NAMES[0], NAMES[1], "???", NAMES[3]], out
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_traceroute_by_the_story_name(story_net, family):
+    """`traceroute story.example.net`: the name resolves (A or AAAA) through
+    the built-in server to the chain's destination, and the story follows."""
+    net, _, _ = story_net
+    out = net.run(net.client, "traceroute", f"-{family}", "-w", "1", "-m", "8", STORY_NAME,
+                  timeout=120).stdout
+    dest = ipaddress.ip_interface(CHAIN4 if family == 4 else CHAIN6).ip + len(NAMES)
+    assert out.splitlines()[0].startswith(f"traceroute to {STORY_NAME} ({dest})"), out
+    check_story(out, family, NAMES)
 
 
 def test_sighup_rereads_the_story(story_net):
