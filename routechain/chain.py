@@ -56,6 +56,7 @@ class Chain:
     where: str = "command line"
     suffix: str | None = field(default=None, compare=False)
     defaults: Props = NO_PROPS
+    name: str | None = field(default=None, compare=False)  # forward name (names.py)
 
     def __post_init__(self) -> None:
         check_host(self.interface, self.where)

@@ -4,6 +4,7 @@
     route-chain --config FILE [OPTIONS] [ADDR/PLEN ...]
     route-chain zone --config FILE --output-dir DIR   write PTR zone files
     route-chain preview --config FILE                 what traceroute will show
+    route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
 """
@@ -48,7 +49,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
@@ -58,8 +59,8 @@ def run_parser() -> argparse.ArgumentParser:
     settings.add_options(p)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
-                        "setup, keeping only CAP_NET_ADMIN "
-                        "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
+                        "setup (the DNS and metrics listeners are bound before), keeping "
+                        "only CAP_NET_ADMIN")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
@@ -107,16 +108,16 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_zone(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} zone",
-                description="Write one master file per reverse zone of the chains' stories, "
-                            "for BIND, Knot or NSD.")
+                description="Write one master file per reverse zone of the chains' stories "
+                            "(and per forward name), for BIND, Knot or NSD.")
     p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR")
     args = p.parse_args(argv)
-    from . import config as config_file, zone
+    from . import config as config_file, names, zone
     config = config_file.load(args.config)
     for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in zone.export(config, args.output_dir):
+    for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
         print(path)
     parent = zone.parent_records(config)
     if parent:
@@ -137,6 +138,21 @@ def cmd_preview(argv: list[str]) -> int:
     return 0
 
 
+def cmd_registry(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} registry",
+                description="Print, for each chain's block, the inetnum/inet6num (with "
+                            "nserver lines) and route/route6 objects a DN42 or RIPE-style "
+                            "registry needs, ready to paste.")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--source", default="DN42", metavar="NAME",
+                   help="the objects' source: attribute (default: DN42)")
+    args = p.parse_args(argv)
+    from . import config as config_file, registry
+    config = config_file.load(args.config)
+    print(registry.render(config, args.source), end="")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} demo",
                 description="Run a built-in story in a throwaway pair of network namespaces "
@@ -144,8 +160,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
                    help="trace the IPv6 chain")
     args = p.parse_args(argv)
-    from . import testnet
-    print(testnet.run_demo(args.family), end="")
+    from . import demo
+    print(demo.run_demo(args.family), end="")
     return 0
 
 
@@ -166,7 +182,8 @@ def cmd_reload(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo,
+    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+                "demo": cmd_demo,
                 "reload": cmd_reload}
     try:
         if argv and argv[0] in commands:

@@ -4,11 +4,14 @@ the files named.
 
 `load(path)` reads a config file (schema in settings.py, explained in
 docs/stories.md) and its story files; `merge(cli, file)` joins it with what
-the command line gave. Loading is four steps, each its own function:
+the command line gave. Loading is five steps, each its own function:
 read and parse the TOML (`load`), check every table against the
 declarations (settings.walk: pure, tested with dicts), make each
 [[chain]] a Chain with its story (`chain_of`: story files are read by
-`Stories`, beside the walk), then the rules between settings (CHECKS).
+`Stories`, beside the walk), read each [[tsig]] key's secret and check
+the keys transfers and secondaries name (`tsig_keys`: the secret files
+are read by `secrets`, beside the walk), then the rules between settings
+(CHECKS).
 Every error is a ConfigError naming the file and line:
 `route-chain.toml:12: ...`; tomllib gives no positions, so
 tomlpos.Locator finds the line of each table, key and array element.
@@ -29,14 +32,18 @@ from . import files, hopprops, settings, story, tomlpos
 from .chain import Chain, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
 from .hopprops import MIN_MTU6
+from .notify import Secondary
 # The tables' dataclasses are declared in settings.py, with their settings;
 # a Config holds one of each.
-from .settings import ChainTable, Daemon, DnsSettings, Limits, Metrics, Route
+from .settings import ChainTable, Daemon, DnsSettings, Limits, Metrics, Registry, Route
+from .tsig import Key as TsigKey, read_secret
 
 
 @dataclass(frozen=True)
 class Config:
-    """One field per table of the file, named as the table. `warnings`
+    """One field per table of the file, named as the table (the arrays
+    made into what uses them: [[chain]] `chains`, [[tsig]] `keys`,
+    [[secondary]] `secondaries`). `warnings`
     are real problems (a hop left without a name...), one by one;
     `rewrites` say how each story line became a name, for `preview`;
     `summaries` say it in one line per file, for the logs; `origins` say
@@ -49,6 +56,9 @@ class Config:
     dns: DnsSettings = DnsSettings()
     limits: Limits = Limits()
     metrics: Metrics = Metrics()
+    registry: Registry = Registry()
+    keys: tuple[TsigKey, ...] = ()              # [[tsig]], their secrets read
+    secondaries: tuple[Secondary, ...] = ()     # [[secondary]]
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
     rewrites: tuple[str, ...] = field(default=(), compare=False)
@@ -87,7 +97,8 @@ def _load(path: Path, source: str) -> Config:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(_toml_error(source, text, e)) from None
-    return build(tree, locate(source, text), source, Stories(path, source).read, path)
+    return build(tree, locate(source, text), source, Stories(path, source).read, path,
+                 secrets(path, source))
 
 
 def locate(source: str, text: str) -> settings.At:
@@ -112,12 +123,19 @@ def one_line(e: BaseException, width: int = 300) -> str:
 ReadStory = Callable[[str, "str | None"], "tuple[str, story.Story]"]
 
 
+# ReadSecret(file as written) -> the TSIG secret it holds
+ReadSecret = Callable[[str], bytes]
+
+
 def build(tree: Mapping[str, Any], at: settings.At, source: str, read_story: ReadStory,
-          path: Path | None = None) -> Config:
+          path: Path | None = None, read_secret: ReadSecret | None = None) -> Config:
     """A parsed TOML file as a Config: the walk over the declarations,
-    each [[chain]] with its story, then CHECKS. Pure but for `read_story`."""
+    each [[chain]] with its story, the TSIG keys with their secrets, then
+    CHECKS. Pure but for `read_story` and `read_secret` (default: files
+    relative to `source`)."""
     tables, origins = settings.walk(tree, at)
     made = [chain_of(t, i, at, source, read_story) for i, t in enumerate(tables["chain"])]
+    keys, secondaries = tsig_keys(tables, at, read_secret or secrets(Path(source), source))
     rewrites: dict[str, list[str]] = {}
     warnings: list[str] = []
     for _, shown, told in made:
@@ -126,6 +144,7 @@ def build(tree: Mapping[str, Any], at: settings.At, source: str, read_story: Rea
             rewrites.setdefault(shown, []).extend(told.rewrites)
     config = Config(
         chains=tuple(c for c, _, _ in made), routes=tables["route"], path=path,
+        keys=keys, secondaries=secondaries,
         **{t.name: tables[t.name] for t in settings.TABLES if not t.array},
         warnings=tuple(_unique(warnings)),
         rewrites=tuple(_unique(r for rs in rewrites.values() for r in rs)),
@@ -151,6 +170,38 @@ class Stories:
         return shown, self._read[key]
 
 
+def secrets(path: Path, source: str) -> ReadSecret:
+    """Reads a [[tsig]] secret_file, relative to the config (tsig.read_secret
+    refuses one others may read)."""
+    return lambda file: read_secret(path.parent / file, str(Path(source).parent / file))
+
+
+def tsig_keys(tables: Mapping[str, Any], at: settings.At, read_secret: ReadSecret
+              ) -> tuple[tuple[TsigKey, ...], tuple[Secondary, ...]]:
+    """The [[tsig]] keys, each name once, with their secrets read, and the
+    [[secondary]] servers as notify.py takes them: every key that [dns]
+    transfer_keys or a secondary names must be a declared one."""
+    keys: dict[str, TsigKey] = {}
+    for i, t in enumerate(tables["tsig"]):
+        if t.name in keys:
+            raise ConfigError(f"{at('tsig', i, 'name')}: key {t.name!r} is declared twice "
+                              f"(first at {keys[t.name].where})")
+        keys[t.name] = TsigKey(t.name, t.algorithm, read_secret(t.secret_file), t.where)
+
+    def known(name: str, where: str) -> None:
+        if name not in keys:
+            raise ConfigError(f"{where}: TSIG key {name!r} is not declared in a [[tsig]]")
+
+    for k, name in enumerate(tables["dns"].transfer_keys):
+        known(name, at("dns", None, "transfer_keys", k))
+    secondaries = []
+    for i, s in enumerate(tables["secondary"]):
+        if s.key is not None:
+            known(s.key, at("secondary", i, "key"))
+        secondaries.append(Secondary(*s.address, s.key))
+    return tuple(keys.values()), tuple(secondaries)
+
+
 def chain_of(t: ChainTable, i: int, at: settings.At, source: str,
              read_story: ReadStory) -> tuple[Chain, str, story.Story | None]:
     """One checked [[chain]] as a Chain, and its story (None without one)
@@ -170,9 +221,13 @@ def chain_of(t: ChainTable, i: int, at: settings.At, source: str,
     if t.hop is not None:
         hops = hop_tables(t.hop, at("chain", i, "hop"), hops)
     try:
-        return Chain(t.address, hops, t.reply_ttl, t.where, t.suffix, t.props), shown, told
+        chain = Chain(t.address, hops, t.reply_ttl, t.where, t.suffix, t.props, t.name)
     except UsageError as e:
         raise ConfigError(str(e)) from None
+    if chain.name is not None and chain.destination is None:
+        raise ConfigError(f"{at('chain', i, 'name')}: the chain has no hop after its host "
+                          "to name")
+    return chain, shown, told
 
 
 def hop_tables(tables: dict, where: str, hops: tuple) -> tuple:
@@ -266,6 +321,7 @@ def merge(cli: Config, file: Config) -> Config:
         routes=cli.routes + file.routes,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
+        keys=file.keys, secondaries=file.secondaries,
         rewrites=cli.rewrites + file.rewrites,
         summaries=cli.summaries + file.summaries,
         origins={**file.origins, **cli.origins},

@@ -32,6 +32,10 @@ STATUS_INTERVAL = 5.0
 LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
 WAKE = signal.SIGUSR2
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, WAKE}
+# What `--user` keeps: changing addresses and routes (at reload and repair)
+# and removing them at exit. Binding is done before the drop and `listen`
+# needs a restart, so CAP_NET_BIND_SERVICE is not kept.
+CAPABILITIES_KEPT = ("CAP_NET_ADMIN",)
 
 
 def default_queues() -> int:
@@ -115,10 +119,18 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         config = keeper.adopt(config, strict=True)
+        # Every listener is bound here, while the process may still take a
+        # port below 1024: `listen` is restart-only, so nothing is bound
+        # after this and no capability to bind is kept.
+        dns = stack.enter_context(DnsSide(config))
+        exporter = None
+        if config.metrics.listen:
+            from . import metrics
+            exporter = stack.enter_context(metrics.Exporter(config.metrics.listen))
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
-            drop_to(user, keep=_capabilities_kept(config))
+            drop_to(user, keep=CAPABILITIES_KEPT)
         live = core.Live(core.Table(config.chains, config.limits, started.queues))
         pacing = core.Pacing(config.limits, started.queues)
         workers = Workers(tun.fds, live, pacing)
@@ -126,12 +138,12 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         main = threading.main_thread().ident
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
-        dns = stack.enter_context(DnsSide(config))
+        dns.start()
         _log_chains(config, started)
         running = Running(load, config, started, link, keeper, live, workers, dns, notifier)
-        if config.metrics.listen:
-            from . import metrics
-            exporter = stack.enter_context(metrics.Exporter(config.metrics.listen, running))
+        if exporter is not None:
+            exporter.serve(running)
+            stack.callback(exporter.close)  # scrapes end before the workers stop
             log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(running.status())
         status = running.serve()
@@ -266,22 +278,27 @@ class DnsSide:
     metrics."""
 
     def __init__(self, config: Config) -> None:
+        """Bound, not yet serving: start() serves."""
         self._server = None
-        self._listen = config.dns.listen if config.dns else ()
+        self._listen = config.dns.listen
         if not self._listen:
             return
-        from . import dns, zone
-        zones = zone.build(config)
-        self._server = dns.Server(zones, self._listen, config.dns)
-        self._server.start()
-        log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
+        from . import dns
+        self._zones = _zones(config)
+        self._server = dns.Server(self._zones, self._listen, config.dns,
+                                  *_dns_transfers(config))
+        self._server.bind()
+
+    def start(self) -> None:
+        if self._server is not None:
+            self._server.start()
+            log.info("DNS: serving %d zones on %s", len(self._zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
         """New zones and limits for the running server; listeners stay as
         they were bound (dns.listen is restart-only)."""
         if self._server is not None:
-            from . import zone
-            self._server.reload(zone.build(config), config.dns)
+            self._server.reload(_zones(config), config.dns, *_dns_transfers(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -305,11 +322,20 @@ class DnsSide:
             self._server.stop()
 
 
-def _capabilities_kept(config: Config) -> list[str]:
-    keep = ["CAP_NET_ADMIN"]
-    if config.dns and any(port < 1024 for _, port in config.dns.listen):
-        keep.append("CAP_NET_BIND_SERVICE")
-    return keep
+def _zones(config: Config) -> list:
+    """Every zone the server holds: the reverse zones and the stories'
+    forward names."""
+    from . import names, zone
+    return zone.build(config) + names.build(config)
+
+
+def _dns_transfers(config: Config):
+    """Who may transfer, and the secondaries to NOTIFY, as the server takes
+    them: (xfr.Policy, secondaries)."""
+    from . import xfr
+    policy = xfr.policy(config.dns.transfer, config.dns.transfer_keys,
+                        [(s.address, s.key) for s in config.secondaries], config.keys)
+    return policy, config.secondaries
 
 
 CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted

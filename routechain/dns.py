@@ -18,6 +18,9 @@ bounds every buffer and count:
   not read pass UNSENT_MAX bytes, the connection stops being read, and is
   closed if they are not taken within QUERY_DEADLINE. A connection yields
   to the loop after each answer, so no client starves UDP or the others.
+- Zone transfers (xfr.py) over TCP stream from the versions in force when
+  they start, one message per turn of the loop, so queries go on being
+  answered; NOTIFY (notify.py) runs as tasks on the same loop.
 - Seen: `counters()` gives flat counts ("queries", "rcode:NOERROR",
   "drop:ratelimited", ...); an exception while answering is counted
   ("internal_errors"), logged with its traceback the first time its place
@@ -40,8 +43,8 @@ import time
 import traceback
 from collections.abc import Iterable
 
-from . import rrl
-from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, Index, truncated
+from . import notify, rrl, xfr
+from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .settings import DnsSettings
 from .zone import Zone
@@ -53,27 +56,38 @@ log = logging.getLogger("route-chain")
 UDP_BATCH = 64
 QUERY_DEADLINE = 2.0
 UNSENT_MAX = 64 * 1024
+TRANSFER_DEADLINE = 30.0  # seconds a secondary may take to read one transfer message
 _READ_LIMIT = 16 * 1024  # StreamReader pauses the socket past twice this
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
+# Rate limited as errors (rrl.py): error rcodes, refused transfers, bad TSIG.
+_ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "tsig:bad"))}
+
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
-            "internal_errors")
+            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS)
 
 
 class Server:
     """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP,
-    within the limits of `settings` ([dns] rate_limit*, tcp_*).
+    within the limits of `settings` ([dns] rate_limit*, tcp_*); transfers
+    as `transfers` allows (xfr.policy of [dns] transfer*, [[secondary]]
+    and [[tsig]]), and a NOTIFY to each of `secondaries` when a zone's
+    serial moves.
 
-    start() binds every socket and starts the thread (SetupError naming the
-    address if a bind fails); reload(zones, ...) swaps the zones atomically;
-    stop() closes everything and returns within a second or so.
+    bind() binds every socket (SetupError naming the address if a bind
+    fails) and start() serves them in a thread of its own; reload(zones,
+    ...) swaps the zones atomically; stop() closes everything and returns
+    within a second or so.
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
     def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
-                 settings: DnsSettings = DnsSettings()) -> None:
-        self.index = Index(zones)
+                 settings: DnsSettings = DnsSettings(), transfers: xfr.Policy = xfr.Policy(),
+                 secondaries: tuple[notify.Secondary, ...] = ()) -> None:
+        self._transfers, self._secondaries = transfers, secondaries
+        self._versions = xfr.Versions.first(zones, self._keep_versions)
+        self.index = Index(self._versions.zones)
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(settings)
         self._settings = settings
@@ -85,11 +99,18 @@ class Server:
         self._clients: dict[str, int] = {}
         self._writers: set[asyncio.StreamWriter] = set()
         self._logged: set[tuple] = set()
+        self._notify = notify.Sender(self._counts)
         self.addresses: list[tuple[str, int]] = []
+        self._bound = False
 
     # life cycle
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Bind and listen on every address, starting no thread: the daemon
+        binds while it may still take a port below 1024, drops privileges,
+        then start()s. SetupError naming the address if a bind fails."""
+        if self._bound:
+            return
         try:
             for host, port in self._listen:
                 udp = self._bind(socket.SOCK_DGRAM, host, port)
@@ -99,22 +120,59 @@ class Server:
                 self.addresses.append((host, port))
         except BaseException:
             self._close_sockets()
+            self.addresses = []
             raise
+        self._bound = True
+
+    def start(self) -> None:
+        """Serve, in a thread of its own, on the sockets bind() made (it
+        binds them first if it has not)."""
+        self.bind()
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="route-chain-dns", daemon=True)
         self._thread.start()
         self._started.wait(timeout=10)
+        self._send_notify(self._versions)
 
-    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None) -> None:
-        """Serve `zones` (and the limits of `settings`) from now on; the
+    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None,
+               transfers: xfr.Policy | None = None,
+               secondaries: tuple[notify.Secondary, ...] | None = None) -> None:
+        """Serve `zones` from now on (a zone that changed gets a greater
+        serial, and its secondaries a NOTIFY), with the limits of
+        `settings` and the transfer policy and secondaries given; the
         sockets stay as they are, and so do the rate limiter's buckets if
         its limits do."""
-        self.index = Index(zones)
+        if transfers is not None:
+            self._transfers, self._secondaries = transfers, secondaries or ()
+        versions = self._versions.next(zones, self._keep_versions)
+        self.index = Index(versions.zones)
+        self._versions = versions
+        self._send_notify(versions)
         if settings is not None:
             if not self._rrl.same(settings):
                 self._rrl = rrl.RateLimiter(settings)
             self._settings = settings
+
+    @property
+    def _keep_versions(self) -> bool:
+        """Whether versions keep their records (for transfers and IXFR)."""
+        return self._transfers.enabled or bool(self._secondaries)
+
+    @property
+    def zones(self) -> list[Zone]:
+        """The zones served, with the serials they are served with."""
+        return self._versions.zones
+
+    def _send_notify(self, versions: xfr.Versions) -> None:
+        if self._secondaries and versions.changed and self.alive():
+            zones = [versions.by_origin[o].zone for o in versions.changed]
+            try:
+                self._loop.call_soon_threadsafe(
+                    self._notify.send, zones, self._secondaries, self._transfers.keys,
+                    tuple(host for host, _ in self.addresses))
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the server is stopping
 
     def alive(self) -> bool:
         """True while the serving thread runs (for the watchdog)."""
@@ -141,6 +199,12 @@ class Server:
         """The counts that are not zero, short, for STATUS= and the log."""
         c = self._counts
         text = f"{c['queries']} queries"
+        transfers = sum(v for k, v in c.items() if k.startswith("xfr:"))
+        refused = sum(v for k, v in c.items() if k.startswith("xfr_refused:"))
+        if transfers or refused:
+            text += f", {transfers} transfers, {refused} refused"
+        if c["notify:failed"]:
+            text += f", {c['notify:failed']} NOTIFY failed"
         drops = sum(v for k, v in c.items() if k.startswith("drop:"))
         text += f", {drops} dropped"
         if c["internal_errors"]:
@@ -239,8 +303,14 @@ class Server:
             counts["queries"] += 1
             try:
                 reply, outcome = index.answer(wire, True)
+                if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
+                    # RFC 5936 4.2: transfers over TCP only.
+                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"
+                elif outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, True, self._transfers,
+                                                       index.answer)
                 if reply is not None:
-                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in ERRORS, now)
+                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in _ERRORS, now)
                     if verdict == rrl.DROP:
                         counts["drop:ratelimited"] += 1
                         continue
@@ -311,8 +381,16 @@ class Server:
                 return
             counts["queries"] += 1
             counts["tcp_queries"] += 1
+            if xfr.is_transfer(wire):
+                peer = writer.get_extra_info("peername")
+                if not await self._transfer(wire, peer[0] if peer else "", writer):
+                    return
+                continue
             try:
                 reply, outcome = self.index.answer(wire, False)
+                if outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, False, self._transfers,
+                                                       self.index.answer)
             except Exception as e:
                 self._internal_error(e)
                 continue
@@ -330,3 +408,24 @@ class Server:
                     return
             else:
                 await asyncio.sleep(0)  # one answer per turn: the others' turn
+
+    async def _transfer(self, wire: bytes, host: str, writer: asyncio.StreamWriter) -> bool:
+        """Stream one zone transfer from the versions in force now, a
+        message per turn of the loop; False if the client stopped reading."""
+        counts = self._counts
+        try:
+            outcome, messages = xfr.respond(wire, host, self._versions, self._transfers)
+        except Exception as e:
+            self._internal_error(e)
+            return True
+        counts[outcome] += 1
+        for message in messages:
+            writer.write(len(message).to_bytes(2, "big") + message)
+            try:
+                async with asyncio.timeout(TRANSFER_DEADLINE):
+                    await writer.drain()
+            except TimeoutError:
+                counts["drop:tcp_unsent"] += 1
+                return False
+            await asyncio.sleep(0)  # the other clients' turn between messages
+        return True

@@ -22,8 +22,9 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
 - over UDP an answer too large goes out with TC set and empty sections, so
   the client asks again over TCP (RFC 2181 9);
 - a message too short for a header, or a response, is dropped; a query that
-  cannot be parsed gets FORMERR, other opcodes NOTIMP, zone transfers
-  REFUSED.
+  cannot be parsed gets FORMERR, other opcodes NOTIMP, a NOTIFY nothing
+  (we are nobody's secondary), zone transfers REFUSED (dns.py hands the
+  ones it serves over TCP to xfr.py before they get here).
 
 Two paths give the same answers. The slow path is dnspython: it parses the
 query, resolves it against the zones and renders the response, and it takes
@@ -66,10 +67,14 @@ TCP_MAX = 65535
 CNAME_CHAIN_MAX = 8
 HEADER = 12
 
+# The outcome of a TSIG-signed message: not answered here, no counter of
+# its own; the transport checks the signature and asks again unsigned.
+SIGNED = "signed"
+
 # Outcomes that are errors to the requester: rate limited on their own (RRL).
 ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS"})
 OUTCOMES = ("rcode:NOERROR", "rcode:NXDOMAIN", *sorted(ERRORS), "drop:malformed",
-            "drop:response")
+            "drop:response", "drop:notify")
 
 # RFC 8482 4.2: the one RRset an ANY query gets, the first of these the name has.
 _ANY_ORDER = (dns.rdatatype.PTR, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.NS)
@@ -325,8 +330,14 @@ class _Resolver:
             return None, "drop:malformed"
         if wire[2] & 0x80:  # QR: never answer a response (no loops between servers)
             return None, "drop:response"
+        if (wire[2] >> 3) & 0xF == dns.opcode.NOTIFY:
+            # A primary acts on no NOTIFY (RFC 1996 3.10 concerns secondaries):
+            # from anyone, it is counted and ignored.
+            return None, "drop:notify"
         try:
             query = dns.message.from_wire(wire, ignore_trailing=False)
+        except dns.message.UnknownTSIGKey:
+            return None, SIGNED  # the transport checks the TSIG (xfr.signed_answer)
         except dns.exception.DNSException:
             return _header_only(wire, dns.rcode.FORMERR), "rcode:FORMERR"
         if query.opcode() != dns.opcode.QUERY:

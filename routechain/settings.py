@@ -336,6 +336,53 @@ def parse_suffix(text: str, where: str) -> str:
     return suffix
 
 
+def parse_story_name(text: str, where: str) -> str:
+    """A chain's forward name: a host name (lower case), not under .arpa."""
+    name = host_name("name")(text, where).lower()
+    if name == "arpa" or name.endswith(".arpa"):
+        raise ConfigError(f"{where}: name {name!r} is a reverse name: give the story a "
+                          "forward name, e.g. story.example.dn42")
+    return name
+
+
+def parse_key_name(text: str, where: str) -> str:
+    """A [[tsig]] key's name: a host name, compared in lower case."""
+    return host_name("name")(text, where).lower()
+
+
+def key_named(text: str, where: str) -> str:
+    """A TSIG key as transfer_keys and a secondary's key name it, in the
+    form [[tsig]] names are kept (config.py checks that one is declared)."""
+    return text.strip().rstrip(".").lower()
+
+
+def parse_algorithm(text: str, where: str) -> str:
+    from .tsig import ALGORITHMS  # dnspython: only when a [[tsig]] is given
+    algorithm = text.strip().lower()
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"{where}: unknown TSIG algorithm {algorithm!r}: one of "
+                          f"{', '.join(ALGORITHMS)}")
+    return algorithm
+
+
+def parse_transfer_prefix(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A prefix whose clients may transfer; host bits are ignored."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: bad prefix {text!r}: write ADDR/PLEN, e.g. "
+                          "\"192.0.2.0/24\"") from None
+
+
+ZONE_NAME_FORMS = ("-", "/", "_")
+
+
+def parse_zone_name_form(text: str, where: str) -> str:
+    if text not in ZONE_NAME_FORMS:
+        raise ConfigError(f"{where}: zone_name_form {text!r}: write \"-\", \"/\" or \"_\"")
+    return text
+
+
 def chain_props(raw: dict, where: Callable[[str], str]) -> Props:
     """A [[chain]]'s per-hop property keys: defaults for every hop."""
     return hopprops.from_table(raw, where, hopprops.CHAIN, skip=frozenset(
@@ -394,6 +441,9 @@ class ChainTable:
     suffix: str | None = declare("str", "domain appended to every hop name", parse=parse_suffix)
     reply_ttl: int = declare("int", "initial TTL of hop 1's replies", DEFAULT_REPLY_TTL, 1,
                              MAX_REPLY_TTL, flag="--reply-ttl", metavar="TTL")
+    name: str | None = declare(
+        "str", "forward name of the story: A/AAAA of the chain's destination, served by the "
+        "built-in server (traceroute NAME)", parse=parse_story_name)
     hop: dict | None = declare("table", "[chain.hop.N]: properties of hop N (hopprops.py)")
     props: Props = NO_PROPS
     where: str = ""
@@ -440,6 +490,16 @@ class DnsSettings:
         "int", "TCP connections at once from one client address", 8, 1, 65535)
     tcp_idle_timeout: int = declare(
         "int", "seconds before an idle TCP connection is closed", 10, 1, 3600)
+    # Zone transfers and NOTIFY (xfr.py, notify.py): off unless set.
+    transfer: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = declare(
+        "strings", "prefixes whose clients may AXFR/IXFR every zone (default: none, "
+        "transfers off)", (), parse=parse_transfer_prefix)
+    transfer_keys: tuple[str, ...] = declare(
+        "strings", "TSIG key names ([[tsig]]) a transfer from the `transfer` prefixes must be "
+        "signed with (default: none needed)", (), parse=key_named)
+    zone_name_form: str = declare(
+        "str", "RFC 2317 classless zone names: \"-\" (0-27.2.0.192.in-addr.arpa, the "
+        "default), \"/\" (RFC 2317's own) or \"_\"", "-", parse=parse_zone_name_form)
     where: str = dataclasses.field(default="", compare=False)
 
     def names(self, chains: tuple) -> tuple[tuple[str, ...], str, str]:
@@ -507,9 +567,48 @@ class Metrics:
         "required); absent = off", parse=parse_endpoint, restart=True)
 
 
+@section("tsig", "a TSIG key (RFC 8945) for zone transfers and NOTIFY", array=True)
+class TsigTable:
+    """One [[tsig]] as written; config.py reads its secret file (tsig.Key)."""
+
+    name: str = declare("str", "the key's name, as the secondaries know it",
+                        parse=parse_key_name, required="a name and a secret_file")
+    algorithm: str = declare("str", "hmac-sha256 (default), hmac-sha384, hmac-sha512, "
+                             "hmac-sha224 or hmac-sha1", "hmac-sha256", parse=parse_algorithm)
+    secret_file: str = declare(
+        "str", "file holding the base64 secret (or a BIND/Knot key clause), not readable by "
+        "others; relative to the config", required="a name and a secret_file")
+    where: str = ""
+
+
+@section("secondary", "a secondary server the built-in server NOTIFYs and lets transfer",
+         array=True)
+class SecondaryTable:
+    """One [[secondary]] as written; config.py makes it a notify.Secondary."""
+
+    address: tuple[str, int] = declare(
+        "str", "ADDR, ADDR:PORT or [ADDR6]:PORT of a secondary to NOTIFY (port 53 by "
+        "default); it may also transfer", parse=parse_listen, required="an address")
+    key: str | None = declare("str", "TSIG key name ([[tsig]]) its NOTIFY is signed with and "
+                              "its transfers must be signed with", parse=key_named)
+    where: str = ""
+
+
+@section("registry", "what `route-chain registry` prints for a DN42 or RIPE-style registry")
+class Registry:
+    """[registry]: what `route-chain registry` prints beside the ranges."""
+
+    origin_as: int | None = declare("int", "origin AS of the route/route6 objects, "
+                                    "e.g. 4242420000", None, 1, U32)
+    mnt_by: str | None = declare("str", "mnt-by of every object (default: none printed)")
+    admin_c: str | None = declare("str", "admin-c and tech-c of every inetnum "
+                                  "(default: none printed)")
+
+
 # The file's tables, in the order they are checked.
 TABLES: tuple[Table, ...] = tuple(c.TABLE for c in (Daemon, Route, ChainTable, DnsSettings,
-                                                   Limits, Metrics))
+                                                   Limits, Metrics, TsigTable, SecondaryTable,
+                                                   Registry))
 SETTINGS: tuple[Setting, ...] = tuple(s for t in TABLES for s in t.settings)
 
 

@@ -14,7 +14,8 @@ Which zones:
   `<first octet>-<prefix length>.<c>.<b>.<a>.in-addr.arpa`, e.g.
   `0-27.100.51.198.in-addr.arpa` (RFC 2317's examples use `/`, which cannot
   stand in a file name and is not a host-name character; `-` is the common
-  alternative). The owners are the last octets: `2.0-27...`.
+  alternative; `[dns] zone_name_form` picks `-`, `/` or `_`, and a file
+  name has `_` for `/`, as Knot's `%s` does). The owners are the last octets: `2.0-27...`.
   Whoever runs the /24 zone adds an NS record for the classless zone and a
   CNAME for each address (`parent_records`). So that a resolver pointed
   straight at the built-in server (a lab, the demo) can look up the plain
@@ -62,8 +63,8 @@ class Zone:
 
     @property
     def filename(self) -> str:
-        """`<origin without the trailing dot>.zone`."""
-        return f"{self.origin.to_text(omit_final_dot=True)}.zone"
+        """`<origin without the trailing dot>.zone`, `/` written `_`."""
+        return f"{self.origin.to_text(omit_final_dot=True).replace('/', '_')}.zone"
 
     @property
     def soa(self) -> dns.rrset.RRset:
@@ -86,13 +87,13 @@ class Zone:
 def build(config: Config, now: float | None = None) -> list[Zone]:
     """The reverse zones of every chain with named hops, sorted by origin.
     `now` fixes the default serial (the Unix time of the build)."""
-    settings = config.dns or DnsSettings()
+    settings = config.dns
     ns, mname, rname = settings.names(config.chains)
     serial = settings.serial if settings.serial is not None else int(now if now is not None
                                                                        else time.time())
     records: dict[dns.name.Name, list[tuple[dns.name.Name, str, str]]] = {}
     for chain in config.chains:
-        for origin, owner, rdtype, target in _chain_records(chain):
+        for origin, owner, rdtype, target in _chain_records(chain, settings.zone_name_form):
             records.setdefault(origin, []).append((owner, rdtype, target))
     zones = []
     for origin, recs in records.items():
@@ -119,13 +120,13 @@ def export(config: Config, output_dir: Path) -> list[Path]:
 def parent_records(config: Config) -> str:
     """For each RFC 2317 chain, the NS and CNAME records the /24 zone above
     it must hold, as master-file text ready to paste; "" when there is none."""
-    settings = config.dns or DnsSettings()
+    settings = config.dns
     ns = settings.names(config.chains)[0]
     out = []
     for chain in config.chains:
         if not _classless(chain):
             continue
-        parent, child = _classless_names(chain.network)
+        parent, child = _classless_names(chain.network, settings.zone_name_form)
         out.append(f"; {chain.network} ({chain.where}): add to the zone {parent}")
         out.append(f"$ORIGIN {parent}")
         label = child.relativize(parent).to_text()
@@ -153,13 +154,17 @@ def _classless(chain: Chain) -> bool:
     return chain.family == 4 and chain.network.prefixlen > 24
 
 
-def _classless_names(network: ipaddress.IPv4Network) -> tuple[dns.name.Name, dns.name.Name]:
+def _classless_names(network: ipaddress.IPv4Network,
+                     form: str = "-") -> tuple[dns.name.Name, dns.name.Name]:
+    """The /24 zone above a classless block and the block's own zone, its
+    first label `<first octet><form><prefix length>` (RFC 2317 5)."""
     parent = zone_origin(network.network_address, 24)
     first = str(network.network_address).rsplit(".", 1)[1]
-    return parent, dns.name.Name((f"{first}-{network.prefixlen}".encode(),)).concatenate(parent)
+    label = f"{first}{form}{network.prefixlen}".encode()
+    return parent, dns.name.Name((label,)).concatenate(parent)
 
 
-def _chain_records(chain: Chain):
+def _chain_records(chain: Chain, form: str = "-"):
     """(zone origin, owner, type, target) for each named hop of a chain and
     each named '+' alternative, at its own address."""
     named = [(chain.branch_address(k, b), router.name)
@@ -169,7 +174,7 @@ def _chain_records(chain: Chain):
     if not named:
         return
     if _classless(chain):
-        parent, child = _classless_names(chain.network)
+        parent, child = _classless_names(chain.network, form)
         for addr, name in named:
             last = str(addr).rsplit(".", 1)[1]
             owner = dns.name.Name((last.encode(),)).concatenate(child)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,16 @@ def missing_for(marker: str) -> str | None:
         if shutil.which("ip") is None:
             return "needs ip(8) from iproute2"
     return None
+
+
+@pytest.fixture
+def open_dir():
+    """A directory anyone may enter and read (0755), for the files of a
+    daemon that drops to another user (--user, the unit's dynamic user).
+    pytest's tmp_path sits below a directory only root may enter."""
+    with tempfile.TemporaryDirectory(prefix="rc-open-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,7 +16,6 @@ proven by a real traceroute from the client after the loss.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -127,9 +126,7 @@ def test_reload_skips_what_is_not_ours_and_keeps_serving(tmp_path):
                 '[[chain]]\naddress = "198.19.0.1/24"\n\n'
                 f'[[route]]\nprefix = "{FOREIGN_ROUTE}"\n\n'
                 '[[route]]\nprefix = "198.19.128.0/17"\ntable = 100\n')
-            daemon.signal(signal.SIGHUP)
-            daemon.wait_for("RELOADING=1")
-            daemon.wait_for("READY=1")
+            daemon.reload()
             out = daemon.output()
             assert "already on interface 'lo'; route-chain never takes over an address it " \
                    "did not add: chain 198.51.100.1/24 left out" in out, out
@@ -146,10 +143,7 @@ def test_reload_skips_what_is_not_ours_and_keeps_serving(tmp_path):
 
 
 def repairs_logged(daemon: Daemon) -> int:
-    daemon.signal(signal.SIGUSR1)
-    time.sleep(0.3)
-    found = re.findall(r"repairs: (\d+)", daemon.output())
-    return int(found[-1]) if found else -1
+    return int(re.search(r"repairs: (\d+)", daemon.log_counters()).group(1))
 
 
 def test_deleted_address_comes_back():
@@ -193,14 +187,6 @@ def threads(daemon: Daemon, net: TestNet) -> int:
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
 
-def reload(daemon: Daemon) -> str:
-    """SIGHUP, and the READY=1 message that ends it (the notify socket is
-    read as systemd reads it: a sender whose messages pile up blocks)."""
-    daemon.signal(signal.SIGHUP)
-    daemon.wait_for("RELOADING=1")
-    return daemon.wait_for("READY=1")
-
-
 def test_repairs_survive_a_flood_reloads_deletions_and_flaps(tmp_path):
     """Everything at once for about ten seconds: a paced ping flood through
     the chain, reloads (good and broken configs), address deletions and
@@ -220,7 +206,7 @@ def test_repairs_survive_a_flood_reloads_deletions_and_flaps(tmp_path):
             action = step % 4
             if action == 0:
                 config.write_text(good if step % 8 == 0 else good.replace("198.19.0.1", "198.19.0.9"))
-                reload(daemon)
+                daemon.reload()
             elif action == 1:
                 net.run(net.router, "ip", "addr", "del", CHAIN4, "dev", "route-chain", check=False)
             elif action == 2:
@@ -228,11 +214,11 @@ def test_repairs_survive_a_flood_reloads_deletions_and_flaps(tmp_path):
                 net.run(net.router, "ip", "link", "set", "route-chain", "up")
             else:
                 config.write_text('[[chain]]\naddress = "300.1.1.1/24"\n')
-                assert "reload failed" in reload(daemon)
+                assert "reload failed" in daemon.reload()["STATUS"]
             time.sleep(0.5)
         flood.communicate(timeout=60)
         config.write_text(good)
-        reload(daemon)
+        daemon.reload()
 
         def whole() -> bool:
             addrs = tun_addresses(net)

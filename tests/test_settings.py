@@ -162,7 +162,7 @@ WALK = [
     ({"daemon": {"colour": "red"}}, "f.toml:daemon.colour: unknown key 'colour' in [daemon]: "
                                     "expected one of interface, mtu, queues, txqueuelen"),
     ({"deamon": {}}, "f.toml:deamon: unknown table or key 'deamon': expected one of chain, "
-                     "daemon, dns, limits, metrics, route"),
+                     "daemon, dns, limits, metrics, registry, route, secondary, tsig"),
     ({"daemon": 3}, "f.toml:daemon: daemon must be a table [daemon]"),
     ({"route": {"prefix": "192.0.2.0/24"}}, "f.toml:route: route must be an array of tables "
                                             "[[route]]"),
