@@ -409,12 +409,12 @@ def _one(value, actual) -> bool | None:
         return actual.startswith(value[:-1])
     if isinstance(actual, set):
         return value in actual
-    try:
-        if ipaddress.ip_address(value) == ipaddress.ip_address(actual):
-            return True
-        return False
-    except (ValueError, TypeError):
-        return value == actual
+    if isinstance(value, str) and isinstance(actual, str):
+        try:  # addresses compare as addresses: "2001:db8::1" is "2001:0db8::1"
+            return ipaddress.ip_address(value) == ipaddress.ip_address(actual)
+        except ValueError:
+            pass
+    return value == actual
 
 
 def _field(left, pkt: Packet):
