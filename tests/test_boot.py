@@ -444,6 +444,24 @@ def test_boot_watchdog_restarts_a_hung_daemon(machine):
         machine.run("systemctl", "restart", UNIT)
 
 
+def test_boot_doctor_passes_then_names_what_broke(machine):
+    """`route-chain doctor` as installed, on the example config, while the
+    service runs: nothing wrong; with IPv4 forwarding off, that line and exit 1."""
+    ok = machine.run("route-chain", "doctor", check=False)
+    assert ok.returncode == 0 and "FAIL" not in ok.stdout, ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[0] == "ok   forwarding"
+    machine.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+    try:
+        bad = machine.run("route-chain", "doctor", check=False)
+    finally:
+        machine.run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert [line for line in bad.stdout.splitlines() if line.startswith("FAIL")] == [
+        "FAIL forwarding: net.ipv4.ip_forward is 0: IPv4 probes are not forwarded into the "
+        "TUN. Fix: sysctl -w net.ipv4.ip_forward=1, and the same line in "
+        "/etc/sysctl.d/60-route-chain.conf"], bad.stdout
+
+
 def test_boot_stop_leaves_no_tun_address_or_route(machine):
     machine.run("systemctl", "stop", UNIT)
     state = show(machine)
