@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from routechain import __version__
 from routechain.cli import SUBCOMMANDS
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "route-chain.8"
@@ -56,3 +57,11 @@ def test_manpage_renders_without_warnings():
                             env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "route-chain doctor [--config FILE] [--uplink NAME ...]" in result.stdout
+
+
+def test_manpage_and_debian_changelog_carry_the_version():
+    root = PAGE.parent.parent
+    assert re.search(rf'^\.TH ROUTE-CHAIN 8 "[^"]+" "route-chain {re.escape(__version__)}"',
+                     PAGE.read_text(), re.MULTILINE)
+    first = (root / "debian" / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"route-chain ({__version__}) "), first
