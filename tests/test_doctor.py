@@ -26,8 +26,9 @@ import pytest
 
 from routechain import doctor
 from routechain.chain import Chain
-from routechain.config import Config, DnsSettings
-from routechain.doctor import Facts, Packet, evaluate
+from routechain.config import Config
+from routechain.doctor import Facts
+from routechain.ruleset import Packet, evaluate
 from routechain.netlink import Lookup
 
 from netns import CHAIN4, CHAIN6, TestNet, Daemon
