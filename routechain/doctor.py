@@ -35,6 +35,7 @@ from pathlib import Path
 
 from .chain import Chain
 from .config import DEFAULT_INTERFACE, Config
+from .errors import UsageError
 from .ruleset import Packet, evaluate
 
 DEFAULT_CONFIG = Path("/etc/route-chain/route-chain.toml")
@@ -411,6 +412,9 @@ def gather(config: Config, uplinks: tuple[str, ...] = (), proc: Path = Path("/pr
         defaults = tuple(reader.default_routes())
         addresses = tuple(reader.addresses())
         given = bool(uplinks)
+        for name in uplinks:
+            if name not in links:
+                raise UsageError(f"--uplink {name}: no such interface")
         if not uplinks:
             uplinks = tuple(sorted({dev for _, dev, _ in defaults if dev and dev != tun}))
         lookups, skipped = [], 0

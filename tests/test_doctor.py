@@ -510,6 +510,10 @@ def test_doctor_netns_daemon_not_running(router, tmp_path):
                      str(other), check=False)
     assert result.returncode == 1
     assert "FAIL routes: interface 'rc-absent' does not exist" in result.stdout
+    result = net.run(net.router, sys.executable, "-m", "routechain", "doctor", "--config",
+                     str(config), "--uplink", "eth9", check=False)
+    assert (result.returncode, result.stderr) == (
+        2, "route-chain: --uplink eth9: no such interface\n")
 
 
 def test_doctor_bad_input_is_one_line(tmp_path):
