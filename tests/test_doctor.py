@@ -376,6 +376,18 @@ def test_doctor_netns_shadowing_route(router):
         "198.18.0.4, 198.18.0.5, 198.18.0.6 route to 198.18.0.4/30 blackhole")
     assert any("2001:db8::4, 2001:db8::5, 2001:db8::6 route to 2001:db8::4/126 unicast via "
                "2001:db8:ff::2 dev r0" in line for line in failing(out)), out
+    # What the blackhole really does: the router drops the probes before
+    # their TTL counts, so a traceroute into it shows nothing at all.
+    net.run(net.router, "ip", "route", "add", "blackhole", "198.18.0.4/30")
+    try:
+        trace = net.run(net.client, "traceroute", "-n", "-q", "1", "-w", "1", "-m", "6",
+                        "198.18.0.6").stdout
+    finally:
+        net.run(net.router, "ip", "route", "del", "blackhole", "198.18.0.4/30")
+    assert trace.count("  *") == 6, trace
+    trace = net.run(net.client, "traceroute", "-n", "-q", "1", "-w", "1", "-m", "6",
+                    "198.18.0.6").stdout
+    assert " 6  198.18.0.6 " in trace, trace
 
 
 @pytest.mark.netns
@@ -398,6 +410,20 @@ def test_doctor_netns_proxy_ndp(router):
         net.run(net.router, "ip", "-6", "neigh", "del", "proxy", h, "dev", "r0")
     net.run(net.router, "ip", "-6", "addr", "del", "2001:db8::100:10/48", "dev", "r0")
     net.run(net.router, *sysctl("net.ipv6.conf.r0.proxy_ndp", 0))
+
+
+@pytest.mark.netns
+def test_doctor_netns_proxy_arp(router):
+    """The IPv4 chain inside a /16 on r0: on-link there, answered only with
+    proxy_arp (or an entry per hop)."""
+    break_and_fix(router, "proxy-ndp",
+                  [["ip", "addr", "add", "198.18.200.1/16", "dev", "r0"]],
+                  [sysctl("net.ipv4.conf.r0.proxy_arp", 1)],
+                  f"and {len(STORY)} of its {len(STORY)} hop addresses have no proxy ARP entry "
+                  "there (198.18.0.2, 198.18.0.3, 198.18.0.4, 198.18.0.5 and 1 more)")
+    net, _ = router
+    net.run(net.router, "ip", "addr", "del", "198.18.200.1/16", "dev", "r0")
+    net.run(net.router, *sysctl("net.ipv4.conf.r0.proxy_arp", 0))
 
 
 NFT_DROP_TE = """
