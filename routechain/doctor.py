@@ -183,6 +183,11 @@ def check_rp_filter(facts: Facts) -> list[Finding]:
     own via this uplink."""
     if 4 not in _families(facts.config):
         return []
+    if not facts.uplinks:
+        return [Finding("rp_filter", "no uplink: no default route and no --uplink, so "
+                        "rp_filter, per-uplink forwarding and accept_ra were not checked",
+                        "name the interfaces probes arrive on: --uplink IFACE (repeatable)",
+                        "note")]
     found = []
     default_devs = {dev for version, dev, _ in facts.defaults if version == 4}
     for up in facts.uplinks:

@@ -101,6 +101,13 @@ def test_doctor_sysctl_checks(sysctl, defaults, check, expected):
         assert " Fix: sysctl -w " in found[0]
 
 
+def test_doctor_without_an_uplink_says_what_it_did_not_check():
+    found = doctor.check_rp_filter(facts(uplinks=(), defaults=(),
+                                         sysctl={"net/ipv4/conf/all/rp_filter": "1"}))
+    assert [(f.level, f.fix) for f in found] == [
+        ("note", "name the interfaces probes arrive on: --uplink IFACE (repeatable)")]
+
+
 def test_doctor_routes_names_the_shadowing_route():
     ok = [Lookup(str(V4.hop_address(k)), "198.51.100.0/29", device="rc-test")
           for k in range(1, V4.length + 1)]
