@@ -35,10 +35,12 @@ from pyroute2.netlink import (NETLINK_GET_STRICT_CHK, NLM_F_ACK, NLM_F_CREATE, N
                               NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOL_NETLINK)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
-                                   RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+                                   RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
                                    RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
                                    RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -642,3 +644,161 @@ class Namespaces:
 def enter_namespace(name: str) -> None:
     """Move the calling process into a namespace (for a child's preexec_fn)."""
     netns.setns(name)
+
+
+# --- Reading the host, for `route-chain doctor` ------------------------------
+
+RTM_GETNEIGH = 30
+NTF_PROXY = 0x08
+RTM_F_FIB_MATCH = 0x2000   # answer a route lookup with the route that matched
+RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+            6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where the kernel sends a packet for `address` (`ip route get`):
+    the route that matched (prefix, type, device, gateway, protocol), or
+    `error` when there is none."""
+
+    address: str
+    prefix: str | None = None
+    kind: str = "unicast"
+    device: str | None = None
+    gateway: str | None = None
+    proto: int = 0
+    error: str | None = None
+
+
+class Reader:
+    """Read-only questions about the host's links, addresses, routes and
+    proxy neighbour entries; needs no privilege."""
+
+    def __init__(self) -> None:
+        try:
+            self._bulk = _Bulk()
+        except OSError as e:
+            raise SetupError(f"cannot open a netlink socket: {os.strerror(e.errno)}") from None
+        self._names: dict[int, str] | None = None
+
+    def close(self) -> None:
+        self._bulk.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def links(self) -> dict[int, str]:
+        """ifindex -> name."""
+        if self._names is None:
+            msg = ifinfmsg()
+            msg["header"]["type"] = RTM_GETLINK
+            msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+            self._names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._bulk.dump(msg)}
+        return self._names
+
+    def addresses(self) -> list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+        """(interface name, address/prefix length) of every address."""
+        names = self.links()
+        found = []
+        for msg in self._bulk.dump(_addr_dump()):
+            iface = _interface(msg)
+            if iface is not None:
+                found.append((names.get(msg["index"], f"#{msg['index']}"), iface))
+        return found
+
+    def default_routes(self) -> list[tuple[int, str | None, int]]:
+        """(IP version, device, protocol) of each default route in the main table."""
+        names = self.links()
+        found = []
+        for msg in self._bulk.dump(_route_dump(RT_TABLE_MAIN, None)):
+            key = _route_key(msg)
+            if key is None or key.prefix.prefixlen or key.table != RT_TABLE_MAIN \
+                    or msg["type"] != RTN_UNICAST:
+                continue
+            oifs = [_route_oif(msg)] + [hop["oif"] for hop in msg.get_attr("RTA_MULTIPATH") or ()]
+            for oif in filter(None, oifs):
+                found.append((key.prefix.version, names.get(oif), msg["proto"]))
+        return found
+
+    def lookup(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Lookup:
+        """The route the kernel picks for a packet to `address` from this host."""
+        msg = rtmsg()
+        msg["header"]["type"] = RTM_GETROUTE
+        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["family"] = _family(address.version)
+        msg["dst_len"] = address.max_prefixlen
+        msg["flags"] = RTM_F_FIB_MATCH
+        msg["attrs"] = [("RTA_DST", str(address))]
+        try:
+            answer = self._ask(msg)
+        except _Refused as e:
+            # A blackhole, unreachable or prohibit route is answered with
+            # its errno (even with RTM_F_FIB_MATCH): find it in a dump.
+            kind = _REFUSAL_TYPES.get(e.code)
+            prefix = self._covering(address, kind) if kind else None
+            if prefix is None:
+                return Lookup(str(address), error=_reason(e.code))
+            return Lookup(str(address), prefix, kind)
+        dst = answer.get_attr("RTA_DST") or ("0.0.0.0" if address.version == 4 else "::")
+        oif = _route_oif(answer)
+        return Lookup(str(address), f"{dst}/{answer['dst_len']}",
+                      RT_TYPES.get(answer["type"], str(answer["type"])),
+                      self.links().get(oif) if oif else None,
+                      answer.get_attr("RTA_GATEWAY"), answer["proto"])
+
+    def _covering(self, address, kind: str) -> str | None:
+        """The longest route of type `kind`, in any table, holding address."""
+        best = None
+        for msg in self._bulk.dump(_route_dump(0, None)):
+            key = _route_key(msg)
+            if key is None or RT_TYPES.get(msg["type"]) != kind \
+                    or key.prefix.version != address.version or address not in key.prefix:
+                continue
+            if best is None or key.prefix.prefixlen > best.prefixlen:
+                best = key.prefix
+        return str(best) if best is not None else None
+
+    def proxy_entries(self) -> set[tuple[str, str]]:
+        """(interface name, address) of every proxy neighbour entry
+        (`ip neigh show proxy`: NTF_PROXY), IPv4 and IPv6."""
+        names = self.links()
+        msg = ndmsg()
+        msg["header"]["type"] = RTM_GETNEIGH
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["family"] = socket.AF_UNSPEC
+        msg["flags"] = NTF_PROXY
+        found = set()
+        for answer in self._bulk.dump(msg):
+            dst = answer.get_attr("NDA_DST")
+            if dst is not None and answer["flags"] & NTF_PROXY:
+                found.add((names.get(answer["ifindex"], f"#{answer['ifindex']}"),
+                           str(ipaddress.ip_address(dst))))
+        return found
+
+    def _ask(self, msg):
+        """One request, one answer (not a dump)."""
+        bulk = self._bulk
+        bulk._seq += 1
+        seq = msg["header"]["sequence_number"] = bulk._seq
+        msg.encode()
+        bulk._send(msg.data)
+        while True:
+            for answer in bulk._receive():
+                if answer["header"]["sequence_number"] != seq:
+                    continue
+                if answer["header"]["type"] == NLMSG_ERROR:
+                    raise _Refused(abs(answer["error"] or 0) or errno.EINVAL)
+                return answer
+
+
+_REFUSAL_TYPES = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
+                  errno.EACCES: "prohibit"}
+
+
+class _Refused(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
