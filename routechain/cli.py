@@ -215,13 +215,16 @@ def cmd_doctor(argv: list[str]) -> int:
     return status
 
 
+# The subcommands, by the word that names them (the man page lists the same).
+COMMANDS = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+            "demo": cmd_demo, "reload": cmd_reload, "doctor": cmd_doctor}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
-                "demo": cmd_demo, "reload": cmd_reload, "doctor": cmd_doctor}
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         return cmd_run(argv)
     except RouteChainError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

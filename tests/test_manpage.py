@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from routechain import __version__
-from routechain.cli import SUBCOMMANDS
+from routechain.cli import COMMANDS
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "route-chain.8"
 
@@ -33,8 +33,8 @@ def help_options(*command: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("command", [(), *((c,) for c in SUBCOMMANDS)],
-                         ids=["serve", *SUBCOMMANDS])
+@pytest.mark.parametrize("command", [(), *((c,) for c in COMMANDS)],
+                         ids=["serve", *COMMANDS])
 def test_manpage_lists_every_option(command):
     text = page_text()
     options = help_options(*command)
@@ -47,7 +47,7 @@ def test_manpage_has_every_subcommand():
     text = page_text()
     commands = re.findall(r"^\.TP\n\.B (\w+)\b", text.split(".SH COMMANDS")[1].split(".SH ")[0],
                           re.MULTILINE)
-    assert sorted(commands) == sorted(SUBCOMMANDS)
+    assert sorted(commands) == sorted(COMMANDS)
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="needs man (man-db)")
