@@ -43,60 +43,18 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .chain import Interface
-from .config import Route
 from .errors import SetupError
+from .plan import RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
 IFF_UP = 0x01
 NUD_PERMANENT = 0x80
 RTPROT_STATIC = 4          # what our routes carry, as `ip route` makes them
 RTN_UNICAST = 1
-RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252      # rtm_table when the table id needs RTA_TABLE
-IP6_RT_PRIO_USER = 1024    # the kernel's metric for an IPv6 route given none
 WINDOW = 256               # requests per send(): their acks fit the receive buffer
 RCVBUF = 4 << 20
 TIMEOUT = 10.0             # seconds the kernel may take to answer a window
-
-
-@dataclass(frozen=True)
-class RouteKey:
-    """A route as the kernel tells routes apart: prefix, table and metric,
-    with the kernel's defaults filled in."""
-
-    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
-    table: int
-    metric: int
-
-    @classmethod
-    def of(cls, route: Route) -> "RouteKey":
-        metric = route.metric or 0
-        if route.prefix.version == 6 and metric == 0:
-            metric = IP6_RT_PRIO_USER  # as the kernel stores it (ip6_route_info_create)
-        return cls(route.prefix, route.table if route.table is not None else RT_TABLE_MAIN,
-                   metric)
-
-    def __str__(self) -> str:
-        table = "" if self.table == RT_TABLE_MAIN else f" table {self.table}"
-        return f"{self.prefix}{table} metric {self.metric}"
-
-
-@dataclass(frozen=True)
-class State:
-    """What the kernel holds: the addresses on our link and those of every
-    other interface (address -> interface name), as (packed address,
-    prefix length) pairs: decoding 10,000 of them must stay cheap; our
-    routes in the tables asked about; whether the link is up."""
-
-    addresses: frozenset[tuple[bytes, int]]
-    elsewhere: dict[bytes, str]
-    routes: frozenset[RouteKey]
-    up: bool
-
-
-def address_key(interface: Interface) -> tuple[bytes, int]:
-    """An Interface as State holds addresses."""
-    return interface.ip.packed, interface.network.prefixlen
 
 
 class Link:
@@ -112,7 +70,7 @@ class Link:
             self._bulk = _Bulk()
         except NetlinkError as e:
             self.close()
-            raise SetupError(f"cannot look up interface {name!r}: {_reason(e.code)}") from None
+            raise SetupError(f"cannot look up interface {name!r}: {reason(e.code)}") from None
         except OSError as e:
             self.close()
             raise SetupError(f"cannot open a netlink socket: {os.strerror(e.errno)}") from None
@@ -159,7 +117,7 @@ class Link:
                 if msg["index"] == self.index:
                     up = bool(msg["flags"] & IFF_UP)
         except NetlinkError as e:
-            raise SetupError(f"cannot list interfaces: {_reason(e.code)}") from None
+            raise SetupError(f"cannot list interfaces: {reason(e.code)}") from None
         mine, elsewhere = set(), {}
         for msg in self._bulk.dump(_addr_dump(), self._bulk.fields_only):
             packed = _local_address(msg)
@@ -226,24 +184,13 @@ class Link:
         try:
             fn(command, **kwargs)
         except NetlinkError as e:
-            raise SetupError(f"cannot {what}: {_reason(e.code)}") from None
+            raise SetupError(f"cannot {what}: {reason(e.code)}") from None
 
     def __enter__(self) -> "Link":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def reason(code: int) -> str:
-    """An errno from the kernel as a refusal's reason."""
-    return _reason(code)
-
-
-def _reason(code: int) -> str:
-    if code == errno.EPERM:
-        return "operation not permitted (CAP_NET_ADMIN is needed)"
-    return os.strerror(code) if code else "unknown error"
 
 
 _GONE = {errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT}
@@ -433,7 +380,7 @@ class _Bulk:
                     return
                 if kind == NLMSG_ERROR:
                     if answer["error"]:
-                        raise SetupError(f"netlink dump refused: {_reason(abs(answer['error']))}")
+                        raise SetupError(f"netlink dump refused: {reason(abs(answer['error']))}")
                     return
                 yield answer
 

@@ -10,7 +10,8 @@ import socket
 import pytest
 
 from routechain.config import Route
-from routechain.netlink import RouteKey, _AddressFields, _addr_msg, _local_address, _WatchedOnly
+from routechain.plan import RouteKey
+from routechain.netlink import _AddressFields, _addr_msg, _local_address, _WatchedOnly
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl

@@ -1,0 +1,257 @@
+"""Reconciling, decided: what to change on the link so that the kernel
+holds the desired state. Pure: no I/O, no clock, no logging; frozen
+dataclasses in, frozen dataclasses out (desired.py sends the actions over
+netlink and keeps the accounts).
+
+`plan(desired, state, owned)` compares the desired state (the chains'
+addresses, the routes) with what the kernel holds (`State`, a dump) and
+with what this daemon added (`Owned`), and returns the `Plan`: the actions
+in the order they must be sent, and the refusals it already knows of.
+`settle(action, code, ...)` decides what a kernel's refusal of an action
+means (it is there, it is someone else's, or to be tried again).
+
+The rules, each a reason:
+- What is not ours is never taken: a chain whose address is on another
+  interface (and not on ours) is refused, so left out.
+- The link comes up first: a route through a down link is refused, and
+  bringing it up changes what the kernel holds, so the rest is planned
+  again from a fresh dump (desired.py).
+- An address of ours that a new one would clash with goes first: IPv6
+  holds one prefix length per address, and an IPv4 address added in the
+  prefix of another becomes its secondary, which the kernel deletes with
+  the primary (unless promote_secondaries is set).
+- What we added and no longer want goes last, so that nothing that stays
+  loses its address or route for an instant.
+- Something of ours that vanished and is no longer wanted is forgotten.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Union
+
+from .chain import Chain, Interface
+from .config import Route
+
+RT_TABLE_MAIN = 254
+IP6_RT_PRIO_USER = 1024    # the kernel's metric for an IPv6 route given none
+
+
+@dataclass(frozen=True)
+class RouteKey:
+    """A route as the kernel tells routes apart: prefix, table and metric,
+    with the kernel's defaults filled in."""
+
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
+    table: int
+    metric: int
+
+    @classmethod
+    def of(cls, route: Route) -> "RouteKey":
+        metric = route.metric or 0
+        if route.prefix.version == 6 and metric == 0:
+            metric = IP6_RT_PRIO_USER  # as the kernel stores it (ip6_route_info_create)
+        return cls(route.prefix, route.table if route.table is not None else RT_TABLE_MAIN,
+                   metric)
+
+    def __str__(self) -> str:
+        table = "" if self.table == RT_TABLE_MAIN else f" table {self.table}"
+        return f"{self.prefix}{table} metric {self.metric}"
+
+
+@dataclass(frozen=True)
+class State:
+    """What the kernel holds: the addresses on our link and those of every
+    other interface (address -> interface name), as (packed address,
+    prefix length) pairs: decoding 10,000 of them must stay cheap; our
+    routes in the tables asked about; whether the link is up."""
+
+    addresses: frozenset[tuple[bytes, int]]
+    elsewhere: dict[bytes, str]
+    routes: frozenset[RouteKey]
+    up: bool
+
+
+def address_key(interface: Interface) -> tuple[bytes, int]:
+    """An Interface as State holds addresses."""
+    return interface.ip.packed, interface.network.prefixlen
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the configuration asks of the link: its chains and routes."""
+
+    chains: tuple[Chain, ...]
+    routes: tuple[Route, ...]
+
+    def route_keys(self) -> dict[RouteKey, Route]:
+        """The routes by key; two with one key are one route (the first's place)."""
+        return {RouteKey.of(r): r for r in self.routes}
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What this daemon added and has not removed."""
+
+    addresses: frozenset[Interface] = frozenset()
+    routes: frozenset[RouteKey] = frozenset()
+
+
+# --- actions, sent in order; consecutive ones of a kind go in one bulk request
+
+@dataclass(frozen=True)
+class SetUp:
+    """Bring the link up (it was ours and up: a put-back)."""
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    interface: Interface
+    where: str          # the chain's place in the config, for a refusal
+    put_back: bool      # ours before, gone since: a repair
+
+
+@dataclass(frozen=True)
+class DeleteAddress:
+    interface: Interface
+
+
+@dataclass(frozen=True)
+class AddRoute:
+    key: RouteKey
+    route: Route
+    put_back: bool
+
+
+@dataclass(frozen=True)
+class DeleteRoute:
+    key: RouteKey
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Ours once, gone from the kernel, no longer wanted: ours no more."""
+
+    interface: Interface
+
+
+Action = Union[SetUp, AddAddress, DeleteAddress, AddRoute, DeleteRoute, Forget]
+
+
+# --- what cannot be done, as data
+
+@dataclass(frozen=True)
+class Refusal:
+    """Not ours to take: left out of what is applied (`what`), never retried
+    until the next reload or repair finds it free."""
+
+    what: str
+    message: str
+    route: RouteKey | None = None   # a route left out
+
+
+@dataclass(frozen=True)
+class Postponement:
+    """Refused for another reason (the link went down meanwhile...): kept
+    in the desired state, for the next repair or reload to try again."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    refusals: tuple[Refusal, ...] = ()
+    chains: tuple[Chain, ...] = ()           # the chains kept: not refused
+    routes: tuple[Route, ...] = field(default=())  # the routes, one per key
+
+    @property
+    def put_back(self) -> tuple[str, ...]:
+        """What the plan puts back that was ours, as the repair log says it."""
+        said = []
+        for a in self.actions:
+            if isinstance(a, AddAddress) and a.put_back:
+                said.append(f"address {a.interface}")
+            elif isinstance(a, AddRoute) and a.put_back:
+                said.append(f"route {a.key}")
+        return tuple(said)
+
+
+def plan(desired: Desired, state: State, owned: Owned) -> Plan:
+    """The actions that make the kernel hold `desired`; see the module's rules."""
+    if not state.up:
+        return Plan((SetUp(),), chains=desired.chains, routes=desired.routes)
+
+    refusals: list[Refusal] = []
+    kept: list[Chain] = []
+    for chain in desired.chains:
+        iface = chain.interface
+        holder = state.elsewhere.get(iface.ip.packed)
+        if holder is not None and address_key(iface) not in state.addresses:
+            refusals.append(Refusal(
+                f"chain {iface}", f"chain {iface} ({chain.where}): address {iface.ip} is "
+                f"already on interface {holder!r}; route-chain never takes over an address "
+                "it did not add"))
+            continue
+        kept.append(chain)
+    want = {c.interface: c for c in kept}
+
+    ours = [i for i in sorted(owned.addresses, key=_order)
+            if address_key(i) in state.addresses]
+    clashes = {_clash_key(i) for i in want if address_key(i) not in state.addresses}
+    first = [i for i in ours if i not in want and _clash_key(i) in clashes]
+    present = state.addresses - {address_key(i) for i in first}
+
+    by_key = desired.route_keys()
+    actions: list[Action] = [DeleteAddress(i) for i in first]
+    actions += [AddAddress(i, c.where, i in owned.addresses)
+                for i, c in want.items() if address_key(i) not in present]
+    actions += [AddRoute(k, r, k in owned.routes)
+                for k, r in by_key.items() if k not in state.routes]
+    actions += [DeleteRoute(k) for k in sorted(owned.routes, key=_order) if k not in by_key]
+    actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
+    actions += [Forget(i) for i in sorted(owned.addresses, key=_order)
+                if i not in want and address_key(i) not in state.addresses]
+    return Plan(tuple(actions), tuple(refusals), tuple(kept), tuple(by_key.values()))
+
+
+def settle(action: AddAddress | AddRoute, code: int, link: str,
+           holder: str = "a route") -> Refusal | Postponement | None:
+    """What the kernel's errno `code` for an add means: None when what was
+    to be added is there anyway (an address added meanwhile), a Refusal
+    when it is someone else's (a route that exists: `holder` says how `ip
+    route` would show it), else a Postponement."""
+    if isinstance(action, AddAddress):
+        if code == errno.EEXIST:
+            return None
+        return Postponement(f"chain {action.interface} ({action.where}): cannot add address "
+                            f"{action.interface} to {link!r}: {reason(code)}")
+    route, key = action.route, action.key
+    if code == errno.EEXIST:
+        return Refusal(f"route {route.prefix}",
+                       f"route {route.prefix} ({route.where}): a route to {key} already "
+                       f"exists ({holder}); route-chain never replaces a route it did not add",
+                       route=key)
+    return Postponement(f"route {route.prefix} ({route.where}): cannot add it through "
+                        f"{link!r}: {reason(code)}")
+
+
+def reason(code: int) -> str:
+    """An errno from the kernel as a refusal's reason."""
+    if code == errno.EPERM:
+        return "operation not permitted (CAP_NET_ADMIN is needed)"
+    return os.strerror(code) if code else "unknown error"
+
+
+def _clash_key(iface: Interface) -> object:
+    return iface.ip if iface.version == 6 else iface.network
+
+
+def _order(item: Interface | RouteKey) -> tuple:
+    """A stable order for what comes from a set: the same plan every time."""
+    if isinstance(item, RouteKey):
+        return (item.prefix.version, item.prefix, item.table, item.metric)
+    return (item.version, item.ip, item.network.prefixlen)

@@ -1,0 +1,194 @@
+"""routechain.plan, by tables: what reconciling decides, without a kernel.
+
+Each case is the desired state (chains, routes), what the kernel holds (a
+State as netlink.Link.state() dumps it) and what is ours, and the one
+plan that must come out: its actions in order, its refusals, the chains
+kept. A second table settles what the kernel answers to an add.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+
+import pytest
+
+from routechain.chain import Chain
+from routechain.config import Route
+from routechain.plan import (AddAddress, AddRoute, DeleteAddress, DeleteRoute, Desired, Forget,
+                             Owned, Postponement, Refusal, RouteKey, SetUp, State, address_key,
+                             plan, settle)
+
+A4 = "198.18.0.1/24"
+A4_MOVED = "198.18.0.1/25"      # the same address, another prefix length
+A4_OTHER = "198.18.0.9/24"      # same prefix as A4: an IPv4 clash
+A4_B = "198.19.0.1/24"
+A6 = "2001:db8::1/64"
+A6_WIDE = "2001:db8::1/48"      # the same IPv6 address, another prefix length
+R4 = ("198.19.128.0/17", 100, None)
+R6 = ("2001:db8:1::/48", None, None)
+
+
+def iface(text: str):
+    return ipaddress.ip_interface(text)
+
+
+def chain(text: str) -> Chain:
+    return Chain(iface(text), where=f"rc.toml:{text}")
+
+
+def route(spec: tuple) -> Route:
+    prefix, table, metric = spec
+    return Route(ipaddress.ip_network(prefix), table, metric, where=f"rc.toml:{prefix}")
+
+
+def key(spec: tuple) -> RouteKey:
+    return RouteKey.of(route(spec))
+
+
+def state(addresses=(), elsewhere=None, routes=(), up=True) -> State:
+    return State(frozenset(address_key(iface(a)) for a in addresses),
+                 {iface(a).ip.packed: name for a, name in (elsewhere or {}).items()},
+                 frozenset(key(r) for r in routes), up)
+
+
+def owned(addresses=(), routes=()) -> Owned:
+    return Owned(frozenset(iface(a) for a in addresses), frozenset(key(r) for r in routes))
+
+
+def shown(action) -> str:
+    """An action as one short word and its object, for readable tables."""
+    name = type(action).__name__
+    if isinstance(action, AddAddress):
+        return f"{name} {action.interface}" + (" (put back)" if action.put_back else "")
+    if isinstance(action, AddRoute):
+        return f"{name} {action.key}" + (" (put back)" if action.put_back else "")
+    if isinstance(action, (DeleteAddress, Forget)):
+        return f"{name} {action.interface}"
+    if isinstance(action, DeleteRoute):
+        return f"{name} {action.key}"
+    return name
+
+
+# (case, chains, routes, state, owned) -> (actions, refused, chains kept)
+CASES = [
+    ("nothing to do",
+     [A4, A6], [R4], state([A4, A6], routes=[R4]), owned([A4, A6], [R4]),
+     [], [], [A4, A6]),
+    ("first start: everything added, nothing is a put-back",
+     [A4, A6], [R4, R6], state(), owned(),
+     [f"AddAddress {A4}", f"AddAddress {A6}", "AddRoute 198.19.128.0/17 table 100 metric 0",
+      "AddRoute 2001:db8:1::/48 metric 1024"], [], [A4, A6]),
+    ("an address of ours deleted: put back",
+     [A4, A6], [], state([A4]), owned([A4, A6]),
+     [f"AddAddress {A6} (put back)"], [], [A4, A6]),
+    ("a route of ours deleted: put back",
+     [A4], [R4], state([A4]), owned([A4], [R4]),
+     ["AddRoute 198.19.128.0/17 table 100 metric 0 (put back)"], [], [A4]),
+    ("the address moved away: on another interface and not on ours, refused",
+     [A4, A6], [], state([A6], elsewhere={A4: "lo"}), owned([A4, A6]),
+     [f"Forget {A4}"], ["chain 198.18.0.1/24"], [A6]),
+    ("the address also on another interface, and on ours: still ours",
+     [A4], [], state([A4], elsewhere={A4: "lo"}), owned([A4]),
+     [], [], [A4]),
+    ("the address held elsewhere, never ours: refused, nothing forgotten",
+     [A4], [], state(elsewhere={A4: "eth0"}), owned(),
+     [], ["chain 198.18.0.1/24"], []),
+    ("the link down: brought up first, the rest planned from a fresh dump",
+     [A4, A6], [R4], state([A4], up=False), owned([A4, A6], [R4]),
+     ["SetUp"], [], [A4, A6]),
+    ("a chain removed: its address deleted last, after what is added",
+     [A4_B], [], state([A4, A6]), owned([A4, A6]),
+     [f"AddAddress {A4_B}", f"DeleteAddress {A4}", f"DeleteAddress {A6}"], [], [A4_B]),
+    ("a chain and a route removed: routes go before addresses",
+     [A4], [], state([A4, A6], routes=[R4]), owned([A4, A6], [R4]),
+     ["DeleteRoute 198.19.128.0/17 table 100 metric 0", f"DeleteAddress {A6}"], [], [A4]),
+    ("an IPv4 address clashing with one of ours in the same prefix: ours goes first",
+     [A4_OTHER], [], state([A4]), owned([A4]),
+     [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}"], [], [A4_OTHER]),
+    ("an IPv4 address in another prefix: no clash, the old one goes last",
+     [A4_B], [], state([A4]), owned([A4]),
+     [f"AddAddress {A4_B}", f"DeleteAddress {A4}"], [], [A4_B]),
+    ("one IPv4 address with a new prefix length: IPv4 holds both, the old one goes last",
+     [A4_MOVED], [], state([A4]), owned([A4]),
+     [f"AddAddress {A4_MOVED}", f"DeleteAddress {A4}"], [], [A4_MOVED]),
+    ("one IPv6 address with a new prefix length: the old one goes first",
+     [A6_WIDE], [], state([A6]), owned([A6]),
+     [f"DeleteAddress {A6}", f"AddAddress {A6_WIDE}"], [], [A6_WIDE]),
+    ("a clashing address that is not ours is left alone",
+     [A4_OTHER], [], state([A4]), owned(),
+     [f"AddAddress {A4_OTHER}"], [], [A4_OTHER]),
+    ("ours, gone and no longer wanted: forgotten, not deleted",
+     [A4], [], state([A4]), owned([A4, A6]),
+     [f"Forget {A6}"], [], [A4]),
+    ("a route of ours no longer wanted and gone: deleted all the same (gone is no failure)",
+     [A4], [], state([A4]), owned([A4], [R4]),
+     ["DeleteRoute 198.19.128.0/17 table 100 metric 0"], [], [A4]),
+    ("the route held by someone else: present in the dump only if ours, so it is tried "
+     "(and settled below)",
+     [A4], [R6], state([A4]), owned([A4]),
+     ["AddRoute 2001:db8:1::/48 metric 1024"], [], [A4]),
+    ("the kernel's IPv6 metric: a route given none is the one stored with 1024",
+     [], [("2001:db8:1::/48", None, 0)], state(routes=[R6]), owned(routes=[R6]),
+     [], [], []),
+]
+
+
+@pytest.mark.parametrize("case, chains, routes, st, ours, actions, refused, kept", CASES,
+                         ids=[c[0] for c in CASES])
+def test_plan(case, chains, routes, st, ours, actions, refused, kept):
+    got = plan(Desired(tuple(chain(c) for c in chains), tuple(route(r) for r in routes)),
+               st, ours)
+    assert [shown(a) for a in got.actions] == actions
+    assert [r.what for r in got.refusals] == refused
+    assert [str(c.interface) for c in got.chains] == kept
+
+
+def test_plan_refusal_names_the_address_and_its_holder():
+    got = plan(Desired((chain(A4),), ()), state(elsewhere={A4: "lo"}), owned())
+    assert [r.message for r in got.refusals] == [
+        f"chain {A4} (rc.toml:{A4}): address 198.18.0.1 is already on interface 'lo'; "
+        "route-chain never takes over an address it did not add"]
+
+
+def test_plan_routes_are_one_per_key():
+    """Two routes the kernel cannot tell apart are one (the first one's place)."""
+    got = plan(Desired((), (route(R6), route(("2001:db8:1::/48", None, 1024)))),
+               state(), owned())
+    assert [shown(a) for a in got.actions] == ["AddRoute 2001:db8:1::/48 metric 1024"]
+    assert [r.where for r in got.routes] == ["rc.toml:2001:db8:1::/48"]
+
+
+def test_plan_is_the_same_every_time():
+    """Sets in, a list out: the order does not depend on hashing."""
+    many = [f"198.18.{i}.1/24" for i in range(40)]
+    args = (Desired((), ()), state(many), owned(many))
+    first = plan(*args)
+    assert all(plan(*args) == first for _ in range(5))
+    assert [shown(a) for a in first.actions] == [f"DeleteAddress {a}" for a in many]
+
+
+ADD4 = AddAddress(iface(A4), "rc.toml:3", False)
+ADDR6 = AddRoute(key(R6), route(R6), False)
+
+
+@pytest.mark.parametrize("action, code, want", [
+    # Added meanwhile, by someone: it is there, nothing to say.
+    (ADD4, errno.EEXIST, None),
+    (ADD4, errno.ENETDOWN, Postponement(
+        f"chain {A4} (rc.toml:3): cannot add address {A4} to 'rc0': Network is down")),
+    (ADD4, errno.EPERM, Postponement(
+        f"chain {A4} (rc.toml:3): cannot add address {A4} to 'rc0': operation not permitted "
+        "(CAP_NET_ADMIN is needed)")),
+    # The route held by someone else: refused, left out, never replaced.
+    (ADDR6, errno.EEXIST, Refusal(
+        "route 2001:db8:1::/48",
+        "route 2001:db8:1::/48 (rc.toml:2001:db8:1::/48): a route to 2001:db8:1::/48 metric "
+        "1024 already exists (dev lo proto static); route-chain never replaces a route it did "
+        "not add", route=key(R6))),
+    (ADDR6, errno.ENETDOWN, Postponement(
+        "route 2001:db8:1::/48 (rc.toml:2001:db8:1::/48): cannot add it through 'rc0': "
+        "Network is down")),
+])
+def test_settle(action, code, want):
+    assert settle(action, code, "rc0", "dev lo proto static") == want
