@@ -98,7 +98,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface))
+        link = stack.enter_context(Link(settings.interface, config.routing.protocol))
         link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
@@ -124,6 +124,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
+        # Routes first, while everything else still serves: a routing
+        # daemon withdraws their announcement before the TUN goes.
+        keeper.stop()
+        keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
 
@@ -211,6 +215,9 @@ class Running:
             if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
                                                             old.limits.seed):
                 log.warning("reload: limits.delay_pool and limits.seed need a restart")
+            if new.routing.protocol != self.link.protocol:
+                log.warning("reload: daemon.route_protocol needs a restart: keeping %d",
+                            self.link.protocol)
             table = core.Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.

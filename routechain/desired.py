@@ -1,8 +1,11 @@
 """The link's desired state, and keeping it.
 
 What the configuration asks for on the TUN is its desired state: one
-address per chain (the chain's host, with its prefix), the extra routes,
-and the link up. `Keeper.adopt` makes the kernel hold it by comparing with
+address per chain (the chain's host, with its prefix) and the chain's
+prefix route, the extra routes, and the link up. Every route carries the
+configured protocol number (config.Routing), and the addresses are added
+without the kernel's own prefix route, so a routing daemon can learn the
+chains' routes by protocol and announce them exactly while the TUN lives. `Keeper.adopt` makes the kernel hold it by comparing with
 what the kernel reports (a dump, never a memory of what was done), so a
 SIGHUP re-applies everything that went missing, not only what changed in
 the file. Between reloads a netlink Monitor reports losses (an address
@@ -34,8 +37,8 @@ from collections import deque
 from itertools import groupby
 from typing import Callable
 
-from .chain import Chain, Interface
-from .config import Config, Route
+from .chain import Interface
+from .config import Config
 from .errors import RouteChainError, SetupError
 from .netlink import Event, Link, Monitor
 from .plan import (Action, AddAddress, AddRoute, DeleteAddress, DeleteRoute, Desired, Forget,
@@ -61,14 +64,13 @@ class Applier:
         self.repairs = 0                   # things put back that had gone missing
         self.postponed = False             # something to be tried again
 
-    def reconcile(self, chains: tuple[Chain, ...], routes: tuple[Route, ...], strict: bool,
-                  notes: list[str], log_repairs: bool) -> tuple[tuple, tuple]:
+    def reconcile(self, desired: Desired, strict: bool, notes: list[str],
+                  log_repairs: bool) -> tuple[tuple, tuple]:
         """The one place that changes the link: see Keeper.adopt(). The plan says
         what to do (plan.py); this sends it and keeps the accounts. What was
         ours, went missing and is put back counts in `repairs`, and is
         logged now (log_repairs) or added to notes."""
         link = self._link
-        desired = Desired(chains, routes)
         tables = {k.table for k in desired.route_keys()}
         steps = plan(desired, link.state(tables), self._owned())
         put_back: list[str] = []
@@ -197,8 +199,7 @@ class Keeper:
         """The Applier's pass; what it postponed is tried again RETRY_INTERVAL later."""
         self._applier.postponed = False
         try:
-            return self._applier.reconcile(config.chains, config.routes, strict, notes,
-                                           log_repairs)
+            return self._applier.reconcile(_desired(config), strict, notes, log_repairs)
         finally:
             if self._applier.postponed:
                 self._retry_at = time.monotonic() + RETRY_INTERVAL
@@ -213,7 +214,7 @@ class Keeper:
         """Start the netlink Monitor; wake() is called (from its thread)
         when something may need repair."""
         self._wake = wake
-        self._monitor = Monitor(self._link.index, self._note)
+        self._monitor = Monitor(self._link.index, self._note, self._link.protocol)
 
     def stop(self) -> None:
         if self._monitor is not None:
@@ -256,7 +257,7 @@ class Keeper:
         if not events or self.config is None:
             return
         wanted = {c.interface for c in self.config.chains}
-        routes = {RouteKey.of(r) for r in self.config.routes}
+        routes = set(_desired(self.config).route_keys())
         losses = [e for e in events if e.kind in ("down", "gone", "overrun", "retry")
                   or (e.kind == "address" and e.item in wanted)
                   or (e.kind == "route" and e.item in routes)]
@@ -279,6 +280,11 @@ class Keeper:
             if note not in self._warned:
                 self._warned.add(note)
                 log.warning("repair: %s", note)
+
+
+def _desired(config: Config) -> Desired:
+    routing = config.routing
+    return Desired(config.chains, config.routes, routing.table, routing.metric)
 
 
 def _listed(items: list[str]) -> str:

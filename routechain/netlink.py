@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable, Iterator
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -44,12 +45,13 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .chain import Interface
 from .errors import SetupError
+from .settings import ROUTE_PROTOCOL
 from .plan import RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
+IFA_F_NOPREFIXROUTE = 0x200  # linux/if_addr.h: past ifa_flags' 8 bits, so in IFA_FLAGS
 IFF_UP = 0x01
 NUD_PERMANENT = 0x80
-RTPROT_STATIC = 4          # what our routes carry, as `ip route` makes them
 RTN_UNICAST = 1
 RT_TABLE_COMPAT = 252      # rtm_table when the table id needs RTA_TABLE
 WINDOW = 256               # requests per send(): their acks fit the receive buffer
@@ -58,10 +60,12 @@ TIMEOUT = 10.0             # seconds the kernel may take to answer a window
 
 
 class Link:
-    """One interface, by name, and what we configure on it."""
+    """One interface, by name, and what we configure on it; our routes
+    carry `protocol` (rtm_protocol), which tells them from everyone else's."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, protocol: int = ROUTE_PROTOCOL) -> None:
         self.name = name
+        self.protocol = protocol
         # Subscribed to nothing: notifications are the Monitor's to read.
         self._ipr = IPRoute(groups=0)
         self._bulk: _Bulk | None = None
@@ -129,10 +133,10 @@ class Link:
                 elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
         routes = set()
         for table in set(tables):
-            for msg in self._bulk.dump(_route_dump(table, self.index, RTPROT_STATIC)):
+            for msg in self._bulk.dump(_route_dump(table, self.index, self.protocol)):
                 key = _route_key(msg)
                 if key is not None and _route_oif(msg) == self.index \
-                        and msg["proto"] == RTPROT_STATIC and key.table == table:
+                        and msg["proto"] == self.protocol and key.table == table:
                     routes.add(key)
         return State(frozenset(mine), elsewhere, frozenset(routes), up)
 
@@ -153,18 +157,20 @@ class Link:
     # --- changes, in bulk; each returns {item: errno} for what failed
 
     def add_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
-        """The chains' host addresses; IPv6 without DAD, as nobody else is on the link."""
+        """The chains' host addresses, without the kernel's prefix route
+        (the prefix route is ours: Keeper adds it with our protocol); IPv6
+        without DAD, as nobody else is on the link."""
         return self._create(_addr_msg, RTM_NEWADDR, interfaces)
 
     def del_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
         return self._delete(_addr_msg, RTM_DELADDR, interfaces)
 
     def add_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
-        return self._create(_route_msg, RTM_NEWROUTE, keys)
+        return self._create(partial(_route_msg, proto=self.protocol), RTM_NEWROUTE, keys)
 
     def del_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
-        """Only routes through this link that we made (proto static) match."""
-        return self._delete(_route_msg, RTM_DELROUTE, keys)
+        """Only routes through this link that we made (our protocol) match."""
+        return self._delete(partial(_route_msg, proto=self.protocol), RTM_DELROUTE, keys)
 
     def _create(self, build: Callable, kind: int, items: Iterable) -> dict:
         """Exclusive: what exists already fails (EEXIST), never replaced."""
@@ -208,11 +214,13 @@ def _addr_msg(kind: int, flags: int, index: int, interface: Interface) -> ifaddr
     msg["header"]["flags"] = flags
     msg["family"] = _family(interface.version)
     msg["prefixlen"] = interface.network.prefixlen
-    msg["flags"] = IFA_F_NODAD if interface.version == 6 else 0
+    flags = IFA_F_NOPREFIXROUTE | (IFA_F_NODAD if interface.version == 6 else 0)
+    msg["flags"] = flags & 0xff
     msg["scope"] = 0
     msg["index"] = index
-    # The kernel takes IFA_LOCAL for IFA_ADDRESS too when it comes alone.
-    msg["attrs"] = [("IFA_LOCAL", str(interface.ip))]
+    # The kernel takes IFA_LOCAL for IFA_ADDRESS too when it comes alone,
+    # and IFA_FLAGS over ifa_flags.
+    msg["attrs"] = [("IFA_LOCAL", str(interface.ip)), ("IFA_FLAGS", flags)]
     return msg
 
 
@@ -224,14 +232,14 @@ def _addr_dump() -> ifaddrmsg:
     return msg
 
 
-def _route_msg(kind: int, flags: int, index: int, key: RouteKey) -> rtmsg:
+def _route_msg(kind: int, flags: int, index: int, key: RouteKey, proto: int) -> rtmsg:
     msg = rtmsg()
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
     msg["family"] = _family(key.prefix.version)
     msg["dst_len"] = key.prefix.prefixlen
     msg["table"] = key.table if key.table < 256 else RT_TABLE_COMPAT
-    msg["proto"] = RTPROT_STATIC
+    msg["proto"] = proto
     msg["scope"] = 0
     msg["type"] = RTN_UNICAST
     msg["attrs"] = [("RTA_DST", str(key.prefix.network_address)), ("RTA_OIF", index),
@@ -445,8 +453,10 @@ class Monitor:
     thread of its own; `report(event)` is called there for each Event on
     the link with index `index` (it must be quick and thread-safe)."""
 
-    def __init__(self, index: int, report: Callable[[Event], None]) -> None:
+    def __init__(self, index: int, report: Callable[[Event], None],
+                 protocol: int = ROUTE_PROTOCOL) -> None:
         self._index = index
+        self._protocol = protocol
         self._report = report
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                    socket.NETLINK_ROUTE)
@@ -505,7 +515,7 @@ class Monitor:
             iface = _interface(msg)
             return Event("address", iface) if iface is not None else None
         if kind == RTM_DELROUTE and _route_oif(msg) == self._index \
-                and msg["proto"] == RTPROT_STATIC:
+                and msg["proto"] == self._protocol:
             key = _route_key(msg)
             return Event("route", key) if key is not None else None
         if kind == RTM_NEWLINK and msg["index"] == self._index and not msg["flags"] & IFF_UP:

@@ -4,7 +4,7 @@ dataclasses in, frozen dataclasses out (desired.py sends the actions over
 netlink and keeps the accounts).
 
 `plan(desired, state, owned)` compares the desired state (the chains'
-addresses, the routes) with what the kernel holds (`State`, a dump) and
+addresses and prefix routes, the extra routes) with what the kernel holds (`State`, a dump) and
 with what this daemon added (`Owned`), and returns the `Plan`: the actions
 in the order they must be sent, and the refusals it already knows of.
 `settle(action, code, ...)` decides what a kernel's refusal of an action
@@ -12,7 +12,10 @@ means (it is there, it is someone else's, or to be tried again).
 
 The rules, each a reason:
 - What is not ours is never taken: a chain whose address is on another
-  interface (and not on ours) is refused, so left out.
+  interface (and not on ours) is refused, so left out, with its route.
+- A chain's prefix route is ours, not the kernel's (its address is added
+  with IFA_F_NOPREFIXROUTE): it carries our protocol, table and metric, so
+  a routing daemon can learn it and announce it while the TUN lives.
 - The link comes up first: a route through a down link is refused, and
   bringing it up changes what the kernel holds, so the rest is planned
   again from a fresh dump (desired.py).
@@ -30,7 +33,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from .chain import Chain, Interface
@@ -82,14 +85,32 @@ def address_key(interface: Interface) -> tuple[bytes, int]:
 
 @dataclass(frozen=True)
 class Desired:
-    """What the configuration asks of the link: its chains and routes."""
+    """What the configuration asks of the link: its chains (each an address
+    and a prefix route, in chain_table with chain_metric: None is main and
+    the kernel's metric) and the extra routes."""
 
     chains: tuple[Chain, ...]
     routes: tuple[Route, ...]
+    chain_table: int | None = None
+    chain_metric: int | None = None
 
-    def route_keys(self) -> dict[RouteKey, Route]:
-        """The routes by key; two with one key are one route (the first's place)."""
-        return {RouteKey.of(r): r for r in self.routes}
+    def route_keys(self, chains: tuple[Chain, ...] | list[Chain] | None = None
+                   ) -> dict[RouteKey, Route]:
+        """The routes by key, the prefix routes of `chains` (default: all)
+        first; two with one key are one route (the first's place)."""
+        routes = [Route(c.network, self.chain_table, self.chain_metric, c.where)
+                  for c in (self.chains if chains is None else chains)]
+        keys: dict[RouteKey, Route] = {}
+        for r in routes + list(self.routes):
+            keys.setdefault(RouteKey.of(r), r)
+        return keys
+
+    def extra_routes(self) -> tuple[Route, ...]:
+        """The extra routes, one per key (the first's place)."""
+        keys: dict[RouteKey, Route] = {}
+        for r in self.routes:
+            keys.setdefault(RouteKey.of(r), r)
+        return tuple(keys.values())
 
 
 @dataclass(frozen=True)
@@ -166,7 +187,7 @@ class Plan:
     actions: tuple[Action, ...]
     refusals: tuple[Refusal, ...] = ()
     chains: tuple[Chain, ...] = ()           # the chains kept: not refused
-    routes: tuple[Route, ...] = field(default=())  # the routes, one per key
+    routes: tuple[Route, ...] = ()           # the extra routes, one per key
 
     @property
     def put_back(self) -> tuple[str, ...]:
@@ -183,7 +204,7 @@ class Plan:
 def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     """The actions that make the kernel hold `desired`; see the module's rules."""
     if not state.up:
-        return Plan((SetUp(),), chains=desired.chains, routes=desired.routes)
+        return Plan((SetUp(),), chains=desired.chains, routes=desired.extra_routes())
 
     refusals: list[Refusal] = []
     kept: list[Chain] = []
@@ -205,7 +226,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     first = [i for i in ours if i not in want and _clash_key(i) in clashes]
     present = state.addresses - {address_key(i) for i in first}
 
-    by_key = desired.route_keys()
+    by_key = desired.route_keys(kept)   # a chain left out takes its route along
     actions: list[Action] = [DeleteAddress(i) for i in first]
     actions += [AddAddress(i, c.where, i in owned.addresses)
                 for i, c in want.items() if address_key(i) not in present]
@@ -215,7 +236,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
     actions += [Forget(i) for i in sorted(owned.addresses, key=_order)
                 if i not in want and address_key(i) not in state.addresses]
-    return Plan(tuple(actions), tuple(refusals), tuple(kept), tuple(by_key.values()))
+    return Plan(tuple(actions), tuple(refusals), tuple(kept), desired.extra_routes())
 
 
 def settle(action: AddAddress | AddRoute, code: int, link: str,

@@ -1,6 +1,7 @@
 """routechain.plan, by tables: what reconciling decides, without a kernel.
 
-Each case is the desired state (chains, routes), what the kernel holds (a
+Each case is the desired state (chains, each with its prefix route, and
+extra routes), what the kernel holds (a
 State as netlink.Link.state() dumps it) and what is ours, and the one
 plan that must come out: its actions in order, its refusals, the chains
 kept. A second table settles what the kernel answers to an add.
@@ -70,64 +71,84 @@ def shown(action) -> str:
     return name
 
 
+def net(address: str) -> tuple:
+    """The prefix route of the chain at `address`, in main with the kernel's metric."""
+    return (str(iface(address).network), None, None)
+
+
+C4, C6 = net(A4), net(A6)
+K4, K6, K4B = (f"{net(a)[0]} metric {1024 if ':' in a else 0}" for a in (A4, A6, A4_B))
+KR4, KR6 = "198.19.128.0/17 table 100 metric 0", "2001:db8:1::/48 metric 1024"
+
 # (case, chains, routes, state, owned) -> (actions, refused, chains kept)
 CASES = [
     ("nothing to do",
-     [A4, A6], [R4], state([A4, A6], routes=[R4]), owned([A4, A6], [R4]),
+     [A4, A6], [R4], state([A4, A6], routes=[C4, C6, R4]), owned([A4, A6], [C4, C6, R4]),
      [], [], [A4, A6]),
-    ("first start: everything added, nothing is a put-back",
+    ("first start: everything added, chains' routes first, nothing is a put-back",
      [A4, A6], [R4, R6], state(), owned(),
-     [f"AddAddress {A4}", f"AddAddress {A6}", "AddRoute 198.19.128.0/17 table 100 metric 0",
-      "AddRoute 2001:db8:1::/48 metric 1024"], [], [A4, A6]),
+     [f"AddAddress {A4}", f"AddAddress {A6}", f"AddRoute {K4}", f"AddRoute {K6}",
+      f"AddRoute {KR4}", f"AddRoute {KR6}"], [], [A4, A6]),
     ("an address of ours deleted: put back",
-     [A4, A6], [], state([A4]), owned([A4, A6]),
+     [A4, A6], [], state([A4], routes=[C4, C6]), owned([A4, A6], [C4, C6]),
      [f"AddAddress {A6} (put back)"], [], [A4, A6]),
     ("a route of ours deleted: put back",
-     [A4], [R4], state([A4]), owned([A4], [R4]),
-     ["AddRoute 198.19.128.0/17 table 100 metric 0 (put back)"], [], [A4]),
-    ("the address moved away: on another interface and not on ours, refused",
-     [A4, A6], [], state([A6], elsewhere={A4: "lo"}), owned([A4, A6]),
-     [f"Forget {A4}"], ["chain 198.18.0.1/24"], [A6]),
+     [A4], [R4], state([A4], routes=[C4]), owned([A4], [C4, R4]),
+     [f"AddRoute {KR4} (put back)"], [], [A4]),
+    ("a chain's prefix route deleted: put back",
+     [A4], [], state([A4]), owned([A4], [C4]),
+     [f"AddRoute {K4} (put back)"], [], [A4]),
+    ("the address moved away: on another interface and not on ours, refused with its route",
+     [A4, A6], [], state([A6], elsewhere={A4: "lo"}, routes=[C4, C6]), owned([A4, A6], [C4, C6]),
+     [f"DeleteRoute {K4}", f"Forget {A4}"], ["chain 198.18.0.1/24"], [A6]),
     ("the address also on another interface, and on ours: still ours",
-     [A4], [], state([A4], elsewhere={A4: "lo"}), owned([A4]),
+     [A4], [], state([A4], elsewhere={A4: "lo"}, routes=[C4]), owned([A4], [C4]),
      [], [], [A4]),
     ("the address held elsewhere, never ours: refused, nothing forgotten",
      [A4], [], state(elsewhere={A4: "eth0"}), owned(),
      [], ["chain 198.18.0.1/24"], []),
     ("the link down: brought up first, the rest planned from a fresh dump",
-     [A4, A6], [R4], state([A4], up=False), owned([A4, A6], [R4]),
+     [A4, A6], [R4], state([A4], up=False), owned([A4, A6], [C4, C6, R4]),
      ["SetUp"], [], [A4, A6]),
-    ("a chain removed: its address deleted last, after what is added",
-     [A4_B], [], state([A4, A6]), owned([A4, A6]),
-     [f"AddAddress {A4_B}", f"DeleteAddress {A4}", f"DeleteAddress {A6}"], [], [A4_B]),
+    ("a chain removed: its route goes, then its address, after what is added",
+     [A4_B], [], state([A4, A6], routes=[C4, C6]), owned([A4, A6], [C4, C6]),
+     [f"AddAddress {A4_B}", f"AddRoute {K4B}", f"DeleteRoute {K4}", f"DeleteRoute {K6}",
+      f"DeleteAddress {A4}", f"DeleteAddress {A6}"], [], [A4_B]),
     ("a chain and a route removed: routes go before addresses",
-     [A4], [], state([A4, A6], routes=[R4]), owned([A4, A6], [R4]),
-     ["DeleteRoute 198.19.128.0/17 table 100 metric 0", f"DeleteAddress {A6}"], [], [A4]),
-    ("an IPv4 address clashing with one of ours in the same prefix: ours goes first",
-     [A4_OTHER], [], state([A4]), owned([A4]),
+     [A4], [], state([A4, A6], routes=[C4, C6, R4]), owned([A4, A6], [C4, C6, R4]),
+     [f"DeleteRoute {KR4}", f"DeleteRoute {K6}", f"DeleteAddress {A6}"], [], [A4]),
+    ("an IPv4 address clashing with one of ours in the same prefix: ours goes first, "
+     "the prefix route stays",
+     [A4_OTHER], [], state([A4], routes=[C4]), owned([A4], [C4]),
      [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}"], [], [A4_OTHER]),
     ("an IPv4 address in another prefix: no clash, the old one goes last",
-     [A4_B], [], state([A4]), owned([A4]),
-     [f"AddAddress {A4_B}", f"DeleteAddress {A4}"], [], [A4_B]),
+     [A4_B], [], state([A4], routes=[C4]), owned([A4], [C4]),
+     [f"AddAddress {A4_B}", f"AddRoute {K4B}", f"DeleteRoute {K4}", f"DeleteAddress {A4}"],
+     [], [A4_B]),
     ("one IPv4 address with a new prefix length: IPv4 holds both, the old one goes last",
-     [A4_MOVED], [], state([A4]), owned([A4]),
-     [f"AddAddress {A4_MOVED}", f"DeleteAddress {A4}"], [], [A4_MOVED]),
+     [A4_MOVED], [], state([A4], routes=[C4]), owned([A4], [C4]),
+     [f"AddAddress {A4_MOVED}", "AddRoute 198.18.0.0/25 metric 0", f"DeleteRoute {K4}",
+      f"DeleteAddress {A4}"], [], [A4_MOVED]),
     ("one IPv6 address with a new prefix length: the old one goes first",
-     [A6_WIDE], [], state([A6]), owned([A6]),
-     [f"DeleteAddress {A6}", f"AddAddress {A6_WIDE}"], [], [A6_WIDE]),
+     [A6_WIDE], [], state([A6], routes=[C6]), owned([A6], [C6]),
+     [f"DeleteAddress {A6}", f"AddAddress {A6_WIDE}", "AddRoute 2001:db8::/48 metric 1024",
+      f"DeleteRoute {K6}"], [], [A6_WIDE]),
     ("a clashing address that is not ours is left alone",
-     [A4_OTHER], [], state([A4]), owned(),
+     [A4_OTHER], [], state([A4], routes=[C4]), owned(routes=[C4]),
      [f"AddAddress {A4_OTHER}"], [], [A4_OTHER]),
     ("ours, gone and no longer wanted: forgotten, not deleted",
-     [A4], [], state([A4]), owned([A4, A6]),
+     [A4], [], state([A4], routes=[C4]), owned([A4, A6], [C4]),
      [f"Forget {A6}"], [], [A4]),
     ("a route of ours no longer wanted and gone: deleted all the same (gone is no failure)",
-     [A4], [], state([A4]), owned([A4], [R4]),
-     ["DeleteRoute 198.19.128.0/17 table 100 metric 0"], [], [A4]),
+     [A4], [], state([A4], routes=[C4]), owned([A4], [C4, R4]),
+     [f"DeleteRoute {KR4}"], [], [A4]),
     ("the route held by someone else: present in the dump only if ours, so it is tried "
      "(and settled below)",
-     [A4], [R6], state([A4]), owned([A4]),
-     ["AddRoute 2001:db8:1::/48 metric 1024"], [], [A4]),
+     [A4], [R6], state([A4], routes=[C4]), owned([A4], [C4]),
+     [f"AddRoute {KR6}"], [], [A4]),
+    ("an extra route that is a chain's own: one route",
+     [A6], [("2001:db8::/64", None, 1024)], state([A6]), owned(),
+     [f"AddRoute {K6}"], [], [A6]),
     ("the kernel's IPv6 metric: a route given none is the one stored with 1024",
      [], [("2001:db8:1::/48", None, 0)], state(routes=[R6]), owned(routes=[R6]),
      [], [], []),
@@ -159,13 +180,27 @@ def test_plan_routes_are_one_per_key():
     assert [r.where for r in got.routes] == ["rc.toml:2001:db8:1::/48"]
 
 
+@pytest.mark.parametrize("table, metric, want", [
+    (None, None, ["AddRoute 198.18.0.0/24 metric 0", "AddRoute 2001:db8::/64 metric 1024"]),
+    (114, 50, ["AddRoute 198.18.0.0/24 table 114 metric 50",
+               "AddRoute 2001:db8::/64 table 114 metric 50"]),
+])
+def test_plan_chain_routes_take_the_configured_table_and_metric(table, metric, want):
+    got = plan(Desired((chain(A4), chain(A6)), (), table, metric), state([A4, A6]), owned())
+    assert [shown(a) for a in got.actions] == want
+    assert {a.route.where for a in got.actions} == {f"rc.toml:{A4}", f"rc.toml:{A6}"}
+
+
 def test_plan_is_the_same_every_time():
     """Sets in, a list out: the order does not depend on hashing."""
     many = [f"198.18.{i}.1/24" for i in range(40)]
-    args = (Desired((), ()), state(many), owned(many))
+    args = (Desired((), ()), state(many, routes=[net(a) for a in many]),
+            owned(many, [net(a) for a in many]))
     first = plan(*args)
     assert all(plan(*args) == first for _ in range(5))
-    assert [shown(a) for a in first.actions] == [f"DeleteAddress {a}" for a in many]
+    assert [shown(a) for a in first.actions] == \
+        [f"DeleteRoute {net(a)[0]} metric 0" for a in many] + \
+        [f"DeleteAddress {a}" for a in many]
 
 
 ADD4 = AddAddress(iface(A4), "rc.toml:3", False)
