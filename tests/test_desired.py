@@ -312,3 +312,32 @@ def test_an_address_moved_to_another_interface_is_not_taken_back():
         assert CHAIN4 not in tun_addresses(net)
         assert CHAIN4 in net.run(net.router, "ip", "-o", "addr", "show", "dev", "lo").stdout
         assert daemon.output().count("already on interface 'lo'") == 1, daemon.output()
+
+
+def test_chain_routes_take_the_configured_protocol_table_and_metric(tmp_path):
+    """[daemon] route_*: each chain's prefix route is the daemon's, in its
+    table with its metric and protocol, and the kernel adds none of its
+    own; a reload cannot change the protocol (the routes keep theirs, and
+    a warning says so) but moves the routes to a new table."""
+    config = tmp_path / "rc.toml"
+    daemon_table = '[daemon]\nroute_protocol = {}\nroute_table = {}\nroute_metric = 50\n\n'
+    chains = f'[[chain]]\naddress = "{CHAIN4}"\n\n[[chain]]\naddress = "{CHAIN6}"\n'
+    config.write_text(daemon_table.format(200, TABLE) + chains)
+
+    def routes(table: str) -> list[str]:
+        shown = [line.strip() for family in ("-4", "-6") for line in net.run(
+            net.router, "ip", family, "route", "show", "table", table).stdout.splitlines()]
+        return [line for line in shown if "route-chain" in line and "fe80::" not in line]
+
+    with TestNet.create("dp") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        assert routes(TABLE) == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
+                                 "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
+        assert routes("main") == []
+        config.write_text(daemon_table.format(201, 101) + chains)
+        reload(daemon)
+        assert "daemon.route_protocol needs a restart: keeping 200" in daemon.output()
+        assert routes(TABLE) == []
+        assert routes("101") == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
+                                 "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
+        assert daemon.stop() == 0, daemon.output()
