@@ -42,14 +42,17 @@ class Route:
 
 @dataclass(frozen=True)
 class Routing:
-    """[daemon] route_*: what the routes route-chain adds carry, so that a
-    routing daemon (BIRD's kernel protocol) can learn them by protocol:
-    every route's `proto`, and the table and metric of the chains' own
-    prefix routes (None: main, and the kernel's metric)."""
+    """[daemon] route_* and proxy_uplinks: how the chains are reached.
+    What the routes route-chain adds carry, so that a routing daemon
+    (BIRD's kernel protocol) can learn them by protocol: every route's
+    `proto` (also that of the proxy entries), and the table and metric of
+    the chains' own prefix routes (None: main, and the kernel's metric);
+    and the uplinks where the host answers for every chain address."""
 
     protocol: int = settings.ROUTE_PROTOCOL
     table: int | None = None
     metric: int | None = None
+    uplinks: tuple[str, ...] = ()   # proxy NDP / ARP entries for every chain address there
 
 
 @dataclass(frozen=True)
@@ -290,9 +293,16 @@ class _Loader:
 
     def routing(self, daemon: dict) -> Routing:
         protocol = self.get(daemon, "daemon", None, "route_protocol")
+        uplinks = self.get(daemon, "daemon", None, "proxy_uplinks") or ()
+        for k, name in enumerate(uplinks):
+            try:
+                settings.check_interface_name(name, self.at("daemon", None, "proxy_uplinks", k))
+            except UsageError as e:
+                raise ConfigError(str(e)) from None
         return Routing(Routing.protocol if protocol is None else protocol,
                        self.get(daemon, "daemon", None, "route_table"),
-                       self.get(daemon, "daemon", None, "route_metric"))
+                       self.get(daemon, "daemon", None, "route_metric"),
+                       tuple(dict.fromkeys(uplinks)))
 
     # tables
 

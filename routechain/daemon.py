@@ -102,7 +102,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
+        asked = config
         config = keeper.adopt(config, strict=True)
+        for warning in config.warnings[len(asked.warnings):]:  # what was left alone
+            log.warning("%s", warning)
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to

@@ -41,14 +41,16 @@ from .chain import Interface
 from .config import Config
 from .errors import RouteChainError, SetupError
 from .netlink import Event, Link, Monitor
-from .plan import (Action, AddAddress, AddRoute, DeleteAddress, DeleteRoute, Desired, Forget,
-                   Owned, Postponement, Refusal, RouteKey, SetUp, plan, reason, settle)
+from .plan import (Action, AddAddress, AddProxy, AddRoute, DeleteAddress, DeleteProxy,
+                   DeleteRoute, Desired, Forget, ForgetProxy, Owned, Postponement, Proxy,
+                   Refusal, RouteKey, SetUp, plan, proxies_intact, reason, settle)
 
 log = logging.getLogger("route-chain")
 
 LISTED = 10             # items named per log line; the rest are counted
 REPAIR_INTERVAL = 0.5   # seconds between repair passes, should something fight us
 RETRY_INTERVAL = 5.0    # seconds before what could not be added is tried again
+PROXY_CHECK_INTERVAL = 2.0  # seconds between looks at the proxy entries (no notifications)
 MAX_EVENTS = 4096       # queued between repairs; past it, one "overrun" stands for all
 
 
@@ -61,6 +63,8 @@ class Applier:
         self._link = link
         self.owned_addresses: set[Interface] = set()
         self.owned_routes: set[RouteKey] = set()
+        self.owned_proxies: set[Proxy] = set()
+        self.uplinks: tuple[str, ...] = ()  # where our proxy entries may be
         self.repairs = 0                   # things put back that had gone missing
         self.postponed = False             # something to be tried again
 
@@ -72,17 +76,20 @@ class Applier:
         logged now (log_repairs) or added to notes."""
         link = self._link
         tables = {k.table for k in desired.route_keys()}
-        steps = plan(desired, link.state(tables), self._owned())
+        # Proxy entries on uplinks that left the config are looked for too.
+        self.uplinks = tuple(dict.fromkeys(desired.uplinks + self.uplinks))
+        steps = plan(desired, link.state(tables, self.uplinks), self._owned())
         put_back: list[str] = []
         if steps.actions == (SetUp(),):
             link.set_up()
             put_back.append(f"link {link.name} up")
             # Up now, as far as we know: the rest is planned from what the
             # kernel holds once it is (IPv6 addresses and routes went with down).
-            state = dataclasses.replace(link.state(tables), up=True)
+            state = dataclasses.replace(link.state(tables, self.uplinks), up=True)
             steps = plan(desired, state, self._owned())
         for refusal in steps.refusals:
             self._refused(refusal, strict, notes)
+        notes += steps.notices
         left_out = self._apply(steps.actions, strict, notes)
         put_back += [p for p in steps.put_back if p not in left_out]
         self.repairs += len(put_back)
@@ -93,7 +100,8 @@ class Applier:
         return steps.chains, tuple(r for r in steps.routes if RouteKey.of(r) not in left_out)
 
     def _owned(self) -> Owned:
-        return Owned(frozenset(self.owned_addresses), frozenset(self.owned_routes))
+        return Owned(frozenset(self.owned_addresses), frozenset(self.owned_routes),
+                     frozenset(self.owned_proxies))
 
     def _apply(self, actions: tuple[Action, ...], strict: bool, notes: list[str]) -> set:
         """Send actions in order, each run of one kind in one bulk request;
@@ -132,7 +140,26 @@ class Applier:
                 _delete([a.key for a in run], link.del_routes, self.owned_routes, "route")
             elif kind is Forget:
                 self.owned_addresses.difference_update(a.interface for a in run)
+            elif kind is AddProxy:
+                failed = link.add_proxies(a.proxy for a in run)
+                for a in run:
+                    if a.proxy in failed:
+                        not_done.add(f"proxy entry {a.proxy}")
+                        self._settled(settle(a, failed[a.proxy], link.name), strict, notes)
+                    else:
+                        self.owned_proxies.add(a.proxy)
+            elif kind is DeleteProxy:
+                _delete([a.proxy for a in run], link.del_proxies, self.owned_proxies,
+                        "proxy entry")
+            elif kind is ForgetProxy:
+                self.owned_proxies.difference_update(a.proxy for a in run)
         return not_done
+
+    def proxies_intact(self, desired: Desired) -> bool:
+        """One dump of the proxy entries, compared with the plan's."""
+        if not desired.uplinks and not self.owned_proxies:
+            return True
+        return proxies_intact(desired, self._link.proxies(self.uplinks), self._owned())
 
     def _settled(self, outcome: Refusal | Postponement | None, strict: bool,
                  notes: list[str]) -> None:
@@ -152,9 +179,15 @@ class Applier:
         notes.append(f"{refusal.message}: {refusal.what} left out")
 
     def remove_all(self) -> None:
-        """At exit: our routes. Our addresses go with the TUN, which is ours
-        alone (one netlink request each would cost seconds with 10,000)."""
+        """At exit: our proxy entries (those still ours) and our routes. Our
+        addresses go with the TUN, which is ours alone (one netlink request
+        each would cost seconds with 10,000)."""
         try:
+            if self.owned_proxies:
+                ours = self._link.proxies(self.uplinks).proxies
+                self.owned_proxies &= ours
+                _delete(list(self.owned_proxies), self._link.del_proxies, self.owned_proxies,
+                        "proxy entry")
             _delete(list(self.owned_routes), self._link.del_routes, self.owned_routes, "route")
         except RouteChainError as e:
             log.warning("teardown: %s", e)
@@ -175,6 +208,7 @@ class Keeper:
         self._lock = threading.Lock()
         self._not_before = 0.0
         self._retry_at: float | None = None
+        self._proxy_check_at = 0.0
 
     @property
     def repairs(self) -> int:
@@ -239,11 +273,19 @@ class Keeper:
         self._wake()
 
     def pending(self) -> bool:
-        """Events to look at, or a retry that is due."""
-        if self._retry_at is not None and time.monotonic() >= self._retry_at:
+        """Events to look at, a retry that is due, or a look at the proxy
+        entries: the kernel reports no change of those."""
+        now = time.monotonic()
+        if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             with self._lock:
                 self._events.append(Event("retry"))
+        proxied = self.config is not None and (self.config.routing.uplinks
+                                               or self._applier.owned_proxies)
+        if proxied and now >= self._proxy_check_at:
+            self._proxy_check_at = now + PROXY_CHECK_INTERVAL
+            with self._lock:
+                self._events.append(Event("proxies"))
         return bool(self._events)
 
     def repair(self) -> None:
@@ -261,6 +303,13 @@ class Keeper:
         losses = [e for e in events if e.kind in ("down", "gone", "overrun", "retry")
                   or (e.kind == "address" and e.item in wanted)
                   or (e.kind == "route" and e.item in routes)]
+        if not losses and any(e.kind == "proxies" for e in events):
+            try:
+                if not self._applier.proxies_intact(_desired(self.config)):
+                    losses = [Event("proxies")]
+            except RouteChainError as e:
+                log.error("repair failed: %s", e)
+                return
         if not losses:
             return
         if any(e.kind == "gone" for e in losses):
@@ -284,7 +333,8 @@ class Keeper:
 
 def _desired(config: Config) -> Desired:
     routing = config.routing
-    return Desired(config.chains, config.routes, routing.table, routing.metric)
+    return Desired(config.chains, config.routes, routing.table, routing.metric,
+                   routing.uplinks)
 
 
 def _listed(items: list[str]) -> str:

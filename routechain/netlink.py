@@ -35,18 +35,20 @@ from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink import (NETLINK_GET_STRICT_CHK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
                               NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOL_NETLINK)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
-                                   RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE,
+                                   RTM_GETADDR, RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWADDR,
+                                   RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE,
                                    RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
                                    RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY, ndmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .chain import Interface
 from .errors import SetupError
 from .settings import ROUTE_PROTOCOL
-from .plan import RouteKey, State, reason
+from .plan import Proxy, RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200  # linux/if_addr.h: past ifa_flags' 8 bits, so in IFA_FLAGS
@@ -110,9 +112,9 @@ class Link:
 
     # --- what the kernel holds
 
-    def state(self, tables: Iterable[int] = ()) -> State:
+    def state(self, tables: Iterable[int] = (), uplinks: Iterable[str] = ()) -> State:
         """One dump of every address (ours and others'), one of our routes
-        per table, and the link's flags."""
+        per table, the link's flags, and the proxy entries on `uplinks`."""
         names = {}
         up = False
         try:
@@ -138,7 +140,34 @@ class Link:
                 if key is not None and _route_oif(msg) == self.index \
                         and msg["proto"] == self.protocol and key.table == table:
                     routes.add(key)
-        return State(frozenset(mine), elsewhere, frozenset(routes), up)
+        ours, foreign = self._proxies(uplinks, names)
+        return State(frozenset(mine), elsewhere, frozenset(routes), up, ours, foreign)
+
+    def proxies(self, uplinks: Iterable[str]) -> State:
+        """The proxy entries on `uplinks` alone (a State with nothing else
+        in it): one dump, for a frequent check."""
+        try:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._ipr.get_links()}
+        except NetlinkError as e:
+            raise SetupError(f"cannot list interfaces: {reason(e.code)}") from None
+        ours, foreign = self._proxies(uplinks, names)
+        return State(frozenset(), {}, frozenset(), True, ours, foreign)
+
+    def _proxies(self, uplinks: Iterable[str], names: dict[int, str]
+                 ) -> tuple[frozenset[Proxy], frozenset[Proxy]]:
+        """(ours, others') proxy entries on the uplinks: ours carry our protocol."""
+        wanted = set(uplinks)
+        if not wanted:
+            return frozenset(), frozenset()
+        ours, foreign = set(), set()
+        for msg in self._bulk.dump(_proxy_dump()):
+            name = names.get(msg["ifindex"])
+            dst = msg.get_attr("NDA_DST")
+            if name not in wanted or dst is None:
+                continue
+            proxy = Proxy(name, ipaddress.ip_address(dst))
+            (ours if msg.get_attr("NDA_PROTOCOL") == self.protocol else foreign).add(proxy)
+        return frozenset(ours), frozenset(foreign)
 
     def route_holder(self, key: RouteKey) -> str:
         """How `ip route` would describe the route that holds key, for a
@@ -171,6 +200,31 @@ class Link:
     def del_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
         """Only routes through this link that we made (our protocol) match."""
         return self._delete(partial(_route_msg, proto=self.protocol), RTM_DELROUTE, keys)
+
+    def add_proxies(self, proxies: Iterable[Proxy]) -> dict[Proxy, int]:
+        """Proxy entries with our protocol. The kernel replaces an existing
+        entry in place, exclusive or not: plan.py adds none that exists."""
+        return self._on_uplinks(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+                                | NLM_F_EXCL, list(proxies))
+
+    def del_proxies(self, proxies: Iterable[Proxy]) -> dict[Proxy, int]:
+        """What is already gone (the entry, or its uplink) is not a failure."""
+        failed = self._on_uplinks(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, list(proxies))
+        return {p: e for p, e in failed.items() if e not in _GONE}
+
+    def _on_uplinks(self, kind: int, flags: int, proxies: list[Proxy]) -> dict[Proxy, int]:
+        """Each entry sent to its uplink's index; an uplink that does not
+        exist fails its entries with ENODEV."""
+        index: dict[str, int | None] = {}
+        for name in {p.uplink for p in proxies}:
+            found = self._ipr.link_lookup(ifname=name)
+            index[name] = found[0] if found else None
+        sent = [p for p in proxies if index[p.uplink] is not None]
+        failed = {p: errno.ENODEV for p in proxies if index[p.uplink] is None}
+        codes = self._bulk.request([_proxy_msg(kind, flags, index[p.uplink], p, self.protocol)
+                                    for p in sent])
+        failed.update({p: code for p, code in zip(sent, codes) if code})
+        return failed
 
     def _create(self, build: Callable, kind: int, items: Iterable) -> dict:
         """Exclusive: what exists already fails (EEXIST), never replaced."""
@@ -244,6 +298,28 @@ def _route_msg(kind: int, flags: int, index: int, key: RouteKey, proto: int) -> 
     msg["type"] = RTN_UNICAST
     msg["attrs"] = [("RTA_DST", str(key.prefix.network_address)), ("RTA_OIF", index),
                     ("RTA_TABLE", key.table), ("RTA_PRIORITY", key.metric)]
+    return msg
+
+
+def _proxy_msg(kind: int, flags: int, index: int, proxy: Proxy, proto: int) -> ndmsg:
+    msg = ndmsg()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = _family(proxy.address.version)
+    msg["ifindex"] = index
+    msg["state"] = NUD_PERMANENT
+    msg["flags"] = NTF_PROXY
+    msg["attrs"] = [("NDA_DST", str(proxy.address)), ("NDA_PROTOCOL", proto)]
+    return msg
+
+
+def _proxy_dump() -> ndmsg:
+    """Every proxy entry (NTF_PROXY asks for the proxy table alone), both families."""
+    msg = ndmsg()
+    msg["header"]["type"] = RTM_GETNEIGH
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["family"] = socket.AF_UNSPEC
+    msg["flags"] = NTF_PROXY
     return msg
 
 
@@ -425,8 +501,10 @@ class Event:
     """Something the kernel reported on our link that can mean a loss:
     kind is "address" (item: the Interface removed), "route" (item: the
     RouteKey removed), "down" (the link lost IFF_UP), "gone" (the link was
-    deleted), "overrun" (notifications were lost: anything may be), or
-    "retry" (what could not be added before is due to be tried again)."""
+    deleted), "overrun" (notifications were lost: anything may be), and,
+    made by the keeper itself, "retry" (what could not be added before is
+    due to be tried again) or "proxies" (time to look at the proxy
+    entries, whose changes the kernel does not report)."""
 
     kind: str
     item: Interface | RouteKey | None = None

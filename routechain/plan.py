@@ -23,6 +23,8 @@ The rules, each a reason:
   holds one prefix length per address, and an IPv4 address added in the
   prefix of another becomes its secondary, which the kernel deletes with
   the primary (unless promote_secondaries is set).
+- Proxy entries on the uplinks (every address of every chain) come after
+  the routes and go before them; one that is not ours is left alone.
 - What we added and no longer want goes last, so that nothing that stays
   loses its address or route for an instant.
 - Something of ours that vanished and is no longer wanted is forgotten.
@@ -36,7 +38,7 @@ import os
 from dataclasses import dataclass
 from typing import Union
 
-from .chain import Chain, Interface
+from .chain import Address, Chain, Interface
 from .config import Route
 
 RT_TABLE_MAIN = 254
@@ -66,16 +68,31 @@ class RouteKey:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """A proxy neighbour entry (NTF_PROXY): the host answers neighbour
+    solicitations (IPv6) or ARP requests (IPv4) for `address` on `uplink`."""
+
+    uplink: str
+    address: Address
+
+    def __str__(self) -> str:
+        return f"{self.address} on {self.uplink}"
+
+
+@dataclass(frozen=True)
 class State:
     """What the kernel holds: the addresses on our link and those of every
     other interface (address -> interface name), as (packed address,
     prefix length) pairs: decoding 10,000 of them must stay cheap; our
-    routes in the tables asked about; whether the link is up."""
+    routes in the tables asked about; whether the link is up; the proxy
+    entries on the uplinks asked about, ours (our protocol) and others'."""
 
     addresses: frozenset[tuple[bytes, int]]
     elsewhere: dict[bytes, str]
     routes: frozenset[RouteKey]
     up: bool
+    proxies: frozenset[Proxy] = frozenset()
+    foreign_proxies: frozenset[Proxy] = frozenset()
 
 
 def address_key(interface: Interface) -> tuple[bytes, int]:
@@ -87,12 +104,25 @@ def address_key(interface: Interface) -> tuple[bytes, int]:
 class Desired:
     """What the configuration asks of the link: its chains (each an address
     and a prefix route, in chain_table with chain_metric: None is main and
-    the kernel's metric) and the extra routes."""
+    the kernel's metric), the extra routes, and the uplinks where every
+    address of every chain is answered for (proxy entries)."""
 
     chains: tuple[Chain, ...]
     routes: tuple[Route, ...]
     chain_table: int | None = None
     chain_metric: int | None = None
+    uplinks: tuple[str, ...] = ()
+
+    def proxies(self, chains: tuple[Chain, ...] | list[Chain] | None = None
+                ) -> dict[Proxy, Chain]:
+        """The proxy entries of `chains` (default: all) on every uplink:
+        each chain's host, hops and their alternatives."""
+        wanted: dict[Proxy, Chain] = {}
+        for chain in self.chains if chains is None else chains:
+            for address in chain_addresses(chain):
+                for uplink in self.uplinks:
+                    wanted.setdefault(Proxy(uplink, address), chain)
+        return wanted
 
     def route_keys(self, chains: tuple[Chain, ...] | list[Chain] | None = None
                    ) -> dict[RouteKey, Route]:
@@ -119,6 +149,7 @@ class Owned:
 
     addresses: frozenset[Interface] = frozenset()
     routes: frozenset[RouteKey] = frozenset()
+    proxies: frozenset[Proxy] = frozenset()
 
 
 # --- actions, sent in order; consecutive ones of a kind go in one bulk request
@@ -159,7 +190,27 @@ class Forget:
     interface: Interface
 
 
-Action = Union[SetUp, AddAddress, DeleteAddress, AddRoute, DeleteRoute, Forget]
+@dataclass(frozen=True)
+class AddProxy:
+    proxy: Proxy
+    chain: str          # the chain's address and place in the config, for a refusal
+    put_back: bool
+
+
+@dataclass(frozen=True)
+class DeleteProxy:
+    proxy: Proxy
+
+
+@dataclass(frozen=True)
+class ForgetProxy:
+    """Ours once, now gone or someone else's: ours no more, never deleted."""
+
+    proxy: Proxy
+
+
+Action = Union[SetUp, AddAddress, DeleteAddress, AddRoute, DeleteRoute, Forget, AddProxy,
+               DeleteProxy, ForgetProxy]
 
 
 # --- what cannot be done, as data
@@ -188,6 +239,7 @@ class Plan:
     refusals: tuple[Refusal, ...] = ()
     chains: tuple[Chain, ...] = ()           # the chains kept: not refused
     routes: tuple[Route, ...] = ()           # the extra routes, one per key
+    notices: tuple[str, ...] = ()            # what is left alone, said once
 
     @property
     def put_back(self) -> tuple[str, ...]:
@@ -198,6 +250,8 @@ class Plan:
                 said.append(f"address {a.interface}")
             elif isinstance(a, AddRoute) and a.put_back:
                 said.append(f"route {a.key}")
+            elif isinstance(a, AddProxy) and a.put_back:
+                said.append(f"proxy entry {a.proxy}")
         return tuple(said)
 
 
@@ -232,19 +286,70 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
                 for i, c in want.items() if address_key(i) not in present]
     actions += [AddRoute(k, r, k in owned.routes)
                 for k, r in by_key.items() if k not in state.routes]
+    proxies, notices = _plan_proxies(desired, kept, state, owned)
+    actions += [a for a in proxies if isinstance(a, AddProxy)]
+    actions += [a for a in proxies if not isinstance(a, AddProxy)]
     actions += [DeleteRoute(k) for k in sorted(owned.routes, key=_order) if k not in by_key]
     actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
     actions += [Forget(i) for i in sorted(owned.addresses, key=_order)
                 if i not in want and address_key(i) not in state.addresses]
-    return Plan(tuple(actions), tuple(refusals), tuple(kept), desired.extra_routes())
+    return Plan(tuple(actions), tuple(refusals), tuple(kept), desired.extra_routes(),
+                tuple(notices))
 
 
-def settle(action: AddAddress | AddRoute, code: int, link: str,
+def _plan_proxies(desired: Desired, kept: list[Chain] | tuple[Chain, ...], state: State,
+                  owned: Owned) -> tuple[list[Action], list[str]]:
+    """Proxy entries: added once the chain's route is there (traffic can
+    only come then), removed before its route goes. An entry that exists
+    and is not ours is left alone: it answers for the address all the
+    same, and adding ours would silently take it over (the kernel
+    replaces a proxy entry in place, NLM_F_EXCL or not)."""
+    wanted = desired.proxies(kept)
+    actions: list[Action] = []
+    notices: list[str] = []
+    for proxy, chain in sorted(wanted.items(), key=lambda pc: _order(pc[0])):
+        if proxy in state.proxies:
+            continue
+        if proxy in state.foreign_proxies:
+            notices.append(f"chain {chain.interface} ({chain.where}): a proxy entry for "
+                           f"{proxy} is not route-chain's: left as it is")
+            if proxy in owned.proxies:
+                actions.append(ForgetProxy(proxy))
+            continue
+        actions.append(AddProxy(proxy, f"chain {chain.interface} ({chain.where})",
+                                proxy in owned.proxies))
+    for proxy in sorted(owned.proxies - wanted.keys(), key=_order):
+        actions.append(DeleteProxy(proxy) if proxy in state.proxies else ForgetProxy(proxy))
+    return actions, notices
+
+
+def proxies_intact(desired: Desired, state: State, owned: Owned) -> bool:
+    """Whether the proxy entries are as planned (a check cheaper than a
+    plan: `state` need only hold the proxy entries). The kernel reports no
+    change of a proxy entry, so the keeper asks from time to time."""
+    return not _plan_proxies(desired, desired.chains, state, owned)[0]
+
+
+def chain_addresses(chain: Chain) -> list[Address]:
+    """Every address a chain answers from: its host, its hops and their
+    alternatives."""
+    out = [chain.host] + [chain.hop_address(k) for k in range(1, chain.length + 1)]
+    for k in range(1, chain.length + 1):
+        alternatives = chain.hop(k).alternatives
+        out += [chain.branch_address(k, b) for b in range(1, len(alternatives) + 1)]
+    return out
+
+
+def settle(action: AddAddress | AddRoute | AddProxy, code: int, link: str,
            holder: str = "a route") -> Refusal | Postponement | None:
     """What the kernel's errno `code` for an add means: None when what was
     to be added is there anyway (an address added meanwhile), a Refusal
     when it is someone else's (a route that exists: `holder` says how `ip
-    route` would show it), else a Postponement."""
+    route` would show it), else a Postponement (an uplink that does not
+    exist yet...)."""
+    if isinstance(action, AddProxy):
+        return Postponement(f"{action.chain}: cannot add a proxy entry for "
+                            f"{action.proxy.address} on {action.proxy.uplink!r}: {reason(code)}")
     if isinstance(action, AddAddress):
         if code == errno.EEXIST:
             return None
@@ -271,8 +376,10 @@ def _clash_key(iface: Interface) -> object:
     return iface.ip if iface.version == 6 else iface.network
 
 
-def _order(item: Interface | RouteKey) -> tuple:
+def _order(item: Interface | RouteKey | Proxy) -> tuple:
     """A stable order for what comes from a set: the same plan every time."""
     if isinstance(item, RouteKey):
         return (item.prefix.version, item.prefix, item.table, item.metric)
+    if isinstance(item, Proxy):
+        return (item.address.version, item.uplink, item.address)
     return (item.version, item.ip, item.network.prefixlen)

@@ -205,6 +205,9 @@ SETTINGS = (
             "(default: main)", 1, U32),
     Setting("daemon", "route_metric", "int", "metric of the chains' prefix routes "
             "(default: the kernel's, 0 for IPv4 and 1024 for IPv6)", 0, U32),
+    Setting("daemon", "proxy_uplinks", "strings", "interfaces where the chains' prefixes "
+            "are on-link (a VPS's /64): route-chain answers there for every chain address "
+            "with proxy NDP (IPv6) and proxy ARP (IPv4) entries; needs proxy_ndp=1 there"),
 
     Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
             parse=parse_route_prefix, flag="--route", metavar="PREFIX"),

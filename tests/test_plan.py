@@ -47,14 +47,16 @@ def key(spec: tuple) -> RouteKey:
     return RouteKey.of(route(spec))
 
 
-def state(addresses=(), elsewhere=None, routes=(), up=True) -> State:
+def state(addresses=(), elsewhere=None, routes=(), up=True, proxies=frozenset(),
+          foreign=frozenset()) -> State:
     return State(frozenset(address_key(iface(a)) for a in addresses),
                  {iface(a).ip.packed: name for a, name in (elsewhere or {}).items()},
-                 frozenset(key(r) for r in routes), up)
+                 frozenset(key(r) for r in routes), up, proxies, foreign)
 
 
-def owned(addresses=(), routes=()) -> Owned:
-    return Owned(frozenset(iface(a) for a in addresses), frozenset(key(r) for r in routes))
+def owned(addresses=(), routes=(), proxies=frozenset()) -> Owned:
+    return Owned(frozenset(iface(a) for a in addresses), frozenset(key(r) for r in routes),
+                 proxies)
 
 
 def shown(action) -> str:
@@ -227,3 +229,111 @@ ADDR6 = AddRoute(key(R6), route(R6), False)
 ])
 def test_settle(action, code, want):
     assert settle(action, code, "rc0", "dev lo proto static") == want
+
+
+# --- proxy entries (NTF_PROXY) on the uplinks
+
+from routechain.chain import Hop  # noqa: E402
+from routechain.hopprops import Props  # noqa: E402
+from routechain.plan import AddProxy, DeleteProxy, ForgetProxy, Proxy, proxies_intact  # noqa: E402,E501
+
+P6 = "2001:db8:88::1:1/112"     # a piece of an on-link /64
+P4 = "198.51.100.129/28"
+
+
+def storied(text: str, hops: int = 2) -> Chain:
+    return Chain(iface(text), hops=tuple(Hop(f"h{k}") for k in range(hops)),
+                 where=f"rc.toml:{text}")
+
+
+def proxy(address: str, uplink: str = "e0") -> Proxy:
+    return Proxy(uplink, ipaddress.ip_address(address))
+
+
+def proxies(*addresses: str, uplink: str = "e0") -> frozenset[Proxy]:
+    return frozenset(proxy(a, uplink) for a in addresses)
+
+
+def pshown(action) -> str:
+    if isinstance(action, AddProxy):
+        return f"AddProxy {action.proxy}" + (" (put back)" if action.put_back else "")
+    if isinstance(action, (DeleteProxy, ForgetProxy)):
+        return f"{type(action).__name__} {action.proxy}"
+    return shown(action)
+
+
+HOPS6 = ["2001:db8:88::1:1", "2001:db8:88::1:2", "2001:db8:88::1:3"]   # host and two hops
+SETTLED6 = dict(addresses=[P6], routes=[net(P6)])
+
+# (case, chains, uplinks, state, owned) -> (actions, notices)
+PROXY_CASES = [
+    ("none wanted, none ours: nothing",
+     [P6], (), state(**SETTLED6), owned([P6], [net(P6)]), [], 0),
+    ("first start: the host and every hop, after the address and the route",
+     [P6], ("e0",), state(), owned(),
+     [f"AddAddress {P6}", "AddRoute 2001:db8:88::1:0/112 metric 1024"]
+     + [f"AddProxy {a} on e0" for a in HOPS6], 0),
+    ("all there and ours: nothing",
+     [P6], ("e0",), state(**SETTLED6, proxies=proxies(*HOPS6)),
+     owned([P6], [net(P6)], proxies(*HOPS6)), [], 0),
+    ("one of ours deleted: put back",
+     [P6], ("e0",), state(**SETTLED6, proxies=proxies(*HOPS6[:2])),
+     owned([P6], [net(P6)], proxies(*HOPS6)), [f"AddProxy {HOPS6[2]} on e0 (put back)"], 0),
+    ("someone else's entry for a hop: left alone, said, never added over",
+     [P6], ("e0",), state(**SETTLED6, foreign=proxies(HOPS6[1])), owned([P6], [net(P6)]),
+     [f"AddProxy {HOPS6[0]} on e0", f"AddProxy {HOPS6[2]} on e0"], 1),
+    ("ours replaced by someone else's: ours no more",
+     [P6], ("e0",), state(**SETTLED6, proxies=proxies(HOPS6[0], HOPS6[2]),
+                          foreign=proxies(HOPS6[1])),
+     owned([P6], [net(P6)], proxies(*HOPS6)), [f"ForgetProxy {HOPS6[1]} on e0"], 1),
+    ("an uplink dropped from the config: its entries deleted, gone ones forgotten",
+     [P6], (), state(**SETTLED6, proxies=proxies(*HOPS6[:2])),
+     owned([P6], [net(P6)], proxies(*HOPS6)),
+     [f"DeleteProxy {a} on e0" for a in HOPS6[:2]] + [f"ForgetProxy {HOPS6[2]} on e0"], 0),
+    ("a chain removed: entries, then route, then address",
+     [], ("e0",), state(**SETTLED6, proxies=proxies(*HOPS6)),
+     owned([P6], [net(P6)], proxies(*HOPS6)),
+     [f"DeleteProxy {a} on e0" for a in HOPS6]
+     + ["DeleteRoute 2001:db8:88::1:0/112 metric 1024", f"DeleteAddress {P6}"], 0),
+    ("a chain refused (its address elsewhere): no entries for it",
+     [P6], ("e0",), state(elsewhere={P6: "lo"}), owned(), [], 0),
+    ("IPv4: proxy ARP entries the same way, on each uplink",
+     [P4], ("e0", "e1"), state([P4], routes=[net(P4)]), owned([P4], [net(P4)]),
+     [f"AddProxy 198.51.100.{a} on {u}" for u in ("e0", "e1") for a in (129, 130, 131)], 0),
+]
+
+
+@pytest.mark.parametrize("case, chains, uplinks, st, ours, actions, notices", PROXY_CASES,
+                         ids=[c[0] for c in PROXY_CASES])
+def test_plan_proxies(case, chains, uplinks, st, ours, actions, notices):
+    desired = Desired(tuple(storied(c) for c in chains), (), uplinks=uplinks)
+    got = plan(desired, st, ours)
+    assert [pshown(a) for a in got.actions] == actions
+    assert len(got.notices) == notices
+    proxied = [a for a in got.actions if isinstance(a, (AddProxy, DeleteProxy, ForgetProxy))]
+    applied = Desired(got.chains, (), uplinks=uplinks)   # as the keeper keeps it
+    assert proxies_intact(applied, st, ours) == (not proxied)
+
+
+def test_plan_proxy_notice_names_the_entry_and_the_chain():
+    got = plan(Desired((storied(P6),), (), uplinks=("e0",)),
+               state(**SETTLED6, foreign=proxies(HOPS6[1])), owned())
+    assert got.notices == (f"chain {P6} (rc.toml:{P6}): a proxy entry for {HOPS6[1]} on e0 is "
+                           "not route-chain's: left as it is",)
+
+
+def test_plan_proxies_cover_the_alternatives():
+    """A '+' router of a hop answers from its own address: answered for too."""
+    alt = Hop("b", alternatives=(Hop("b2", props=Props(address=ipaddress.ip_address(
+        "2001:db8:88::1:99"))),))
+    chain = Chain(iface(P6), hops=(Hop("a"), alt, Hop("c")), where="rc.toml:9")
+    wanted = Desired((chain,), (), uplinks=("e0",)).proxies()
+    assert sorted(str(p.address) for p in wanted) == sorted(
+        HOPS6 + ["2001:db8:88::1:4", "2001:db8:88::1:99"])
+
+
+def test_settle_proxy_on_a_missing_uplink_is_tried_again():
+    add = AddProxy(proxy(HOPS6[0]), f"chain {P6} (rc.toml:3)", False)
+    assert settle(add, errno.ENODEV, "rc0") == Postponement(
+        f"chain {P6} (rc.toml:3): cannot add a proxy entry for {HOPS6[0]} on 'e0': "
+        "No such device")
