@@ -57,9 +57,10 @@ def setup_foreign(net: TestNet) -> None:
     net.run(net.router, "ip", "-6", "route", "add", "default", "via", CLIENT6)
 
 
-def hops(net: TestNet, dst: str, six: bool = False) -> list[str]:
+def hops(net: TestNet, dst: str, six: bool = False, max_hops: int = 30) -> list[str]:
+    """The hop addresses (or '*') of a traceroute -n from the client."""
     trace = net.run(net.client, "traceroute", "-6" if six else "-4", "-n", "-q", "1",
-                    "-w", "1", dst).stdout
+                    "-w", "1", "-m", str(max_hops), dst).stdout
     return re.findall(r"^\s*\d+\s+(\S+)", trace, re.MULTILINE)
 
 
