@@ -141,7 +141,8 @@ class Link:
                         and msg["proto"] == self.protocol and key.table == table:
                     routes.add(key)
         ours, foreign = self._proxies(uplinks, names)
-        return State(frozenset(mine), elsewhere, frozenset(routes), up, ours, foreign)
+        return State(frozenset(mine), elsewhere, frozenset(routes), up, ours, foreign,
+                     unready(uplinks))
 
     def proxies(self, uplinks: Iterable[str]) -> State:
         """The proxy entries on `uplinks` alone (a State with nothing else
@@ -251,6 +252,31 @@ class Link:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def unready(uplinks: Iterable[str]) -> frozenset[tuple[str, int, str]]:
+    """(uplink, version, sysctl) for each setting of an uplink that makes
+    the kernel ignore its proxy entries: IPv6 answers a solicitation for
+    one only with forwarding and proxy_ndp (the uplink's or `all`) on
+    (ndisc_recv_ns), IPv4 an ARP request only with forwarding on
+    (arp_process). Read from /proc/sys (read-only under systemd's
+    ProtectKernelTunables=); one that cannot be read is not reported."""
+    def off(*path: str) -> bool:
+        try:
+            with open(os.path.join("/proc/sys/net", *path)) as f:
+                return f.read().strip() == "0"
+        except OSError:
+            return False
+
+    found = set()
+    for name in uplinks:
+        if off("ipv6", "conf", name, "forwarding"):
+            found.add((name, 6, f"net.ipv6.conf.{name}.forwarding"))
+        if off("ipv6", "conf", name, "proxy_ndp") and off("ipv6", "conf", "all", "proxy_ndp"):
+            found.add((name, 6, f"net.ipv6.conf.{name}.proxy_ndp"))
+        if off("ipv4", "conf", name, "forwarding"):
+            found.add((name, 4, f"net.ipv4.conf.{name}.forwarding"))
+    return frozenset(found)
 
 
 _GONE = {errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT}

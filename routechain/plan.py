@@ -93,6 +93,9 @@ class State:
     up: bool
     proxies: frozenset[Proxy] = frozenset()
     foreign_proxies: frozenset[Proxy] = frozenset()
+    # (uplink, IP version, sysctl) that is 0 where the kernel needs 1 to
+    # answer for a proxy entry of that version there.
+    unready: frozenset[tuple[str, int, str]] = frozenset()
 
 
 def address_key(interface: Interface) -> tuple[bytes, int]:
@@ -320,6 +323,11 @@ def _plan_proxies(desired: Desired, kept: list[Chain] | tuple[Chain, ...], state
                                 proxy in owned.proxies))
     for proxy in sorted(owned.proxies - wanted.keys(), key=_order):
         actions.append(DeleteProxy(proxy) if proxy in state.proxies else ForgetProxy(proxy))
+    used = {(p.uplink, p.address.version) for p in wanted}
+    for uplink, version, sysctl in sorted(state.unready):
+        if (uplink, version) in used:
+            notices.append(f"{sysctl} is 0: the kernel ignores the proxy entries on {uplink} "
+                           "until it is 1")
     return actions, notices
 
 

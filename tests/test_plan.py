@@ -48,10 +48,10 @@ def key(spec: tuple) -> RouteKey:
 
 
 def state(addresses=(), elsewhere=None, routes=(), up=True, proxies=frozenset(),
-          foreign=frozenset()) -> State:
+          foreign=frozenset(), unready=frozenset()) -> State:
     return State(frozenset(address_key(iface(a)) for a in addresses),
                  {iface(a).ip.packed: name for a, name in (elsewhere or {}).items()},
-                 frozenset(key(r) for r in routes), up, proxies, foreign)
+                 frozenset(key(r) for r in routes), up, proxies, foreign, unready)
 
 
 def owned(addresses=(), routes=(), proxies=frozenset()) -> Owned:
@@ -337,3 +337,20 @@ def test_settle_proxy_on_a_missing_uplink_is_tried_again():
     assert settle(add, errno.ENODEV, "rc0") == Postponement(
         f"chain {P6} (rc.toml:3): cannot add a proxy entry for {HOPS6[0]} on 'e0': "
         "No such device")
+
+
+@pytest.mark.parametrize("chains, unready, notices", [
+    ([P6], [("e0", 6, "net.ipv6.conf.e0.proxy_ndp")],
+     ["net.ipv6.conf.e0.proxy_ndp is 0: the kernel ignores the proxy entries on e0 until it "
+      "is 1"]),
+    # Only for a family that has entries there.
+    ([P6], [("e0", 4, "net.ipv4.conf.e0.forwarding")], []),
+    ([P4], [("e0", 4, "net.ipv4.conf.e0.forwarding"), ("e0", 6, "net.ipv6.conf.e0.proxy_ndp")],
+     ["net.ipv4.conf.e0.forwarding is 0: the kernel ignores the proxy entries on e0 until it "
+      "is 1"]),
+    ([], [("e0", 6, "net.ipv6.conf.e0.proxy_ndp")], []),
+])
+def test_plan_says_which_sysctl_keeps_the_entries_unanswered(chains, unready, notices):
+    got = plan(Desired(tuple(storied(c) for c in chains), (), uplinks=("e0",)),
+               state(unready=frozenset(unready)), owned())
+    assert list(got.notices) == notices

@@ -162,3 +162,19 @@ def test_an_entry_that_is_not_ours_is_left_alone(onlink, tmp_path):
         assert hops(net, "2001:db8:88::1:4", six=True)[-1] == "2001:db8:88::1:4"
         assert daemon.stop() == 0, daemon.output()
     assert proxied(net, vps) == [theirs]
+
+
+def test_proxy_ndp_off_is_said_and_nothing_else_is_wrong(onlink, tmp_path):
+    """With proxy_ndp off on the uplink the entries are in place but the
+    kernel ignores them: the daemon says which sysctl, and once it is set
+    the story traces with no restart."""
+    net, vps = onlink
+    net.run(vps, "sysctl", "-qw", "net.ipv6.conf.e0.proxy_ndp=0")
+    with start(net, vps, tmp_path, config_text(True, CHAIN6)) as daemon:
+        assert "net.ipv6.conf.e0.proxy_ndp is 0: the kernel ignores the proxy entries on e0 " \
+               "until it is 1" in daemon.output(), daemon.output()
+        assert proxied(net, vps) == ours(*ADDRESSES6)
+        assert hops(net, "2001:db8:88::1:4", six=True, max_hops=4)[2:] == ["*", "*"]
+        net.run(vps, "sysctl", "-qw", "net.ipv6.conf.e0.proxy_ndp=1")
+        assert hops(net, "2001:db8:88::1:4", six=True)[-1] == "2001:db8:88::1:4"
+        assert daemon.stop() == 0, daemon.output()
