@@ -5,13 +5,16 @@ address per chain (the chain's host, with its prefix) and the chain's
 prefix route, the extra routes, and the link up. Every route carries the
 configured protocol number (config.Routing), and the addresses are added
 without the kernel's own prefix route, so a routing daemon can learn the
-chains' routes by protocol and announce them exactly while the TUN lives. `Keeper.adopt` makes the kernel hold it by comparing with
-what the kernel reports (a dump, never a memory of what was done), so a
-SIGHUP re-applies everything that went missing, not only what changed in
-the file. Between reloads a netlink Monitor reports losses (an address
-deleted, a route deleted, the link set down, which also drops its IPv6
-addresses and its routes); `Keeper.repair` then puts back what is missing,
-logs it, and counts it in `repairs`.
+chains' routes by protocol and announce them exactly while the TUN lives;
+with uplinks, a proxy entry there for every chain address. `Keeper.adopt`
+makes the kernel hold it by comparing with what the kernel reports (a
+dump, never a memory of what was done), so a SIGHUP re-applies everything
+that went missing, not only what changed in the file. Between reloads a
+netlink Monitor reports losses (an address deleted, a route deleted, the
+link set down, which also drops its IPv6 addresses and its routes), and
+the keeper looks at the proxy entries every PROXY_CHECK_INTERVAL (the
+kernel reports no change of those); `Keeper.repair` then puts back what
+is missing, logs it, and counts it in `repairs`.
 
 Three parts, each apart: plan.py decides (a pure function from the
 desired state, the kernel's dump and what is ours to the actions);
@@ -21,9 +24,10 @@ repairs from the Monitor's events, retries, a pause between passes).
 
 Nothing that is not ours is ever changed: an address already on another
 interface, or a route that already exists, is refused at start (SetupError,
-exit 1) and skipped with a warning on reload or repair. Only what this
-daemon added is ever removed; at exit, its routes are removed, and its
-addresses go with the TUN.
+exit 1) and skipped with a warning on reload or repair; a proxy entry that
+is not ours is left as it is, with a warning. Only what this daemon added
+is ever removed; at exit, its proxy entries and routes are removed, and
+its addresses go with the TUN.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ dataclasses in, frozen dataclasses out (desired.py sends the actions over
 netlink and keeps the accounts).
 
 `plan(desired, state, owned)` compares the desired state (the chains'
-addresses and prefix routes, the extra routes) with what the kernel holds (`State`, a dump) and
-with what this daemon added (`Owned`), and returns the `Plan`: the actions
-in the order they must be sent, and the refusals it already knows of.
+addresses, prefix routes and proxy entries, the extra routes) with what
+the kernel holds (`State`, a dump) and with what this daemon added
+(`Owned`), and returns the `Plan`: the actions in the order they must be
+sent, the refusals it already knows of, and what it leaves alone.
 `settle(action, code, ...)` decides what a kernel's refusal of an action
 means (it is there, it is someone else's, or to be tried again).
 

@@ -235,7 +235,8 @@ def test_settle(action, code, want):
 
 from routechain.chain import Hop  # noqa: E402
 from routechain.hopprops import Props  # noqa: E402
-from routechain.plan import AddProxy, DeleteProxy, ForgetProxy, Proxy, proxies_intact  # noqa: E402,E501
+from routechain.plan import (AddProxy, DeleteProxy, ForgetProxy, Proxy,  # noqa: E402
+                             proxies_intact)
 
 P6 = "2001:db8:88::1:1/112"     # a piece of an on-link /64
 P4 = "198.51.100.129/28"
