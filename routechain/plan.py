@@ -284,12 +284,19 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     first = [i for i in ours if i not in want and _clash_key(i) in clashes]
     present = state.addresses - {address_key(i) for i in first}
 
+    # The kernel flushes a link's IPv4 routes with its last IPv4 address
+    # (fib_disable_ip), and says nothing of it: if a clash takes the last
+    # one away for an instant, they are added again after.
+    flushed = any(i.version == 4 for i in first) and \
+        not any(len(packed) == 4 for packed, _ in present)
+    held = {k for k in state.routes if not (flushed and k.prefix.version == 4)}
+
     by_key = desired.route_keys(kept)   # a chain left out takes its route along
     actions: list[Action] = [DeleteAddress(i) for i in first]
     actions += [AddAddress(i, c.where, i in owned.addresses)
                 for i, c in want.items() if address_key(i) not in present]
-    actions += [AddRoute(k, r, k in owned.routes)
-                for k, r in by_key.items() if k not in state.routes]
+    actions += [AddRoute(k, r, k in owned.routes and k not in state.routes)
+                for k, r in by_key.items() if k not in held]
     proxies, notices = _plan_proxies(desired, kept, state, owned)
     actions += [a for a in proxies if isinstance(a, AddProxy)]
     actions += [a for a in proxies if not isinstance(a, AddProxy)]

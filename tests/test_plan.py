@@ -78,7 +78,7 @@ def net(address: str) -> tuple:
     return (str(iface(address).network), None, None)
 
 
-C4, C6 = net(A4), net(A6)
+C4, C6, C4B = net(A4), net(A6), net(A4_B)
 K4, K6, K4B = (f"{net(a)[0]} metric {1024 if ':' in a else 0}" for a in (A4, A6, A4_B))
 KR4, KR6 = "198.19.128.0/17 table 100 metric 0", "2001:db8:1::/48 metric 1024"
 
@@ -119,10 +119,18 @@ CASES = [
     ("a chain and a route removed: routes go before addresses",
      [A4], [], state([A4, A6], routes=[C4, C6, R4]), owned([A4, A6], [C4, C6, R4]),
      [f"DeleteRoute {KR4}", f"DeleteRoute {K6}", f"DeleteAddress {A6}"], [], [A4]),
-    ("an IPv4 address clashing with one of ours in the same prefix: ours goes first, "
-     "the prefix route stays",
+    ("an IPv4 address clashing with one of ours in the same prefix: ours goes first "
+     "(and, the last IPv4 one, takes the route along)",
      [A4_OTHER], [], state([A4], routes=[C4]), owned([A4], [C4]),
-     [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}"], [], [A4_OTHER]),
+     [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}", f"AddRoute {K4}"], [], [A4_OTHER]),
+    ("the only IPv4 address moved in its prefix: the kernel flushes the IPv4 routes with "
+     "it, so they are added again, not as repairs",
+     [A4_OTHER, A6], [R4], state([A4, A6], routes=[C4, C6, R4]), owned([A4, A6], [C4, C6, R4]),
+     [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}", f"AddRoute {K4}", f"AddRoute {KR4}"],
+     [], [A4_OTHER, A6]),
+    ("an IPv4 address moved in its prefix beside another IPv4 one: the routes stay",
+     [A4_OTHER, A4_B], [], state([A4, A4_B], routes=[C4, C4B]), owned([A4, A4_B], [C4, C4B]),
+     [f"DeleteAddress {A4}", f"AddAddress {A4_OTHER}"], [], [A4_OTHER, A4_B]),
     ("an IPv4 address in another prefix: no clash, the old one goes last",
      [A4_B], [], state([A4], routes=[C4]), owned([A4], [C4]),
      [f"AddAddress {A4_B}", f"AddRoute {K4B}", f"DeleteRoute {K4}", f"DeleteAddress {A4}"],
