@@ -45,10 +45,12 @@ class Settings:
 
     interface: str
     queues: int
+    route_protocol: int
 
     @classmethod
     def of(cls, config: Config) -> "Settings":
-        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
+        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues(),
+                   config.routing.protocol)
 
 
 class Workers:
@@ -98,7 +100,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface, config.routing.protocol))
+        link = stack.enter_context(Link(settings.interface, settings.route_protocol))
         link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
@@ -212,15 +214,16 @@ class Running:
             for warning in new.log_lines:
                 log.warning("%s", warning)
             wanted = Settings.of(new)
-            if wanted != self.settings:
+            if (wanted.interface, wanted.queues) != (self.settings.interface,
+                                                     self.settings.queues):
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
             if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
                                                             old.limits.seed):
                 log.warning("reload: limits.delay_pool and limits.seed need a restart")
-            if new.routing.protocol != self.link.protocol:
+            if wanted.route_protocol != self.settings.route_protocol:
                 log.warning("reload: daemon.route_protocol needs a restart: keeping %d",
-                            self.link.protocol)
+                            self.settings.route_protocol)
             table = core.Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.

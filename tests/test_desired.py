@@ -342,3 +342,26 @@ def test_chain_routes_take_the_configured_protocol_table_and_metric(tmp_path):
         assert routes("101") == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
                                  "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
         assert daemon.stop() == 0, daemon.output()
+
+
+def test_moving_the_only_ipv4_host_keeps_the_routes(tmp_path):
+    """A reload that moves the TUN's only IPv4 address inside its prefix
+    deletes the old one first (a clash), and the kernel silently flushes
+    the link's IPv4 routes with its last IPv4 address: the chain's route
+    and the extra route are there again after, not counted as repairs,
+    and the moved chain answers."""
+    config = tmp_path / "rc.toml"
+    extra = '[[route]]\nprefix = "198.19.128.0/17"\ntable = 100\n'
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n\n{extra}')
+    with TestNet.create("dm4") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        config.write_text(f'[[chain]]\naddress = "198.18.0.9/24"\n\n{extra}')
+        reload(daemon)
+        assert "198.18.0.9/24" in tun_addresses(net) and CHAIN4 not in tun_addresses(net)
+        assert "198.18.0.0/24 dev route-chain proto 151" in net.run(
+            net.router, "ip", "route", "show").stdout
+        assert "198.19.128.0/17 dev route-chain proto 151" in net.run(
+            net.router, "ip", "route", "show", "table", TABLE).stdout
+        assert hops(net, "198.18.0.11") == ["192.0.2.1", "198.18.0.10", "198.18.0.11"]
+        assert "repaired" not in daemon.output(), daemon.output()
+        assert repairs_logged(daemon) == 0, daemon.output()
