@@ -50,12 +50,18 @@ WITHDRAWN_WITHIN = 5.0   # seconds, from the daemon's death to B's table
 CHAINS = f'''[[chain]]
 address = "{CHAIN4}"
 hops = ["over.the.hill", "down.the.lane", "a.narrow.gate | mtu=1300", "home"]
+suffix = "story.example"
 
 [[chain]]
 address = "{CHAIN6}"
 hops = ["over.the.hill", "down.the.lane", "a.narrow.gate | mtu=1280", "home"]
+suffix = "story.example"
+
+[dns]
+listen = ["198.18.0.1:53", "[2001:db8::1]:53"]
 '''
-EXTRA_CHAIN = f'\n[[chain]]\naddress = "{EXTRA}"\nhops = ["elsewhere", "there"]\n'
+EXTRA_CHAIN = f'\n[[chain]]\naddress = "{EXTRA}"\nhops = ["elsewhere", "there"]\n' \
+    'suffix = "story.example"\n'
 
 BIRD_A = f'''router id {A4};
 log stderr all;
@@ -159,6 +165,55 @@ def peering(tmp_path_factory):
         for bird in birds:
             bird.close()
         net.close()
+
+
+NAMED = '''options {{
+  directory "{tmp}";
+  pid-file none;
+  listen-on {{ 192.0.2.1; }};
+  listen-on-v6 {{ none; }};
+  recursion yes;
+  allow-query {{ any; }};
+  allow-recursion {{ any; }};
+  dnssec-validation no;
+  empty-zones-enable no;   // 2001:db8::/32 and 198.18.0.0/15 are documentation/test nets
+}};
+zone "0.18.198.in-addr.arpa" {{ type forward; forward only; forwarders {{ 198.18.0.1; }}; }};
+zone "0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa" {{
+  type forward; forward only; forwarders {{ 2001:db8::1; }};
+}};
+'''
+
+
+@pytest.fixture
+def resolver(peering):
+    """B's resolver, named, forwarding the chains' reverse zones to A's
+    built-in server; the client's resolv.conf names it (`ip netns exec`
+    puts /etc/netns/NS/resolv.conf in place of /etc/resolv.conf)."""
+    net, a, bird_a, bird_b, tmp = peering
+    if shutil.which("named") is None:
+        cannot_run("needs named (Debian's bind9)")
+    conf = tmp / "named.conf"
+    conf.write_text(NAMED.format(tmp=tmp))
+    etc = Path("/etc/netns") / net.client
+    etc.mkdir(parents=True)
+    (etc / "resolv.conf").write_text("nameserver 192.0.2.1\noptions timeout:2 attempts:2\n")
+    log = open(tmp / "named.log", "w")
+    named = net.popen(net.router, shutil.which("named"), "-g", "-n", "1", "-c", str(conf),
+                      stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "running" in (tmp / "named.log").read_text(), timeout=20,
+                   what="named running: " + (tmp / "named.log").read_text())
+        yield named
+    finally:
+        named.terminate()   # by pid
+        try:
+            named.wait(10)
+        except subprocess.TimeoutExpired:
+            named.kill()
+            named.wait()
+        log.close()
+        shutil.rmtree(etc)
 
 
 def announced(bird: Bird) -> set[str]:
@@ -295,6 +350,19 @@ def test_reload_adds_and_withdraws_a_chains_announcement(peering):
         daemon.wait_for("READY=1")
         wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6},
                    what="the dropped chain withdrawn")
+        assert daemon.stop() == 0, daemon.output()
+
+
+def test_the_host_behind_b_reads_the_story_through_its_resolver(peering, resolver):
+    """No -n: the client asks B's resolver, which forwards the chains'
+    reverse zones to A's built-in server (reached by the BGP routes)."""
+    net, a, bird_a, bird_b, tmp = peering
+    with start(net, a, tmp) as daemon:
+        wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced")
+        story = ["over.the.hill.story.example", "down.the.lane.story.example",
+                 "a.narrow.gate.story.example", "home.story.example"]
+        for dest, six in (("198.18.0.5", False), ("2001:db8::5", True)):
+            assert hops(net, dest, six=six, names=True)[2:] == story, daemon.output()
         assert daemon.stop() == 0, daemon.output()
 
 

@@ -57,10 +57,13 @@ def setup_foreign(net: TestNet) -> None:
     net.run(net.router, "ip", "-6", "route", "add", "default", "via", CLIENT6)
 
 
-def hops(net: TestNet, dst: str, six: bool = False, max_hops: int = 30) -> list[str]:
-    """The hop addresses (or '*') of a traceroute -n from the client."""
-    trace = net.run(net.client, "traceroute", "-6" if six else "-4", "-n", "-q", "1",
-                    "-w", "1", "-m", str(max_hops), dst).stdout
+def hops(net: TestNet, dst: str, six: bool = False, max_hops: int = 30,
+         names: bool = False) -> list[str]:
+    """The hop addresses (or '*') of a traceroute -n from the client; with
+    names, each hop's name as the client's resolver gives it (or its
+    address when there is none)."""
+    trace = net.run(net.client, "traceroute", "-6" if six else "-4", *([] if names else ["-n"]),
+                    "-q", "1", "-w", "1", "-m", str(max_hops), dst, timeout=120).stdout
     return re.findall(r"^\s*\d+\s+(\S+)", trace, re.MULTILINE)
 
 
