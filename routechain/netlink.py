@@ -135,11 +135,12 @@ class Link:
                 elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
         routes = set()
         for table in set(tables):
-            for msg in self._bulk.dump(_route_dump(table, self.index, self.protocol)):
-                key = _route_key(msg)
-                if key is not None and _route_oif(msg) == self.index \
-                        and msg["proto"] == self.protocol and key.table == table:
-                    routes.add(key)
+            for msg in self._bulk.dump(_route_dump(table, self.index, self.protocol),
+                                       self._bulk.route_fields):
+                fields = _route_fields(msg)
+                if fields is not None and fields[1] == self.index \
+                        and msg["proto"] == self.protocol and fields[0].table == table:
+                    routes.add(fields[0])
         ours, foreign = self._proxies(uplinks, names)
         return State(frozenset(mine), elsewhere, frozenset(routes), up, ours, foreign,
                      unready(uplinks))
@@ -371,32 +372,66 @@ class _ifaddr_fields(ifaddrmsg):
     nla_map = ()
 
 
+class _rtmsg_fields(rtmsg):
+    """An RTM_NEWROUTE decoded as far as its fixed fields, for the same
+    reason: a dump of our routes holds one per chain."""
+
+    nla_map = ()
+
+
 class _AddressFields(MarshalRtnl):
     msg_map = {**MarshalRtnl.msg_map, RTM_NEWADDR: _ifaddr_fields}
 
 
+class _RouteFields(MarshalRtnl):
+    msg_map = {**MarshalRtnl.msg_map, RTM_NEWROUTE: _rtmsg_fields}
+
+
 IFA_ADDRESS, IFA_LOCAL = 1, 2   # linux/if_addr.h
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15   # linux/rtnetlink.h
 NLA_HEADER = struct.Struct("=HH")  # struct nlattr: nla_len, nla_type
+U32 = struct.Struct("=I")
 IFADDRMSG_END = 16 + 8          # struct nlmsghdr, struct ifaddrmsg
+RTMSG_END = 16 + 12             # struct nlmsghdr, struct rtmsg
 
 
-def _local_address(msg) -> bytes | None:
-    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message:
-    its attributes follow the fixed part, each a struct nlattr header and a
-    value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
-    data, offset = msg.data, msg.offset + IFADDRMSG_END
+def _attributes(msg, start: int, kinds: set[int]) -> dict[int, bytes]:
+    """The raw values of the attributes `kinds` of a fields-only message:
+    they follow its fixed part (`start` octets), each a struct nlattr
+    header and a value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
+    data, offset = msg.data, msg.offset + start
     end = msg.offset + msg["header"]["length"]
-    found = None
+    found = {}
     while offset + NLA_HEADER.size <= end:
         length, kind = NLA_HEADER.unpack_from(data, offset)
         if length < NLA_HEADER.size or offset + length > end:
             break
-        if kind in (IFA_ADDRESS, IFA_LOCAL):
-            found = bytes(data[offset + NLA_HEADER.size:offset + length])
-            if kind == IFA_LOCAL:
-                break
+        if kind in kinds:
+            found[kind] = bytes(data[offset + NLA_HEADER.size:offset + length])
         offset += (length + 3) & ~3
     return found
+
+
+def _local_address(msg) -> bytes | None:
+    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message."""
+    found = _attributes(msg, IFADDRMSG_END, {IFA_ADDRESS, IFA_LOCAL})
+    return found.get(IFA_LOCAL, found.get(IFA_ADDRESS))
+
+
+def _route_fields(msg) -> tuple[RouteKey, int | None] | None:
+    """The RouteKey and RTA_OIF of an _rtmsg_fields message, as _route_key
+    and _route_oif read them from a fully decoded one."""
+    family = msg["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    found = _attributes(msg, RTMSG_END, {RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE})
+    size = 4 if family == socket.AF_INET else 16
+    dst = ipaddress.ip_address(found.get(RTA_DST, bytes(size)))
+    table = U32.unpack(found[RTA_TABLE])[0] if RTA_TABLE in found else msg["table"]
+    metric = U32.unpack(found[RTA_PRIORITY])[0] if RTA_PRIORITY in found else 0
+    oif = U32.unpack(found[RTA_OIF])[0] if RTA_OIF in found else None
+    return RouteKey(ipaddress.ip_network((dst, msg["dst_len"])), table or msg["table"],
+                    metric), oif
 
 
 def _interface(msg) -> Interface | None:
@@ -441,6 +476,7 @@ class _Bulk:
             raise
         self._marshal = MarshalRtnl()
         self.fields_only = _AddressFields()
+        self.route_fields = _RouteFields()
         self._seq = 0
 
     def close(self) -> None:
