@@ -43,6 +43,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Routing:
+    """[daemon] route_* and proxy_uplinks: how the chains are reached.
+    What the routes route-chain adds carry, so that a routing daemon
+    (BIRD's kernel protocol) can learn them by protocol: every route's
+    `proto` (also that of the proxy entries), and the table and metric of
+    the chains' own prefix routes (None: main, and the kernel's metric);
+    and the uplinks where the host answers for every chain address."""
+
+    protocol: int = settings.ROUTE_PROTOCOL
+    table: int | None = None
+    metric: int | None = None
+    uplinks: tuple[str, ...] = ()   # proxy NDP / ARP entries for every chain address there
+
+
+@dataclass(frozen=True)
 class DnsSettings:
     """The built-in authoritative server and the zones it (or an export) serves.
 
@@ -148,6 +163,7 @@ class Config:
     queues: int | None = None
     mtu: int | None = None
     txqueuelen: int | None = None
+    routing: Routing = Routing()
     limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
@@ -210,6 +226,7 @@ def merge(cli: Config, file: Config) -> Config:
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
         txqueuelen=cli.txqueuelen if cli.txqueuelen is not None else file.txqueuelen,
+        routing=file.routing,
         limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
@@ -288,12 +305,26 @@ class _Loader:
             interface=self.get(daemon, "daemon", None, "interface"),
             queues=self.get(daemon, "daemon", None, "queues"),
             mtu=mtu, txqueuelen=self.get(daemon, "daemon", None, "txqueuelen"),
+            routing=self.routing(daemon),
             limits=self.limits(self.table(data, "limits")),
             warnings=tuple(_unique(self.warnings)), path=self.path,
             metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
             registry=self.registry(self.table(data, "registry")),
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
             summaries=tuple(self.summaries()))
+
+    def routing(self, daemon: dict) -> Routing:
+        protocol = self.get(daemon, "daemon", None, "route_protocol")
+        uplinks = self.get(daemon, "daemon", None, "proxy_uplinks") or ()
+        for k, name in enumerate(uplinks):
+            try:
+                settings.check_interface_name(name, self.at("daemon", None, "proxy_uplinks", k))
+            except UsageError as e:
+                raise ConfigError(str(e)) from None
+        return Routing(Routing.protocol if protocol is None else protocol,
+                       self.get(daemon, "daemon", None, "route_table"),
+                       self.get(daemon, "daemon", None, "route_metric"),
+                       tuple(dict.fromkeys(uplinks)))
 
     # tables
 

@@ -49,10 +49,12 @@ class Settings:
 
     interface: str
     queues: int
+    route_protocol: int
 
     @classmethod
     def of(cls, config: Config) -> "Settings":
-        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
+        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues(),
+                   config.routing.protocol)
 
 
 class Workers:
@@ -102,11 +104,14 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface))
+        link = stack.enter_context(Link(settings.interface, settings.route_protocol))
         link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
+        asked = config
         config = keeper.adopt(config, strict=True)
+        for warning in config.warnings[len(asked.warnings):]:  # what was left alone
+            log.warning("%s", warning)
         # Every listener is bound here, while the process may still take a
         # port below 1024: `listen` is restart-only, so nothing is bound
         # after this and no capability to bind is kept.
@@ -136,6 +141,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
+        # Routes first, while everything else still serves: a routing
+        # daemon withdraws their announcement before the TUN goes.
+        keeper.stop()
+        keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
 
@@ -217,12 +226,16 @@ class Running:
             for warning in new.log_lines:
                 log.warning("%s", warning)
             wanted = Settings.of(new)
-            if wanted != self.settings:
+            if (wanted.interface, wanted.queues) != (self.settings.interface,
+                                                     self.settings.queues):
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
             if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
                                                             old.limits.seed):
                 log.warning("reload: limits.delay_pool and limits.seed need a restart")
+            if wanted.route_protocol != self.settings.route_protocol:
+                log.warning("reload: daemon.route_protocol needs a restart: keeping %d",
+                            self.settings.route_protocol)
             table = core.Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.

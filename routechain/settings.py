@@ -33,6 +33,12 @@ MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
 MAX_TXQUEUELEN = 65536  # packets per TUN queue: the kernel allocates a ring this long per queue
 RATE_MAX = 10_000_000  # replies per second; more than any TUN carries
 POOL_MAX = 1_000_000   # delay pool slots: 256 MiB of small replies
+# The `proto` of our routes: registered nowhere (not in the kernel's RTPROT_*,
+# iproute2's rt_protos, FRR's 186..198, Calico's 80, nor the 114 a known
+# wrapper script uses), so a route with it is ours and nobody else's; above
+# RTPROT_STATIC (4), so the kernel gives it no meaning of its own.
+ROUTE_PROTOCOL = 151
+ROUTE_PROTOCOL_MIN = 5
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,16 @@ SETTINGS = (
             "the kernel drops more (default: the kernel's, 500); under a flood each probe "
             "waits behind a full queue, so a shorter one keeps delays true",
             1, MAX_TXQUEUELEN, flag="--txqueuelen", metavar="PACKETS"),
+    Setting("daemon", "route_protocol", "int", "routing protocol number (`proto`) of every "
+            f"route route-chain adds, chains' and extra ones (default: {ROUTE_PROTOCOL}); "
+            "BIRD learns them by it (krt_source); restart", ROUTE_PROTOCOL_MIN, 255),
+    Setting("daemon", "route_table", "int", "routing table of the chains' prefix routes "
+            "(default: main)", 1, U32),
+    Setting("daemon", "route_metric", "int", "metric of the chains' prefix routes "
+            "(default: the kernel's, 0 for IPv4 and 1024 for IPv6)", 0, U32),
+    Setting("daemon", "proxy_uplinks", "strings", "interfaces where the chains' prefixes "
+            "are on-link (a VPS's /64): route-chain answers there for every chain address "
+            "with proxy NDP (IPv6) and proxy ARP (IPv4) entries; needs proxy_ndp=1 there"),
 
     Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
             parse=parse_route_prefix, flag="--route", metavar="PREFIX"),
