@@ -285,8 +285,9 @@ def check_proxy(facts: Facts) -> list[Finding]:
                     f"{len(missing)} of its {len(hops)} hop addresses have no {what} there "
                     f"({_listed(missing)}): the upstream router's neighbour solicitations for "
                     f"them go unanswered{also}",
-                    f"{cmd} ADDR dev {name} for each hop (e.g. {cmd} {missing[0]} dev {name}), "
-                    "or ndppd with a rule for the chain's prefix", level))
+                    f"add {name!r} to [daemon] proxy_uplinks and the daemon keeps an entry "
+                    f"for every hop (by hand: {cmd} {missing[0]} dev {name}, one per hop)",
+                    level))
     return found
 
 
