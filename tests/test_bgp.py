@@ -338,16 +338,12 @@ def test_reload_adds_and_withdraws_a_chains_announcement(peering):
     with start(net, a, tmp) as daemon:
         wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced")
         (tmp / "rc.toml").write_text(CHAINS + EXTRA_CHAIN)
-        daemon.signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1")
-        daemon.wait_for("READY=1")
+        daemon.reload()
         wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6, EXTRA_PREFIX},
                    what="the new chain announced")
         assert hops(net, "198.19.0.3") == ["192.0.2.1", A4, "198.19.0.2", "198.19.0.3"]
         (tmp / "rc.toml").write_text(CHAINS)
-        daemon.signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1")
-        daemon.wait_for("READY=1")
+        daemon.reload()
         wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6},
                    what="the dropped chain withdrawn")
         assert daemon.stop() == 0, daemon.output()

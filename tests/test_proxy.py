@@ -27,7 +27,7 @@ import signal
 import pytest
 
 from netns import Daemon, TestNet, sh
-from test_desired import hops, reload, wait_until
+from test_desired import hops, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -128,12 +128,12 @@ def test_proxy_entries_follow_reloads_and_come_back(onlink, tmp_path):
     with start(net, vps, tmp_path, config_text(True, CHAIN6)) as daemon:
         assert proxied(net, vps) == ours(*ADDRESSES6)
         (tmp_path / "rc.toml").write_text(config_text(True, CHAIN6, EXTRA6))
-        reload(daemon)
+        daemon.reload()
         assert proxied(net, vps) == ours(*ADDRESSES6, *EXTRA_ADDRESSES6)
         assert hops(net, "2001:db8:88::2:3", six=True) == [
             "2001:db8:ff::1", VPS6, "2001:db8:88::2:2", "2001:db8:88::2:3"]
         (tmp_path / "rc.toml").write_text(config_text(True, CHAIN6))
-        reload(daemon)
+        daemon.reload()
         assert proxied(net, vps) == ours(*ADDRESSES6)
         net.run(vps, "ip", "-6", "neigh", "del", "proxy", ADDRESSES6[2], "dev", "e0")
         wait_until(lambda: proxied(net, vps) == ours(*ADDRESSES6), timeout=10,
@@ -143,7 +143,7 @@ def test_proxy_entries_follow_reloads_and_come_back(onlink, tmp_path):
         daemon.signal(signal.SIGUSR1)
         wait_until(lambda: "repairs: 1 " in daemon.output(), what="the repair counted")
         (tmp_path / "rc.toml").write_text(config_text(False, CHAIN6))
-        reload(daemon)
+        daemon.reload()
         assert proxied(net, vps) == []
         assert daemon.stop() == 0, daemon.output()
 
