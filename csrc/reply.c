@@ -176,7 +176,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
 
     if (len < IPV4_HEADER_LEN)
         return RC_DROP_TRUNCATED;
-    ihl = (size_t)(ip[IPV4_VERSION_IHL] & 0x0f) * 4;
+    ihl = ipv4_header_len(ip);
     if (ihl < IPV4_HEADER_LEN)
         return RC_DROP_BAD_HEADER;
     total = load16(ip + IPV4_TOTAL_LENGTH);
@@ -392,6 +392,8 @@ static size_t append_extension(const struct probe *p, const struct extension *ex
     size_t unit = p->family == 4 ? ICMP_LENGTH_UNIT : ICMPV6_LENGTH_UNIT;
     size_t header = p->family == 4 ? IPV4_ERROR_HEADER : IPV6_ERROR_HEADER;
     size_t limit = p->family == 4 ? IPV4_ERROR_MAX : IPV6_ERROR_MAX;
+    /* ext->len <= limit - header - ICMP_EXT_MIN_FIELD: rc_table_check()
+     * [EXT_LENGTH], so this neither wraps nor overruns the limit. */
     size_t most = (limit - header - ext->len) / unit * unit;
     size_t field;
     uint8_t *e;
@@ -549,7 +551,7 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, si
     uint8_t flags = tcp[TCP_FLAGS];
     uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
     uint32_t seq = load32(tcp + TCP_SEQ), ack = load32(tcp + TCP_ACK);
-    size_t data = p->upper_len - (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    size_t data = p->upper_len - tcp_header_len(tcp);
     size_t ip_header;
 
     store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
@@ -605,7 +607,7 @@ static int check_tcp(const struct probe *p)
 
     if (p->upper_len < TCP_HEADER_LEN)
         return RC_DROP_TRUNCATED;
-    header = (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    header = tcp_header_len(tcp);
     if (header < TCP_HEADER_LEN)
         return RC_DROP_BAD_HEADER;
     if (header > p->upper_len)
@@ -633,7 +635,7 @@ static int check_echo_request(const struct probe *p)
 
 /* The destination D answers as a host would. */
 static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
-                          const struct extension *ext, size_t *off)
+                          const struct extension *ext, size_t *off, uint32_t *kind)
 {
     int drop;
 
@@ -643,6 +645,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
         return -RC_DROP_FRAGMENT;
     if (is_icmp(p)) {
         drop = check_echo_request(p);
+        *kind = RC_KIND_ECHO_REPLY;
         return drop ? -drop : build_echo_reply(p, headroom, ttl, off);
     }
     switch (p->proto) {
@@ -650,12 +653,14 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
         drop = check_udp(p);
         if (drop)
             return -drop;
+        *kind = RC_KIND_PORT_UNREACH;
         return build_error(p, headroom, p->dst, ttl,
                            p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            p->family == 4 ? ICMP_PORT_UNREACH : ICMPV6_PORT_UNREACH, 0, ext,
                            off);
     case PROTO_TCP:
         drop = check_tcp(p);
+        *kind = RC_KIND_TCP_RST;
         return drop ? -drop : build_tcp_rst(p, headroom, ttl, off);
     case PROTO_NO_NEXT_HEADER:
         if (p->family == 6)                           /* RFC 8200 4.7 */
@@ -664,6 +669,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
     default:
         break;
     }
+    *kind = RC_KIND_PROTO_UNREACH;
     if (p->family == 4)                               /* RFC 1122 3.2.2.1 */
         return build_error(p, headroom, p->dst, ttl, ICMP_DEST_UNREACH, ICMP_PROTO_UNREACH,
                            0, ext, off);
@@ -693,7 +699,8 @@ static uint32_t hash_flow(const struct probe *p)
     /* Source and destination lie side by side in both headers. */
     h = hash_bytes(h, p->src, 2 * p->addr_len);
     if (p->family == 6) {
-        uint8_t flow[3] = {p->ip[1] & 0x0f, p->ip[2], p->ip[3]};
+        uint32_t label = ipv6_flow_label(p->ip);
+        uint8_t flow[3] = {(uint8_t)(label >> 16), (uint8_t)(label >> 8), (uint8_t)label};
 
         h = hash_bytes(h, flow, sizeof flow);
     }
@@ -769,8 +776,7 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
     static const uint8_t v4[] = {0, ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_ADMIN_PROHIBITED};
     static const uint8_t v6[] = {0, ICMPV6_NO_ROUTE, ICMPV6_ADDR_UNREACH, ICMPV6_ADMIN_PROHIBITED};
 
-    if (end >= sizeof v4)                             /* never from the table */
-        end = RC_END_NET;
+    /* end is an enum rc_end: rc_table_check() [END]. */
     return family == 4 ? v4[end] : v6[end];
 }
 
@@ -829,7 +835,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         return -RC_DROP_NO_ROOM;
     if (len == 0)
         return -RC_DROP_TRUNCATED;
-    switch (buf[headroom] >> 4) {
+    switch (ip_version(buf + headroom)) {
     case 4:
         drop = parse_ipv4(buf + headroom, len, table, &p);
         break;
@@ -915,22 +921,23 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     }
     if (silent)
         return -RC_DROP_SILENT;
-    if (where) {                                      /* for serve.c's timing */
-        where->chain = (uint32_t)(chain - table->chains);
-        /* rc_hop and rc_hop_timing number routers alike: k for hop k,
-         * then the '+' alternatives. */
-        where->router = router ? (uint32_t)(router - chain->hops) : hop;
-    }
+    where->chain = (uint32_t)(chain - table->chains);
+    /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
+     * '+' alternatives. */
+    where->router = router ? (uint32_t)(router - chain->hops) : hop;
 
+    /* Count where it is decided: each answer names its kind here. */
     switch (answer) {
     case ANSWER_DESTINATION:
-        return answer_as_host(&p, headroom, (uint8_t)ttl, &ext, off);
+        return answer_as_host(&p, headroom, (uint8_t)ttl, &ext, off, &where->kind);
     case ANSWER_TIME_EXCEEDED:                        /* RFC 1812 5.3.1, RFC 4443 3.3 */
+        where->kind = RC_KIND_TIME_EXCEEDED;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED,
                            p.family == 4 ? ICMP_TTL_EXCEEDED : ICMPV6_HOP_LIMIT_EXCEEDED,
                            0, &ext, off);
     case ANSWER_TOO_BIG:
+        where->kind = RC_KIND_TOO_BIG;
         if (p.family == 4)                            /* RFC 1191 4, RFC 4884 4 */
             return build_error(&p, headroom, source, (uint8_t)ttl, ICMP_DEST_UNREACH,
                                ICMP_FRAG_NEEDED, router->mtu, &ext, off);
@@ -938,67 +945,16 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         return build_error(&p, headroom, source, (uint8_t)ttl, ICMPV6_PACKET_TOO_BIG, 0,
                            router->mtu, NULL, off);
     case ANSWER_ENDING:                               /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
+        where->kind = RC_KIND_ENDING;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            ending_code(p.family, chain->end), 0, &ext, off);
     case ANSWER_HOST_UNREACH:                         /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
     default:
+        where->kind = RC_KIND_HOST_UNREACH;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            p.family == 4 ? ICMP_HOST_UNREACH : ICMPV6_ADDR_UNREACH,
                            0, &ext, off);
     }
-}
-
-int rc_reply_kind(const uint8_t *reply, size_t len)
-{
-    uint8_t proto, type, code;
-    size_t header;
-
-    if (len == 0)
-        return -1;
-    if (reply[0] >> 4 == 4 && len >= IPV4_HEADER_LEN) {
-        header = (size_t)(reply[IPV4_VERSION_IHL] & 0x0f) * 4;
-        proto = reply[IPV4_PROTOCOL];
-    } else if (reply[0] >> 4 == 6 && len >= IPV6_HEADER_LEN) {
-        header = IPV6_HEADER_LEN;
-        proto = reply[IPV6_NEXT_HEADER];
-    } else {
-        return -1;
-    }
-    if (proto == PROTO_TCP)
-        return RC_KIND_TCP_RST;
-    if (len < header + ICMP_HEADER_LEN)
-        return -1;
-    type = reply[header + ICMP_TYPE];
-    code = reply[header + ICMP_CODE];
-    if (proto == PROTO_ICMP) {
-        switch (type) {
-        case ICMP_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
-        case ICMP_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
-        case ICMP_DEST_UNREACH:
-            return code == ICMP_PORT_UNREACH ? RC_KIND_PORT_UNREACH
-                 : code == ICMP_PROTO_UNREACH ? RC_KIND_PROTO_UNREACH
-                 : code == ICMP_HOST_UNREACH ? RC_KIND_HOST_UNREACH
-                 : code == ICMP_FRAG_NEEDED ? RC_KIND_TOO_BIG
-                 : code == ICMP_NET_UNREACH || code == ICMP_ADMIN_PROHIBITED ? RC_KIND_ENDING
-                 : -1;
-        default: return -1;
-        }
-    }
-    if (proto == PROTO_ICMPV6) {
-        switch (type) {
-        case ICMPV6_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
-        case ICMPV6_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
-        case ICMPV6_PARAM_PROBLEM: return RC_KIND_PROTO_UNREACH;
-        case ICMPV6_PACKET_TOO_BIG: return RC_KIND_TOO_BIG;
-        case ICMPV6_DEST_UNREACH:
-            return code == ICMPV6_PORT_UNREACH ? RC_KIND_PORT_UNREACH
-                 : code == ICMPV6_ADDR_UNREACH ? RC_KIND_HOST_UNREACH
-                 : code == ICMPV6_NO_ROUTE || code == ICMPV6_ADMIN_PROHIBITED ? RC_KIND_ENDING
-                 : -1;
-        default: return -1;
-        }
-    }
-    return -1;
 }

@@ -9,9 +9,9 @@
  * pace.c decides its fate; delayed replies wait in the queue's own pool and
  * are written from this loop, so a reload never loses them; a stop drops
  * them. Each is counted by how late it went out, and while the queue is
- * busy the loop tells the pool what its writes cost, which the pool's
- * book uses to keep from taking more delayed replies than it can write
- * on time (pace.c).
+ * busy the loop tells the book what its writes cost, which it uses to keep
+ * the queue from taking more delayed replies than it can write on time
+ * (book.c).
  *
  * Tables are swapped without locks (rc_table_publish) and reclaimed by
  * quiescent-state tracking: a worker records the table it holds in in_use,
@@ -22,12 +22,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "routechain.h"
 #include "pace.h"
+#include "worker.h"
 
 _Static_assert(sizeof ((struct rc_stats *)0)->drops / sizeof(uint64_t) >= RC_DROP_COUNT,
                "rc_stats.drops must hold every enum rc_drop");
@@ -154,7 +156,7 @@ static void send_due(struct rc_worker *w, uint64_t now_ns, bool busy)
         n++;
     }
     if (n && busy)
-        rc_pool_note_writes(&w->pool, n, read_clock_ns() - now_ns);
+        rc_book_note_writes(&w->book, n, read_clock_ns() - now_ns);
 }
 
 int rc_serve(struct rc_worker *w)
@@ -198,12 +200,13 @@ int rc_serve(struct rc_worker *w)
         size_t off = 0;
         struct rc_where where;
         int len = rc_reply(w->buf, RC_HEADROOM, (size_t)n, w->cap, table, &off, &where);
+        /* Counted as the core decided; a reason or kind out of range (none
+         * is) lands in slot 0 rather than outside the counters. */
         if (len < 0) {
-            int why = -len < RC_DROP_COUNT ? -len : RC_DROP_NONE;
-            bump(&w->stats.drops[why]);
+            bump(&w->stats.drops[-len < RC_DROP_COUNT ? -len : RC_DROP_NONE]);
             continue;
         }
-        bump(&w->stats.replies[rc_reply_kind(w->buf + off, (size_t)len)]);
+        bump(&w->stats.replies[where.kind < RC_KIND_COUNT ? where.kind : 0]);
         /* Only what needs pacing reads the clock: a chain without timing,
          * with the limits off, is served exactly as before. */
         if (table->limited || table->chains[where.chain].timing) {
@@ -215,6 +218,44 @@ int rc_serve(struct rc_worker *w)
         }
         write_reply(w, w->buf + off, (size_t)len);
     }
+}
+
+static size_t round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
+}
+
+enum {
+    ALIGN = 64               /* a cache line: queues never share one */
+};
+
+size_t rc_worker_bytes(const struct rc_worker_config *c)
+{
+    return ALIGN - 1 + round_up(sizeof(struct rc_worker), ALIGN) + round_up(c->cap, ALIGN)
+         + round_up(rc_book_bytes(), ALIGN) + rc_pool_bytes(c->n_small, c->n_large);
+}
+
+struct rc_worker *rc_worker_init(void *mem, const struct rc_worker_config *c)
+{
+    uint8_t *at = (uint8_t *)round_up((uintptr_t)mem, ALIGN);
+    struct rc_worker *w = (struct rc_worker *)at;
+
+    memset(w, 0, sizeof *w);
+    at += round_up(sizeof *w, ALIGN);
+    w->fd = c->fd;
+    w->stop_fd = c->stop_fd;
+    w->live = c->live;
+    w->buf = at;
+    w->cap = c->cap;
+    at += round_up(c->cap, ALIGN);
+    rc_book_init(&w->book, at);
+    at += round_up(rc_book_bytes(), ALIGN);
+    rc_pool_init(&w->pool, at, c->n_small, c->n_large);
+    w->rng = c->rng;
+    w->source_tat = c->source_tat;
+    w->source_mask = c->source_mask;
+    w->source_salt = c->source_salt;
+    return w;
 }
 
 const struct rc_table *rc_table_publish(const struct rc_table **live,

@@ -13,7 +13,7 @@ import struct
 from typing import Sequence
 
 from routechain.chain import Chain
-from routechain.core import HEADROOM, Drop
+from routechain.chaintable import HEADROOM, Drop
 
 ICMP_INFO_V4 = {0, 8, 9, 10, 13, 14, 15, 16, 17, 18, 42, 43}
 ICMP_INFO_V6 = set(range(128, 162))
