@@ -14,6 +14,11 @@
 
 enum {
     EXT_HEADERS_MAX = 8,         /* bound on the IPv6 extension-header walk */
+    /* RFC 9293 3.7.1, RFC 6691: an Ethernet host's MSS, its MTU (1500) less
+     * the IP and TCP headers; and the window of a fresh listener. */
+    SYN_ACK_MSS4 = 1460,
+    SYN_ACK_MSS6 = 1440,
+    SYN_ACK_WINDOW = 65535,
     IPV4_ERROR_HEADER = IPV4_HEADER_LEN + ICMP_HEADER_LEN,
     IPV6_ERROR_HEADER = IPV6_HEADER_LEN + ICMP_HEADER_LEN
 };
@@ -544,8 +549,11 @@ static int build_echo_reply(const struct probe *p, size_t headroom, uint8_t ttl,
 }
 
 /* RFC 9293 3.10.7.1, CLOSED: a 20-byte RST in place of the segment. Ports
- * and addresses swap, which leaves their sum alone; the rest is new. */
-static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+ * and addresses swap, which leaves their sum alone; the rest is new. A
+ * bare RST (rc_tcp RST, as filters send) never carries ACK: its SEQ is
+ * SEG.ACK when the segment had one, else 0. */
+static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, bool bare,
+                         size_t *off)
 {
     uint8_t *tcp = p->ip + p->upper_off;
     uint8_t flags = tcp[TCP_FLAGS];
@@ -556,9 +564,9 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, si
 
     store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
     store16(tcp + TCP_DEST_PORT, sport);
-    if (flags & TCP_ACK_FLAG) {
+    if (flags & TCP_ACK_FLAG || bare) {
         /* <SEQ=SEG.ACK><CTL=RST> */
-        store32(tcp + TCP_SEQ, ack);
+        store32(tcp + TCP_SEQ, flags & TCP_ACK_FLAG ? ack : 0);
         store32(tcp + TCP_ACK, 0);
         tcp[TCP_FLAGS] = TCP_RST;
     } else {
@@ -579,6 +587,106 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, si
     ip_header = write_swapped_header(p, tcp, TCP_HEADER_LEN, ttl);
     *off = headroom + p->upper_off - ip_header;
     return (int)(ip_header + TCP_HEADER_LEN);
+}
+
+/* The initial sequence number of a SYN-ACK: no state and no secret (the
+ * core has neither), so a hash (FNV-1a) of the addresses, the ports and
+ * the SYN's own sequence number: it differs from connection to
+ * connection and from SYN to SYN, as RFC 9293 3.4.1 asks, and is the same
+ * for a retransmitted SYN. Nothing is ever accepted on it. */
+static uint32_t derive_iss(const struct probe *p, const uint8_t *tcp)
+{
+    uint32_t h = 2166136261u;
+    const uint8_t *parts[2] = {p->src, tcp};
+    size_t lens[2] = {2 * p->addr_len, TCP_ACK};
+
+    for (size_t i = 0; i < 2; i++)
+        for (size_t j = 0; j < lens[i]; j++)
+            h = (h ^ parts[i][j]) * 16777619u;
+    return h;
+}
+
+/* RFC 9293 3.10.7.2, LISTEN, a SYN: <SEQ=ISS><ACK=SEG.SEQ+1><CTL=SYN,ACK>
+ * with an MSS option (3.7.1) and a window, in place of the segment. No TCB
+ * is kept, so whatever follows meets the listener again and is reset; data
+ * on the SYN is not acknowledged (RCV.NXT stays SEG.SEQ + 1). */
+static int build_tcp_syn_ack(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+{
+    uint8_t *tcp = p->ip + p->upper_off;
+    uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
+    uint32_t iss = derive_iss(p, tcp), seq = load32(tcp + TCP_SEQ);
+    size_t ip_header;
+
+    if (p->upper_off + TCP_SYN_ACK_HEADER_LEN > p->room)
+        return -RC_DROP_NO_ROOM;
+    store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
+    store16(tcp + TCP_DEST_PORT, sport);
+    store32(tcp + TCP_SEQ, iss);
+    store32(tcp + TCP_ACK, seq + 1);
+    tcp[TCP_DATA_OFFSET] = TCP_DATA_OFFSET_MSS;
+    tcp[TCP_FLAGS] = TCP_SYN | TCP_ACK_FLAG;
+    store16(tcp + TCP_WINDOW, SYN_ACK_WINDOW);
+    store16(tcp + TCP_CHECKSUM, 0);
+    store16(tcp + TCP_URGENT, 0);
+    tcp[TCP_HEADER_LEN] = TCP_OPT_MSS;
+    tcp[TCP_HEADER_LEN + 1] = TCP_OPT_MSS_LEN;
+    store16(tcp + TCP_HEADER_LEN + 2, p->family == 4 ? SYN_ACK_MSS4 : SYN_ACK_MSS6);
+    store16(tcp + TCP_CHECKSUM,
+            csum_finish(csum_add(sum_pseudo_header(p, TCP_SYN_ACK_HEADER_LEN, PROTO_TCP),
+                                 tcp, TCP_SYN_ACK_HEADER_LEN)));
+    ip_header = write_swapped_header(p, tcp, TCP_SYN_ACK_HEADER_LEN, ttl);
+    *off = headroom + p->upper_off - ip_header;
+    return (int)(ip_header + TCP_SYN_ACK_HEADER_LEN);
+}
+
+/* Whether the chain's destination listens on the segment's port. */
+static bool is_open_port(const struct rc_chain *c, const uint8_t *tcp)
+{
+    uint16_t port = load16(tcp + TCP_DEST_PORT);
+
+    if (c->tcp == RC_TCP_OPEN)
+        return true;
+    for (unsigned i = 0; i < c->n_open; i++)
+        if (c->open_ports[i] == port)
+            return true;
+    return false;
+}
+
+/* Destination Unreachable, administratively prohibited (RFC 1812 5.2.7.1:
+ * 3/13; RFC 4443 3.1: 1/1), from the destination itself: a host filter. */
+static int build_prohibited(const struct probe *p, size_t headroom, uint8_t ttl,
+                            const struct extension *ext, size_t *off)
+{
+    return build_error(p, headroom, p->dst, ttl,
+                       p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
+                       p->family == 4 ? ICMP_ADMIN_PROHIBITED : ICMPV6_ADMIN_PROHIBITED, 0,
+                       ext, off);
+}
+
+/* What the destination answers a TCP segment that passed check_tcp(). */
+static int answer_tcp(const struct probe *p, size_t headroom, uint8_t ttl,
+                      const struct extension *ext, size_t *off, uint32_t *kind)
+{
+    const uint8_t *tcp = p->ip + p->upper_off;
+
+    if (is_open_port(p->chain, tcp)) {
+        if ((tcp[TCP_FLAGS] & (TCP_SYN | TCP_ACK_FLAG)) == TCP_SYN) {
+            *kind = RC_KIND_TCP_SYN_ACK;
+            return build_tcp_syn_ack(p, headroom, ttl, off);
+        }
+        *kind = RC_KIND_TCP_RST;                      /* LISTEN, no TCB: reset */
+        return build_tcp_rst(p, headroom, ttl, false, off);
+    }
+    switch (p->chain->tcp) {
+    case RC_TCP_SILENT:
+        return -RC_DROP_SILENT;
+    case RC_TCP_PROHIBITED:
+        *kind = RC_KIND_PROHIBITED;
+        return build_prohibited(p, headroom, ttl, ext, off);
+    default:
+        *kind = RC_KIND_TCP_RST;
+        return build_tcp_rst(p, headroom, ttl, p->chain->tcp == RC_TCP_RST, off);
+    }
 }
 
 /* RFC 1122 4.1.3.4 / RFC 8200 8.1: a host drops a datagram whose checksum
@@ -653,6 +761,12 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
         drop = check_udp(p);
         if (drop)
             return -drop;
+        if (p->chain->udp == RC_UDP_SILENT)
+            return -RC_DROP_SILENT;
+        if (p->chain->udp == RC_UDP_PROHIBITED) {
+            *kind = RC_KIND_PROHIBITED;
+            return build_prohibited(p, headroom, ttl, ext, off);
+        }
         *kind = RC_KIND_PORT_UNREACH;
         return build_error(p, headroom, p->dst, ttl,
                            p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
@@ -660,8 +774,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
                            off);
     case PROTO_TCP:
         drop = check_tcp(p);
-        *kind = RC_KIND_TCP_RST;
-        return drop ? -drop : build_tcp_rst(p, headroom, ttl, off);
+        return drop ? -drop : answer_tcp(p, headroom, ttl, ext, off, kind);
     case PROTO_NO_NEXT_HEADER:
         if (p->family == 6)                           /* RFC 8200 4.7 */
             return -RC_DROP_NO_NEXT_HEADER;

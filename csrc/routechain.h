@@ -18,7 +18,7 @@ enum rc_drop {
     RC_DROP_EXT_HEADERS,     /* too many IPv6 extension headers */
     RC_DROP_BAD_CHECKSUM,    /* upper-layer checksum wrong at the destination */
     RC_DROP_TCP_RST,         /* RFC 9293 3.10.7.1: a RST gets no reply */
-    RC_DROP_SILENT,          /* the answering hop is silent */
+    RC_DROP_SILENT,          /* the answering hop is silent, or the port (rc_tcp, rc_udp) */
     RC_DROP_NO_ROOM,         /* headroom or capacity too small for the reply */
     RC_DROP_NO_NEXT_HEADER,  /* RFC 8200 4.7: IPv6 No Next Header at the destination */
     RC_DROP_COUNT
@@ -34,13 +34,16 @@ enum rc_kind {
     RC_KIND_HOST_UNREACH,    /* beyond the chain, or below its host */
     RC_KIND_TOO_BIG,         /* v4 Fragmentation Needed, v6 Packet Too Big */
     RC_KIND_ENDING,          /* the chain's `end`: network, host, prohibited */
+    RC_KIND_TCP_SYN_ACK,     /* an open port's answer to a SYN */
+    RC_KIND_PROHIBITED,      /* the destination filters the port: v4 3/13, v6 1/1 */
     RC_KIND_COUNT
 };
 
 enum rc_limits {
     RC_HEADROOM = 64,        /* >= IPv6 + ICMPv6 header (48), rounded up */
     RC_MAX_HOPS = 255,
-    RC_HOP_SILENT = 1        /* hop_flags bit: the hop never answers */
+    RC_HOP_SILENT = 1,       /* hop_flags bit: the hop never answers */
+    RC_MAX_OPEN_PORTS = 16   /* rc_chain.open_ports */
 };
 
 /* How a chain ends (rc_chain.end): its last hop answers as a host, or as a
@@ -50,6 +53,24 @@ enum rc_end {
     RC_END_NET,              /* !N: v4 3/0, v6 1/0 (no route) */
     RC_END_HOST_UNREACH,     /* !H: v4 3/1, v6 1/3 (address unreachable) */
     RC_END_PROHIBITED        /* !X: v4 3/13, v6 1/1 (administratively prohibited) */
+};
+
+/* What the destination answers to a TCP segment (rc_chain.tcp): to a port
+ * in open_ports, or to every port with RC_TCP_OPEN, a SYN gets a SYN-ACK
+ * and anything else a RST, keeping no state (RFC 9293 3.10.7.2, LISTEN). */
+enum rc_tcp {
+    RC_TCP_CLOSED = 0,       /* RST-ACK, RFC 9293 3.10.7.1 */
+    RC_TCP_RST,              /* a bare RST, as some filters send */
+    RC_TCP_SILENT,           /* nothing */
+    RC_TCP_PROHIBITED,       /* Destination Unreachable, administratively prohibited */
+    RC_TCP_OPEN              /* every port open */
+};
+
+/* What the destination answers to a UDP datagram (rc_chain.udp). */
+enum rc_udp {
+    RC_UDP_UNREACHABLE = 0,  /* Port Unreachable, RFC 1122 3.2.2.1 / RFC 4443 3.1 */
+    RC_UDP_SILENT,
+    RC_UDP_PROHIBITED
 };
 
 /* One router at one hop of a chain with per-hop properties. Branch 0 of hop
@@ -103,6 +124,8 @@ struct rc_hop {
  *  - length >= 1 [LENGTH] (reply.c answers from hop_flags[length] or
  *    hops[length]); hop_flags holds only RC_HOP_SILENT [FLAGS].
  *  - end is an enum rc_end, and not RC_END_HOST only with hops [END].
+ *  - tcp is an enum rc_tcp, udp an enum rc_udp, n_open <=
+ *    RC_MAX_OPEN_PORTS [DESTINATION].
  *  - hops NULL: n_hops, min_mtu, ext and ext_bytes are 0/NULL; otherwise
  *    n_hops >= length + 1 [N_HOPS], and every rc_hop invariant holds.
  *  - ext is non-NULL when ext_bytes > 0 [EXT_RANGE].
@@ -122,6 +145,10 @@ struct rc_chain {
     uint16_t min_mtu;        /* the smallest rc_hop.mtu in the chain; 0: none */
     uint16_t n_hops;         /* entries in hops: length + 1 + alternatives */
     uint16_t n_timing;       /* entries in timing and hop_tat */
+    uint8_t tcp;             /* enum rc_tcp: ports not in open_ports */
+    uint8_t udp;             /* enum rc_udp */
+    uint8_t n_open;          /* entries in open_ports */
+    uint16_t open_ports[16]; /* RC_MAX_OPEN_PORTS TCP ports that answer SYN-ACK */
     uint32_t ext_bytes;      /* bytes at ext */
     const struct rc_hop *hops;   /* NULL: no per-hop properties (see rc_hop) */
     const uint8_t *ext;      /* the extension structures rc_hop points into */
@@ -190,6 +217,7 @@ enum rc_fault {
     RC_FAULT_EXT_SUM,
     RC_FAULT_TIMING,
     RC_FAULT_LOSS,
+    RC_FAULT_DESTINATION,
     RC_FAULT_COUNT
 };
 
@@ -248,7 +276,7 @@ extern const uint64_t rc_late_edges_ns[RC_LATE_BUCKETS - 1];
 struct rc_stats {
     uint64_t received;
     uint64_t sent;
-    uint64_t replies[8];     /* by enum rc_kind */
+    uint64_t replies[16];    /* by enum rc_kind */
     uint64_t drops[16];      /* by enum rc_drop */
     uint64_t paced[8];       /* by enum rc_pace */
     uint64_t late[RC_LATE_BUCKETS]; /* delayed replies by how late they went out */

@@ -45,6 +45,7 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
     [RC_FAULT_EXT_SUM] = "an extension structure's sum is not the sum of its bytes",
     [RC_FAULT_TIMING] = "timing without its rate-limit state, or shorter than the routers",
     [RC_FAULT_LOSS] = "a loss above 2^32",
+    [RC_FAULT_DESTINATION] = "tcp or udp not an enum rc_tcp / rc_udp, or too many open ports",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -207,6 +208,8 @@ static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
             return RC_FAULT_FLAGS;
     if (c->end > RC_END_PROHIBITED || (c->end != RC_END_HOST && !c->hops))
         return RC_FAULT_END;
+    if (c->tcp > RC_TCP_OPEN || c->udp > RC_UDP_PROHIBITED || c->n_open > RC_MAX_OPEN_PORTS)
+        return RC_FAULT_DESTINATION;
     if (!c->hops) {
         if (c->n_hops || c->min_mtu)
             return RC_FAULT_N_HOPS;

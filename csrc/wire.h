@@ -171,6 +171,14 @@ enum tcp_flag {
     TCP_ACK_FLAG = 0x10
 };
 
+/* RFC 9293 3.2: the Maximum Segment Size option, the one a SYN-ACK carries. */
+enum tcp_option {
+    TCP_OPT_MSS = 2,
+    TCP_OPT_MSS_LEN = 4,
+    TCP_SYN_ACK_HEADER_LEN = TCP_HEADER_LEN + TCP_OPT_MSS_LEN,
+    TCP_DATA_OFFSET_MSS = 0x60   /* 6 words: the MSS option */
+};
+
 /* RFC 4884: the length of the "original datagram" field, in the ICMP
  * header, of Time Exceeded and Destination Unreachable; when an extension
  * structure follows, the field is zero-padded to a whole number of units

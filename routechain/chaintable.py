@@ -113,6 +113,10 @@ class Table:
         return len(self.chains)
 
 
+# The words of hopprops.TCP_ANSWERS and UDP_ANSWERS, from the C enums' names.
+TCP = {name.lower(): value for name, value in constants("TCP").items()}
+UDP = {name.lower(): value for name, value in constants("UDP").items()}
+
 ENDS = {"host": lib.RC_END_HOST, "!N": lib.RC_END_NET, "!H": lib.RC_END_HOST_UNREACH,
         "!X": lib.RC_END_PROHIBITED}
 
@@ -138,7 +142,20 @@ def fill_chain(slot, chain: Chain) -> tuple:
     for k, hop in enumerate(chain.hops, 1):  # a chain without a story has no silent hop
         if hop.silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
+    fill_destination(slot, chain)
     return fill_timing_of(slot, chain) + fill_routers(slot, chain)
+
+
+def fill_destination(slot, chain: Chain) -> None:
+    """What the chain's destination answers to TCP and UDP (enum rc_tcp,
+    enum rc_udp, the open ports)."""
+    props = chain.defaults
+    slot.tcp = TCP[props.tcp or "closed"]
+    slot.udp = UDP[props.udp or "unreachable"]
+    ports = props.tcp_open or ()
+    slot.n_open = len(ports)
+    for i, port in enumerate(ports):
+        slot.open_ports[i] = port
 
 
 def fill_timing_of(slot, chain: Chain) -> tuple:

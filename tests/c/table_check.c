@@ -295,6 +295,19 @@ int main(void)
     test_timing[1][9].loss = ((uint64_t)1 << 32) + 1;
     EXPECT(RC_FAULT_LOSS, LONG4, 9);
 
+    /* [DESTINATION]: tcp, udp and the open ports. */
+    fresh();
+    chain(SMALL4)->tcp = RC_TCP_OPEN + 1;
+    EXPECT(RC_FAULT_DESTINATION, SMALL4, 0);
+    fresh();
+    chain(CHAIN6)->udp = RC_UDP_PROHIBITED + 1;
+    EXPECT(RC_FAULT_DESTINATION, CHAIN6, 0);
+    fresh();
+    chain(EXT4)->n_open = RC_MAX_OPEN_PORTS;
+    EXPECT(RC_FAULT_NONE, 0, 0);
+    chain(EXT4)->n_open = RC_MAX_OPEN_PORTS + 1;
+    EXPECT(RC_FAULT_DESTINATION, EXT4, 0);
+
     /* The table is good again for whoever comes next. */
     fresh();
     EXPECT(RC_FAULT_NONE, 0, 0);
