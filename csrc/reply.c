@@ -590,31 +590,48 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, bo
 }
 
 /* The initial sequence number of a SYN-ACK: no state and no secret (the
- * core has neither), so a hash (FNV-1a) of the addresses, the ports and
- * the SYN's own sequence number: it differs from connection to
- * connection and from SYN to SYN, as RFC 9293 3.4.1 asks, and is the same
- * for a retransmitted SYN. Nothing is ever accepted on it. */
-static uint32_t derive_iss(const struct probe *p, const uint8_t *tcp)
+ * core has neither), so a hash (FNV-1a) of the addresses, the ports (as
+ * the SYN carries them) and the SYN's sequence number: it differs from
+ * connection to connection and from SYN to SYN, as RFC 9293 3.4.1 asks,
+ * is the same for a retransmitted SYN, and lets the handshake's ACK be
+ * recognised without state, as a SYN cookie is (RFC 4987 3.6). */
+static uint32_t derive_iss(const struct probe *p, const uint8_t *tcp, uint32_t syn_seq)
 {
+    uint8_t seq[4];
     uint32_t h = 2166136261u;
-    const uint8_t *parts[2] = {p->src, tcp};
-    size_t lens[2] = {2 * p->addr_len, TCP_ACK};
 
-    for (size_t i = 0; i < 2; i++)
-        for (size_t j = 0; j < lens[i]; j++)
-            h = (h ^ parts[i][j]) * 16777619u;
+    store32(seq, syn_seq);
+    for (size_t i = 0; i < 2 * p->addr_len; i++)
+        h = (h ^ p->src[i]) * 16777619u;
+    for (size_t i = 0; i < TCP_SEQ; i++)
+        h = (h ^ tcp[i]) * 16777619u;
+    for (size_t i = 0; i < sizeof seq; i++)
+        h = (h ^ seq[i]) * 16777619u;
     return h;
+}
+
+/* The ACK that completes a handshake our SYN-ACK began: ACK alone (PSH
+ * allowed), no data, acknowledging ISS + 1 of a SYN whose SEQ was one
+ * before this one's. */
+static bool is_handshake_ack(const struct probe *p, const uint8_t *tcp)
+{
+    uint8_t flags = tcp[TCP_FLAGS] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK_FLAG);
+    uint32_t seq = load32(tcp + TCP_SEQ);
+
+    return flags == TCP_ACK_FLAG && p->upper_len == tcp_header_len(tcp) &&
+           load32(tcp + TCP_ACK) == derive_iss(p, tcp, seq - 1) + 1;
 }
 
 /* RFC 9293 3.10.7.2, LISTEN, a SYN: <SEQ=ISS><ACK=SEG.SEQ+1><CTL=SYN,ACK>
  * with an MSS option (3.7.1) and a window, in place of the segment. No TCB
- * is kept, so whatever follows meets the listener again and is reset; data
- * on the SYN is not acknowledged (RCV.NXT stays SEG.SEQ + 1). */
+ * is kept: the handshake's ACK is taken silently, as a SYN-cookie server
+ * takes it, and whatever follows meets the listener again and is reset;
+ * data on the SYN is not acknowledged (RCV.NXT stays SEG.SEQ + 1). */
 static int build_tcp_syn_ack(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
 {
     uint8_t *tcp = p->ip + p->upper_off;
     uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
-    uint32_t iss = derive_iss(p, tcp), seq = load32(tcp + TCP_SEQ);
+    uint32_t seq = load32(tcp + TCP_SEQ), iss = derive_iss(p, tcp, seq);
     size_t ip_header;
 
     if (p->upper_off + TCP_SYN_ACK_HEADER_LEN > p->room)
@@ -674,6 +691,10 @@ static int answer_tcp(const struct probe *p, size_t headroom, uint8_t ttl,
             *kind = RC_KIND_TCP_SYN_ACK;
             return build_tcp_syn_ack(p, headroom, ttl, off);
         }
+        /* A client whose handshake is reset while it completes it reports
+         * an error, not an open port (mtr --tcp): the ACK is taken. */
+        if (is_handshake_ack(p, tcp))
+            return -RC_DROP_TCP_HANDSHAKE;
         *kind = RC_KIND_TCP_RST;                      /* LISTEN, no TCB: reset */
         return build_tcp_rst(p, headroom, ttl, false, off);
     }

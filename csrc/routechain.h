@@ -21,6 +21,7 @@ enum rc_drop {
     RC_DROP_SILENT,          /* the answering hop is silent, or the port (rc_tcp, rc_udp) */
     RC_DROP_NO_ROOM,         /* headroom or capacity too small for the reply */
     RC_DROP_NO_NEXT_HEADER,  /* RFC 8200 4.7: IPv6 No Next Header at the destination */
+    RC_DROP_TCP_HANDSHAKE,   /* the ACK completing a handshake with an open port */
     RC_DROP_COUNT
 };
 
@@ -277,7 +278,7 @@ struct rc_stats {
     uint64_t received;
     uint64_t sent;
     uint64_t replies[16];    /* by enum rc_kind */
-    uint64_t drops[16];      /* by enum rc_drop */
+    uint64_t drops[32];      /* by enum rc_drop */
     uint64_t paced[8];       /* by enum rc_pace */
     uint64_t late[RC_LATE_BUCKETS]; /* delayed replies by how late they went out */
     uint64_t late_ns;        /* the sum of that lateness */

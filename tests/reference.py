@@ -214,6 +214,11 @@ def tcp_reset(probe: Probe, ttl: int, bare: bool) -> bytes:
     return with_ip_header(probe, ttl, 6, segment)
 
 
+def initial_sequence(probe: Probe, syn_seq: int) -> int:
+    """FNV-1a over the addresses, the ports as the SYN has them and its SEQ."""
+    return fnv1a(probe.src + probe.dst + probe.upper[:4] + struct.pack("!I", syn_seq))
+
+
 def tcp_syn_ack(probe: Probe, ttl: int, room: int) -> bytes | Drop:
     """RFC 9293 3.10.7.2: <SEQ=ISS><ACK=SEG.SEQ+1><CTL=SYN,ACK>, window
     65535, one option: MSS 1460 (v4) / 1440 (v6). ISS: FNV-1a over the
@@ -222,7 +227,7 @@ def tcp_syn_ack(probe: Probe, ttl: int, room: int) -> bytes | Drop:
     if len(probe.packet) - len(upper) + 24 > room:
         return Drop.NO_ROOM
     sport, dport, seq = struct.unpack("!HHI", upper[:8])
-    iss = fnv1a(probe.src + probe.dst + upper[:8])
+    iss = initial_sequence(probe, seq)
     mss = 1460 if probe.family == 4 else 1440
     segment = struct.pack("!HHIIBBHHHBBH", dport, sport, iss, (seq + 1) % 2**32, 0x60, 0x12,
                           65535, 0, 0, 2, 4, mss)
@@ -280,6 +285,11 @@ def host_reply(probe: Probe, ttl: int, headroom: int, extension: bytes = b"",
         if tcp == "open" or dport in tcp_open:          # listening, no state kept
             if (flags & 0x12) == 0x02:
                 return tcp_syn_ack(probe, ttl, room)
+            # The handshake's ACK (ACK alone, PSH allowed, no data,
+            # acknowledging ISS + 1) is taken silently, as a SYN cookie is.
+            if ((flags & 0x17) == 0x10 and len(upper) == (offset >> 4) * 4
+                    and ack == (initial_sequence(probe, (seq - 1) % 2**32) + 1) % 2**32):
+                return Drop.TCP_HANDSHAKE
             return tcp_reset(probe, ttl, bare=False)
         if tcp == "silent":
             return Drop.SILENT

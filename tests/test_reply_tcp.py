@@ -108,6 +108,27 @@ def test_open_port_resets_whatever_follows(flags, want_flags, want_seq, want_ack
         want_flags, want_seq, want_ack, 0, 5)
 
 
+def test_open_port_takes_the_handshake_ack_and_resets_what_follows():
+    """The ACK that completes the handshake (it acknowledges ISS + 1) is
+    taken silently, as a SYN-cookie server takes it, so the client's
+    connect() succeeds; a wrong ACK, data or a FIN are reset."""
+    iss = IP(answer(to(OPEN4, syn(80, seq=0xffffffff))))[TCP].seq
+    ack = (iss + 1) % 2**32
+
+    def segment(flags: str, ack_no: int, data: bytes = b"") -> TCP:
+        return TCP(sport=40000, dport=80, seq=0, ack=ack_no, flags=flags) / data
+
+    assert answer(to(OPEN4, segment("A", ack))) == D.TCP_HANDSHAKE
+    assert answer(to(OPEN4, segment("PA", ack))) == D.TCP_HANDSHAKE
+    for flags, ack_no, data in (("A", ack + 1, b""), ("PA", ack, b"GET /"), ("FA", ack, b"")):
+        got = answer(to(OPEN4, segment(flags, ack_no, data)))
+        seg = IP(got)[TCP]
+        assert got.kind == K.TCP_RST and (str(seg.flags), seg.seq) == ("R", ack_no), flags
+    # Another destination's connection is not this one.
+    assert answer(to(ALL4, TCP(sport=40000, dport=81, seq=0, ack=ack, flags="A"))).kind \
+        == K.TCP_RST
+
+
 def test_closed_port_answers_rst_ack():
     seg = IP(answer(to(OPEN4, syn(8080))))[TCP]
     assert (str(seg.flags), seg.seq, seg.ack, seg.sport, seg.dport) == ("RA", 0, 1001, 8080, 40000)

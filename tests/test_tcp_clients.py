@@ -1,8 +1,7 @@
 """TCP clients against destinations that answer like servers (`tcp`,
-`tcp_open`, `udp`): real traceroute -T, tcptraceroute, hping3 and nmap in
-network namespaces. (mtr --tcp against an open port is not here yet: the
-kernel completes its connect and the RST to its ACK races mtr-packet's
-SO_ERROR check, which reports an unexpected error.)
+`tcp_open`, `udp`): real traceroute -T, tcptraceroute, mtr --tcp, hping3
+and nmap in network namespaces. mtr --tcp connect()s: the kernel's
+handshake completes (its ACK is taken silently) and mtr's close is reset.
 
     ns "client" --veth-- ns "router" (gateway, hop 1) -- TUN "route-chain"
                                      198.18.0.1/24:  a, b, www (198.18.0.4)
@@ -66,6 +65,13 @@ def test_tcptraceroute_prints_open(net):
     need("tcptraceroute")
     out = run(net, "tcptraceroute", "-n", "-q", "1", "-w", "2", DEST4, "80")
     assert re.search(rf"^\s*4\s+{re.escape(DEST4)} \[open\]", out, re.M), out
+
+
+def test_mtr_tcp_completes_at_the_destination(net):
+    out = run(net, "mtr", "--tcp", "-P", "80", "-r", "-n", "-c", "2", "-i", "0.2", DEST4)
+    hosts = [line.split()[1] for line in out.splitlines() if re.match(r"\s*\d+\.\|--", line)]
+    assert hosts == ["192.0.2.1", "198.18.0.2", "198.18.0.3", DEST4], out
+    assert "error" not in out, out
 
 
 def test_hping3_traceroute_shows_syn_ack(net):
