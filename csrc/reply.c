@@ -204,7 +204,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
 
     if (is_bad_ipv4_source(p->src))                   /* RFC 1812 4.3.2.7 */
         return RC_DROP_BAD_SOURCE;
-    if ((p->dst[0] & 0xf0) == 0xe0 || is_all(p->dst, IPV4_ADDR_LEN, 0xff))
+    if (ipv4_is_multicast(p->dst) || is_all(p->dst, IPV4_ADDR_LEN, 0xff))
         return RC_DROP_MULTICAST;                     /* RFC 1122 3.2.2 */
     p->chain = find_chain(table, 4, p->dst, IPV4_ADDR_LEN);
     if (!p->chain)

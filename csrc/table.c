@@ -13,10 +13,6 @@
 #include "checksum.h"
 
 enum {
-    IPV4_MIN_MTU = 68,           /* RFC 791 */
-    IPV6_MIN_MTU = 1280,         /* RFC 8200 5 */
-    MPLS_CLASS = 1,              /* RFC 4950 7 */
-    EXT_VERSION = 2,             /* RFC 4884 7 */
     IPV4_EXT_MAX = IPV4_ERROR_MAX - IPV4_HEADER_LEN - ICMP_HEADER_LEN - ICMP_EXT_MIN_FIELD,
     IPV6_EXT_MAX = IPV6_ERROR_MAX - IPV6_HEADER_LEN - ICMP_HEADER_LEN - ICMP_EXT_MIN_FIELD,
     KNOWN_HOP_FLAGS = RC_HOP_SILENT
@@ -104,12 +100,13 @@ static int check_extension(const struct rc_chain *c, const struct rc_hop *h)
         h->ext_len > max)
         return RC_FAULT_EXT_LENGTH;
     e = c->ext + h->ext_off;
-    if (e[0] >> 4 != EXT_VERSION || load16(e + ICMP_EXT_CHECKSUM) != 0)
+    if (e[0] >> ICMP_EXT_VERSION_SHIFT != ICMP_EXT_VERSION || load16(e + ICMP_EXT_CHECKSUM) != 0)
         return RC_FAULT_EXT_CONTENT;
     if (h->n_labels) {
         const uint8_t *object = e + ICMP_EXT_HEADER_LEN;
 
-        if (load16(object) < ICMP_EXT_OBJECT_HEADER_LEN + labels || object[2] != MPLS_CLASS)
+        if (load16(object + ICMP_EXT_OBJECT_LENGTH) < ICMP_EXT_OBJECT_HEADER_LEN + labels ||
+            object[ICMP_EXT_OBJECT_CLASS] != ICMP_EXT_CLASS_MPLS)
             return RC_FAULT_EXT_CONTENT;
         for (size_t i = 0; i < h->n_labels; i++)
             if (object[ICMP_EXT_OBJECT_HEADER_LEN + i * MPLS_ENTRY_LEN + MPLS_ENTRY_TTL])

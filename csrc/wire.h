@@ -196,11 +196,22 @@ enum icmp_ext_length {
  * a 4-byte header (length, class, C-type). RFC 4950: the MPLS object's
  * label stack entries (RFC 3032 2.1: label 20 bits, TC 3, S 1, TTL 8). */
 enum icmp_ext_layout {
+    ICMP_EXT_VERSION_SHIFT = 4,  /* the version is the first octet's top nibble */
+    ICMP_EXT_VERSION = 2,
     ICMP_EXT_CHECKSUM = 2,
     ICMP_EXT_HEADER_LEN = 4,
+    ICMP_EXT_OBJECT_LENGTH = 0,  /* offsets in an object header */
+    ICMP_EXT_OBJECT_CLASS = 2,
     ICMP_EXT_OBJECT_HEADER_LEN = 4,
+    ICMP_EXT_CLASS_MPLS = 1,     /* RFC 4950 7: the incoming MPLS label stack */
     MPLS_ENTRY_LEN = 4,
     MPLS_ENTRY_TTL = 3
+};
+
+/* The smallest MTU a link may have: RFC 791 (IPv4), RFC 8200 5 (IPv6). */
+enum ip_min_mtu {
+    IPV4_MIN_MTU = 68,
+    IPV6_MIN_MTU = 1280
 };
 
 /* Limits on what an ICMP error may carry. */
@@ -225,6 +236,12 @@ static inline size_t ipv4_header_len(const uint8_t *ip)
 static inline size_t tcp_header_len(const uint8_t *tcp)
 {
     return (size_t)(tcp[TCP_DATA_OFFSET] >> TCP_DATA_OFFSET_SHIFT) * TCP_DATA_OFFSET_UNIT;
+}
+
+/* IPv4 224/4 (RFC 5771), multicast. */
+static inline int ipv4_is_multicast(const uint8_t *addr)
+{
+    return addr[0] >> 4 == 0xe;
 }
 
 static inline uint16_t load16(const uint8_t *p)

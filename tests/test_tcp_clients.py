@@ -8,6 +8,10 @@ handshake completes (its ACK is taken silently) and mtr's close is reset.
                                      tcp_open = "80", tcp = "prohibited"
                                      2001:db8::1/64: a, b, www (2001:db8::4)
                                      tcp = "rst", udp = "silent"
+                                     198.18.1.1/24:  a, b, db (198.18.1.4)
+                                     tcp closed, udp = "prohibited"
+                                     198.18.2.1/24:  a, b, fw (198.18.2.4)
+                                     tcp = "silent"
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from netns import CHAIN4, CHAIN6, Daemon, TestNet
 
 pytestmark = pytest.mark.netns
 
-DEST4, DEST6 = "198.18.0.4", "2001:db8::4"
+DEST4, DEST6, CLOSED, SILENT = "198.18.0.4", "2001:db8::4", "198.18.1.4", "198.18.2.4"
 CONFIG = (f'[[chain]]\naddress = "{CHAIN4}"\ntcp_open = "80"\ntcp = "prohibited"\n'
           'hops = ["a", "b", "www"]\n\n'
           f'[[chain]]\naddress = "{CHAIN6}"\ntcp = "rst"\nudp = "silent"\n'
-          'hops = ["a", "b", "www"]\n')
+          'hops = ["a", "b", "www"]\n\n'
+          '[[chain]]\naddress = "198.18.1.1/24"\nudp = "prohibited"\nhops = ["a", "b", "db"]\n\n'
+          '[[chain]]\naddress = "198.18.2.1/24"\ntcp = "silent"\nhops = ["a", "b", "fw"]\n')
 
 
 def need(tool: str) -> None:
@@ -102,3 +108,30 @@ def test_silent_udp_ends_in_stars(net):
     out = run(net, "traceroute", "-6", "-U", "-n", "-q", "1", "-w", "1", "-m", "5", DEST6)
     lines = out.strip().splitlines()
     assert re.match(r"\s*5\s+\*$", lines[-1]) and DEST6 not in out.split("\n", 1)[1], out
+
+
+def test_tcptraceroute_prints_closed(net):
+    need("tcptraceroute")
+    out = run(net, "tcptraceroute", "-n", "-q", "1", "-w", "2", CLOSED, "80")
+    assert re.search(rf"^\s*4\s+{re.escape(CLOSED)} \[closed\]", out, re.M), out
+
+
+def test_prohibited_udp_shows_x(net):
+    out = run(net, "traceroute", "-U", "-n", "-q", "1", "-w", "2", CLOSED)
+    assert re.search(rf"^\s*4\s+{re.escape(CLOSED)}\s+[\d.]+ ms !X$", out, re.M), out
+
+
+def test_silent_tcp_port_ends_in_stars(net):
+    """The hops in front answer; the destination never does."""
+    out = run(net, "traceroute", "-T", "-p", "80", "-n", "-q", "1", "-w", "1", "-m", "5", SILENT)
+    lines = out.strip().splitlines()
+    assert re.match(r"\s*3\s+198\.18\.2\.3\s", lines[3]), out
+    assert [line.split() for line in lines[4:]] == [["4", "*"], ["5", "*"]], out
+
+
+def test_nmap_sees_a_silent_port_filtered_and_a_closed_one_closed(net):
+    need("nmap")
+    out = run(net, "nmap", "-n", "-Pn", "-sS", "-p", "80", "--max-retries", "1", SILENT, CLOSED)
+    reports = {part.split("\n", 1)[0]: part for part in out.split("Nmap scan report for ")[1:]}
+    assert re.search(r"^80/tcp\s+filtered\b", reports[SILENT], re.M), out
+    assert re.search(r"^80/tcp\s+closed\b", reports[CLOSED], re.M), out
