@@ -589,6 +589,14 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, bo
     return (int)(ip_header + TCP_HEADER_LEN);
 }
 
+/* FNV-1a (32 bits) over n bytes, continuing from h. */
+static uint32_t hash_bytes(uint32_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
 /* The initial sequence number of a SYN-ACK: no state and no secret (the
  * core has neither), so a hash (FNV-1a) of the addresses, the ports (as
  * the SYN carries them) and the SYN's sequence number: it differs from
@@ -598,16 +606,12 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, bo
 static uint32_t derive_iss(const struct probe *p, const uint8_t *tcp, uint32_t syn_seq)
 {
     uint8_t seq[4];
-    uint32_t h = 2166136261u;
 
     store32(seq, syn_seq);
-    for (size_t i = 0; i < 2 * p->addr_len; i++)
-        h = (h ^ p->src[i]) * 16777619u;
-    for (size_t i = 0; i < TCP_SEQ; i++)
-        h = (h ^ tcp[i]) * 16777619u;
-    for (size_t i = 0; i < sizeof seq; i++)
-        h = (h ^ seq[i]) * 16777619u;
-    return h;
+    /* Source and destination lie side by side in both headers. */
+    return hash_bytes(hash_bytes(hash_bytes(2166136261u, p->src, 2 * p->addr_len),
+                                 tcp, TCP_SEQ),
+                      seq, sizeof seq);
 }
 
 /* The ACK that completes a handshake our SYN-ACK began: ACK alone (PSH
@@ -645,9 +649,10 @@ static int build_tcp_syn_ack(const struct probe *p, size_t headroom, uint8_t ttl
     store16(tcp + TCP_WINDOW, SYN_ACK_WINDOW);
     store16(tcp + TCP_CHECKSUM, 0);
     store16(tcp + TCP_URGENT, 0);
-    tcp[TCP_HEADER_LEN] = TCP_OPT_MSS;
-    tcp[TCP_HEADER_LEN + 1] = TCP_OPT_MSS_LEN;
-    store16(tcp + TCP_HEADER_LEN + 2, p->family == 4 ? SYN_ACK_MSS4 : SYN_ACK_MSS6);
+    tcp[TCP_HEADER_LEN + TCP_OPT_KIND] = TCP_OPT_MSS;
+    tcp[TCP_HEADER_LEN + TCP_OPT_LENGTH] = TCP_OPT_MSS_LEN;
+    store16(tcp + TCP_HEADER_LEN + TCP_OPT_MSS_VALUE,
+            p->family == 4 ? SYN_ACK_MSS4 : SYN_ACK_MSS6);
     store16(tcp + TCP_CHECKSUM,
             csum_finish(csum_add(sum_pseudo_header(p, TCP_SYN_ACK_HEADER_LEN, PROTO_TCP),
                                  tcp, TCP_SYN_ACK_HEADER_LEN)));
@@ -811,14 +816,6 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
      * RFC 4884 gives Parameter Problem no length field: no extension. */
     return build_error(p, headroom, p->dst, ttl, ICMPV6_PARAM_PROBLEM,
                        ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, NULL, off);
-}
-
-/* FNV-1a (32 bits) over n bytes, continuing from h. */
-static uint32_t hash_bytes(uint32_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
 }
 
 /* What an ECMP router hashes (docs/replies.md): source and destination

@@ -173,6 +173,9 @@ enum tcp_flag {
 
 /* RFC 9293 3.2: the Maximum Segment Size option, the one a SYN-ACK carries. */
 enum tcp_option {
+    TCP_OPT_KIND = 0,            /* offsets in an option */
+    TCP_OPT_LENGTH = 1,
+    TCP_OPT_MSS_VALUE = 2,
     TCP_OPT_MSS = 2,
     TCP_OPT_MSS_LEN = 4,
     TCP_SYN_ACK_HEADER_LEN = TCP_HEADER_LEN + TCP_OPT_MSS_LEN,
