@@ -63,8 +63,8 @@ def test_open_port_answers_syn_with_syn_ack(chain):
     seg = ip[TCP]
     # From the destination, TTL 64 less the two hops in front (the chain's
     # model), DF clear, not a fragment.
-    assert (ip.src, ip.dst, ip.ttl, ip.flags.value, ip.frag) == (
-        str(chain.hop_address(3)), SRC4, 62, 0, 0)
+    assert (ip.src, ip.dst, ip.ttl, ip.flags.value, ip.frag, ip.tos, ip.ihl, ip.len) == (
+        str(chain.hop_address(3)), SRC4, 62, 0, 0, 0, 5, 20 + 24)
     assert (seg.sport, seg.dport) == (443, 40000)
     assert seg.flags == "SA" and seg.ack == 0xffffffff     # SEG.SEQ + 1, wrapping
     assert seg.dataofs == 6 and seg.options == [("MSS", 1460)]
@@ -100,12 +100,24 @@ def test_open_port_v6_syn_ack_mss_and_checksum():
     ("F", "RA", 0, 1001),            # no ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN>
 ])
 def test_open_port_resets_whatever_follows(flags, want_flags, want_seq, want_ack):
-    """No state is kept: anything but a SYN meets a listener with no TCB."""
+    """No state is kept: anything but a SYN (or the handshake's ACK) meets
+    a listener with no TCB."""
     got = answer(to(OPEN4, TCP(sport=40000, dport=80, seq=1000, ack=777, flags=flags)))
-    seg = IP(got)[TCP]
     assert got.kind == K.TCP_RST
-    assert (str(seg.flags), seg.seq, seg.ack, seg.window, seg.dataofs) == (
-        want_flags, want_seq, want_ack, 0, 5)
+    check_rst(IP(got), 80, want_flags, want_seq, want_ack)
+
+
+def check_rst(ip, sport: int, flags: str, seq: int, ack: int) -> None:
+    """Every field of a RST (RFC 9293 3.1, 3.10.7.1), the checksum as scapy
+    computes it."""
+    seg = ip[TCP]
+    assert (seg.sport, seg.dport, str(seg.flags), seg.seq, seg.ack) == (sport, 40000, flags,
+                                                                       seq, ack)
+    assert (seg.dataofs, seg.window, seg.urgptr, seg.options, bytes(seg.payload)) == (
+        5, 0, 0, [], b"")
+    again = ip.__class__(bytes(ip))
+    del again[TCP].chksum
+    assert ip.__class__(bytes(again))[TCP].chksum == seg.chksum
 
 
 def test_open_port_takes_the_handshake_ack_and_resets_what_follows():
@@ -130,17 +142,17 @@ def test_open_port_takes_the_handshake_ack_and_resets_what_follows():
 
 
 def test_closed_port_answers_rst_ack():
-    seg = IP(answer(to(OPEN4, syn(8080))))[TCP]
-    assert (str(seg.flags), seg.seq, seg.ack, seg.sport, seg.dport) == ("RA", 0, 1001, 8080, 40000)
+    got = answer(to(OPEN4, syn(8080)))
+    assert got.kind == K.TCP_RST
+    check_rst(IP(got), 8080, "RA", 0, 1001)
 
 
 def test_rst_answers_a_bare_rst():
     got = answer(to(RST6, syn(80)))
-    seg = IPv6(got)[TCP]
     assert got.kind == K.TCP_RST
-    assert (str(seg.flags), seg.seq, seg.ack, seg.window) == ("R", 0, 0, 0)
-    seg = IPv6(answer(to(RST6, TCP(sport=1, dport=80, seq=5, ack=99, flags="A"))))[TCP]
-    assert (str(seg.flags), seg.seq, seg.ack) == ("R", 99, 0)
+    check_rst(IPv6(got), 80, "R", 0, 0)
+    check_rst(IPv6(answer(to(RST6, TCP(sport=40000, dport=80, seq=5, ack=99, flags="A")))),
+              80, "R", 99, 0)
 
 
 @pytest.mark.parametrize("chain, upper", [
