@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
+import sys
 
 import pytest
 
@@ -32,7 +32,10 @@ CONFIG = (f'[[chain]]\naddress = "{CHAIN4}"\ntcp_open = "80"\ntcp = "prohibited"
           f'[[chain]]\naddress = "{CHAIN6}"\ntcp = "rst"\nudp = "silent"\n'
           'hops = ["a", "b", "www"]\n\n'
           '[[chain]]\naddress = "198.18.1.1/24"\nudp = "prohibited"\nhops = ["a", "b", "db"]\n\n'
-          '[[chain]]\naddress = "198.18.2.1/24"\ntcp = "silent"\nhops = ["a", "b", "fw"]\n')
+          '[[chain]]\naddress = "198.18.2.1/24"\ntcp = "silent"\nhops = ["a", "b", "fw"]\n\n'
+          '[metrics]\nlisten = "127.0.0.1:9851"\n')
+SCRAPE = ("import urllib.request; print(urllib.request.urlopen("
+          "'http://127.0.0.1:9851/metrics', timeout=5).read().decode())")
 
 
 def need(tool: str) -> None:
@@ -73,11 +76,32 @@ def test_tcptraceroute_prints_open(net):
     assert re.search(rf"^\s*4\s+{re.escape(DEST4)} \[open\]", out, re.M), out
 
 
+def counted(net) -> dict[tuple[str, str], float]:
+    """(sample, kind or reason) -> the daemon's counter, summed over queues."""
+    from test_metrics import samples
+    out: dict[tuple[str, str], float] = {}
+    text = net.run(net.router, sys.executable, "-c", SCRAPE).stdout
+    for (name, labels), value in samples(text).items():
+        label = dict(labels).get("kind") or dict(labels).get("reason") or ""
+        out[name, label] = out.get((name, label), 0) + value
+    return out
+
+
 def test_mtr_tcp_completes_at_the_destination(net):
+    """mtr connect()s: each SYN-ACK is counted as one, and the kernel's ACK
+    that completes each handshake is taken (counted as a drop), not reset."""
+    before = counted(net)
     out = run(net, "mtr", "--tcp", "-P", "80", "-r", "-n", "-c", "2", "-i", "0.2", DEST4)
     hosts = [line.split()[1] for line in out.splitlines() if re.match(r"\s*\d+\.\|--", line)]
     assert hosts == ["192.0.2.1", "198.18.0.2", "198.18.0.3", DEST4], out
     assert "error" not in out, out
+    after = counted(net)
+
+    def grew(name: str, label: str) -> float:
+        return after.get((name, label), 0) - before.get((name, label), 0)
+
+    syn_acks = grew("routechain_replies_total", "tcp_syn_ack")
+    assert syn_acks >= 2 and grew("routechain_drops_total", "tcp_handshake") == syn_acks
 
 
 def test_hping3_traceroute_shows_syn_ack(net):
