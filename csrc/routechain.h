@@ -331,4 +331,4 @@ const struct rc_table *rc_table_publish(const struct rc_table **live,
 int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table);
 
 /* A consistent-enough copy of the worker's counters. */
-void rc_stats_read(const struct rc_worker *w, struct rc_stats *out);
+void rc_worker_read_stats(const struct rc_worker *w, struct rc_stats *out);

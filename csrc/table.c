@@ -246,3 +246,12 @@ int rc_table_check(const struct rc_table *t, struct rc_table_fault *at)
     *at = (struct rc_table_fault){0, 0};
     return RC_FAULT_NONE;
 }
+
+/* A plain exchange: workers pick the new table up on their next packet
+ * (serve.c hold_live), and the caller frees the old one once none holds
+ * it (rc_worker_holds). */
+const struct rc_table *rc_table_publish(const struct rc_table **live,
+                                        const struct rc_table *table)
+{
+    return __atomic_exchange_n(live, table, __ATOMIC_SEQ_CST);
+}

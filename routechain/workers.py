@@ -198,7 +198,7 @@ class Worker:
 
     def stats(self) -> Stats:
         out = ffi.new("struct rc_stats *")
-        lib.rc_stats_read(self.ptr, out)
+        lib.rc_worker_read_stats(self.ptr, out)
         return Stats(out.received, out.sent, tuple(out.replies[0:len(Kind)]),
                      tuple(out.drops[0:len(Drop)]), out.write_errors, out.read_errors,
                      out.last_write_errno, tuple(out.paced[0:len(Pace)]),
