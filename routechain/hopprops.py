@@ -226,6 +226,7 @@ class Key:
     where: frozenset[str]
     example: str
     integer: bool = False
+    listed: bool = False     # TOML may give it as a list of integers: [80, 443]
 
 
 _ALL = frozenset({CHAIN, HOP, BRANCH})
@@ -249,7 +250,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40"),
     Key("end", "end", parse_end, frozenset({CHAIN}), "!N"),
     Key("tcp", "tcp", one_of(TCP_ANSWERS), frozenset({CHAIN}), "open"),
-    Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", integer=True),
+    Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", integer=True,
+        listed=True),
     Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent"),
 )}
 
@@ -312,12 +314,16 @@ def parse_words(text: str, where: str, place: str = HOP) -> Props:
 def from_table(table: dict, where: Callable[[str], str], place: str,
                skip: frozenset[str] = frozenset()) -> Props:
     """Props from a TOML table's keys (all but `skip`); `where(key)` gives a
-    key's `file:line`. Integers are taken where the key is a number."""
+    key's `file:line`. Integers are taken where the key is a number, lists of
+    integers where it is a list (tcp_open = [80, 443])."""
     pairs = []
     for name, value in table.items():
         if name in skip:
             continue
         key = KEYS.get(name)
+        if (key is not None and key.listed and isinstance(value, list) and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            value = ",".join(map(str, value))
         if key is not None and (isinstance(value, bool) or not (
                 isinstance(value, str) or (isinstance(value, int) and key.integer))):
             raise ConfigError(f"{where(name)}: {name} {value!r}: write it as text with its "
