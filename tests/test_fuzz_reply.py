@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from probes import random_probe
+from routechain.chaintable import Kind
 from test_reply import CHAINS, PARAMS
 from test_reply_ext import EXT4, EXT6
 
@@ -76,6 +77,9 @@ def test_fuzz_reply_survives_adversarial_inputs(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     words = done.stdout.split()
     assert words[0] == "probes" and int(words[1]) > 300 and int(words[5]) > 1000, done.stdout
+    # Every kind of reply was built, a SYN-ACK and a prohibited port too.
+    kinds = [int(n) for n in words[7:]]
+    assert words[6] == "kinds" and len(kinds) == len(Kind) and all(kinds), done.stdout
 
 
 def test_fuzz_reply_libfuzzer_bounded(tmp_path):

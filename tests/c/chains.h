@@ -24,6 +24,7 @@ static uint64_t test_source_tat[64];
 static struct rc_worker test_worker = {.rng = 1, .source_tat = test_source_tat,
                                        .source_mask = 63};
 static uint64_t test_clock;
+static unsigned long test_kinds[RC_KIND_COUNT];     /* replies by kind */
 
 static void set_timing(struct rc_chain *c, struct rc_hop_timing *timing, uint64_t *tat)
 {
@@ -130,6 +131,21 @@ static const struct rc_table *make_test_table(void)
     set_chain(&test_chains[4], 6, 64, 5, 64, chain6, 3);
     set_chain(&test_chains[5], 6, 64, EXT_HOPS, 64, ext6, 0);
     set_routers(&test_chains[5], ext_hops[1], 1280, RC_END_PROHIBITED);
+    /* What the destinations answer to TCP and UDP: every rc_tcp and rc_udp,
+     * so a SYN-ACK (4 octets longer than a bare SYN) is built in buffers
+     * sized exactly too. */
+    test_chains[0].tcp = RC_TCP_RST;
+    test_chains[0].n_open = 2;
+    test_chains[0].open_ports[0] = 80;
+    test_chains[0].open_ports[1] = 443;
+    test_chains[1].tcp = RC_TCP_SILENT;
+    test_chains[1].udp = RC_UDP_SILENT;
+    test_chains[2].tcp = RC_TCP_PROHIBITED;
+    test_chains[2].udp = RC_UDP_PROHIBITED;
+    test_chains[4].tcp = RC_TCP_OPEN;
+    test_chains[5].tcp = RC_TCP_PROHIBITED;
+    test_chains[5].n_open = 1;
+    test_chains[5].open_ports[0] = 80;
     set_timing(&test_chains[0], test_timing[0], test_hop_tat[0]);
     set_timing(&test_chains[1], test_timing[1], test_hop_tat[1]);
     if (!test_worker.pool.slots) {
@@ -187,6 +203,7 @@ static int run_sized(const uint8_t *data, size_t len, size_t headroom, size_t sl
             abort();
         if (where.kind >= RC_KIND_COUNT)              /* the core named no kind */
             abort();
+        test_kinds[where.kind]++;
         if (where.chain >= t->n_chains || where.router < 1 ||
             (where.router > t->chains[where.chain].length &&
              (!t->chains[where.chain].hops || where.router >= t->chains[where.chain].n_hops)))
