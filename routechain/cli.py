@@ -7,6 +7,7 @@
     route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
+    route-chain doctor [--config FILE]                what makes a deployment fail
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload | doctor "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
@@ -180,14 +181,39 @@ def cmd_reload(argv: list[str]) -> int:
     return 0
 
 
+def cmd_doctor(argv: list[str]) -> int:
+    from . import doctor
+    p = _Parser(prog=f"{PROG} doctor",
+                description="Check, on the router, what makes a deployment fail: forwarding "
+                            "and accept_ra, rp_filter, routes that shadow a chain, proxy NDP, "
+                            "firewall rules, the DNS listeners, the kernel's ICMP rate limit. "
+                            "One line per finding with its fix; exit 1 when something is "
+                            "wrong. Run it as root while route-chain runs.")
+    p.add_argument("-c", "--config", type=Path, default=doctor.DEFAULT_CONFIG, metavar="FILE",
+                   help=f"the daemon's config (default: {doctor.DEFAULT_CONFIG})")
+    p.add_argument("--uplink", action="append", default=[], metavar="NAME",
+                   help="an interface probes arrive on (repeatable; default: the interfaces "
+                        "of the default routes)")
+    args = p.parse_args(argv)
+    for name in args.uplink:
+        settings.check_interface_name(name, f"--uplink {name}")
+    from . import config as config_file
+    config = config_file.load(args.config)
+    text, status = doctor.report(doctor.diagnose(doctor.gather(config, tuple(args.uplink))))
+    print(text, end="")
+    return status
+
+
+# The subcommands, by the word that names them (the man page lists the same).
+COMMANDS = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+            "demo": cmd_demo, "reload": cmd_reload, "doctor": cmd_doctor}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
-                "demo": cmd_demo,
-                "reload": cmd_reload}
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         return cmd_run(argv)
     except RouteChainError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

@@ -20,11 +20,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
-from . import core, settings
+from . import settings
+from .chaintable import Table
 from .config import Config, one_line
 from .desired import Keeper
 from .netlink import Link
 from .tun import DEFAULT_MTU, Tun
+from .workers import Live, Pacing, Stats, Worker
 
 log = logging.getLogger("route-chain")
 
@@ -70,9 +72,9 @@ class Started:
 class Workers:
     """One thread per TUN queue, each inside the C serving loop."""
 
-    def __init__(self, fds: list[int], live: core.Live, pacing: core.Pacing) -> None:
+    def __init__(self, fds: list[int], live: Live, pacing: Pacing) -> None:
         self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.workers = [core.Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
+        self.workers = [Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._serve, args=(i, w), daemon=True,
                                           name=f"queue-{i}")
@@ -80,7 +82,7 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
-    def _serve(self, queue: int, worker: core.Worker) -> None:
+    def _serve(self, queue: int, worker: Worker) -> None:
         err = worker.run()
         if err:
             self.failures.append(f"queue {queue}: {os.strerror(err)}")
@@ -94,8 +96,8 @@ class Workers:
             thread.join()
         os.close(self._stop)
 
-    def totals(self) -> core.Stats:
-        return core.Stats.total(w.stats() for w in self.workers)
+    def totals(self) -> Stats:
+        return Stats.total(w.stats() for w in self.workers)
 
 
 def run(load: Callable[[], Config], notifier=None, user: str | None = None,
@@ -114,11 +116,14 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(started.interface, started.queues))
-        link = stack.enter_context(Link(started.interface))
+        link = stack.enter_context(Link(started.interface, config.daemon.route_protocol))
         link.set_up(config.daemon.mtu, config.daemon.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
+        asked = config
         config = keeper.adopt(config, strict=True)
+        for warning in config.warnings[len(asked.warnings):]:  # what was left alone
+            log.warning("%s", warning)
         # Every listener is bound here, while the process may still take a
         # port below 1024: `listen` is restart-only, so nothing is bound
         # after this and no capability to bind is kept.
@@ -131,8 +136,8 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=CAPABILITIES_KEPT)
-        live = core.Live(core.Table(config.chains, config.limits, started.queues))
-        pacing = core.Pacing(config.limits, started.queues)
+        live = Live(Table(config.chains, config.limits, started.queues))
+        pacing = Pacing(config.limits, started.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         main = threading.main_thread().ident
@@ -148,6 +153,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
+        # Routes first, while everything else still serves: a routing
+        # daemon withdraws their announcement before the TUN goes.
+        keeper.stop()
+        keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
 
@@ -161,7 +170,7 @@ class Running:
     started: Started
     link: Link
     keeper: Keeper
-    live: core.Live
+    live: Live
     workers: Workers
     dns: "DnsSide"
     notifier: object
@@ -230,7 +239,7 @@ class Running:
                 log.warning("%s", warning)
             for kept in self.started.kept(new):
                 log.warning("reload: %s", kept)
-            table = core.Table(new.chains, new.limits, self.started.queues)
+            table = Table(new.chains, new.limits, self.started.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
@@ -238,7 +247,7 @@ class Running:
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = core.Table(applied.chains, new.limits, self.started.queues)
+                table = Table(applied.chains, new.limits, self.started.queues)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))

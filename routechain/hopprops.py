@@ -34,6 +34,9 @@ MAX_MTU = 65535
 IP_TTL_MAX = 255         # the 8-bit IPv4 TTL and IPv6 Hop Limit
 MAX_REPLY_TTL = IP_TTL_MAX
 ENDINGS = ("host", "!N", "!H", "!X")
+TCP_ANSWERS = ("closed", "rst", "silent", "prohibited", "open")  # enum rc_tcp, in order
+UDP_ANSWERS = ("unreachable", "silent", "prohibited")            # enum rc_udp, in order
+MAX_OPEN_PORTS = 16      # RC_MAX_OPEN_PORTS
 
 # Where a key may stand.
 CHAIN, HOP, BRANCH = "chain", "hop", "branch"
@@ -75,6 +78,9 @@ class Props:
     reply_ttl: int | None = None
     address: Address | None = None
     end: str | None = None
+    tcp: str | None = None
+    tcp_open: tuple[int, ...] | None = None
+    udp: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -188,10 +194,33 @@ def parse_end(text: str) -> str:
     return text
 
 
+def one_of(words: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in words:
+            raise ValueError(f"write one of {', '.join(words)}")
+        return text
+    return parse
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    """`80,443`: TCP ports, 1 .. 65535, each once, at most MAX_OPEN_PORTS."""
+    ports = []
+    for word in text.split(","):
+        if not word.isdigit() or not 1 <= int(word) <= 65535:
+            raise ValueError(f"{word!r} is not a port 1..65535 (write ports as 80,443)")
+        if int(word) in ports:
+            raise ValueError(f"port {word} is written twice")
+        ports.append(int(word))
+    if len(ports) > MAX_OPEN_PORTS:
+        raise ValueError(f"{len(ports)} ports: at most {MAX_OPEN_PORTS}")
+    return tuple(ports)
+
+
 # What a property changes (Key.changes): when a reply leaves (TIMING), what
 # a reply carries or who sends it (REPLY: the chain takes the slower path
 # that builds extensions, Chain.has_extensions), or neither by itself
-# (PLACE: an alternative's address, a chain's ending; Chain reads them).
+# (PLACE: an alternative's address, a chain's ending, how its destination
+# answers TCP and UDP; Chain and chaintable.py read them).
 TIMING, REPLY, PLACE = "timing", "reply", "place"
 
 
@@ -208,6 +237,7 @@ class Key:
     example: str
     changes: str
     integer: bool = False
+    listed: bool = False     # TOML may give it as a list of integers: [80, 443]
 
 
 _ALL = frozenset({CHAIN, HOP, BRANCH})
@@ -230,6 +260,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("reply_ttl", "reply_ttl", int_in(1, MAX_REPLY_TTL), _HOPS, "255", REPLY, integer=True),
     Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40", PLACE),
     Key("end", "end", parse_end, frozenset({CHAIN}), "!N", PLACE),
+    Key("tcp", "tcp", one_of(TCP_ANSWERS), frozenset({CHAIN}), "open", PLACE),
+    Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", PLACE,
+        integer=True, listed=True),
+    Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent", PLACE),
 )}
 
 # The Props fields that change what a hop's replies carry or who sends them.
@@ -294,12 +328,16 @@ def parse_words(text: str, where: str, place: str = HOP) -> Props:
 def from_table(table: dict, where: Callable[[str], str], place: str,
                skip: frozenset[str] = frozenset()) -> Props:
     """Props from a TOML table's keys (all but `skip`); `where(key)` gives a
-    key's `file:line`. Integers are taken where the key is a number."""
+    key's `file:line`. Integers are taken where the key is a number, lists of
+    integers where it is a list (tcp_open = [80, 443])."""
     pairs = []
     for name, value in table.items():
         if name in skip:
             continue
         key = KEYS.get(name)
+        if (key is not None and key.listed and isinstance(value, list) and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            value = ",".join(map(str, value))
         if key is not None and (isinstance(value, bool) or not (
                 isinstance(value, str) or (isinstance(value, int) and key.integer))):
             raise ConfigError(f"{where(name)}: {name} {value!r}: write it as text with its "

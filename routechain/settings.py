@@ -50,6 +50,12 @@ MAX_TXQUEUELEN = 65536   # packets per TUN queue: the kernel allocates a ring th
 POOL_MAX = 1_000_000     # delay pool slots: 256 MiB of small replies
 DEFAULT_DNS_PORT = 53
 DEFAULT_INTERFACE = "route-chain"
+# The `proto` of our routes: registered nowhere (not in the kernel's RTPROT_*,
+# iproute2's rt_protos, FRR's 186..198, Calico's 80, nor the 114 a known
+# wrapper script uses), so a route with it is ours and nobody else's; above
+# RTPROT_STATIC (4), so the kernel gives it no meaning of its own.
+ROUTE_PROTOCOL = 151
+ROUTE_PROTOCOL_MIN = 5
 
 # at(table, index, key, element) -> "file:line": where a table, key or list
 # element of the file is (tomlpos.Locator.line behind a file name).
@@ -410,6 +416,19 @@ class Daemon:
         "(default: the kernel's, 500); under a flood each probe waits behind a full "
         "queue, so a shorter one keeps delays true",
         None, 1, MAX_TXQUEUELEN, flag="--txqueuelen", metavar="PACKETS")
+    route_protocol: int = declare(
+        "int", "routing protocol number (`proto`) of every route route-chain adds, chains' "
+        f"and extra ones (default: {ROUTE_PROTOCOL}); BIRD learns them by it (krt_source)",
+        ROUTE_PROTOCOL, ROUTE_PROTOCOL_MIN, 255, restart=True)
+    route_table: int | None = declare(
+        "int", "routing table of the chains' prefix routes (default: main)", None, 1, U32)
+    route_metric: int | None = declare(
+        "int", "metric of the chains' prefix routes (default: the kernel's, 0 for IPv4 and "
+        "1024 for IPv6)", None, 0, U32)
+    proxy_uplinks: tuple[str, ...] = declare(
+        "strings", "interfaces where the chains' prefixes are on-link (a VPS's /64): "
+        "route-chain answers there for every chain address with proxy NDP (IPv6) and proxy "
+        "ARP (IPv4) entries; needs proxy_ndp=1 there", (), parse=check_interface_name)
 
 
 @section("route", "an extra route into the TUN, e.g. a covering /48", array=True)

@@ -616,3 +616,37 @@ def test_config_tsig_key_file_readable_by_others_is_refused(in_tmp):
     with pytest.raises(ConfigError, match=r"xfr.key: TSIG key file is readable or writable by "
                                           r"others \(mode 0604\)"):
         config.load(write(in_tmp, TRANSFERS))
+
+@pytest.mark.parametrize("text, expected", [
+    ("", (settings.ROUTE_PROTOCOL, None, None)),
+    ("[daemon]\nroute_protocol = 200\nroute_table = 100\nroute_metric = 50\n",
+     (200, 100, 50)),
+    ("[daemon]\nroute_metric = 0\n", (settings.ROUTE_PROTOCOL, None, 0)),
+])
+def test_config_routing(in_tmp, text, expected):
+    """[daemon] route_*: what the daemon's routes carry; absent keys keep
+    the protocol's default and the kernel's table and metric (None)."""
+    d = config.load(write(in_tmp, text)).daemon
+    assert (d.route_protocol, d.route_table, d.route_metric) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[daemon]\nroute_protocol = 4\n", "route-chain.toml:2: daemon.route_protocol = 4 is "
+     "not in 5..255"),
+    ("[daemon]\nroute_protocol = 256\n", "daemon.route_protocol = 256 is not in 5..255"),
+    ("[daemon]\nroute_table = 0\n", "daemon.route_table = 0 is not in 1..4294967295"),
+    ('[daemon]\nroute_metric = "low"\n', "daemon.route_metric must be an integer, not 'low'"),
+    ('[daemon]\nproxy_uplinks = ["e0", "a/b"]\n', "route-chain.toml:2: bad interface name "
+     "'a/b'"),
+])
+def test_config_routing_refuses(in_tmp, text, message):
+    """Protocols 0..4 mean something to the kernel (RTPROT_STATIC and
+    below): never ours."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(in_tmp, text))
+    assert message in str(info.value)
+
+
+def test_config_merge_keeps_the_files_routing(in_tmp):
+    file = config.load(write(in_tmp, "[daemon]\nroute_protocol = 200\n"))
+    assert config.merge(config.Config(), file).daemon.route_protocol == 200

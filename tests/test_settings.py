@@ -160,7 +160,8 @@ WALK = [
     ({"daemon": {"interface": "a/b"}}, "f.toml:daemon.interface: bad interface name 'a/b': "
                                        "1 to 15 bytes, no '/' or white space"),
     ({"daemon": {"colour": "red"}}, "f.toml:daemon.colour: unknown key 'colour' in [daemon]: "
-                                    "expected one of interface, mtu, queues, txqueuelen"),
+                                    "expected one of interface, mtu, proxy_uplinks, queues, "
+                                    "route_metric, route_protocol, route_table, txqueuelen"),
     ({"deamon": {}}, "f.toml:deamon: unknown table or key 'deamon': expected one of chain, "
                      "daemon, dns, limits, metrics, registry, route, secondary, tsig"),
     ({"daemon": 3}, "f.toml:daemon: daemon must be a table [daemon]"),
@@ -327,8 +328,8 @@ def test_settings_one_declaration_makes_key_flag_help_merge_and_restart(grown):
 
 def test_settings_restart_only_are_the_declared_ones():
     assert {s.name for s in settings.SETTINGS if s.restart} == {
-        "daemon.interface", "daemon.queues", "dns.listen", "limits.delay_pool", "limits.seed",
-        "metrics.listen"}
+        "daemon.interface", "daemon.queues", "daemon.route_protocol", "dns.listen",
+        "limits.delay_pool", "limits.seed", "metrics.listen"}
 
 
 RESTART = [
