@@ -49,7 +49,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from .chain import Interface
 from .errors import SetupError
 from .settings import ROUTE_PROTOCOL
-from .plan import Proxy, RouteKey, State, reason
+from .plan import RT_TABLE_MAIN, Proxy, RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200  # linux/if_addr.h: past ifa_flags' 8 bits, so in IFA_FLAGS
@@ -744,8 +744,6 @@ def enter_namespace(name: str) -> None:
 
 # --- Reading the host, for `route-chain doctor` ------------------------------
 
-RTM_GETNEIGH = 30
-NTF_PROXY = 0x08
 RTM_F_FIB_MATCH = 0x2000   # answer a route lookup with the route that matched
 RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
             6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
@@ -836,7 +834,7 @@ class Reader:
             kind = _REFUSAL_TYPES.get(e.code)
             prefix = self._covering(address, kind) if kind else None
             if prefix is None:
-                return Lookup(str(address), error=_reason(e.code))
+                return Lookup(str(address), error=reason(e.code))
             return Lookup(str(address), prefix, kind)
         dst = answer.get_attr("RTA_DST") or ("0.0.0.0" if address.version == 4 else "::")
         oif = _route_oif(answer)

@@ -325,8 +325,9 @@ def test_chain_routes_take_the_configured_protocol_table_and_metric(tmp_path):
                                  "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
         assert routes("main") == []
         config.write_text(daemon_table.format(201, 101) + chains)
-        reload(daemon)
-        assert "daemon.route_protocol needs a restart: keeping 200" in daemon.output()
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
+        assert ("reload: daemon.route_protocol changes only at a restart: keeping 200, "
+                "not 201") in daemon.output()
         assert routes(TABLE) == []
         assert routes("101") == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
                                  "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
@@ -345,7 +346,7 @@ def test_moving_the_only_ipv4_host_keeps_the_routes(tmp_path):
     with TestNet.create("dm4") as net, Daemon(net, "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
         config.write_text(f'[[chain]]\naddress = "198.18.0.9/24"\n\n{extra}')
-        reload(daemon)
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
         assert "198.18.0.9/24" in tun_addresses(net) and CHAIN4 not in tun_addresses(net)
         assert "198.18.0.0/24 dev route-chain proto 151" in net.run(
             net.router, "ip", "route", "show").stdout
