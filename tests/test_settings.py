@@ -287,6 +287,55 @@ def test_settings_build_reads_stories_beside_and_checks_across_tables(tree, text
     assert str(info.value).startswith(error), info.value
 
 
+SECRETS = {"a.key": bytes(range(32)), "b.key": bytes(range(32, 64))}
+KEYED = {"dns": {"transfer": ["192.0.2.0/24"], "transfer_keys": ["A."]},
+         "tsig": [{"name": "a", "secret_file": "a.key"},
+                  {"name": "b", "algorithm": "HMAC-SHA512", "secret_file": "b.key"}],
+         "secondary": [{"address": "192.0.2.53", "key": "b"}, {"address": "[2001:db8::1]:5300"}],
+         "chain": [{"address": "192.0.2.1/24", "hops": ["x"], "name": "Story.Example.NET."}]}
+
+
+def keyed(**change) -> dict:
+    return {**KEYED, **change}
+
+
+@pytest.mark.parametrize("tree,error", [
+    (keyed(), None),
+    (keyed(dns={"transfer_keys": ["c"]}),
+     "f.toml:dns.transfer_keys.0: TSIG key 'c' is not declared in a [[tsig]]"),
+    (keyed(secondary=[{"address": "192.0.2.53", "key": "c"}]),
+     "f.toml:secondary.0.key: TSIG key 'c' is not declared in a [[tsig]]"),
+    (keyed(tsig=[{"name": "a", "secret_file": "a.key"}, {"name": "A", "secret_file": "b.key"}]),
+     "f.toml:tsig.1.name: key 'a' is declared twice (first at f.toml:tsig.0)"),
+    (keyed(tsig=[{"name": "a"}]), "f.toml:tsig.0: [[tsig]] needs a name and a secret_file"),
+    (keyed(tsig=[{"name": "a", "secret_file": "a.key", "algorithm": "md5"}]),
+     "f.toml:tsig.0.algorithm: unknown TSIG algorithm 'md5'"),
+    (keyed(secondary=[{"key": "a"}]), "f.toml:secondary.0: [[secondary]] needs an address"),
+    (keyed(chain=[{"address": "192.0.2.1/32", "name": "x.example"}]),
+     "f.toml:chain.0.name: the chain has no hop after its host to name"),
+    (keyed(chain=[{"address": "192.0.2.1/24", "hops": ["x"], "name": "2.0.192.in-addr.arpa"}]),
+     "f.toml:chain.0.name: name '2.0.192.in-addr.arpa' is a reverse name"),
+])
+def test_settings_transfer_keys_read_beside_the_walk(tree, error):
+    """[[tsig]] secrets come from the reader build() is given (no file);
+    the keys transfers and secondaries name must be declared ones."""
+    def read_secret(file: str) -> bytes:
+        return SECRETS[file]
+    if error is not None:
+        with pytest.raises(ConfigError) as info:
+            config.build(tree, at, "f.toml", stories({}), read_secret=read_secret)
+        assert str(info.value).startswith(error), info.value
+        return
+    built = config.build(tree, at, "f.toml", stories({}), read_secret=read_secret)
+    assert [(k.name, k.algorithm, k.secret, k.where) for k in built.keys] == [
+        ("a", "hmac-sha256", SECRETS["a.key"], "f.toml:tsig.0"),
+        ("b", "hmac-sha512", SECRETS["b.key"], "f.toml:tsig.1")]
+    assert [(s.address, s.port, s.key) for s in built.secondaries] == [
+        ("192.0.2.53", 53, "b"), ("2001:db8::1", 5300, None)]
+    assert built.dns.transfer_keys == ("a",) and built.chains[0].name == "story.example.net"
+    assert built.chains[0].destination is not None
+
+
 # --- a setting declared once is a setting everywhere --------------------------
 
 @settings.section("daemon", "the daemon, grown by one setting")
