@@ -479,6 +479,9 @@ class DnsSettings:
     None for the Unix time of the build. The rate_limit* keys
     bound the UDP answers (rrl.RateLimiter), the tcp_* keys the TCP
     connections (dns.Server): docs/stories.md, "The built-in server".
+    `transfer` and `transfer_keys` say who may AXFR/IXFR (with [[tsig]]
+    and [[secondary]]: daemon._dns_transfers makes the xfr.Policy), and
+    `zone_name_form` how RFC 2317 zones are named (zone.py).
     """
 
     listen: tuple[tuple[str, int], ...] = declare(
