@@ -263,7 +263,9 @@ class DnsSide:
         if not self._listen:
             return
         from . import dns, zone
-        zones = zone.build(config)
+        # Drafts: a zone's records are made on its first query, so that the
+        # server answers every zone from the start at a cost per zone.
+        zones = zone.drafts(config)
         self._server = dns.Server(zones, self._listen, *_dns_limits(config))
         self._server.start()
         log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
@@ -277,7 +279,7 @@ class DnsSide:
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
             from . import zone
-            self._server.reload(zone.build(config), *_dns_limits(config))
+            self._server.reload(zone.drafts(config), *_dns_limits(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from . import rrl
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, Index, truncated
 from .errors import SetupError
-from .zone import Zone
+from .zone import Draft, Zone
 
 __all__ = ["Server", "TcpLimits", "PAYLOAD_MAX", "COUNTERS"]
 
@@ -80,7 +80,7 @@ class Server:
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
-    def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
+    def __init__(self, zones: Iterable[Zone | Draft], listen: Iterable[tuple[str, int]],
                  rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits()) -> None:
         self.index = Index(zones)
         self._listen = tuple(listen)
@@ -115,7 +115,7 @@ class Server:
         self._thread.start()
         self._started.wait(timeout=10)
 
-    def reload(self, zones: Iterable[Zone], rate_limits: rrl.Limits | None = None,
+    def reload(self, zones: Iterable[Zone | Draft], rate_limits: rrl.Limits | None = None,
                tcp: TcpLimits | None = None) -> None:
         """Serve `zones` from now on; the sockets stay as they are."""
         self.index = Index(zones)

@@ -58,7 +58,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from .zone import Zone
+from .zone import Zone  # or zone.Draft: anything with .origin that makes a Zone
 
 PAYLOAD_MAX = 1232
 PAYLOAD_MIN = 512  # RFC 6891 6.2.5: a smaller advertised size counts as 512.
@@ -111,33 +111,84 @@ class _Zone:
                          + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata)
 
 
-class Index:
-    """Every zone arranged for answering, built once per reload. Afterwards
-    only the memo of rendered answers changes, one dict insertion at a
-    time, and an answer read from it is the one the slow path would give."""
+class _Loaded:
+    """One zone made ready for answering, on its first query: the slow
+    path's nodes and names, and the fast path's sets, all lower-case wire."""
 
-    def __init__(self, zones: Iterable[Zone]) -> None:
-        self._slow = _Resolver(zones)
-        self._zones: dict[bytes, _Zone] = {}   # lower-case origin wire -> zone
-        self._names: set[bytes] = set()        # every existing name, lower-case wire
-        self._cnames: set[bytes] = set()       # CNAME owners: other types go slow
-        self._types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
-        # The rendered answers, made on a name's first query of a type (a
-        # memo: the keys are bounded by _types, a reload stays cheap however
-        # many names the zones hold, and the answers are the slow path's).
+    __slots__ = ("zone", "nodes", "names", "negative", "wire_names", "cnames", "types")
+
+    def __init__(self, zone: Zone) -> None:
+        nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+        names: set[dns.name.Name] = set()
+        for rrset in zone.rrsets:
+            nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
+            name = rrset.name
+            while name != zone.origin and name not in names:
+                names.add(name)
+                name = name.parent()
+        names.add(zone.origin)
+        self.zone, self.nodes, self.names = zone, nodes, names
+        self.negative = _Zone(zone)
+        self.wire_names = {_key(n) for n in names}
+        self.cnames: set[bytes] = set()          # CNAME owners: other types go slow
+        self.types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
+        every = frozenset(t for node in nodes.values() for t in node)
+        for name, node in nodes.items():
+            if dns.rdatatype.CNAME in node:
+                self.cnames.add(_key(name))
+                self.types[_key(name)] = every | {dns.rdatatype.ANY}
+            else:
+                self.types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
+
+
+class _Entry:
+    """A zone of the Index: a Zone, or a zone.Draft whose dnspython objects
+    are made on the first query that reaches it (so that building an Index
+    costs one dict entry per zone, however many records the zones hold)."""
+
+    __slots__ = ("source", "_loaded")
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self._loaded: _Loaded | None = None
+
+    def loaded(self) -> _Loaded:
+        # Two threads may both build it: the same result, one kept.
+        if self._loaded is None:
+            source = self.source
+            self._loaded = _Loaded(source if isinstance(source, Zone) else source.zone())
+        return self._loaded
+
+
+def _origin_key(source) -> bytes:
+    """A zone's origin as lower-case wire, without building a Name for a
+    Draft (its origin is plain text: digits, hex, '-' and dots)."""
+    if isinstance(source, Zone):
+        return _key(source.origin)
+    return b"".join(len(label).to_bytes(1, "big") + label
+                    for label in source.origin.lower().encode("ascii").split(b".")[:-1]) + b"\x00"
+
+
+class Index:
+    """Every zone arranged for answering, built once per reload. Building
+    it costs one dict entry per zone: a zone's records are made ready on
+    the first query that reaches it, and an answer is rendered on the
+    first query of its name and type (a memo: one dict insertion at a
+    time), and is the one the slow path would give."""
+
+    def __init__(self, zones: Iterable) -> None:
+        self._zones: dict[bytes, _Entry] = {}   # lower-case origin wire -> zone
+        for source in zones:
+            self._zones[_origin_key(source)] = _Entry(source)
+        self._slow = _Resolver(self._zones)
+        # The rendered answers, made on a name's first query of a type (the
+        # keys are bounded by the zones' names and types).
         self._positive: dict[tuple[bytes, int], _Positive] = {}
         self._refused = self._precompute(dns.name.from_text("refused.invalid."),
                                          dns.rdatatype.A)
-        for origin, (zone, nodes, names) in self._slow.zones.items():
-            self._zones[_key(origin)] = _Zone(zone)
-            self._names.update(_key(n) for n in names)
-            types = frozenset(t for node in nodes.values() for t in node)
-            for name, node in nodes.items():
-                if dns.rdatatype.CNAME in node:
-                    self._cnames.add(_key(name))
-                    self._types[_key(name)] = types | {dns.rdatatype.ANY}
-                else:
-                    self._types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
+
+    def __len__(self) -> int:
+        return len(self._zones)
 
     def _precompute(self, name: dns.name.Name, rdtype: int) -> _Positive:
         """The slow path's answer to a lower-case query with RD and CD clear."""
@@ -181,18 +232,24 @@ class Index:
         qname = wire[HEADER:z + 1].lower()
         qtype = wire[z + 1] << 8 | wire[z + 2]
         entry = self._positive.get((qname, qtype))
-        if entry is None and qtype in self._types.get(qname, ()):
-            entry = self._positive[qname, qtype] = self._precompute(
-                dns.name.from_wire(qname, 0)[0], qtype)
         if entry is None:
-            if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in self._cnames:
-                return self._slow.answer(wire, udp)
             found = self._zone_of(qname)
             if found is False:
                 return self._slow.answer(wire, udp)
-            if found is not None:
-                return self._negative(wire, qend, found, qname in self._names, do, limit)
-            entry = self._refused
+            if found is None:
+                if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+                    return self._slow.answer(wire, udp)
+                entry = self._refused
+            else:
+                zone = found.loaded()
+                if qtype in zone.types.get(qname, ()):
+                    entry = self._positive[qname, qtype] = self._precompute(
+                        dns.name.from_wire(qname, 0)[0], qtype)
+                elif qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in zone.cnames:
+                    return self._slow.answer(wire, udp)
+                else:
+                    return self._negative(wire, qend, zone.negative, qname in zone.wire_names,
+                                          do, limit)
         counts, rest = entry.plain if do is None else entry.edns_do if do else entry.edns
         flags = entry.flags | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3
         reply = b"".join((wire[:2], flags.to_bytes(2, "big"), counts, wire[HEADER:qend], rest))
@@ -294,28 +351,20 @@ def _key(name: dns.name.Name) -> bytes:
 # --- the slow path ----------------------------------------------------------
 
 class _Resolver:
-    """dnspython over the zones: per zone, each owner's RRsets by type, and
-    every name that exists (owners and the empty non-terminals above them)."""
+    """dnspython over the zones (the Index's entries, by lower-case origin
+    wire): per zone, each owner's RRsets by type, and every name that
+    exists (owners and the empty non-terminals above them)."""
 
-    def __init__(self, zones: Iterable[Zone]) -> None:
-        self.zones: dict[dns.name.Name, tuple[Zone, dict, set]] = {}
-        for zone in zones:
-            nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
-            names: set[dns.name.Name] = set()
-            for rrset in zone.rrsets:
-                nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
-                name = rrset.name
-                while name != zone.origin and name not in names:
-                    names.add(name)
-                    name = name.parent()
-            names.add(zone.origin)
-            self.zones[zone.origin] = (zone, nodes, names)
+    def __init__(self, zones: dict[bytes, _Entry]) -> None:
+        self._zones = zones
 
     def zone_for(self, qname: dns.name.Name):
         name = qname
         while True:
-            if name in self.zones:
-                return self.zones[name]
+            entry = self._zones.get(name.to_digestable())
+            if entry is not None:
+                z = entry.loaded()
+                return z.zone, z.nodes, z.names
             if name == dns.name.root:
                 return None
             name = name.parent()

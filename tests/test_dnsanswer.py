@@ -145,6 +145,32 @@ def test_dnsanswer_fast_path_matches_slow_path(index):
             and a.payload == b.payload and a.options == b.options, f"{a}\n---\n{b}"
 
 
+def test_dnsanswer_index_of_drafts_answers_as_index_of_zones():
+    """The daemon's Index is built from zone.drafts, each zone made ready on
+    its first query: on random queries (fixed seed) its answers parse to
+    those of an Index of dnspython's zones (dnspython shuffles the records
+    of an RRset as it renders, so bytes may differ only in that order), and
+    building it made no zone."""
+    reference = dnsanswer.Index(zone.build(CONFIG, now=NOW))
+    drafts = zone.drafts(CONFIG, now=NOW)
+    lazy = dnsanswer.Index(drafts)
+    assert len(lazy) == len(drafts) == 4
+    assert all(d._zone is None for d in drafts)
+    names = [rs.name.to_text() for z in zone.build(CONFIG, now=NOW) for rs in z.rrsets]
+    names += ["9.100.51.198.in-addr.arpa", "a.b.c." + V6, V6, "example.com", "in-addr.arpa",
+              "99.32-27.2.0.192.in-addr.arpa", "33.2.0.192.in-addr.arpa"]
+    rng = random.Random(12)
+    for i in range(2000):  # bounded
+        wire = random_query(rng, names)
+        (got, outcome), (want, ref_outcome) = (lazy.answer(wire, bool(i % 2)),
+                                               reference.answer(wire, bool(i % 2)))
+        assert outcome == ref_outcome and len(got) == len(want)
+        a, b = dns.message.from_wire(got), dns.message.from_wire(want)
+        assert a == b and a.flags == b.flags and a.ednsflags == b.ednsflags \
+            and a.options == b.options, f"{a}\n---\n{b}"
+    assert all(d._zone is not None for d in drafts)
+
+
 def test_dnsanswer_truncates_over_udp_only(index):
     big, _, wire = ask(index, "100.51.198.in-addr.arpa", "NS")
     assert big.flags & dns.flags.TC and not big.answer and len(wire) <= 512
