@@ -319,21 +319,25 @@ def _capabilities_kept(config: Config) -> list[str]:
     return keep
 
 
-CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
-
-
 def _log_chains(config: Config, settings: Settings) -> None:
-    for chain in config.chains[:CHAINS_LOGGED]:
-        if chain.length:
-            log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
-                     chain.destination, chain.where)
-    if len(config.chains) > CHAINS_LOGGED:
-        log.info("and %d more chains", len(config.chains) - CHAINS_LOGGED)
+    """One line for the whole start (however many chains), each chain at
+    debug level (`-v`; `route-chain preview` shows the stories), and a
+    warning for each chain that answers nothing."""
+    hops = 0
     for chain in config.chains:
-        if not chain.length:
+        if chain.length:
+            hops += chain.length
+            log.debug("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
+                      chain.destination, chain.where)
+        else:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
-    log.info("serving on %s with %d queues", settings.interface, settings.queues)
+    families = {4: 0, 6: 0}
+    for chain in config.chains:
+        families[chain.family] += 1
+    log.info("serving on %s with %d queues: %d chains (%d IPv4, %d IPv6), %d hops",
+             settings.interface, settings.queues, len(config.chains), families[4],
+             families[6], hops)
 
 
 def _addresses(listen) -> str:
