@@ -45,6 +45,7 @@ the same parsed answers.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 
 import dns.edns
@@ -63,6 +64,8 @@ from .zone import Zone  # or zone.Draft: anything with .origin that makes a Zone
 PAYLOAD_MAX = 1232
 PAYLOAD_MIN = 512  # RFC 6891 6.2.5: a smaller advertised size counts as 512.
 TCP_MAX = 65535
+LOADED_MAX = 512     # zones made ready at once (about 100 kB each with 30 names)
+ANSWERS_MAX = 16384  # rendered answers kept (about 1 kB each)
 CNAME_CHAIN_MAX = 8
 HEADER = 12
 
@@ -146,18 +149,38 @@ class _Entry:
     are made on the first query that reaches it (so that building an Index
     costs one dict entry per zone, however many records the zones hold)."""
 
-    __slots__ = ("source", "_loaded")
+    __slots__ = ("source", "loaded")
 
     def __init__(self, source) -> None:
         self.source = source
-        self._loaded: _Loaded | None = None
+        self.loaded: _Loaded | None = None
 
-    def loaded(self) -> _Loaded:
-        # Two threads may both build it: the same result, one kept.
-        if self._loaded is None:
-            source = self.source
-            self._loaded = _Loaded(source if isinstance(source, Zone) else source.zone())
-        return self._loaded
+
+class _Zones:
+    """The Index's zones by lower-case origin wire, and the ones made ready:
+    at most LOADED_MAX at once, so that a client walking every name of ten
+    thousand zones costs bounded memory; the oldest made ready is let go
+    first, and made again if asked for again."""
+
+    def __init__(self, sources: Iterable) -> None:
+        self.entries: dict[bytes, _Entry] = {}
+        for source in sources:
+            self.entries[_origin_key(source)] = _Entry(source)
+        self._ready: collections.deque[_Entry] = collections.deque()
+
+    def ready(self, entry: _Entry) -> _Loaded:
+        loaded = entry.loaded
+        if loaded is None:
+            source = entry.source
+            loaded = entry.loaded = _Loaded(source if isinstance(source, Zone)
+                                            else source.zone())
+            self._ready.append(entry)
+            if len(self._ready) > LOADED_MAX:
+                self._ready.popleft().loaded = None
+        return loaded
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def _origin_key(source) -> bytes:
@@ -177,30 +200,33 @@ class Index:
     time), and is the one the slow path would give."""
 
     def __init__(self, zones: Iterable) -> None:
-        self._zones: dict[bytes, _Entry] = {}   # lower-case origin wire -> zone
-        for source in zones:
-            self._zones[_origin_key(source)] = _Entry(source)
+        self._zones = _Zones(zones)
         self._slow = _Resolver(self._zones)
-        # The rendered answers, made on a name's first query of a type (the
-        # keys are bounded by the zones' names and types).
-        self._positive: dict[tuple[bytes, int], _Positive] = {}
-        self._refused = self._precompute(dns.name.from_text("refused.invalid."),
+        # The rendered answers, made on a name's first query of a type, the
+        # oldest let go past ANSWERS_MAX (made again when asked again).
+        self._positive: collections.OrderedDict[tuple[bytes, int], _Positive] = \
+            collections.OrderedDict()
+        self._refused = self._precompute(_key(dns.name.from_text("refused.invalid.")),
                                          dns.rdatatype.A)
 
     def __len__(self) -> int:
         return len(self._zones)
 
-    def _precompute(self, name: dns.name.Name, rdtype: int) -> _Positive:
-        """The slow path's answer to a lower-case query with RD and CD clear."""
-        lower = dns.name.from_text(name.to_text().lower())
+    def _precompute(self, qname: bytes, rdtype: int) -> _Positive:
+        """The slow path's answer to a query of qname (lower-case wire) with
+        RD and CD clear: without EDNS, with it, and with DO set. The three
+        queries are written here, as a client's library would (ID 0, one
+        question, an OPT offering PAYLOAD_MAX), not made by dnspython: on a
+        name's first query that was a third of the time."""
+        question = qname + rdtype.to_bytes(2, "big") + b"\x00\x01"
         wires = []
-        for edns, dnssec in ((-1, False), (0, False), (0, True)):
-            query = dns.message.make_query(lower, rdtype, use_edns=edns, want_dnssec=dnssec,
-                                           payload=PAYLOAD_MAX)
-            query.flags = 0
-            wire, outcome = self._slow.answer(query.to_wire(), udp=False)
+        outcome = ""
+        for opt in (b"", _opt(0), _opt(_DO_BYTE)):
+            query = (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
+                     + (b"\x00\x01" if opt else b"\x00\x00") + question + opt)
+            wire, outcome = self._slow.answer(query, udp=False)
             wires.append(wire)
-        return _Positive(*wires, HEADER + len(lower.to_wire()) + 4, outcome)
+        return _Positive(*wires, HEADER + len(question), outcome)
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
         """The reply to one message and its outcome; None to send nothing."""
@@ -241,10 +267,11 @@ class Index:
                     return self._slow.answer(wire, udp)
                 entry = self._refused
             else:
-                zone = found.loaded()
+                zone = self._zones.ready(found)
                 if qtype in zone.types.get(qname, ()):
-                    entry = self._positive[qname, qtype] = self._precompute(
-                        dns.name.from_wire(qname, 0)[0], qtype)
+                    entry = self._positive[qname, qtype] = self._precompute(qname, qtype)
+                    if len(self._positive) > ANSWERS_MAX:
+                        self._positive.popitem(last=False)
                 elif qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in zone.cnames:
                     return self._slow.answer(wire, udp)
                 else:
@@ -260,7 +287,7 @@ class Index:
     def _zone_of(self, qname: bytes):
         """The zone holding qname (lower-case wire); None outside every zone;
         False for a name that is not well-formed (the slow path judges it)."""
-        i, zones = 0, self._zones
+        i, zones = 0, self._zones.entries
         while True:
             zone = zones.get(qname[i:] if i else qname)
             if zone is not None:
@@ -355,19 +382,21 @@ class _Resolver:
     wire): per zone, each owner's RRsets by type, and every name that
     exists (owners and the empty non-terminals above them)."""
 
-    def __init__(self, zones: dict[bytes, _Entry]) -> None:
+    def __init__(self, zones: _Zones) -> None:
         self._zones = zones
 
     def zone_for(self, qname: dns.name.Name):
-        name = qname
+        """The zone with the longest origin holding qname: (zone, nodes,
+        names), or None."""
+        wire, i = qname.to_digestable(), 0
         while True:
-            entry = self._zones.get(name.to_digestable())
+            entry = self._zones.entries.get(wire[i:] if i else wire)
             if entry is not None:
-                z = entry.loaded()
+                z = self._zones.ready(entry)
                 return z.zone, z.nodes, z.names
-            if name == dns.name.root:
+            if wire[i] == 0:
                 return None
-            name = name.parent()
+            i += wire[i] + 1
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
         if len(wire) < HEADER:

@@ -291,18 +291,16 @@ class Head:
 class Draft:
     """One reverse zone as the story model gives it: its origin (absolute
     text), the Head it shares with the build, and the chains (with the part
-    of each) that put records in it. The records are worked out on first
-    use, and the dnspython Zone only when asked for (`zone()`), so that a
-    daemon with ten thousand zones builds none of them before a query."""
+    of each) that put records in it. The records are worked out when asked
+    for, and the dnspython Zone too (`zone()`), so that a daemon with ten
+    thousand zones builds none of them before a query."""
 
-    __slots__ = ("origin", "head", "sources", "_records", "_zone")
+    __slots__ = ("origin", "head", "sources")
 
     def __init__(self, origin: str, head: Head, sources: tuple) -> None:
         self.origin = origin
         self.head = head
         self.sources = sources
-        self._records: tuple[tuple[str, str, str], ...] | None = None
-        self._zone: Zone | None = None
 
     @property
     def filename(self) -> str:
@@ -311,10 +309,9 @@ class Draft:
     @property
     def records(self) -> tuple[tuple[str, str, str], ...]:
         """(owner relative to the origin, type, target absolute) of every
-        record below the apex, in the order `build` puts them."""
-        if self._records is None:
-            self._records = _draft_records(self)
-        return self._records
+        record below the apex, in the order `build` puts them; worked out
+        each time (nothing kept: the server keeps what it made ready)."""
+        return _draft_records(self)
 
     def to_text(self) -> str:
         """The zone as an RFC 1035 master file, the bytes of Zone.to_text."""
@@ -325,24 +322,22 @@ class Draft:
                             for owner, rdtype, target in self.records])) + "\n"
 
     def zone(self) -> Zone:
-        """This zone as dnspython objects (made once): what the built-in
-        server answers from."""
-        if self._zone is None:
-            origin = dns.name.from_text(self.origin)
-            h = self.head
-            rrsets = [dns.rrset.from_text(origin, h.ttl, "IN", "SOA", h.soa),
-                      dns.rrset.from_text_list(origin, h.ttl, "IN", "NS", list(h.ns))]
-            last = None
-            for owner, rdtype, target in self.records:
-                if last is not None and (owner, rdtype) == last:
-                    rrsets[-1].add(dns.rrset.from_text(rrsets[-1].name, h.ttl, "IN", rdtype,
-                                                       target)[0])
-                    continue
-                name = origin if owner == "@" else dns.name.from_text(owner, origin)
-                rrsets.append(dns.rrset.from_text(name, h.ttl, "IN", rdtype, target))
-                last = owner, rdtype
-            self._zone = Zone(origin, tuple(rrsets))
-        return self._zone
+        """This zone as dnspython objects (made each time: the server keeps
+        it while it is in use): what the built-in server answers from."""
+        origin = dns.name.from_text(self.origin)
+        h = self.head
+        rrsets = [dns.rrset.from_text(origin, h.ttl, "IN", "SOA", h.soa),
+                  dns.rrset.from_text_list(origin, h.ttl, "IN", "NS", list(h.ns))]
+        last = None
+        for owner, rdtype, target in self.records:
+            if last is not None and (owner, rdtype) == last:
+                rrsets[-1].add(dns.rrset.from_text(rrsets[-1].name, h.ttl, "IN", rdtype,
+                                                   target)[0])
+                continue
+            name = origin if owner == "@" else dns.name.from_text(owner, origin)
+            rrsets.append(dns.rrset.from_text(name, h.ttl, "IN", rdtype, target))
+            last = owner, rdtype
+        return Zone(origin, tuple(rrsets))
 
 
 def drafts(config: Config, now: float | None = None) -> list[Draft]:
