@@ -479,10 +479,12 @@ def _draft_records(draft: Draft) -> tuple[tuple[str, str, str], ...]:
         entries = [(_owner_key(e[1]),) + e[1:] for e in entries]
     # Same owner and type twice (overlapping chains again): one RRset, each
     # target once (names compare without case), at the first one's place.
+    # One chain's addresses are distinct, and so are its owners.
     merged: dict[tuple[str, str], list] = {}
-    for entry in entries:
-        merged.setdefault((entry[1], entry[2]), []).append(entry)
-    if len(merged) != len(entries):
+    if len(draft.sources) > 1:
+        for entry in entries:
+            merged.setdefault((entry[1], entry[2]), []).append(entry)
+    if merged and len(merged) != len(entries):
         entries = []
         for group in merged.values():
             seen = set()
