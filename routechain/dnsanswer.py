@@ -59,7 +59,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from .zone import Zone  # or zone.Draft: anything with .origin that makes a Zone
+from .zone import Draft, Zone
 
 PAYLOAD_MAX = 1232
 PAYLOAD_MIN = 512  # RFC 6891 6.2.5: a smaller advertised size counts as 512.
@@ -151,7 +151,7 @@ class _Entry:
 
     __slots__ = ("source", "loaded")
 
-    def __init__(self, source) -> None:
+    def __init__(self, source: Zone | Draft) -> None:
         self.source = source
         self.loaded: _Loaded | None = None
 
@@ -162,7 +162,7 @@ class _Zones:
     thousand zones costs bounded memory; the oldest made ready is let go
     first, and made again if asked for again."""
 
-    def __init__(self, sources: Iterable) -> None:
+    def __init__(self, sources: Iterable[Zone | Draft]) -> None:
         self.entries: dict[bytes, _Entry] = {}
         for source in sources:
             self.entries[_origin_key(source)] = _Entry(source)
@@ -183,7 +183,7 @@ class _Zones:
         return len(self.entries)
 
 
-def _origin_key(source) -> bytes:
+def _origin_key(source: Zone | Draft) -> bytes:
     """A zone's origin as lower-case wire, without building a Name for a
     Draft (its origin is plain text: digits, hex, '-' and dots)."""
     if isinstance(source, Zone):
@@ -199,7 +199,7 @@ class Index:
     first query of its name and type (a memo: one dict insertion at a
     time), and is the one the slow path would give."""
 
-    def __init__(self, zones: Iterable) -> None:
+    def __init__(self, zones: Iterable[Zone | Draft]) -> None:
         self._zones = _Zones(zones)
         self._slow = _Resolver(self._zones)
         # The rendered answers, made on a name's first query of a type, the
