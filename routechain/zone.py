@@ -345,9 +345,17 @@ def drafts(config: Config, now: float | None = None) -> list[Draft]:
     is per chain (which zones it touches), never per record."""
     head = Head.of(config, now)
     sources: dict[str, list] = {}
+    stories: set[int] = set()
     for chain in config.chains:
         for origin, part in _chain_zones(chain):
             sources.setdefault(origin, []).append((chain, part))
+        if id(chain.hops) not in stories:
+            # Every name rendered now, once per story (chains telling one
+            # story share its hops): a name dnspython refuses fails here, as
+            # it failed `build`, never later on a query.
+            stories.add(id(chain.hops))
+            for _, name in _named(chain):
+                _target("PTR", name)
     return [Draft(origin, head, tuple(sources[origin])) for origin in sorted(sources)]
 
 
