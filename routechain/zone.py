@@ -445,7 +445,8 @@ def _target(rdtype: str, target: str) -> str:
 
 
 def _label_key(label: str):
-    """One label's place in `_address_order`."""
+    """One label's place in `_address_order` (written apart from it on
+    purpose: the tests hold the two writers' orders to each other)."""
     return ((0, int(label), label) if label.isdigit() else
             (0, int(label, 16), label) if len(label) == 1 and label in "0123456789abcdef"
             else (1, 0, label))
@@ -454,7 +455,7 @@ def _label_key(label: str):
 def _draft_records(draft: Draft) -> tuple[tuple[str, str, str], ...]:
     """The records of one draft in `build`'s order: in address order, an
     RFC 2317 stand-in's CNAMEs before the child's PTRs."""
-    entries = []   # (sort key, kind, owner, type, target)
+    entries = []   # (sort key, owner, type, target)
     for chain, part in draft.sources:
         named = _named(chain)
         if part == "child" or part == "parent":
