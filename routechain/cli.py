@@ -4,8 +4,10 @@
     route-chain --config FILE [OPTIONS] [ADDR/PLEN ...]
     route-chain zone --config FILE --output-dir DIR   write PTR zone files
     route-chain preview --config FILE                 what traceroute will show
+    route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
+    route-chain doctor [--config FILE]                what makes a deployment fail
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from .errors import RouteChainError, UsageError
 from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
-SUBCOMMANDS = ("zone", "preview", "demo", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +51,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload | doctor "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
@@ -67,8 +68,8 @@ def run_parser() -> argparse.ArgumentParser:
     add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
-                        "setup, keeping only CAP_NET_ADMIN "
-                        "(and CAP_NET_BIND_SERVICE for DNS below port 1024)")
+                        "setup (the DNS and metrics listeners are bound before), keeping "
+                        "only CAP_NET_ADMIN")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
@@ -119,16 +120,16 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_zone(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} zone",
-                description="Write one master file per reverse zone of the chains' stories, "
-                            "for BIND, Knot or NSD.")
+                description="Write one master file per reverse zone of the chains' stories "
+                            "(and per forward name), for BIND, Knot or NSD.")
     p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     p.add_argument("-o", "--output-dir", type=Path, required=True, metavar="DIR")
     args = p.parse_args(argv)
-    from . import config as config_file, zone
+    from . import config as config_file, names, zone
     config = config_file.load(args.config)
     for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in zone.export(config, args.output_dir):
+    for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
         print(path)
     parent = zone.parent_records(config)
     if parent:
@@ -149,6 +150,21 @@ def cmd_preview(argv: list[str]) -> int:
     return 0
 
 
+def cmd_registry(argv: list[str]) -> int:
+    p = _Parser(prog=f"{PROG} registry",
+                description="Print, for each chain's block, the inetnum/inet6num (with "
+                            "nserver lines) and route/route6 objects a DN42 or RIPE-style "
+                            "registry needs, ready to paste.")
+    p.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    p.add_argument("--source", default="DN42", metavar="NAME",
+                   help="the objects' source: attribute (default: DN42)")
+    args = p.parse_args(argv)
+    from . import config as config_file, registry
+    config = config_file.load(args.config)
+    print(registry.render(config, args.source), end="")
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = _Parser(prog=f"{PROG} demo",
                 description="Run a built-in story in a throwaway pair of network namespaces "
@@ -156,8 +172,8 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("-6", dest="family", action="store_const", const=6, default=4,
                    help="trace the IPv6 chain")
     args = p.parse_args(argv)
-    from . import testnet
-    print(testnet.run_demo(args.family), end="")
+    from . import demo
+    print(demo.run_demo(args.family), end="")
     return 0
 
 
@@ -176,13 +192,39 @@ def cmd_reload(argv: list[str]) -> int:
     return 0
 
 
+def cmd_doctor(argv: list[str]) -> int:
+    from . import doctor
+    p = _Parser(prog=f"{PROG} doctor",
+                description="Check, on the router, what makes a deployment fail: forwarding "
+                            "and accept_ra, rp_filter, routes that shadow a chain, proxy NDP, "
+                            "firewall rules, the DNS listeners, the kernel's ICMP rate limit. "
+                            "One line per finding with its fix; exit 1 when something is "
+                            "wrong. Run it as root while route-chain runs.")
+    p.add_argument("-c", "--config", type=Path, default=doctor.DEFAULT_CONFIG, metavar="FILE",
+                   help=f"the daemon's config (default: {doctor.DEFAULT_CONFIG})")
+    p.add_argument("--uplink", action="append", default=[], metavar="NAME",
+                   help="an interface probes arrive on (repeatable; default: the interfaces "
+                        "of the default routes)")
+    args = p.parse_args(argv)
+    for name in args.uplink:
+        check_interface_name(name, f"--uplink {name}")
+    from . import config as config_file
+    config = config_file.load(args.config)
+    text, status = doctor.report(doctor.diagnose(doctor.gather(config, tuple(args.uplink))))
+    print(text, end="")
+    return status
+
+
+# The subcommands, by the word that names them (the man page lists the same).
+COMMANDS = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+            "demo": cmd_demo, "reload": cmd_reload, "doctor": cmd_doctor}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "demo": cmd_demo,
-                "reload": cmd_reload}
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         return cmd_run(argv)
     except RouteChainError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

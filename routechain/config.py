@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from . import files, hopprops, settings, story, tomlpos
+from .notify import Secondary
+from .tsig import ALGORITHMS, Key as TsigKey, read_secret
 from .chain import DEFAULT_REPLY_TTL, Chain, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
 
@@ -38,6 +40,21 @@ class Route:
     table: int | None = None
     metric: int | None = None
     where: str = "command line"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """[daemon] route_* and proxy_uplinks: how the chains are reached.
+    What the routes route-chain adds carry, so that a routing daemon
+    (BIRD's kernel protocol) can learn them by protocol: every route's
+    `proto` (also that of the proxy entries), and the table and metric of
+    the chains' own prefix routes (None: main, and the kernel's metric);
+    and the uplinks where the host answers for every chain address."""
+
+    protocol: int = settings.ROUTE_PROTOCOL
+    table: int | None = None
+    metric: int | None = None
+    uplinks: tuple[str, ...] = ()   # proxy NDP / ARP entries for every chain address there
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,13 @@ class DnsSettings:
     tcp_connections: int = 128
     tcp_connections_per_client: int = 8
     tcp_idle_timeout: int = 10
+    # Zone transfers and NOTIFY (xfr.py, notify.py): off unless set.
+    transfer: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    transfer_keys: tuple[str, ...] = ()
+    keys: tuple[TsigKey, ...] = ()
+    secondaries: tuple[Secondary, ...] = ()
+    zone_name_form: str = "-"   # RFC 2317 zone names: "-", "/" or "_"
+    forward: tuple[tuple[str, str], ...] = ()  # (chain's name, its destination): names.py
     where: str = field(default="", compare=False)
 
     def names(self, chains: tuple[Chain, ...]) -> tuple[tuple[str, ...], str, str]:
@@ -118,6 +142,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """[registry]: what `route-chain registry` prints beside the ranges."""
+
+    origin_as: int | None = None
+    mnt_by: str | None = None
+    admin_c: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """`warnings` are real problems (a hop left without a name...), one
     by one; `rewrites` say how each story line became a name, for
@@ -130,10 +163,12 @@ class Config:
     queues: int | None = None
     mtu: int | None = None
     txqueuelen: int | None = None
+    routing: Routing = Routing()
     limits: Limits = Limits()
     warnings: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
     metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
+    registry: Registry = Registry()
     rewrites: tuple[str, ...] = field(default=(), compare=False)
     summaries: tuple[str, ...] = field(default=(), compare=False)
 
@@ -191,10 +226,12 @@ def merge(cli: Config, file: Config) -> Config:
         queues=cli.queues if cli.queues is not None else file.queues,
         mtu=cli.mtu if cli.mtu is not None else file.mtu,
         txqueuelen=cli.txqueuelen if cli.txqueuelen is not None else file.txqueuelen,
+        routing=file.routing,
         limits=file.limits,
         warnings=cli.warnings + file.warnings,
         path=file.path if file.path is not None else cli.path,
         metrics=file.metrics,
+        registry=file.registry,
         rewrites=cli.rewrites + file.rewrites,
         summaries=cli.summaries + file.summaries,
     )
@@ -257,6 +294,7 @@ class _Loader:
         except UsageError as e:
             raise ConfigError(f"{self.source}: {e}") from None
         dns = self.dns(self.table(data, "dns")) if "dns" in data else None
+        dns = self.transfers(data, dns, chains)
         self.check_zone_names(dns, chains)
         mtu = self.get(daemon, "daemon", None, "mtu")
         if mtu is not None and mtu < settings.MIN_MTU6 and any(c.family == 6 for c in chains):
@@ -267,11 +305,26 @@ class _Loader:
             interface=self.get(daemon, "daemon", None, "interface"),
             queues=self.get(daemon, "daemon", None, "queues"),
             mtu=mtu, txqueuelen=self.get(daemon, "daemon", None, "txqueuelen"),
+            routing=self.routing(daemon),
             limits=self.limits(self.table(data, "limits")),
             warnings=tuple(_unique(self.warnings)), path=self.path,
             metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
+            registry=self.registry(self.table(data, "registry")),
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
             summaries=tuple(self.summaries()))
+
+    def routing(self, daemon: dict) -> Routing:
+        protocol = self.get(daemon, "daemon", None, "route_protocol")
+        uplinks = self.get(daemon, "daemon", None, "proxy_uplinks") or ()
+        for k, name in enumerate(uplinks):
+            try:
+                settings.check_interface_name(name, self.at("daemon", None, "proxy_uplinks", k))
+            except UsageError as e:
+                raise ConfigError(str(e)) from None
+        return Routing(Routing.protocol if protocol is None else protocol,
+                       self.get(daemon, "daemon", None, "route_table"),
+                       self.get(daemon, "daemon", None, "route_metric"),
+                       tuple(dict.fromkeys(uplinks)))
 
     # tables
 
@@ -425,6 +478,87 @@ class _Loader:
             listen=listen, ns=ns, serial=self.get(t, "dns", None, "serial"), where=self.at("dns"),
             soa_mname=names["soa_mname"], soa_rname=names["soa_rname"],
             **{k: v if v is not None else getattr(defaults, k) for k, v in ints.items()})
+
+    def transfers(self, data: dict, dns: DnsSettings | None,
+                  chains: tuple[Chain, ...]) -> DnsSettings | None:
+        """[dns] transfer, transfer_keys and zone_name_form, [[tsig]] and
+        [[secondary]], a chain's forward `name`: every key of zone
+        transfers, NOTIFY and forward names, read here."""
+        t = data.get("dns", {}) if isinstance(data.get("dns"), dict) else {}
+        forward = []
+        for i, c in enumerate(self.tables(data, "chain")):
+            name = self.get(c, "chain", i, "name")
+            if name is None:
+                continue
+            where = self.at("chain", i, "name")
+            name = self.checked_name(name, where, "name").lower()
+            if name.endswith(".arpa") or name == "arpa":
+                raise ConfigError(f"{where}: name {name!r} is a reverse name: give the "
+                                  "story a forward name, e.g. story.example.dn42")
+            if chains[i].destination is None:
+                raise ConfigError(f"{where}: the chain has no hop after its host to name")
+            forward.append((name, str(chains[i].destination)))
+        keys: dict[str, TsigKey] = {}
+        for i, k in enumerate(self.tables(data, "tsig")):
+            name = self.get(k, "tsig", i, "name")
+            if name is None or self.get(k, "tsig", i, "secret_file") is None:
+                raise ConfigError(f"{self.at('tsig', i)}: [[tsig]] needs a name and a "
+                                  "secret_file")
+            name = self.checked_name(name, self.at("tsig", i, "name"), "name").lower()
+            algorithm = (self.get(k, "tsig", i, "algorithm") or "hmac-sha256").lower()
+            if algorithm not in ALGORITHMS:
+                raise ConfigError(f"{self.at('tsig', i, 'algorithm')}: unknown TSIG algorithm "
+                                  f"{algorithm!r}: one of {', '.join(ALGORITHMS)}")
+            if name in keys:
+                raise ConfigError(f"{self.at('tsig', i, 'name')}: key {name!r} is declared "
+                                  f"twice (first at {keys[name].where})")
+            file = self.get(k, "tsig", i, "secret_file")
+            shown = str(Path(self.source).parent / file)
+            keys[name] = TsigKey(name, algorithm, read_secret(self.path.parent / file, shown),
+                                 self.at("tsig", i))
+
+        def known_key(value: str, where: str) -> str:
+            name = value.strip().rstrip(".").lower()
+            if name not in keys:
+                raise ConfigError(f"{where}: TSIG key {value!r} is not declared in a [[tsig]]")
+            return name
+
+        secondaries = []
+        for i, sec in enumerate(self.tables(data, "secondary")):
+            text = self.get(sec, "secondary", i, "address")
+            if text is None:
+                raise ConfigError(f"{self.at('secondary', i)}: [[secondary]] needs an address")
+            host, port = parse_listen(text, self.at("secondary", i, "address"))
+            key = self.get(sec, "secondary", i, "key")
+            if key is not None:
+                key = known_key(key, self.at("secondary", i, "key"))
+            secondaries.append(Secondary(host, port, key))
+        transfer = tuple(
+            self.prefix(text, self.at("dns", None, "transfer", k))
+            for k, text in enumerate(self.get(t, "dns", None, "transfer") or ()))
+        required = tuple(known_key(text, self.at("dns", None, "transfer_keys", k))
+                         for k, text in enumerate(self.get(t, "dns", None, "transfer_keys") or ()))
+        form = self.get(t, "dns", None, "zone_name_form") or "-"
+        if form not in ("-", "/", "_"):
+            raise ConfigError(f"{self.at('dns', None, 'zone_name_form')}: zone_name_form "
+                              f"{form!r}: write \"-\", \"/\" or \"_\"")
+        if not (keys or secondaries or transfer or required or form != "-" or forward):
+            return dns
+        return replace(dns or DnsSettings(where=self.source), transfer=transfer,
+                       transfer_keys=required, keys=tuple(keys.values()),
+                       secondaries=tuple(secondaries), zone_name_form=form,
+                       forward=tuple(forward))
+
+    def prefix(self, text: str, where: str):
+        try:
+            return ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: bad prefix {text!r}: write ADDR/PLEN, e.g. "
+                              "\"192.0.2.0/24\"") from None
+
+    def registry(self, t: dict) -> Registry:
+        return Registry(*(self.get(t, "registry", None, key)
+                          for key in ("origin_as", "mnt_by", "admin_c")))
 
     def name(self, t: dict, key: str) -> str | None:
         value = self.get(t, "dns", None, key)

@@ -32,6 +32,10 @@ STATUS_INTERVAL = 5.0
 LIVENESS_INTERVAL = 1.0  # how soon a dead worker or DNS thread is noticed
 WAKE = signal.SIGUSR2
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, WAKE}
+# What `--user` keeps: changing addresses and routes (at reload and repair)
+# and removing them at exit. Binding is done before the drop and `listen`
+# needs a restart, so CAP_NET_BIND_SERVICE is not kept.
+CAPABILITIES_KEPT = ("CAP_NET_ADMIN",)
 
 
 def default_queues() -> int:
@@ -45,10 +49,12 @@ class Settings:
 
     interface: str
     queues: int
+    route_protocol: int
 
     @classmethod
     def of(cls, config: Config) -> "Settings":
-        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
+        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues(),
+                   config.routing.protocol)
 
 
 class Workers:
@@ -98,15 +104,26 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
 
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface))
+        link = stack.enter_context(Link(settings.interface, settings.route_protocol))
         link.set_up(config.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
+        asked = config
         config = keeper.adopt(config, strict=True)
+        for warning in config.warnings[len(asked.warnings):]:  # what was left alone
+            log.warning("%s", warning)
+        # Every listener is bound here, while the process may still take a
+        # port below 1024: `listen` is restart-only, so nothing is bound
+        # after this and no capability to bind is kept.
+        dns = stack.enter_context(DnsSide(config))
+        exporter = None
+        if config.metrics:
+            from . import metrics
+            exporter = stack.enter_context(metrics.Exporter(config.metrics))
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
-            drop_to(user, keep=_capabilities_kept(config))
+            drop_to(user, keep=CAPABILITIES_KEPT)
         live = core.Live(core.Table(config.chains, config.limits, settings.queues))
         pacing = core.Pacing(config.limits, settings.queues)
         workers = Workers(tun.fds, live, pacing)
@@ -114,16 +131,20 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         main = threading.main_thread().ident
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
-        dns = stack.enter_context(DnsSide(config))
+        dns.start()
         _log_chains(config, settings)
         running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
-        if config.metrics:
-            from . import metrics
-            exporter = stack.enter_context(metrics.Exporter(config.metrics, running))
+        if exporter is not None:
+            exporter.serve(running)
+            stack.callback(exporter.close)  # scrapes end before the workers stop
             log.info("metrics: serving on http://%s/metrics", exporter.where)
         notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
+        # Routes first, while everything else still serves: a routing
+        # daemon withdraws their announcement before the TUN goes.
+        keeper.stop()
+        keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
 
@@ -205,12 +226,16 @@ class Running:
             for warning in new.log_lines:
                 log.warning("%s", warning)
             wanted = Settings.of(new)
-            if wanted != self.settings:
+            if (wanted.interface, wanted.queues) != (self.settings.interface,
+                                                     self.settings.queues):
                 log.warning("reload: interface and queues need a restart: keeping %s "
                             "with %d queues", self.settings.interface, self.settings.queues)
             if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
                                                             old.limits.seed):
                 log.warning("reload: limits.delay_pool and limits.seed need a restart")
+            if wanted.route_protocol != self.settings.route_protocol:
+                log.warning("reload: daemon.route_protocol needs a restart: keeping %d",
+                            self.settings.route_protocol)
             table = core.Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
@@ -258,17 +283,24 @@ class DnsSide:
     metrics."""
 
     def __init__(self, config: Config) -> None:
+        """Bound, not yet serving: start() serves."""
         self._server = None
         self._listen = config.dns.listen if config.dns else ()
         if not self._listen:
             return
-        from . import dns, zone
-        # Drafts: a zone's records are made on its first query, so that the
+        from . import dns
+        # Drafts: a zone's records are made on its first query (or at once,
+        # by the server, when it keeps versions for transfers), so that the
         # server answers every zone from the start at a cost per zone.
-        zones = zone.drafts(config)
-        self._server = dns.Server(zones, self._listen, *_dns_limits(config))
-        self._server.start()
-        log.info("DNS: serving %d zones on %s", len(zones), _addresses(self._listen))
+        self._zones = _zones(config)
+        self._server = dns.Server(self._zones, self._listen, *_dns_limits(config),
+                                  *_dns_transfers(config))
+        self._server.bind()
+
+    def start(self) -> None:
+        if self._server is not None:
+            self._server.start()
+            log.info("DNS: serving %d zones on %s", len(self._zones), _addresses(self._listen))
 
     def reload(self, config: Config) -> None:
         """New zones and limits for the running server; listeners stay as
@@ -278,8 +310,8 @@ class DnsSide:
             log.warning("reload: DNS listeners change from %s to %s at the next restart",
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
-            from . import zone
-            self._server.reload(zone.drafts(config), *_dns_limits(config))
+            self._server.reload(_zones(config), *_dns_limits(config),
+                                *_dns_transfers(config))
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -312,11 +344,22 @@ def _dns_limits(config: Config):
                           per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
 
 
-def _capabilities_kept(config: Config) -> list[str]:
-    keep = ["CAP_NET_ADMIN"]
-    if config.dns and any(port < 1024 for _, port in config.dns.listen):
-        keep.append("CAP_NET_BIND_SERVICE")
-    return keep
+def _zones(config: Config) -> list:
+    """Every zone the server holds: the reverse zones as drafts (made
+    whole on a query, or by the server when it keeps versions) and the
+    stories' forward names (a zone each, a few records)."""
+    from . import names, zone
+    return zone.drafts(config) + names.build(config)
+
+
+def _dns_transfers(config: Config):
+    """Who may transfer, and the secondaries to NOTIFY, as the server takes
+    them: (xfr.Policy, secondaries)."""
+    from . import xfr
+    d = config.dns or DnsSettings()
+    policy = xfr.policy(d.transfer, d.transfer_keys,
+                        [(s.address, s.key) for s in d.secondaries], d.keys)
+    return policy, d.secondaries
 
 
 def _log_chains(config: Config, settings: Settings) -> None:

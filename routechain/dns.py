@@ -18,6 +18,9 @@ bounds every buffer and count:
   not read pass UNSENT_MAX bytes, the connection stops being read, and is
   closed if they are not taken within QUERY_DEADLINE. A connection yields
   to the loop after each answer, so no client starves UDP or the others.
+- Zone transfers (xfr.py) over TCP stream from the versions in force when
+  they start, one message per turn of the loop, so queries go on being
+  answered; NOTIFY (notify.py) runs as tasks on the same loop.
 - Seen: `counters()` gives flat counts ("queries", "rcode:NOERROR",
   "drop:ratelimited", ...); an exception while answering is counted
   ("internal_errors"), logged with its traceback the first time its place
@@ -41,8 +44,8 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import rrl
-from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, Index, truncated
+from . import notify, rrl, xfr
+from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .zone import Draft, Zone
 
@@ -53,12 +56,16 @@ log = logging.getLogger("route-chain")
 UDP_BATCH = 64
 QUERY_DEADLINE = 2.0
 UNSENT_MAX = 64 * 1024
+TRANSFER_DEADLINE = 30.0  # seconds a secondary may take to read one transfer message
 _READ_LIMIT = 16 * 1024  # StreamReader pauses the socket past twice this
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
+# Rate limited as errors (rrl.py): error rcodes, refused transfers, bad TSIG.
+_ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "tsig:bad"))}
+
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
-            "internal_errors")
+            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS)
 
 
 @dataclass(frozen=True)
@@ -74,15 +81,20 @@ class TcpLimits:
 class Server:
     """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP.
 
-    start() binds every socket and starts the thread (SetupError naming the
-    address if a bind fails); reload(zones, ...) swaps the zones atomically;
+    bind() binds every socket (SetupError naming the address if a bind
+    fails) and start() serves them in a thread of its own; reload(zones, ...) swaps the zones atomically;
     stop() closes everything and returns within a second or so.
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
     def __init__(self, zones: Iterable[Zone | Draft], listen: Iterable[tuple[str, int]],
-                 rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits()) -> None:
-        self.index = Index(zones)
+                 rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits(),
+                 transfers: xfr.Policy = xfr.Policy(),
+                 secondaries: tuple[notify.Secondary, ...] = ()) -> None:
+        self._transfers, self._secondaries = transfers, secondaries
+        self._versions: xfr.Versions | None = None
+        self._sources: list[Zone | Draft] = []
+        self._serve(zones)
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(rate_limits)
         self._tcp = tcp
@@ -94,11 +106,18 @@ class Server:
         self._clients: dict[str, int] = {}
         self._writers: set[asyncio.StreamWriter] = set()
         self._logged: set[tuple] = set()
+        self._notify = notify.Sender(self._counts)
         self.addresses: list[tuple[str, int]] = []
+        self._bound = False
 
     # life cycle
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Bind and listen on every address, starting no thread: the daemon
+        binds while it may still take a port below 1024, drops privileges,
+        then start()s. SetupError naming the address if a bind fails."""
+        if self._bound:
+            return
         try:
             for host, port in self._listen:
                 udp = self._bind(socket.SOCK_DGRAM, host, port)
@@ -108,21 +127,73 @@ class Server:
                 self.addresses.append((host, port))
         except BaseException:
             self._close_sockets()
+            self.addresses = []
             raise
+        self._bound = True
+
+    def start(self) -> None:
+        """Serve, in a thread of its own, on the sockets bind() made (it
+        binds them first if it has not)."""
+        self.bind()
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="route-chain-dns", daemon=True)
         self._thread.start()
         self._started.wait(timeout=10)
+        self._send_notify(self._versions)
 
     def reload(self, zones: Iterable[Zone | Draft], rate_limits: rrl.Limits | None = None,
-               tcp: TcpLimits | None = None) -> None:
-        """Serve `zones` from now on; the sockets stay as they are."""
-        self.index = Index(zones)
+               tcp: TcpLimits | None = None, transfers: xfr.Policy | None = None,
+               secondaries: tuple[notify.Secondary, ...] | None = None) -> None:
+        """Serve `zones` from now on (when transfers or secondaries are set,
+        a zone that changed gets a greater serial, and its secondaries a
+        NOTIFY); the sockets stay as they are."""
+        if transfers is not None:
+            self._transfers, self._secondaries = transfers, secondaries or ()
+        self._serve(zones)
+        self._send_notify(self._versions)
         if rate_limits is not None and rate_limits != self._rrl.limits:
             self._rrl = rrl.RateLimiter(rate_limits)
         if tcp is not None:
             self._tcp = tcp
+
+    def _serve(self, zones: Iterable[Zone | Draft]) -> None:
+        """Answer from `zones`. With nobody to transfer to, the Index takes
+        them as they come (a Draft's records made on its first query) and
+        no version is kept. With transfers or secondaries, every zone is
+        made whole (xfr.Versions: serials that rise only on a change, the
+        records rendered for AXFR and the differences for IXFR)."""
+        sources = list(zones)
+        if self._keep_versions:
+            versions = (xfr.Versions.first(sources, True) if self._versions is None
+                        else self._versions.next(sources, True))
+            index = Index(versions.zones)
+        else:
+            versions, index = None, Index(sources)
+        self.index, self._versions, self._sources = index, versions, sources
+
+    @property
+    def _keep_versions(self) -> bool:
+        """Whether versions keep their records (for transfers and IXFR)."""
+        return self._transfers.enabled or bool(self._secondaries)
+
+    @property
+    def zones(self) -> list[Zone]:
+        """The zones served, with the serials they are served with (made
+        whole here when no transfer keeps them: for tests and tools)."""
+        if self._versions is not None:
+            return self._versions.zones
+        return [s if isinstance(s, Zone) else s.zone() for s in self._sources]
+
+    def _send_notify(self, versions: xfr.Versions | None) -> None:
+        if versions is not None and self._secondaries and versions.changed and self.alive():
+            zones = [versions.by_origin[o].zone for o in versions.changed]
+            try:
+                self._loop.call_soon_threadsafe(
+                    self._notify.send, zones, self._secondaries, self._transfers.keys,
+                    tuple(host for host, _ in self.addresses))
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the server is stopping
 
     def alive(self) -> bool:
         """True while the serving thread runs (for the watchdog)."""
@@ -149,6 +220,12 @@ class Server:
         """The counts that are not zero, short, for STATUS= and the log."""
         c = self._counts
         text = f"{c['queries']} queries"
+        transfers = sum(v for k, v in c.items() if k.startswith("xfr:"))
+        refused = sum(v for k, v in c.items() if k.startswith("xfr_refused:"))
+        if transfers or refused:
+            text += f", {transfers} transfers, {refused} refused"
+        if c["notify:failed"]:
+            text += f", {c['notify:failed']} NOTIFY failed"
         drops = sum(v for k, v in c.items() if k.startswith("drop:"))
         text += f", {drops} dropped"
         if c["internal_errors"]:
@@ -247,8 +324,14 @@ class Server:
             counts["queries"] += 1
             try:
                 reply, outcome = index.answer(wire, True)
+                if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
+                    # RFC 5936 4.2: transfers over TCP only.
+                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"
+                elif outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, True, self._transfers,
+                                                       index.answer)
                 if reply is not None:
-                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in ERRORS, now)
+                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in _ERRORS, now)
                     if verdict == rrl.DROP:
                         counts["drop:ratelimited"] += 1
                         continue
@@ -319,8 +402,16 @@ class Server:
                 return
             counts["queries"] += 1
             counts["tcp_queries"] += 1
+            if xfr.is_transfer(wire):
+                peer = writer.get_extra_info("peername")
+                if not await self._transfer(wire, peer[0] if peer else "", writer):
+                    return
+                continue
             try:
                 reply, outcome = self.index.answer(wire, False)
+                if outcome == SIGNED:
+                    reply, outcome = xfr.signed_answer(wire, False, self._transfers,
+                                                       self.index.answer)
             except Exception as e:
                 self._internal_error(e)
                 continue
@@ -338,3 +429,25 @@ class Server:
                     return
             else:
                 await asyncio.sleep(0)  # one answer per turn: the others' turn
+
+    async def _transfer(self, wire: bytes, host: str, writer: asyncio.StreamWriter) -> bool:
+        """Stream one zone transfer from the versions in force now, a
+        message per turn of the loop; False if the client stopped reading."""
+        counts = self._counts
+        try:
+            outcome, messages = xfr.respond(wire, host, self._versions or xfr.Versions(),
+                                            self._transfers)
+        except Exception as e:
+            self._internal_error(e)
+            return True
+        counts[outcome] += 1
+        for message in messages:
+            writer.write(len(message).to_bytes(2, "big") + message)
+            try:
+                async with asyncio.timeout(TRANSFER_DEADLINE):
+                    await writer.drain()
+            except TimeoutError:
+                counts["drop:tcp_unsent"] += 1
+                return False
+            await asyncio.sleep(0)  # the other clients' turn between messages
+        return True

@@ -22,8 +22,9 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
 - over UDP an answer too large goes out with TC set and empty sections, so
   the client asks again over TCP (RFC 2181 9);
 - a message too short for a header, or a response, is dropped; a query that
-  cannot be parsed gets FORMERR, other opcodes NOTIMP, zone transfers
-  REFUSED.
+  cannot be parsed gets FORMERR, other opcodes NOTIMP, a NOTIFY nothing
+  (we are nobody's secondary), zone transfers REFUSED (dns.py hands the
+  ones it serves over TCP to xfr.py before they get here).
 
 Two paths give the same answers. The slow path is dnspython: it parses the
 query, resolves it against the zones and renders the response, and it takes
@@ -46,6 +47,7 @@ the same parsed answers.
 from __future__ import annotations
 
 import collections
+import ipaddress
 from collections.abc import Iterable
 
 import dns.edns
@@ -58,6 +60,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.reversename
 
 from .zone import Draft, Zone
 
@@ -69,10 +72,14 @@ ANSWERS_MAX = 16384  # rendered answers kept (about 1 kB each)
 CNAME_CHAIN_MAX = 8
 HEADER = 12
 
+# The outcome of a TSIG-signed message: not answered here, no counter of
+# its own; the transport checks the signature and asks again unsigned.
+SIGNED = "signed"
+
 # Outcomes that are errors to the requester: rate limited on their own (RRL).
 ERRORS = frozenset({"rcode:REFUSED", "rcode:FORMERR", "rcode:NOTIMP", "rcode:BADVERS"})
 OUTCOMES = ("rcode:NOERROR", "rcode:NXDOMAIN", *sorted(ERRORS), "drop:malformed",
-            "drop:response")
+            "drop:response", "drop:notify")
 
 # RFC 8482 4.2: the one RRset an ANY query gets, the first of these the name has.
 _ANY_ORDER = (dns.rdatatype.PTR, dns.rdatatype.CNAME, dns.rdatatype.SOA, dns.rdatatype.NS)
@@ -403,8 +410,14 @@ class _Resolver:
             return None, "drop:malformed"
         if wire[2] & 0x80:  # QR: never answer a response (no loops between servers)
             return None, "drop:response"
+        if (wire[2] >> 3) & 0xF == dns.opcode.NOTIFY:
+            # A primary acts on no NOTIFY (RFC 1996 3.10 concerns secondaries):
+            # from anyone, it is counted and ignored.
+            return None, "drop:notify"
         try:
             query = dns.message.from_wire(wire, ignore_trailing=False)
+        except dns.message.UnknownTSIGKey:
+            return None, SIGNED  # the transport checks the TSIG (xfr.signed_answer)
         except dns.exception.DNSException:
             return _header_only(wire, dns.rcode.FORMERR), "rcode:FORMERR"
         if query.opcode() != dns.opcode.QUERY:
@@ -507,3 +520,28 @@ def _negative_soa(zone: Zone) -> dns.rrset.RRset:
     out.update(soa)
     out.ttl = ttl
     return out
+
+
+# --- One query and its check, for `route-chain doctor` -----------------------
+
+def doctor_query(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[bytes, int]:
+    """A PTR query for address, in wire format, and its id."""
+    query = dns.message.make_query(dns.reversename.from_address(str(address)), "PTR")
+    return query.to_wire(), query.id
+
+
+def doctor_reply(wire: bytes, qid: int) -> str | None:
+    """None when wire is an authoritative answer to query qid (a name or
+    NXDOMAIN: the server knows the zone); else what is wrong with it."""
+    try:
+        reply = dns.message.from_wire(wire)
+    except dns.exception.DNSException as e:
+        return f"an unreadable answer ({e})"
+    if reply.id != qid:
+        return "an answer to another query"
+    rcode = dns.rcode.to_text(reply.rcode())
+    if reply.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        return f"it answers {rcode}"
+    if not reply.flags & dns.flags.AA:
+        return f"it answers {rcode} without authority: not route-chain's server for the zone"
+    return None

@@ -23,16 +23,23 @@ nothing per packet and a scrape sees one consistent moment of each source.
     routechain_dns_responses_total{rcode}
     routechain_dns_drops_total{reason}
     routechain_dns_internal_errors_total
+    routechain_dns_transfers_total{kind}                 AXFR/IXFR served
+    routechain_dns_transfers_refused_total{reason}      AXFR/IXFR refused
+    routechain_dns_notify_total{event}                  NOTIFY sent/retried/acked/failed
     routechain_dns_events_total{event}                  any other DNS counter
 """
 
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, InfoMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
@@ -81,6 +88,10 @@ _DNS_NAMES = {
 }
 
 
+# Counters "kind:detail" of zone transfers and NOTIFY -> family.
+_DNS_KINDS = {"xfr": "transfers", "xfr_refused": "transfers_refused", "notify": "notify"}
+
+
 def dns_counters(counters: dict[str, int]) -> dict[tuple[str, str | None], int]:
     """(family, label value) -> value: the DNS server's counters, summed
     where two of its names are one thing to a reader (UDP and TCP queries;
@@ -94,6 +105,8 @@ def dns_counters(counters: dict[str, int]) -> dict[tuple[str, str | None], int]:
             key = ("responses", detail.upper())
         elif kind == "drop" and detail:
             key = ("drops", detail)
+        elif kind in _DNS_KINDS and detail:
+            key = (_DNS_KINDS[kind], detail)
         else:
             key = ("events", name)
         out[key] = out.get(key, 0) + value
@@ -178,6 +191,12 @@ def _dns_families(values: dict[tuple[str, str | None], int]) -> Iterator[Metric]
                               value=values.get(("internal_errors", None), 0))
     for name, label, doc in (("responses", "rcode", "DNS responses, by RCODE"),
                              ("drops", "reason", "DNS queries dropped, by reason"),
+                             ("transfers", "kind", "Zone transfers served, by kind "
+                              "(axfr, ixfr, ixfr_full, uptodate)"),
+                             ("transfers_refused", "reason", "Zone transfers refused, by "
+                              "reason"),
+                             ("notify", "event", "NOTIFY messages to secondaries: sent, "
+                              "retried, acked, failed"),
                              ("events", "event", "Other DNS server counters")):
         family = CounterMetricFamily(f"{PREFIX}_dns_{name}", doc, labels=[label])
         for (kind, detail), value in sorted(values.items(), key=lambda kv: str(kv[0])):
@@ -205,29 +224,60 @@ def registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
 
 
 class Exporter:
-    """The HTTP endpoint, in its own thread, for as long as the daemon runs."""
+    """The HTTP endpoint. Made, it is bound (the daemon binds before it
+    drops privileges, so a port below 1024 needs no capability kept);
+    serve(running) answers scrapes in a thread of its own from then on."""
 
-    def __init__(self, listen: tuple[str, int], running) -> None:
+    def __init__(self, listen: tuple[str, int]) -> None:
         host, port = listen
         self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._running = None
+        self._thread: threading.Thread | None = None
+        server = _Server6 if ":" in host else _Server
         try:
-            self._server, self._thread = start_http_server(
-                port, addr=host, registry=registry(lambda: Snapshot.of(running)))
+            self._server = make_server(host, port, make_wsgi_app(registry(self._snapshot)),
+                                       server, handler_class=_QuietHandler)
         except OSError as e:
             raise SetupError(f"metrics: cannot listen on {self.where}: "
                              f"{(e.strerror or str(e)).lower()}") from None
-        self._thread.name = "metrics"
 
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def _snapshot(self) -> Snapshot:
+        return Snapshot.of(self._running)
+
+    def serve(self, running) -> None:
+        """Answer scrapes with what `running` (a daemon.Running) counts."""
+        self._running = running
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics",
+                                        daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the socket; again, nothing."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
         self._server.server_close()
-        self._thread.join(timeout=5)
 
     def __enter__(self) -> "Exporter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, none outliving the daemon."""
+
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per scrape."""
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base's name
+        pass

@@ -1,9 +1,11 @@
 """Dropping root by hand: `route-chain --user NAME`.
 
 Under systemd the unit does this (DynamicUser=, AmbientCapabilities=); run
-by hand as root, the daemon sets everything up and then calls `drop_to`,
-keeping only the capabilities a reload needs (CAP_NET_ADMIN to change
-addresses and routes, CAP_NET_BIND_SERVICE to re-bind DNS below 1024).
+by hand as root, the daemon sets everything up, binds its DNS and metrics
+listeners, and then calls `drop_to`, keeping only what it needs from then
+on: CAP_NET_ADMIN, to change addresses and routes at reload and repair and
+to remove them at exit. `listen` needs a restart, so nothing is bound after
+the drop and CAP_NET_BIND_SERVICE is not kept.
 
 capabilities(7) is the contract followed here:
 - with PR_SET_KEEPCAPS, setuid() away from 0 keeps the permitted set (and
@@ -139,6 +141,20 @@ def _thread_count() -> int:
         return 1
 
 
+def _alone(user: str, why: str) -> None:
+    """SetupError saying `why` unless this is the process's only thread."""
+    threads = _thread_count()
+    if threads != 1:
+        raise SetupError(f"--user {user}: {threads} threads are running; {why}")
+
+
+def _account(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise SetupError(f"--user {user}: no such user") from None
+
+
 @contextlib.contextmanager
 def reading_as(user: str | None) -> Iterator[None]:
     """Open files with the permissions `user` will have: the daemon reads
@@ -157,17 +173,12 @@ def reading_as(user: str | None) -> Iterator[None]:
     if user is None or os.geteuid() != 0:
         yield
         return
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise SetupError(f"--user {user}: no such user") from None
+    entry = _account(user)
     if entry.pw_uid == 0:
         yield
         return
-    threads = _thread_count()
-    if threads != 1:
-        raise SetupError(f"--user {user}: cannot read files as the user with {threads} "
-                         "threads running")
+    _alone(user, "the identity files are read with is process-wide, take it before "
+                 "starting any")
     groups, gid = os.getgroups(), os.getegid()
     try:
         os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
@@ -196,19 +207,13 @@ def drop_to(user: str, keep: Sequence[str]) -> None:
     starts; raises SetupError naming the user when anything refuses.
     """
     kept = capability_mask(keep)
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise SetupError(f"--user {user}: no such user") from None
+    entry = _account(user)
     if os.geteuid() != 0:
         raise SetupError(f"--user {user}: dropping privileges needs root, "
                          f"running as uid {os.geteuid()}")
     if entry.pw_uid == 0:
         raise SetupError(f"--user {user}: is root (uid 0), nothing would be dropped")
-    threads = _thread_count()
-    if threads != 1:
-        raise SetupError(f"--user {user}: {threads} threads are running; "
-                         "capabilities are per thread, drop before starting any")
+    _alone(user, "capabilities are per thread, drop before starting any")
     uid, gid = entry.pw_uid, entry.pw_gid
     step = "bounding set"
     try:

@@ -33,6 +33,12 @@ MAX_QUEUES = 256      # the kernel's MAX_TAP_QUEUES (tun.MAX_QUEUES is the same)
 MAX_TXQUEUELEN = 65536  # packets per TUN queue: the kernel allocates a ring this long per queue
 RATE_MAX = 10_000_000  # replies per second; more than any TUN carries
 POOL_MAX = 1_000_000   # delay pool slots: 256 MiB of small replies
+# The `proto` of our routes: registered nowhere (not in the kernel's RTPROT_*,
+# iproute2's rt_protos, FRR's 186..198, Calico's 80, nor the 114 a known
+# wrapper script uses), so a route with it is ours and nobody else's; above
+# RTPROT_STATIC (4), so the kernel gives it no meaning of its own.
+ROUTE_PROTOCOL = 151
+ROUTE_PROTOCOL_MIN = 5
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,11 @@ TABLES = (
     Table("dns", False, "the built-in authoritative server and the zones' SOA and NS"),
     Table("limits", False, "RFC 4443 2.4(f) rate limits and the delay pool"),
     Table("metrics", False, "the Prometheus endpoint (metrics.py)"),
+    Table("tsig", True, "a TSIG key (RFC 8945) for zone transfers and NOTIFY"),
+    Table("secondary", True, "a secondary server the built-in server NOTIFYs and lets "
+          "transfer"),
+    Table("registry", False, "what `route-chain registry` prints for a DN42 or RIPE-style "
+          "registry"),
 )
 
 SETTINGS = (
@@ -192,6 +203,16 @@ SETTINGS = (
             "the kernel drops more (default: the kernel's, 500); under a flood each probe "
             "waits behind a full queue, so a shorter one keeps delays true",
             1, MAX_TXQUEUELEN, flag="--txqueuelen", metavar="PACKETS"),
+    Setting("daemon", "route_protocol", "int", "routing protocol number (`proto`) of every "
+            f"route route-chain adds, chains' and extra ones (default: {ROUTE_PROTOCOL}); "
+            "BIRD learns them by it (krt_source); restart", ROUTE_PROTOCOL_MIN, 255),
+    Setting("daemon", "route_table", "int", "routing table of the chains' prefix routes "
+            "(default: main)", 1, U32),
+    Setting("daemon", "route_metric", "int", "metric of the chains' prefix routes "
+            "(default: the kernel's, 0 for IPv4 and 1024 for IPv6)", 0, U32),
+    Setting("daemon", "proxy_uplinks", "strings", "interfaces where the chains' prefixes "
+            "are on-link (a VPS's /64): route-chain answers there for every chain address "
+            "with proxy NDP (IPv6) and proxy ARP (IPv4) entries; needs proxy_ndp=1 there"),
 
     Setting("route", "prefix", "str", "extra route into the TUN, e.g. a covering /48",
             parse=parse_route_prefix, flag="--route", metavar="PREFIX"),
@@ -207,6 +228,8 @@ SETTINGS = (
     Setting("chain", "suffix", "str", "domain appended to every hop name"),
     Setting("chain", "reply_ttl", "int", "initial TTL of hop 1's replies", 1, MAX_REPLY_TTL,
             flag="--reply-ttl", metavar="TTL"),
+    Setting("chain", "name", "str", "forward name of the story: A/AAAA of the chain's "
+            "destination, served by the built-in server (traceroute NAME)"),
     Setting("chain", "hop", "table", "[chain.hop.N]: properties of hop N (hopprops.py)"),
 
     Setting("dns", "listen", "strings", "ADDR:PORT or [ADDR6]:PORT for the built-in server"),
@@ -231,6 +254,30 @@ SETTINGS = (
             "client address", 1, 65535),
     Setting("dns", "tcp_idle_timeout", "int", "seconds before an idle TCP connection is "
             "closed", 1, 3600),
+
+    Setting("dns", "transfer", "strings", "prefixes whose clients may AXFR/IXFR every zone "
+            "(default: none, transfers off)"),
+    Setting("dns", "transfer_keys", "strings", "TSIG key names ([[tsig]]) a transfer from "
+            "the `transfer` prefixes must be signed with (default: none needed)"),
+    Setting("dns", "zone_name_form", "str", "RFC 2317 classless zone names: \"-\" "
+            "(0-27.2.0.192.in-addr.arpa, the default), \"/\" (RFC 2317's own) or \"_\""),
+
+    Setting("tsig", "name", "str", "the key's name, as the secondaries know it"),
+    Setting("tsig", "algorithm", "str", "hmac-sha256 (default), hmac-sha384, hmac-sha512, "
+            "hmac-sha224 or hmac-sha1"),
+    Setting("tsig", "secret_file", "str", "file holding the base64 secret (or a BIND/Knot "
+            "key clause), not readable by others; relative to the config"),
+
+    Setting("secondary", "address", "str", "ADDR, ADDR:PORT or [ADDR6]:PORT of a secondary "
+            "to NOTIFY (port 53 by default); it may also transfer"),
+    Setting("secondary", "key", "str", "TSIG key name ([[tsig]]) its NOTIFY is signed "
+            "with and its transfers must be signed with"),
+
+    Setting("registry", "origin_as", "int", "origin AS of the route/route6 objects, "
+            "e.g. 4242420000", 1, U32),
+    Setting("registry", "mnt_by", "str", "mnt-by of every object (default: none printed)"),
+    Setting("registry", "admin_c", "str", "admin-c and tech-c of every inetnum "
+            "(default: none printed)"),
 
     Setting("limits", "rate", "rate", 'all replies together, "N/s"; "off" (or 0) lifts it'),
     Setting("limits", "burst", "int", "default: one second of rate", 1, RATE_MAX),

@@ -14,7 +14,8 @@ Which zones:
   `<first octet>-<prefix length>.<c>.<b>.<a>.in-addr.arpa`, e.g.
   `0-27.100.51.198.in-addr.arpa` (RFC 2317's examples use `/`, which cannot
   stand in a file name and is not a host-name character; `-` is the common
-  alternative). The owners are the last octets: `2.0-27...`.
+  alternative; `[dns] zone_name_form` picks `-`, `/` or `_`, and a file
+  name has `_` for `/`, as Knot's `%s` does). The owners are the last octets: `2.0-27...`.
   Whoever runs the /24 zone adds an NS record for the classless zone and a
   CNAME for each address (`parent_records`). So that a resolver pointed
   straight at the built-in server (a lab, the demo) can look up the plain
@@ -66,8 +67,8 @@ class Zone:
 
     @property
     def filename(self) -> str:
-        """`<origin without the trailing dot>.zone`."""
-        return f"{self.origin.to_text(omit_final_dot=True)}.zone"
+        """`<origin without the trailing dot>.zone`, `/` written `_`."""
+        return f"{self.origin.to_text(omit_final_dot=True).replace('/', '_')}.zone"
 
     @property
     def soa(self) -> dns.rrset.RRset:
@@ -97,7 +98,7 @@ def build(config: Config, now: float | None = None) -> list[Zone]:
     serial = _serial(settings, now)
     records: dict[dns.name.Name, list[tuple[dns.name.Name, str, str]]] = {}
     for chain in config.chains:
-        for origin, owner, rdtype, target in _chain_records(chain):
+        for origin, owner, rdtype, target in _chain_records(chain, settings.zone_name_form):
             records.setdefault(origin, []).append((owner, rdtype, target))
     zones = []
     for origin, recs in records.items():
@@ -145,7 +146,7 @@ def parent_records(config: Config) -> str:
     for chain in config.chains:
         if not _classless(chain):
             continue
-        parent, label, _ = _classless_texts(chain)
+        parent, label, _ = _classless_texts(chain, settings.zone_name_form)
         out.append(f"; {chain.network} ({chain.where}): add to the zone {parent}")
         out.append(f"$ORIGIN {parent}")
         out.extend(f"{label}\tIN\tNS\t{n}." for n in ns)
@@ -172,19 +173,23 @@ def _classless(chain: Chain) -> bool:
     return chain.family == 4 and chain.network.prefixlen > 24
 
 
-def classless_label(first: int, prefixlen: int) -> str:
-    """The label of an RFC 2317 classless zone below its /24: the one place
-    both writers (and `parent_records`) take the zone's name from."""
-    return f"{first}-{prefixlen}"
+def classless_label(first: int, prefixlen: int, form: str = "-") -> str:
+    """The label of an RFC 2317 classless zone below its /24,
+    `<first octet><form><prefix length>` (RFC 2317 5; `form` is
+    [dns] zone_name_form): the one place both writers (and
+    `parent_records`) take the zone's name from."""
+    return f"{first}{form}{prefixlen}"
 
 
-def _classless_names(network: ipaddress.IPv4Network) -> tuple[dns.name.Name, dns.name.Name]:
+def _classless_names(network: ipaddress.IPv4Network,
+                     form: str = "-") -> tuple[dns.name.Name, dns.name.Name]:
+    """The /24 zone above a classless block and the block's own zone."""
     parent = zone_origin(network.network_address, 24)
-    label = classless_label(int(network.network_address) & 0xFF, network.prefixlen)
+    label = classless_label(int(network.network_address) & 0xFF, network.prefixlen, form)
     return parent, dns.name.Name((label.encode(),)).concatenate(parent)
 
 
-def _chain_records(chain: Chain):
+def _chain_records(chain: Chain, form: str = "-"):
     """(zone origin, owner, type, target) for each named hop of a chain and
     each named '+' alternative, at its own address."""
     named = [(chain.branch_address(k, b), router.name)
@@ -194,7 +199,7 @@ def _chain_records(chain: Chain):
     if not named:
         return
     if _classless(chain):
-        parent, child = _classless_names(chain.network)
+        parent, child = _classless_names(chain.network, form)
         for addr, name in named:
             last = str(addr).rsplit(".", 1)[1]
             owner = dns.name.Name((last.encode(),)).concatenate(child)
@@ -264,13 +269,15 @@ def _serial(settings: DnsSettings, now: float | None) -> int:
 @dataclass(frozen=True)
 class Head:
     """What every zone of one build shares: the TTL and the SOA and NS
-    lines at the apex, as dnspython writes them (rendered once)."""
+    lines at the apex, as dnspython writes them (rendered once), and the
+    RFC 2317 name form ([dns] zone_name_form)."""
 
     ttl: int
     lines: tuple[str, ...]
     soa: str
     ns: tuple[str, ...]
     minimum: int
+    form: str = "-"
 
     @classmethod
     def of(cls, config: Config, now: float | None = None) -> "Head":
@@ -285,7 +292,7 @@ class Head:
         ns_texts = tuple(r.to_text(origin=None, relativize=False) for r in apex_ns)
         lines = (f"@\t{s.ttl}\tIN\tSOA\t{soa_text}",
                  *(f"@\t{s.ttl}\tIN\tNS\t{t}" for t in ns_texts))
-        return cls(s.ttl, lines, soa_text, ns_texts, s.minimum)
+        return cls(s.ttl, lines, soa_text, ns_texts, s.minimum, s.zone_name_form)
 
 
 class Draft:
@@ -304,7 +311,9 @@ class Draft:
 
     @property
     def filename(self) -> str:
-        return f"{self.origin[:-1]}.zone"
+        """`<origin without the trailing dot>.zone`, `/` written `_`, as
+        Zone.filename."""
+        return f"{self.origin[:-1].replace('/', '_')}.zone"
 
     @property
     def records(self) -> tuple[tuple[str, str, str], ...]:
@@ -347,7 +356,7 @@ def drafts(config: Config, now: float | None = None) -> list[Draft]:
     sources: dict[str, list] = {}
     stories: set[int] = set()
     for chain in config.chains:
-        for origin, part in _chain_zones(chain):
+        for origin, part in _chain_zones(chain, head.form):
             sources.setdefault(origin, []).append((chain, part))
         if id(chain.hops) not in stories:
             # Every name rendered now, once per story (chains telling one
@@ -405,15 +414,15 @@ def _origin_text(address: int, family: int, bits: int) -> str:
     return "".join(f"{c}." for c in f"{address:032x}"[::-1][drop:]) + _V6_ARPA
 
 
-def _classless_texts(chain: Chain) -> tuple[str, str, str]:
+def _classless_texts(chain: Chain, form: str = "-") -> tuple[str, str, str]:
     """(parent origin, child label, child origin) of an RFC 2317 chain."""
     first = int(chain.network.network_address)
     parent = _origin_text(first, 4, 24)
-    label = classless_label(first & 0xFF, chain.network.prefixlen)
+    label = classless_label(first & 0xFF, chain.network.prefixlen, form)
     return parent, label, f"{label}.{parent}"
 
 
-def _chain_zones(chain: Chain):
+def _chain_zones(chain: Chain, form: str = "-"):
     """(origin, part) of each zone the chain puts records in: part is
     "child" or "parent" for an RFC 2317 chain, else the block (the address
     shifted right past the zone's bits), or None when the chain's prefix is
@@ -421,7 +430,7 @@ def _chain_zones(chain: Chain):
     if not _has_names(chain):
         return
     if _classless(chain):
-        parent, _, child = _classless_texts(chain)
+        parent, _, child = _classless_texts(chain, form)
         yield child, "child"
         yield parent, "parent"
         return
@@ -459,7 +468,7 @@ def _draft_records(draft: Draft) -> tuple[tuple[str, str, str], ...]:
     for chain, part in draft.sources:
         named = _named(chain)
         if part == "child" or part == "parent":
-            _, label, _ = _classless_texts(chain)
+            _, label, _ = _classless_texts(chain, draft.head.form)
             for address, name in named:
                 last = address & 0xFF
                 target = _target("PTR", name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +39,16 @@ def missing_for(marker: str) -> str | None:
     return None
 
 
+@pytest.fixture
+def open_dir():
+    """A directory anyone may enter and read (0755), for the files of a
+    daemon that drops to another user (--user, the unit's dynamic user).
+    pytest's tmp_path sits below a directory only root may enter."""
+    with tempfile.TemporaryDirectory(prefix="rc-open-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "root: needs root (never skipped when CI=true)")
@@ -48,3 +60,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             why = missing_for(marker)
             if why:
                 cannot_run(why)
+
+
+@pytest.fixture(scope="session")
+def debian_package(tmp_path_factory):
+    """The Debian package built once per run from this checkout, and
+    lintian's run on it: (path of the .deb, lintian's CompletedProcess).
+    Building needs PyPI (the private environment's dependencies)."""
+    from pathlib import Path
+
+    import bootroot
+    try:
+        return bootroot.build_package(Path(__file__).resolve().parent.parent,
+                                      tmp_path_factory.mktemp("deb"))
+    except FileNotFoundError as e:
+        cannot_run(str(e))

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from routechain.supervisor import Supervisor
 
 GATEWAY4, CLIENT4 = "192.0.2.1", "192.0.2.2"
 GATEWAY6, CLIENT6 = "2001:db8:ff::1", "2001:db8:ff::2"
@@ -97,113 +95,23 @@ class TestNet:
         self.close()
 
 
-class Daemon:
-    """route-chain running in a namespace, as `python -m routechain ARGS`,
-    with its own NOTIFY_SOCKET so that start-up is awaited on READY=1.
-
-    The socket is read all the time, as systemd reads it: a daemon whose
-    STATUS= lines nobody reads would block in sd_notify once the socket's
-    queue is full, which is a harness's fault, not a daemon's."""
+class Daemon(Supervisor):
+    """route-chain running in a namespace (the router's unless `ns`), as
+    `python -m routechain ARGS`, under a notify socket of the test's so that
+    start-up is awaited on READY=1 (routechain.supervisor)."""
 
     def __init__(self, net: TestNet, *args: str, ns: str | None = None,
                  env: dict[str, str] | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="rc-daemon-")
-        self.notify_path = os.path.join(self._dir.name, "notify")
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(self.notify_path)
-        # Writable by a daemon that dropped to another user (--user), as
-        # systemd's notify socket is.
-        os.chmod(self._dir.name, 0o755)
-        os.chmod(self.notify_path, 0o666)
-        self.notify.settimeout(0.1)
-        self.messages: list[str] = []  # not yet taken by wait_for
-        self.received: list[str] = []  # every message, in order
-        self._arrived = threading.Condition()
-        self._reading = True
-        self._reader = threading.Thread(target=self._read_notify, daemon=True)
-        self._reader.start()
-        self.log = Path(self._dir.name, "log")
-        environment = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **(env or {}))
-        environment.pop("JOURNAL_STREAM", None)
-        with open(self.log, "w") as out:
-            self.proc = net.popen(ns or net.router, sys.executable, "-m", "routechain", *args,
-                                  stdout=out, stderr=subprocess.STDOUT, env=environment,
-                                  start_new_session=True)
+        super().__init__(("ip", "netns", "exec", ns or net.router, sys.executable, "-m",
+                          "routechain", *args), env=env, start_new_session=True)
 
-    def _read_notify(self) -> None:
-        while self._reading:
-            try:
-                msg = self.notify.recv(4096).decode()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._arrived:
-                self.messages.append(msg)
-                self.received.append(msg)
-                self._arrived.notify_all()
-
-    def wait_for(self, state: str, timeout: float = 20) -> str:
-        """The first notify message with `state` (e.g. READY=1) not taken
-        before; fails if the daemon exits first."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while time.monotonic() < deadline:
-                for msg in self.messages:
-                    if state in msg.split("\n"):
-                        self.messages.remove(msg)
-                        return msg
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"route-chain exited {self.proc.returncode} before "
-                                         f"{state}:\n{self.output()}")
-                self._arrived.wait(0.1)
-        raise AssertionError(f"no {state} within {timeout}s:\n{self.output()}")
-
-    def next_status(self, containing: str = "", timeout: float = 15) -> str:
-        """The STATUS= line of the next message to come that has one
-        holding `containing` (the daemon sends one every 5 s)."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            seen = len(self.received)
-            while time.monotonic() < deadline:
-                for msg in self.received[seen:]:
-                    for line in msg.split("\n"):
-                        if line.startswith("STATUS=") and containing in line:
-                            return line
-                seen = len(self.received)
-                self._arrived.wait(0.1)
-        raise AssertionError(f"no STATUS= with {containing!r} within {timeout}s:\n"
-                             f"{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM, and the exit status (SIGKILL only if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def close(self) -> None:
-        self.stop()
-        self._reading = False
-        self._reader.join()
-        self.notify.close()
-        self._dir.cleanup()
-
-    def __enter__(self) -> "Daemon":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def log_counters(self, last: str = "repairs: ") -> str:
+        """SIGUSR1, and what the daemon logs for it (a line per queue,
+        `total:`, `repairs:`, then `dns:` with a DNS server), once the line
+        holding `last` is written."""
+        since = len(self.output())
+        self.signal(signal.SIGUSR1)
+        return self.wait_for_line(last, since)
 
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"

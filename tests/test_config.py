@@ -523,3 +523,115 @@ def test_config_shared_story_of_1_mib_loads_fast_for_1000_chains(in_tmp):
     chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
     assert time.process_time() - start < 1.0
     assert len(chains) == 1000 and len(chains[-1].hops) == 200
+
+
+TRANSFERS = """\
+[dns]
+listen = ["192.0.2.1:53"]
+transfer = ["192.0.2.0/24", "2001:db8::/32"]
+transfer_keys = ["xfr"]
+zone_name_form = "/"
+
+[[tsig]]
+name = "XFR."
+secret_file = "xfr.key"
+
+[[tsig]]
+name = "ns2"
+algorithm = "hmac-sha512"
+secret_file = "ns2.key"
+
+[[secondary]]
+address = "192.0.2.53"
+key = "ns2"
+
+[[secondary]]
+address = "[2001:db8::53]:5300"
+"""
+
+
+def keys(tmp_path: Path, mode: int = 0o600) -> None:
+    for name, secret in (("xfr.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+                         ("ns2.key", 'key "ns2" { algorithm hmac-sha512; '
+                                     'secret "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="; };')):
+        (tmp_path / name).write_text(secret + "\n")
+        os.chmod(tmp_path / name, mode)
+
+
+def test_config_transfers_tsig_and_secondaries(in_tmp):
+    keys(in_tmp)
+    d = config.load(write(in_tmp, TRANSFERS)).dns
+    assert d.transfer == (ipaddress.ip_network("192.0.2.0/24"),
+                          ipaddress.ip_network("2001:db8::/32"))
+    assert d.transfer_keys == ("xfr",) and d.zone_name_form == "/"
+    assert [(k.name, k.algorithm, k.secret) for k in d.keys] == [
+        ("xfr", "hmac-sha256", bytes(range(32))), ("ns2", "hmac-sha512", bytes(range(32, 64)))]
+    assert [(s.address, s.port, s.key) for s in d.secondaries] == [
+        ("192.0.2.53", 53, "ns2"), ("2001:db8::53", 5300, None)]
+    assert "ICEi" not in repr(d) and "AAEC" not in repr(d)
+
+
+def test_config_transfers_are_off_without_keys():
+    d = config.DnsSettings()
+    assert (d.transfer, d.keys, d.secondaries, d.zone_name_form) == ((), (), (), "-")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('transfer_keys = ["xfr"]', 'transfer_keys = ["nope"]'),
+     "route-chain.toml:4: TSIG key 'nope' is not declared in a [[tsig]]"),
+    (lambda t: t.replace('key = "ns2"', 'key = "other"'),
+     "route-chain.toml:18: TSIG key 'other' is not declared in a [[tsig]]"),
+    (lambda t: t.replace('zone_name_form = "/"', 'zone_name_form = "."'),
+     "route-chain.toml:5: zone_name_form '.': write \"-\", \"/\" or \"_\""),
+    (lambda t: t.replace('"192.0.2.0/24"', '"192.0.2.0/33"'),
+     "route-chain.toml:3: bad prefix '192.0.2.0/33'"),
+    (lambda t: t.replace('algorithm = "hmac-sha512"', 'algorithm = "hmac-md4"'),
+     "route-chain.toml:13: unknown TSIG algorithm 'hmac-md4'"),
+    (lambda t: t.replace('name = "ns2"', 'name = "xfr"'),
+     "route-chain.toml:12: key 'xfr' is declared twice"),
+    (lambda t: t.replace('secret_file = "ns2.key"', 'secret_file = "none.key"'),
+     "none.key: cannot read TSIG key file"),
+])
+def test_config_transfer_errors_name_file_line_and_value(in_tmp, edit, message):
+    keys(in_tmp)
+    with pytest.raises(ConfigError) as info:
+        config.load(write(in_tmp, edit(TRANSFERS)))
+    assert message in str(info.value)
+
+
+def test_config_tsig_key_file_readable_by_others_is_refused(in_tmp):
+    keys(in_tmp, 0o604)
+    with pytest.raises(ConfigError, match=r"xfr.key: TSIG key file is readable or writable by "
+                                          r"others \(mode 0604\)"):
+        config.load(write(in_tmp, TRANSFERS))
+
+@pytest.mark.parametrize("text, expected", [
+    ("", config.Routing()),
+    ("[daemon]\nroute_protocol = 200\nroute_table = 100\nroute_metric = 50\n",
+     config.Routing(200, 100, 50)),
+    ("[daemon]\nroute_metric = 0\n", config.Routing(metric=0)),
+])
+def test_config_routing(in_tmp, text, expected):
+    """[daemon] route_*: what the daemon's routes carry; absent keys keep
+    the protocol's default and the kernel's table and metric (None)."""
+    assert config.load(write(in_tmp, text)).routing == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[daemon]\nroute_protocol = 4\n", "route-chain.toml:2: daemon.route_protocol = 4 is "
+     "not in 5..255"),
+    ("[daemon]\nroute_protocol = 256\n", "daemon.route_protocol = 256 is not in 5..255"),
+    ("[daemon]\nroute_table = 0\n", "daemon.route_table = 0 is not in 1..4294967295"),
+    ('[daemon]\nroute_metric = "low"\n', "daemon.route_metric must be an integer, not 'low'"),
+])
+def test_config_routing_refuses(in_tmp, text, message):
+    """Protocols 0..4 mean something to the kernel (RTPROT_STATIC and
+    below): never ours."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(in_tmp, text))
+    assert message in str(info.value)
+
+
+def test_config_merge_keeps_the_files_routing(in_tmp):
+    file = config.load(write(in_tmp, "[daemon]\nroute_protocol = 200\n"))
+    assert config.merge(config.Config(), file).routing == config.Routing(200)

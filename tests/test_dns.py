@@ -253,16 +253,26 @@ def test_dns_malformed_queries_are_counted_and_dropped_or_formerr(server):
 
 def test_dns_other_opcodes_are_notimp(server):
     q = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR")
-    q.set_opcode(dns.opcode.NOTIFY)
+    q.set_opcode(dns.opcode.STATUS)
     reply = dns.message.from_wire(udp_exchange(server.addresses[0][1], q.to_wire()))
     assert reply.rcode() == dns.rcode.NOTIMP
 
 
-def test_dns_zone_transfer_is_refused(server):
-    before = server.counters()["rcode:REFUSED"]
+def test_dns_notify_to_the_primary_is_counted_and_ignored(server):
+    """We are nobody's secondary: a NOTIFY from anyone gets no answer."""
+    before = server.counters()["drop:notify"]
+    q = dns.message.make_query("100.51.198.in-addr.arpa", "SOA")
+    q.set_opcode(dns.opcode.NOTIFY)
+    assert udp_exchange(server.addresses[0][1], q.to_wire(), expect_reply=False) is None
+    assert server.counters()["drop:notify"] == before + 1
+
+
+def test_dns_zone_transfer_is_refused_by_default(server):
+    """Transfers are off unless [dns] transfer or [[secondary]] allow them."""
+    before = server.counters()["xfr_refused:address"]
     r = dig(server.addresses[0][1], "100.51.198.in-addr.arpa", "AXFR", check=False)
     assert "Transfer failed" in r["text"] and "PTR" not in r["text"]
-    assert server.counters()["rcode:REFUSED"] == before + 1
+    assert server.counters()["xfr_refused:address"] == before + 1
 
 
 def test_dns_tcp_several_queries_on_one_connection(server):

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sys
-import time
 
 import pytest
 
@@ -250,14 +248,8 @@ def client(net: TestNet, script: str, *args: str, timeout: float = 60) -> dict:
 
 def counters(daemon: Daemon) -> dict[str, int]:
     """The DNS counts the daemon logs on SIGUSR1."""
-    before = daemon.output().count("dns: ")
-    daemon.signal(signal.SIGUSR1)
-    for _ in range(50):  # up to 5 s
-        lines = [ln for ln in daemon.output().splitlines() if "dns: " in ln]
-        if len(lines) > before:
-            return {k: int(v) for k, v in re.findall(r"([a-z:_A-Z]+)=(\d+)", lines[-1])}
-        time.sleep(0.1)
-    raise AssertionError(f"no DNS counters logged on SIGUSR1:\n{daemon.output()}")
+    line = [ln for ln in daemon.log_counters("dns: ").splitlines() if "dns: " in ln][-1]
+    return {k: int(v) for k, v in re.findall(r"([a-z:_A-Z]+)=(\d+)", line)}
 
 
 def dns_status(daemon: Daemon, timeout: float = 15) -> str:

@@ -235,9 +235,15 @@ def test_dnsanswer_malformed_and_odd_messages(index, wire, rcode, outcome):
 
 def test_dnsanswer_other_opcodes_are_notimp(index):
     q = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR")
-    q.set_opcode(dns.opcode.NOTIFY)
+    q.set_opcode(dns.opcode.STATUS)
     reply, outcome = index.answer(q.to_wire(), True)
     assert dns.message.from_wire(reply).rcode() == dns.rcode.NOTIMP and outcome == "rcode:NOTIMP"
+
+
+def test_dnsanswer_notify_is_ignored(index):
+    q = dns.message.make_query("100.51.198.in-addr.arpa", "SOA")
+    q.set_opcode(dns.opcode.NOTIFY)
+    assert index.answer(q.to_wire(), True) == (None, "drop:notify")
 
 
 # --- response rate limiting ------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 
@@ -44,12 +43,7 @@ def tun_replies(net: TestNet) -> int:
 
 def counters(daemon: Daemon) -> str:
     """The total line SIGUSR1 logs."""
-    mark = daemon.output().count("total:")
-    daemon.signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while daemon.output().count("total:") == mark and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return daemon.output().rsplit("total:", 1)[1].splitlines()[0]
+    return daemon.log_counters().split("total:", 1)[1].splitlines()[0]
 
 
 def probes(flood: str, secs: float, rate: int, source: str = FLOOD_SOURCE,

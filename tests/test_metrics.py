@@ -8,7 +8,6 @@ namespace's loopback and is scraped from inside that namespace.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import pytest
@@ -50,6 +49,15 @@ DNS_CASES = [
       ("routechain_dns_drops_total", (("reason", "ratelimited"),), 2),
       ("routechain_dns_events_total", (("event", "truncated"),), 1),
       ("routechain_dns_internal_errors_total", (), 1)]),
+    ({"xfr:axfr": 3, "xfr:ixfr": 2, "xfr_refused:badsig": 1, "xfr_refused:udp": 4,
+      "notify:sent": 5, "notify:failed": 1, "tsig:signed": 7},
+     [("routechain_dns_transfers_total", (("kind", "axfr"),), 3),
+      ("routechain_dns_transfers_total", (("kind", "ixfr"),), 2),
+      ("routechain_dns_transfers_refused_total", (("reason", "badsig"),), 1),
+      ("routechain_dns_transfers_refused_total", (("reason", "udp"),), 4),
+      ("routechain_dns_notify_total", (("event", "sent"),), 5),
+      ("routechain_dns_notify_total", (("event", "failed"),), 1),
+      ("routechain_dns_events_total", (("event", "tsig:signed"),), 7)]),
 ]
 
 
@@ -180,9 +188,7 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
         # A reload: the chains are read live; reload counters where the
         # daemon keeps them.
         conf.write_text(conf.read_text().replace('"e | delay=3ms"]', '"e | delay=3ms", "f"]'))
-        d.signal(signal.SIGHUP)
-        d.wait_for("RELOADING=1")
-        d.wait_for("READY=1")
+        d.reload()
         after = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
         assert after[("routechain_hops", (("family", "4"),))] == 6
         assert after[("routechain_reloads_total", (("result", "ok"),))] == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 
 import pytest
 
@@ -66,8 +65,6 @@ def test_options_mtu_and_txqueuelen_follow_a_reload(tmp_path):
         for text, mtu, qlen in (("[daemon]\nmtu = 1300\ntxqueuelen = 200\n\n", 1300, 200),
                                 ("", 1300, 200)):
             conf.write_text(text + chain)
-            daemon.signal(signal.SIGHUP)
-            daemon.wait_for("RELOADING=1")
-            daemon.wait_for("READY=1")
+            daemon.reload()
             assert f"mtu {mtu}" in link() and f"qlen {qlen}" in link(), (text, link())
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -183,16 +181,39 @@ def test_capability_names_round_trip():
         assert privilege.capability_mask([name]) == 1 << bit
 
 
-@pytest.mark.netns
-def test_daemon_user_drops_every_thread():
-    """`route-chain --user nobody`, run by hand as root: once READY=1, every
-    thread of the daemon is nobody holding CAP_NET_ADMIN alone, and a
-    SIGTERM still removes what it set up (which needs that capability).
-    The notify socket is one `nobody` may write to, as systemd's is."""
-    from netns import CHAIN4, Daemon, TestNet
+def dig_ptr(net, server: str, address: str, *options: str) -> str:
+    """The PTR name `server`, port 53, gives for `address`, asked by dig
+    from the client namespace."""
+    r = net.run(net.client, "dig", f"@{server}", "-p", "53", "+time=2", "+tries=2",
+                "+short", *options, "-x", address, check=False)
+    assert r.returncode == 0, r
+    return r.stdout.strip()
 
+
+@pytest.mark.netns
+def test_daemon_user_binds_port_53_then_keeps_only_net_admin(open_dir):
+    """`route-chain --user nobody`, run by hand as root, with DNS on port 53
+    and metrics on port 99: the listeners are bound before the drop, so
+    once READY=1 every thread of the daemon is nobody holding CAP_NET_ADMIN
+    alone (no CAP_NET_BIND_SERVICE), dig still gets answers on port 53
+    over UDP and TCP, and metrics answer on port 99; a reload that changes
+    `listen` binds nothing (it needs a restart); a SIGTERM still removes
+    what it set up (which needs CAP_NET_ADMIN). The notify socket is one
+    `nobody` may write to, as systemd's is."""
+    from netns import CHAIN4, CHAIN6, Daemon, TestNet
+
+    config = open_dir / "rc.toml"
+    config.write_text(
+        f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["one", "two", "three"]\n\n'
+        f'[[chain]]\naddress = "{CHAIN6}"\nhops = ["one", "two", "three"]\n\n'
+        '[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n\n'
+        '[metrics]\nlisten = "192.0.2.1:99"\n')
+    config.chmod(0o644)
+    from routechain import config as config_file
+    chains = config_file.load(config).chains
     nobody = privilege.pwd.getpwnam("nobody")
-    with TestNet.create("usr") as net, Daemon(net, "--user", "nobody", CHAIN4) as daemon:
+    with TestNet.create("usr") as net, Daemon(net, "--user", "nobody",
+                                              "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
         for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
             status = dict(line.split(":", 1)
@@ -200,20 +221,39 @@ def test_daemon_user_drops_every_thread():
             assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, task
             for key in ("CapEff", "CapPrm", "CapBnd"):
                 assert int(status[key], 16) == NET_ADMIN, (task, key, status[key])
+            for key in ("CapInh", "CapAmb"):
+                assert int(status[key], 16) == 0, (task, key, status[key])
+        for chain, server in zip(chains, ("198.18.0.1", "2001:db8::1")):
+            name = chain.hop(2).name + "."
+            address = str(chain.hop_address(2))
+            assert dig_ptr(net, server, address) == name, daemon.output()
+            assert dig_ptr(net, server, address, "+tcp") == name, daemon.output()
+        scrape = net.run(net.router, sys.executable, "-c",
+                         "import urllib.request; print(urllib.request.urlopen("
+                         "'http://192.0.2.1:99/metrics', timeout=5).read().decode())")
+        assert "routechain_build_info" in scrape.stdout
+        # `listen` is restart-only: a reload that moves DNS to port 54
+        # binds nothing (and needs no capability to), says so, and port 53
+        # goes on answering.
+        config.write_text(config.read_text().replace('"198.18.0.1:53"', '"198.18.0.1:54"'))
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
+        assert "DNS listeners change from" in daemon.output(), daemon.output()
+        assert dig_ptr(net, "198.18.0.1", str(chains[0].hop_address(2))) == \
+            chains[0].hop(2).name + "."
+        listening = net.run(net.router, "ss", "-Hlnu", "sport = :54").stdout
+        assert listening == "", listening
         assert daemon.stop() == 0, daemon.output()
         gone = net.run(net.router, "ip", "link", "show", "route-chain", check=False)
         assert gone.returncode != 0
 
 
 @pytest.fixture
-def root_only_file():
+def root_only_file(open_dir):
     """A directory anyone may enter, holding a file only root may read."""
-    with tempfile.TemporaryDirectory(prefix="rc-read-") as tmp:
-        os.chmod(tmp, 0o755)
-        path = Path(tmp, "story.txt")
-        path.write_text("secret\n")
-        os.chmod(path, 0o600)
-        yield path
+    path = open_dir / "story.txt"
+    path.write_text("secret\n")
+    os.chmod(path, 0o600)
+    return path
 
 
 @pytest.mark.root
@@ -273,25 +313,22 @@ def test_daemon_user_refuses_a_story_the_user_cannot_read(root_only_file):
 
 
 @pytest.mark.netns
-def test_daemon_user_reads_config_as_the_user_at_start_and_reload():
+def test_daemon_user_reads_config_as_the_user_at_start_and_reload(open_dir):
     """With a config the user may read, --user starts (the start-up load
     runs as the user before any thread exists) and a SIGHUP reloads it
     (after the drop, as the user anyway): the same permissions both times."""
     from netns import CHAIN4, Daemon, TestNet
 
-    with TestNet.create("usrr") as net, tempfile.TemporaryDirectory(prefix="rc-usrr-") as tmp:
-        os.chmod(tmp, 0o755)
-        Path(tmp, "story.txt").write_text("one\ntwo\n")
-        config = Path(tmp, "rc.toml")
+    with TestNet.create("usrr") as net:
+        (open_dir / "story.txt").write_text("one\ntwo\n")
+        config = open_dir / "rc.toml"
         config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n')
         with Daemon(net, "--user", "nobody", "--config", str(config)) as daemon:
             daemon.wait_for("READY=1")
-            daemon.signal(signal.SIGHUP)
-            assert "reload failed" not in daemon.wait_for("READY=1")
-            os.chmod(Path(tmp, "story.txt"), 0o600)
-            daemon.signal(signal.SIGHUP)
+            assert "reload failed" not in daemon.reload()["STATUS"]
+            os.chmod(open_dir / "story.txt", 0o600)
             assert "story.txt: cannot read story: Permission denied" in \
-                daemon.wait_for("READY=1")
+                daemon.reload()["STATUS"]
             assert daemon.stop() == 0, daemon.output()
             out = daemon.output()
             assert "reloaded: 1 chains" in out and "Traceback" not in out, out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 
 import pytest
@@ -42,9 +41,7 @@ def test_reload_loses_no_probe_and_applies_addresses(tmp_path):
         for flip in range(6):
             time.sleep(0.4)
             write_config(config, extra=flip % 2 == 0)
-            daemon.signal(signal.SIGHUP)
-            daemon.wait_for("RELOADING=1")
-            daemon.wait_for("READY=1")
+            daemon.reload()
             addrs = net.run(net.router, "ip", "-o", "addr", "show", "dev", "route-chain").stdout
             routes = net.run(net.router, "ip", "-o", "route").stdout
             if flip % 2 == 0:
@@ -66,10 +63,8 @@ def test_reload_with_broken_config_keeps_serving(tmp_path):
     with TestNet.create("rb") as net, Daemon(net, "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
         config.write_text('[[chain]]\naddress = "300.1.1.1/24"\n')
-        daemon.signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1")
-        ready = daemon.wait_for("READY=1")
-        assert "reload failed" in ready, ready
+        ready = daemon.reload()
+        assert "reload failed" in ready["STATUS"], ready
         assert "rc.toml:2" in daemon.output() and "300.1.1.1" in daemon.output()
         out = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.19.0.4").stdout
         assert "1 received" in out, out
@@ -118,10 +113,8 @@ def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
         daemon.wait_for("READY=1")
         for make, message in HOSTILE:
             config.write_text(make(tmp_path))
-            daemon.signal(signal.SIGHUP)
-            daemon.wait_for("RELOADING=1")
-            ready = daemon.wait_for("READY=1", timeout=10)
-            status = dict(f.split("=", 1) for f in ready.split("\n") if "=" in f)["STATUS"]
+            ready = daemon.reload(timeout=10)
+            status = ready["STATUS"]
             assert status.startswith("reload failed, still serving the previous "
                                      "configuration: "), (make.__name__, status)
             assert message in status, (make.__name__, status)
@@ -136,8 +129,7 @@ def test_reload_refuses_hostile_configs_and_serves_on(tmp_path):
             len(HOSTILE), log
         assert "Traceback" not in log, log
         config.write_text(good)
-        daemon.signal(signal.SIGHUP)
-        assert "reload failed" not in daemon.wait_for("READY=1")
+        assert "reload failed" not in daemon.reload()["STATUS"]
         assert daemon.stop() == 0, daemon.output()
 
 
@@ -151,9 +143,7 @@ def test_reload_logs_one_line_per_story_file(tmp_path):
                               for i in range(3)))
     with TestNet.create("rq") as net, Daemon(net, "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
-        daemon.signal(signal.SIGHUP)
-        daemon.wait_for("RELOADING=1")
-        daemon.wait_for("READY=1")
+        daemon.reload()
         log = daemon.output()
         assert log.count("story.txt: 2 story lines rewritten into host names; "
                          f"`route-chain preview --config {config}` shows each") == 2, log

@@ -1,8 +1,8 @@
 """The daemon's side of sd_notify, as systemd would see it: the real daemon
 (`python -m routechain --config FILE`) runs in the router namespace of the
-test network with its own $NOTIFY_SOCKET (an AF_UNIX datagram socket this
-test binds), $WATCHDOG_USEC and $WATCHDOG_PID, and every datagram it sends
-is recorded with the moment it arrived.
+test network with its own $NOTIFY_SOCKET (routechain.supervisor's, an
+AF_UNIX datagram socket), $WATCHDOG_USEC and $WATCHDOG_PID, and every
+datagram it sends is recorded with the moment it arrived.
 
     ns "client"                            ns "router"
     +----------------------+   veth   +---------------------------------------+
@@ -28,14 +28,11 @@ writable executable memory, a /proc without /proc/sys.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +40,7 @@ import pytest
 
 import syscall_filter
 from netns import CHAIN4, CHAIN6, TestNet
+from routechain.supervisor import Supervisor, monotonic_usec
 
 pytestmark = pytest.mark.netns
 
@@ -92,109 +90,27 @@ MDWE_EXEC = ("import ctypes, os, sys\n"
              "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n")
 
 
-def monotonic_usec() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-
-
-def fields_of(datagram: bytes) -> dict[str, str]:
-    """`READY=1\nSTATUS=...` as {"READY": "1", "STATUS": "..."}."""
-    return dict(line.partition("=")[::2] for line in datagram.decode().split("\n") if line)
-
-
-class Notified:
-    """route-chain under a stand-in service manager: its notify socket, the
-    datagrams received as (arrival in µs on CLOCK_MONOTONIC, fields), and
-    a hook run the moment a datagram with a chosen field arrives."""
-
-    def __init__(self, net: TestNet, config: Path, watchdog_pid: str = "$$",
-                 as_unit: bool = False) -> None:
-        self.net = net
-        self._dir = tempfile.TemporaryDirectory(prefix="rc-notify-")
-        # Reachable by an unprivileged daemon too, as systemd's socket is.
-        os.chmod(self._dir.name, 0o755)
-        path = os.path.join(self._dir.name, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(path)
-        os.chmod(path, 0o666)
-        self.received: list[tuple[int, dict[str, str]]] = []
-        self.seen = 0
-        self.log = Path(self._dir.name, "log")
-        env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC=str(WATCHDOG_USEC))
-        for name in ("JOURNAL_STREAM", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
-            env.pop(name, None)
-        # `ip netns exec`, `unshare`, `setpriv` and `exec` keep one process:
-        # $$ is the daemon's pid, as systemd sets WATCHDOG_PID to the main
-        # process's.
-        python = shlex.quote(sys.executable)
-        command = f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; "
-        argv = ["sh", "-c"]
-        if as_unit:
-            allowed = ",".join(map(str, sorted(syscall_filter.unit_allow_list())))
-            command += (AS_UNIT + f"{python} {shlex.quote(syscall_filter.__file__)} {allowed} "
-                        f"{python} -c {shlex.quote(MDWE_EXEC)} ")
-            argv = ["unshare", "--mount", "--propagation", "private"] + argv
-        else:
-            command += f"exec {python} "
-        command += f"-m routechain --config {shlex.quote(str(config))}"
-        with open(self.log, "w") as out:
-            self.proc = net.popen(net.router, *argv, command, stdout=out,
-                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def next(self, field: str, timeout: float = 20.0, on_arrival=None) -> dict[str, str]:
-        """The next datagram (after those already taken) holding `field`
-        (`READY=1` or a bare `STATUS`); `on_arrival()` runs as it lands."""
-        name, _, value = field.partition("=")
-        deadline = time.monotonic() + timeout
-        while True:
-            for i in range(self.seen, len(self.received)):
-                fields = self.received[i][1]
-                if name in fields and (not value or fields[name] == value):
-                    self.seen = i + 1
-                    return fields
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {field} within {timeout}s; got "
-                                     f"{[f for _, f in self.received]}\n{self.output()}")
-            self.sock.settimeout(min(left, 0.2))
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"route-chain exited {self.proc.returncode} "
-                                         f"before {field}:\n{self.output()}") from None
-                continue
-            fields = fields_of(data)
-            self.received.append((monotonic_usec(), fields))
-            if on_arrival and name in fields and (not value or fields[name] == value):
-                on_arrival()
-
-    def collect(self, seconds: float) -> list[dict[str, str]]:
-        """Every datagram arriving in the next `seconds`."""
-        mark = len(self.received)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                break
-            fields = fields_of(data)
-            self.received.append((monotonic_usec(), fields))
-        return [fields for _, fields in self.received[mark:]]
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.sock.close()
-        self._dir.cleanup()
+def notified(net: TestNet, config: Path, watchdog_pid: str = "$$",
+             as_unit: bool = False) -> Supervisor:
+    """route-chain in the router namespace under a stand-in service manager
+    (routechain.supervisor), with $WATCHDOG_USEC and $WATCHDOG_PID as
+    systemd sets them; under the unit's identity and limits if `as_unit`."""
+    # `ip netns exec`, `unshare`, `setpriv` and `exec` keep one process:
+    # $$ is the daemon's pid, as systemd sets WATCHDOG_PID to the main
+    # process's.
+    python = shlex.quote(sys.executable)
+    command = f"WATCHDOG_PID={watchdog_pid}; export WATCHDOG_PID; "
+    argv = ["sh", "-c"]
+    if as_unit:
+        allowed = ",".join(map(str, sorted(syscall_filter.unit_allow_list())))
+        command += (AS_UNIT + f"{python} {shlex.quote(syscall_filter.__file__)} {allowed} "
+                    f"{python} -c {shlex.quote(MDWE_EXEC)} ")
+        argv = ["unshare", "--mount", "--propagation", "private"] + argv
+    else:
+        command += f"exec {python} "
+    command += f"-m routechain --config {shlex.quote(str(config))}"
+    return Supervisor(["ip", "netns", "exec", net.router, *argv, command],
+                      env={"WATCHDOG_USEC": str(WATCHDOG_USEC)}, start_new_session=True)
 
 
 @pytest.fixture
@@ -212,9 +128,8 @@ def config(tmp_path) -> Path:
 
 @pytest.fixture
 def daemon(net, config):
-    notified = Notified(net, config)
-    yield notified
-    notified.close()
+    with notified(net, config) as daemon:
+        yield daemon
 
 
 def tun_state(net: TestNet) -> dict:
@@ -264,12 +179,12 @@ def test_ready_only_once_addresses_and_routes_exist(net, daemon):
     """At the moment READY=1 arrives the TUN is up with both chains' host
     addresses and the extra route; the first status rides along."""
     at_ready = {}
-    ready = daemon.next("READY=1", on_arrival=lambda: at_ready.update(tun_state(net)))
+    ready = daemon.wait_for("READY=1", on_arrival=lambda: at_ready.update(tun_state(net)))
     assert at_ready["up"]
     assert {CHAIN4, CHAIN6} <= at_ready["addresses"]
     assert ROUTE in at_ready["routes"]
     assert ready.get("STATUS"), ready
-    before = [fields for _, fields in daemon.received[:-1]]
+    before = daemon.received[:daemon.received.index(ready)]
     assert not any("WATCHDOG" in f or "READY" in f for f in before), before
 
 
@@ -285,27 +200,24 @@ def test_ready_only_once_dns_listens(net, tmp_path):
     listeners too."""
     config = tmp_path / "dns.toml"
     config.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
-    notified = Notified(net, config)
-    try:
+    with notified(net, config) as daemon:
         at_ready: set[str] = set()
-        notified.next("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
+        daemon.wait_for("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
         assert {"udp 198.18.0.1", "tcp 198.18.0.1",
                 "udp 2001:db8::1", "tcp 2001:db8::1"} <= at_ready, at_ready
-    finally:
-        notified.close()
 
 
 def test_status_updates_and_watchdog_pings(net, daemon):
     """WATCHDOG=1 comes every WATCHDOG_USEC/2 (here 1 s) while serving;
     STATUS= comes every few seconds with live counters."""
-    daemon.next("READY=1")
+    daemon.wait_for("READY=1")
     mark = len(daemon.received)
     start = time.monotonic()
     for _ in range(3):
-        daemon.next("WATCHDOG=1", timeout=3)
-    status = daemon.next("STATUS", timeout=12)
+        daemon.wait_for("WATCHDOG=1", timeout=3)
+    status = daemon.wait_for("STATUS", timeout=12)
     assert status["STATUS"]
-    pings = [t for t, f in daemon.received[mark:] if f.get("WATCHDOG") == "1"]
+    pings = [d.arrived for d in daemon.received[mark:] if d.get("WATCHDOG") == "1"]
     span = (pings[-1] - pings[0]) / 1e6
     # Half of WATCHDOG_USEC between pings: never slower than the deadline.
     assert span / (len(pings) - 1) <= WATCHDOG_USEC / 1e6 * 0.75
@@ -315,21 +227,18 @@ def test_status_updates_and_watchdog_pings(net, daemon):
 def test_no_watchdog_pings_for_another_pid(net, config):
     """$WATCHDOG_PID naming another process (here 1): the watchdog is not
     ours, so no WATCHDOG=1 is sent."""
-    notified = Notified(net, config, watchdog_pid="1")
-    try:
-        notified.next("READY=1")
-        later = notified.collect(3)
+    with notified(net, config, watchdog_pid="1") as daemon:
+        daemon.wait_for("READY=1")
+        later = daemon.collect(3)
         assert not any("WATCHDOG" in fields for fields in later), later
-        assert notified.proc.poll() is None
-    finally:
-        notified.close()
+        assert daemon.proc.poll() is None
 
 
 def test_sighup_reloads_while_answering(net, daemon, config):
     """SIGHUP: RELOADING=1 and MONOTONIC_USEC= (the moment it began, on
     CLOCK_MONOTONIC) in one datagram, then READY=1; an echo stream to the
     chain that did not change loses nothing, and the new chain answers."""
-    daemon.next("READY=1")
+    daemon.wait_for("READY=1")
     assert traceroute_path(net, DEST4) == expected_path(DEST4)
     config.write_text(CONFIG + '\n[[chain]]\naddress = "198.18.2.1/24"\nhops = ["new", "end"]\n')
     count = 40
@@ -337,8 +246,8 @@ def test_sighup_reloads_while_answering(net, daemon, config):
     time.sleep(0.5)
     before = monotonic_usec()
     daemon.proc.send_signal(signal.SIGHUP)
-    reloading = daemon.next("RELOADING=1", timeout=10)
-    ready = daemon.next("READY=1", timeout=10)
+    reloading = daemon.wait_for("RELOADING=1", timeout=10)
+    ready = daemon.wait_for("READY=1", timeout=10)
     after = monotonic_usec()
     assert set(reloading) == {"RELOADING", "MONOTONIC_USEC"}
     assert before <= int(reloading["MONOTONIC_USEC"]) <= after
@@ -352,42 +261,35 @@ def test_sighup_reloads_while_answering(net, daemon, config):
 def test_broken_config_on_sighup_keeps_serving(net, daemon, config):
     """A config that fails to load: READY=1 again (systemd must not wait),
     the old chains go on answering, and the log says what is wrong where."""
-    daemon.next("READY=1")
+    daemon.wait_for("READY=1")
     config.write_text(CONFIG + '\n[[chain]]\naddress = "300.1.1.1/24"\n')
     count = 20
     echo = pinger(net, DEST6, count)
     time.sleep(0.3)
-    daemon.proc.send_signal(signal.SIGHUP)
-    daemon.next("RELOADING=1", timeout=10)
-    ready = daemon.next("READY=1", timeout=10)
+    ready = daemon.reload(timeout=10)
     assert "reload failed" in ready.get("STATUS", ""), ready
     assert received_all(echo, count) is None
     assert traceroute_path(net, DEST4) == expected_path(DEST4)
-    deadline = time.monotonic() + 5
-    while "300.1.1.1" not in daemon.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    log = daemon.output()
+    log = daemon.wait_for_line("300.1.1.1", timeout=5)
     assert "reload failed" in log and f"{config}:" in log and "300.1.1.1" in log, log
     assert {CHAIN4, CHAIN6} <= tun_state(net)["addresses"]
 
 
 def test_sigterm_sends_stopping_and_exits_zero(net, daemon):
-    daemon.next("READY=1")
+    daemon.wait_for("READY=1")
     daemon.proc.send_signal(signal.SIGTERM)
-    daemon.next("STOPPING=1", timeout=10)
+    daemon.wait_for("STOPPING=1", timeout=10)
     assert daemon.proc.wait(20) == 0, daemon.output()
     assert not tun_state(net)["exists"]
 
 
 @pytest.fixture
-def readable_config():
+def readable_config(open_dir):
     """The config in a directory the unprivileged daemon can read."""
-    with tempfile.TemporaryDirectory(prefix="rc-conf-") as d:
-        os.chmod(d, 0o755)
-        path = Path(d, "route-chain.toml")
-        path.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
-        path.chmod(0o644)
-        yield path
+    path = open_dir / "route-chain.toml"
+    path.write_text(CONFIG + '\n[dns]\nlisten = ["198.18.0.1:53", "[2001:db8::1]:53"]\n')
+    path.chmod(0o644)
+    return path
 
 
 def test_serves_as_the_unit_runs_it(net, readable_config):
@@ -406,10 +308,10 @@ def test_serves_as_the_unit_runs_it(net, readable_config):
     if probe.returncode != 0:
         from conftest import cannot_run
         cannot_run(f"uid {NOBODY} cannot run {sys.executable}: {probe.stderr.strip()}")
-    daemon = Notified(net, readable_config, as_unit=True)
+    daemon = notified(net, readable_config, as_unit=True)
     try:
         at_ready: set[str] = set()
-        daemon.next("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
+        daemon.wait_for("READY=1", on_arrival=lambda: at_ready.update(listening_on_53(net)))
         assert {"udp 198.18.0.1", "tcp 2001:db8::1"} <= at_ready, at_ready
         status = dict(line.split(":", 1) for line in
                       Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines())
@@ -422,14 +324,12 @@ def test_serves_as_the_unit_runs_it(net, readable_config):
 
         readable_config.write_text(readable_config.read_text().replace(
             "[dns]", '[[chain]]\naddress = "198.18.2.1/24"\nhops = ["new", "end"]\n\n[dns]'))
-        daemon.proc.send_signal(signal.SIGHUP)
-        daemon.next("RELOADING=1", timeout=10)
-        ready = daemon.next("READY=1", timeout=10)
+        ready = daemon.reload(timeout=10)
         assert "reload failed" not in ready.get("STATUS", ""), daemon.output()
         assert traceroute_path(net, "198.18.2.3") == ["192.0.2.1", "198.18.2.2", "198.18.2.3"]
 
         daemon.proc.send_signal(signal.SIGTERM)
-        daemon.next("STOPPING=1", timeout=10)
+        daemon.wait_for("STOPPING=1", timeout=10)
         assert daemon.proc.wait(20) == 0, daemon.output()
         assert not tun_state(net)["exists"]
         assert "not permitted" not in daemon.output(), daemon.output()

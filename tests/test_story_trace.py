@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ NEW_STORY = """\
 Later that day
 the packet rested
 """
+STORY_NAME = "story.example.net"  # the chains' forward name (routechain.names)
 NAMES = ["Once.upon.a.time", "a.packet.crossed.the.sea", None, "and.came.home"]
 NEW_NAMES = ["Later.that.day", "the.packet.rested"]
 
@@ -41,8 +41,10 @@ def story_net(tmp_path_factory):
     config = tmp / "rc.toml"
     host4 = ipaddress.ip_interface(CHAIN4).ip
     host6 = ipaddress.ip_interface(CHAIN6).ip
-    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n\n'
-                      f'[[chain]]\naddress = "{CHAIN6}"\nstory = "story.txt"\n\n'
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n'
+                      f'name = "{STORY_NAME}"\n\n'
+                      f'[[chain]]\naddress = "{CHAIN6}"\nstory = "story.txt"\n'
+                      f'name = "{STORY_NAME}"\n\n'
                       f'[dns]\nlisten = ["{host4}:53", "[{host6}]:53"]\n')
     with TestNet.create("st") as net:
         resolv = Path("/etc/netns", net.client)
@@ -92,12 +94,22 @@ def test_mtr_report_shows_the_names(story_net):
     assert shown == [GATEWAY4, NAMES[0], NAMES[1], "???", NAMES[3]], out
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_traceroute_by_the_story_name(story_net, family):
+    """`traceroute story.example.net`: the name resolves (A or AAAA) through
+    the built-in server to the chain's destination, and the story follows."""
+    net, _, _ = story_net
+    out = net.run(net.client, "traceroute", f"-{family}", "-w", "1", "-m", "8", STORY_NAME,
+                  timeout=120).stdout
+    dest = ipaddress.ip_interface(CHAIN4 if family == 4 else CHAIN6).ip + len(NAMES)
+    assert out.splitlines()[0].startswith(f"traceroute to {STORY_NAME} ({dest})"), out
+    check_story(out, family, NAMES)
+
+
 def test_sighup_rereads_the_story(story_net):
     net, daemon, tmp = story_net
     (tmp / "story.txt").write_text(NEW_STORY)
-    daemon.signal(signal.SIGHUP)
-    daemon.wait_for("RELOADING=1")
-    daemon.wait_for("READY=1")
+    daemon.reload()
     dest = ipaddress.ip_interface(CHAIN4).ip + len(NEW_NAMES)
     out = net.run(net.client, "traceroute", "-4", "-w", "1", "-m", "8", str(dest),
                   timeout=120).stdout

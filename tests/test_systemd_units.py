@@ -126,6 +126,8 @@ REQUIRED = [
     # The handshake, not /bin/kill (procps, absent from a minimal Debian).
     ("ExecReload", [f"{BINARY} reload $MAINPID"]),
     ("WatchdogSec", ["30s"]),
+    # A hung daemon's routes (and BGP announcement) last until it is gone.
+    ("TimeoutAbortSec", ["10s"]),
     ("Restart", ["on-failure"]),
     ("DynamicUser", ["yes"]),
     ("AmbientCapabilities", ["CAP_NET_ADMIN CAP_NET_BIND_SERVICE"]),

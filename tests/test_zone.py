@@ -315,7 +315,8 @@ def random_config(rng, n: int) -> Config:
         except Exception as e:  # noqa: BLE001 - e.g. no room left: a shape that cannot be
             assert "no free address" in str(e) or "do not fit" in str(e), e
     ns = rng.choice([None, ("ns1.example.net", "NS2.Example.org")])
-    return Config(chains=tuple(chains), dns=DnsSettings(ns=ns, ttl=rng.choice([60, 3600]))
+    return Config(chains=tuple(chains), dns=DnsSettings(ns=ns, ttl=rng.choice([60, 3600]),
+                                                        zone_name_form=rng.choice("-/_"))
                   if ns else None)
 
 
@@ -354,3 +355,33 @@ def test_zone_export_writes_what_the_fast_writer_renders(tmp_path):
     c = config_of([chain("198.51.100.33/27", STORY), chain("2001:db8:5::1/64", ECMP)])
     paths = zone.export(c, tmp_path)
     assert [p.read_text() for p in paths] == [z.to_text() for z in zone.build(c)]
+
+
+@pytest.mark.parametrize("form, label, filename", [
+    ("-", "32-27", "32-27.100.51.198.in-addr.arpa.zone"),
+    ("/", "32/27", "32_27.100.51.198.in-addr.arpa.zone"),
+    ("_", "32_27", "32_27.100.51.198.in-addr.arpa.zone")])
+def test_zone_rfc2317_name_forms(tmp_path, form, label, filename):
+    """[dns] zone_name_form names the classless zone, the parent's CNAMEs
+    and NS point at that name, and the file name holds no '/'."""
+    c = config_of([chain("198.51.100.33/27", STORY)], ns=("ns1.example.net",),
+                  zone_name_form=form)
+    zones = {z.origin.to_text(): z for z in zone.build(c, now=NOW)}
+    child = f"{label}.100.51.198.in-addr.arpa."
+    assert set(zones) == {child, "100.51.198.in-addr.arpa."}
+    assert records(zones[child])[(f"34.{child}", "PTR")] == ["Once.upon.a.time."]
+    assert records(zones["100.51.198.in-addr.arpa."])[
+        ("34.100.51.198.in-addr.arpa.", "CNAME")] == [f"34.{child}"]
+    lines = zone.parent_records(c).splitlines()
+    assert lines[2] == f"{label}\tIN\tNS\tns1.example.net."
+    assert lines[3] == f"32\tIN\tCNAME\t32.{label}"
+    paths = zone.export(c, tmp_path)
+    assert sorted(p.name for p in paths) == sorted([filename, "100.51.198.in-addr.arpa.zone"])
+    assert [d.to_text() for d in zone.drafts(c, now=NOW)] == \
+        [z.to_text() for z in zone.build(c, now=NOW)]
+    assert [d.filename for d in zone.drafts(c)] == [p.name for p in paths]
+    if shutil.which("kzonecheck") is None:
+        cannot_run("kzonecheck is not installed (knot-dnssecutils)")
+    done = subprocess.run(["kzonecheck", "-o", child, str(tmp_path / filename)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,64 @@
+"""Forward names for stories: a chain's `name` (e.g. story.example.dn42)
+answers A or AAAA with the chain's destination, so that `traceroute
+story.example.dn42` tells the story. Each name is the apex of a zone of
+its own, with the same SOA and NS as the reverse zones; two chains (IPv4
+and IPv6) may share a name, which then has both records. Pure data, like
+zone.py, whose Zone it returns: the built-in server serves these zones
+beside the reverse ones, and `route-chain zone` writes them too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dns.name
+import dns.rrset
+
+from .config import Config, DnsSettings
+from .zone import Zone
+
+
+def build(config: Config, now: float | None = None) -> list[Zone]:
+    """One zone per forward name, sorted by name; `now` fixes the default
+    serial as zone.build's does."""
+    settings = config.dns or DnsSettings()
+    if not settings.forward:
+        return []
+    ns, mname, rname = settings.names(config.chains)
+    serial = settings.serial if settings.serial is not None else int(
+        now if now is not None else time.time())
+    addresses: dict[str, list[str]] = {}
+    for name, address in settings.forward:
+        addresses.setdefault(name.lower(), []).append(address)
+    zones = []
+    for name, found in sorted(addresses.items()):
+        origin = dns.name.from_text(name)
+        s = settings
+        rrsets = [dns.rrset.from_text(origin, s.ttl, "IN", "SOA",
+                                      f"{mname}. {rname}. {serial} {s.refresh} {s.retry} "
+                                      f"{s.expire} {s.minimum}"),
+                  dns.rrset.from_text_list(origin, s.ttl, "IN", "NS", [f"{n}." for n in ns])]
+        for rdtype in ("A", "AAAA"):
+            these = [a for a in found if (":" in a) == (rdtype == "AAAA")]
+            if these:
+                rrsets.append(dns.rrset.from_text_list(origin, s.ttl, "IN", rdtype, these))
+        zones.append(Zone(origin, tuple(rrsets)))
+    return zones
+
+
+def export(config: Config, output_dir) -> list:
+    """Write the forward zones' master files beside the reverse ones."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+    output_dir = Path(output_dir)
+    paths = []
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for z in build(config):
+            path = output_dir / z.filename
+            path.write_text(z.to_text(), encoding="ascii")
+            paths.append(path)
+    except OSError as e:
+        raise ConfigError(f"{e.filename or output_dir}: cannot write zone: {e.strerror}") from None
+    return paths
