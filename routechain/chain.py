@@ -294,7 +294,7 @@ def check_host(interface: Interface, where: str) -> Interface:
 
 def span(chain: Chain) -> tuple[int, int, int]:
     """(family, first, last address) of the chain's prefix as integers: the
-    order of the C core's table (core.Table) and of the overlap check."""
+    order of the C core's table (chaintable.Table) and of the overlap check."""
     net = chain.network
     return chain.family, int(net.network_address), int(net.broadcast_address)
 

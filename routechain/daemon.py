@@ -20,11 +20,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
-from . import core
+from .chaintable import Table
 from .config import DEFAULT_INTERFACE, Config, DnsSettings, one_line
 from .desired import Keeper
 from .netlink import Link
 from .tun import DEFAULT_MTU, Tun
+from .workers import Live, Pacing, Stats, Worker
 
 log = logging.getLogger("route-chain")
 
@@ -60,9 +61,9 @@ class Settings:
 class Workers:
     """One thread per TUN queue, each inside the C serving loop."""
 
-    def __init__(self, fds: list[int], live: core.Live, pacing: core.Pacing) -> None:
+    def __init__(self, fds: list[int], live: Live, pacing: Pacing) -> None:
         self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.workers = [core.Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
+        self.workers = [Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._serve, args=(i, w), daemon=True,
                                           name=f"queue-{i}")
@@ -70,7 +71,7 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
-    def _serve(self, queue: int, worker: core.Worker) -> None:
+    def _serve(self, queue: int, worker: Worker) -> None:
         err = worker.run()
         if err:
             self.failures.append(f"queue {queue}: {os.strerror(err)}")
@@ -84,8 +85,8 @@ class Workers:
             thread.join()
         os.close(self._stop)
 
-    def totals(self) -> core.Stats:
-        return core.Stats.total(w.stats() for w in self.workers)
+    def totals(self) -> Stats:
+        return Stats.total(w.stats() for w in self.workers)
 
 
 def run(load: Callable[[], Config], notifier=None, user: str | None = None,
@@ -124,8 +125,8 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=CAPABILITIES_KEPT)
-        live = core.Live(core.Table(config.chains, config.limits, settings.queues))
-        pacing = core.Pacing(config.limits, settings.queues)
+        live = Live(Table(config.chains, config.limits, settings.queues))
+        pacing = Pacing(config.limits, settings.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         main = threading.main_thread().ident
@@ -158,7 +159,7 @@ class Running:
     settings: Settings
     link: Link
     keeper: Keeper
-    live: core.Live
+    live: Live
     workers: Workers
     dns: "DnsSide"
     notifier: object
@@ -236,7 +237,7 @@ class Running:
             if wanted.route_protocol != self.settings.route_protocol:
                 log.warning("reload: daemon.route_protocol needs a restart: keeping %d",
                             self.settings.route_protocol)
-            table = core.Table(new.chains, new.limits, self.settings.queues)
+            table = Table(new.chains, new.limits, self.settings.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
@@ -244,7 +245,7 @@ class Running:
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = core.Table(applied.chains, new.limits, self.settings.queues)
+                table = Table(applied.chains, new.limits, self.settings.queues)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))

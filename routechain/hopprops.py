@@ -33,6 +33,9 @@ MIN_MTU6 = 1280          # RFC 8200 5: IPv6 needs 1280 on every link
 MAX_MTU = 65535
 MAX_REPLY_TTL = 255
 ENDINGS = ("host", "!N", "!H", "!X")
+TCP_ANSWERS = ("closed", "rst", "silent", "prohibited", "open")  # enum rc_tcp, in order
+UDP_ANSWERS = ("unreachable", "silent", "prohibited")            # enum rc_udp, in order
+MAX_OPEN_PORTS = 16      # RC_MAX_OPEN_PORTS
 
 # Where a key may stand.
 CHAIN, HOP, BRANCH = "chain", "hop", "branch"
@@ -74,6 +77,9 @@ class Props:
     reply_ttl: int | None = None
     address: Address | None = None
     end: str | None = None
+    tcp: str | None = None
+    tcp_open: tuple[int, ...] | None = None
+    udp: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -187,6 +193,28 @@ def parse_end(text: str) -> str:
     return text
 
 
+def one_of(words: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in words:
+            raise ValueError(f"write one of {', '.join(words)}")
+        return text
+    return parse
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    """`80,443`: TCP ports, 1 .. 65535, each once, at most MAX_OPEN_PORTS."""
+    ports = []
+    for word in text.split(","):
+        if not word.isdigit() or not 1 <= int(word) <= 65535:
+            raise ValueError(f"{word!r} is not a port 1..65535 (write ports as 80,443)")
+        if int(word) in ports:
+            raise ValueError(f"port {word} is written twice")
+        ports.append(int(word))
+    if len(ports) > MAX_OPEN_PORTS:
+        raise ValueError(f"{len(ports)} ports: at most {MAX_OPEN_PORTS}")
+    return tuple(ports)
+
+
 @dataclass(frozen=True)
 class Key:
     """One property: its name as written, the field it fills, what parses
@@ -198,6 +226,7 @@ class Key:
     where: frozenset[str]
     example: str
     integer: bool = False
+    listed: bool = False     # TOML may give it as a list of integers: [80, 443]
 
 
 _ALL = frozenset({CHAIN, HOP, BRANCH})
@@ -220,6 +249,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("reply_ttl", "reply_ttl", int_in(1, MAX_REPLY_TTL), _HOPS, "255", integer=True),
     Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40"),
     Key("end", "end", parse_end, frozenset({CHAIN}), "!N"),
+    Key("tcp", "tcp", one_of(TCP_ANSWERS), frozenset({CHAIN}), "open"),
+    Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", integer=True,
+        listed=True),
+    Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent"),
 )}
 
 # The keys a [[chain]] table takes as properties (reply_ttl is the chain's own key).
@@ -281,12 +314,16 @@ def parse_words(text: str, where: str, place: str = HOP) -> Props:
 def from_table(table: dict, where: Callable[[str], str], place: str,
                skip: frozenset[str] = frozenset()) -> Props:
     """Props from a TOML table's keys (all but `skip`); `where(key)` gives a
-    key's `file:line`. Integers are taken where the key is a number."""
+    key's `file:line`. Integers are taken where the key is a number, lists of
+    integers where it is a list (tcp_open = [80, 443])."""
     pairs = []
     for name, value in table.items():
         if name in skip:
             continue
         key = KEYS.get(name)
+        if (key is not None and key.listed and isinstance(value, list) and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            value = ",".join(map(str, value))
         if key is not None and (isinstance(value, bool) or not (
                 isinstance(value, str) or (isinstance(value, int) and key.integer))):
             raise ConfigError(f"{where(name)}: {name} {value!r}: write it as text with its "

@@ -49,7 +49,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 from .chain import Interface
 from .errors import SetupError
 from .settings import ROUTE_PROTOCOL
-from .plan import Proxy, RouteKey, State, reason
+from .plan import RT_TABLE_MAIN, Proxy, RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200  # linux/if_addr.h: past ifa_flags' 8 bits, so in IFA_FLAGS

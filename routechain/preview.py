@@ -99,7 +99,27 @@ def _properties(chain: Chain, k: int, branch: int) -> list[str]:
         parts.append(f"[replies leave with TTL {p.reply_ttl}]")
     if k == chain.length and chain.end != "host":
         parts.append(chain.end)
+    elif k == chain.length and branch == 0:
+        parts.extend(_destination_notes(chain))
     return parts
+
+
+def _destination_notes(chain: Chain) -> list[str]:
+    """What the destination answers to TCP and UDP, where not the defaults
+    (RST-ACK, Port Unreachable)."""
+    d = chain.defaults
+    tcp = d.tcp or "closed"
+    notes = []
+    if tcp == "open":
+        notes.append("[TCP: every port open]")
+    elif d.tcp_open or tcp != "closed":
+        others = {"closed": "RST-ACK", "rst": "a bare RST", "silent": "silent",
+                  "prohibited": "prohibited"}[tcp]
+        opened = f"{','.join(map(str, d.tcp_open))} open, " if d.tcp_open else ""
+        notes.append(f"[TCP: {opened}{'others ' if opened else ''}{others}]")
+    if d.udp and d.udp != "unreachable":
+        notes.append(f"[UDP: {d.udp}]")
+    return notes
 
 
 def expected_delay_ms(timing: Timing) -> float:

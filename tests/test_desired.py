@@ -325,7 +325,7 @@ def test_chain_routes_take_the_configured_protocol_table_and_metric(tmp_path):
                                  "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
         assert routes("main") == []
         config.write_text(daemon_table.format(201, 101) + chains)
-        reload(daemon)
+        daemon.reload()
         assert "daemon.route_protocol needs a restart: keeping 200" in daemon.output()
         assert routes(TABLE) == []
         assert routes("101") == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
@@ -345,7 +345,7 @@ def test_moving_the_only_ipv4_host_keeps_the_routes(tmp_path):
     with TestNet.create("dm4") as net, Daemon(net, "--config", str(config)) as daemon:
         daemon.wait_for("READY=1")
         config.write_text(f'[[chain]]\naddress = "198.18.0.9/24"\n\n{extra}')
-        reload(daemon)
+        daemon.reload()
         assert "198.18.0.9/24" in tun_addresses(net) and CHAIN4 not in tun_addresses(net)
         assert "198.18.0.0/24 dev route-chain proto 151" in net.run(
             net.router, "ip", "route", "show").stdout

@@ -14,7 +14,7 @@ import logging
 import dns.exception
 import pytest
 
-from routechain import core, daemon
+from routechain import chaintable, daemon, workers
 from routechain.chain import Chain
 from routechain.config import Config
 from routechain.errors import ConfigError, SetupError
@@ -52,7 +52,7 @@ class Parts:
                 return config
 
         class Live:
-            table = core.Table(OLD.chains)
+            table = chaintable.Table(OLD.chains)
 
             def publish(self, table):
                 which = NEW if table.chains == NEW.chains else OLD
@@ -69,7 +69,7 @@ class Parts:
 
         class Workers:
             def totals(self):
-                return core.Stats.total([])
+                return workers.Stats.total([])
 
         class Notifier:
             def reloading(self):
