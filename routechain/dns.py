@@ -47,7 +47,7 @@ from . import notify, rrl, xfr
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .settings import DnsSettings
-from .zone import Zone
+from .zone import Draft, Zone
 
 __all__ = ["Server", "PAYLOAD_MAX", "COUNTERS"]
 
@@ -82,12 +82,13 @@ class Server:
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
-    def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
+    def __init__(self, zones: Iterable[Zone | Draft], listen: Iterable[tuple[str, int]],
                  settings: DnsSettings = DnsSettings(), transfers: xfr.Policy = xfr.Policy(),
                  secondaries: tuple[notify.Secondary, ...] = ()) -> None:
         self._transfers, self._secondaries = transfers, secondaries
-        self._versions = xfr.Versions.first(zones, self._keep_versions)
-        self.index = Index(self._versions.zones)
+        self._versions: xfr.Versions | None = None
+        self._sources: list[Zone | Draft] = []
+        self._serve(zones)
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(settings)
         self._settings = settings
@@ -135,24 +136,37 @@ class Server:
         self._started.wait(timeout=10)
         self._send_notify(self._versions)
 
-    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None,
+    def reload(self, zones: Iterable[Zone | Draft], settings: DnsSettings | None = None,
                transfers: xfr.Policy | None = None,
                secondaries: tuple[notify.Secondary, ...] | None = None) -> None:
-        """Serve `zones` from now on (a zone that changed gets a greater
-        serial, and its secondaries a NOTIFY), with the limits of
-        `settings` and the transfer policy and secondaries given; the
-        sockets stay as they are, and so do the rate limiter's buckets if
-        its limits do."""
+        """Serve `zones` from now on (when transfers or secondaries are set,
+        a zone that changed gets a greater serial, and its secondaries a
+        NOTIFY), with the limits of `settings` and the transfer policy and
+        secondaries given; the sockets stay as they are, and so do the rate
+        limiter's buckets if its limits do."""
         if transfers is not None:
             self._transfers, self._secondaries = transfers, secondaries or ()
-        versions = self._versions.next(zones, self._keep_versions)
-        self.index = Index(versions.zones)
-        self._versions = versions
-        self._send_notify(versions)
+        self._serve(zones)
+        self._send_notify(self._versions)
         if settings is not None:
             if not self._rrl.same(settings):
                 self._rrl = rrl.RateLimiter(settings)
             self._settings = settings
+
+    def _serve(self, zones: Iterable[Zone | Draft]) -> None:
+        """Answer from `zones`. With nobody to transfer to, the Index takes
+        them as they come (a Draft's records made on its first query) and
+        no version is kept. With transfers or secondaries, every zone is
+        made whole (xfr.Versions: serials that rise only on a change, the
+        records rendered for AXFR and the differences for IXFR)."""
+        sources = list(zones)
+        if self._keep_versions:
+            versions = (xfr.Versions.first(sources, True) if self._versions is None
+                        else self._versions.next(sources, True))
+            index = Index(versions.zones)
+        else:
+            versions, index = None, Index(sources)
+        self.index, self._versions, self._sources = index, versions, sources
 
     @property
     def _keep_versions(self) -> bool:
@@ -161,11 +175,14 @@ class Server:
 
     @property
     def zones(self) -> list[Zone]:
-        """The zones served, with the serials they are served with."""
-        return self._versions.zones
+        """The zones served, with the serials they are served with (made
+        whole here when no transfer keeps them: for tests and tools)."""
+        if self._versions is not None:
+            return self._versions.zones
+        return [s if isinstance(s, Zone) else s.zone() for s in self._sources]
 
-    def _send_notify(self, versions: xfr.Versions) -> None:
-        if self._secondaries and versions.changed and self.alive():
+    def _send_notify(self, versions: xfr.Versions | None) -> None:
+        if versions is not None and self._secondaries and versions.changed and self.alive():
             zones = [versions.by_origin[o].zone for o in versions.changed]
             try:
                 self._loop.call_soon_threadsafe(
@@ -414,7 +431,8 @@ class Server:
         message per turn of the loop; False if the client stopped reading."""
         counts = self._counts
         try:
-            outcome, messages = xfr.respond(wire, host, self._versions, self._transfers)
+            outcome, messages = xfr.respond(wire, host, self._versions or xfr.Versions(),
+                                            self._transfers)
         except Exception as e:
             self._internal_error(e)
             return True

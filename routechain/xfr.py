@@ -44,7 +44,7 @@ import dns.rrset
 import dns.tsig
 
 from . import tsig
-from .zone import Zone
+from .zone import Draft, Zone
 
 HISTORY = 16          # differences kept per zone for IXFR
 MESSAGE_MAX = 65535   # a TCP DNS message's largest size (2-octet length)
@@ -151,6 +151,7 @@ class Version:
     soa: bytes = b""
     records: tuple[bytes, ...] | None = None
     diffs: tuple[Diff, ...] = ()
+    draft: tuple | None = None  # what the zone was made from (_draft_key)
 
     @property
     def serial(self) -> int:
@@ -169,25 +170,37 @@ class Versions:
         return [v.zone for v in self.by_origin.values()]
 
     @classmethod
-    def first(cls, zones: Iterable[Zone], keep: bool) -> "Versions":
-        versions = {z.origin: _version(z, keep) for z in zones}
+    def first(cls, zones: Iterable[Zone | Draft], keep: bool) -> "Versions":
+        versions = {}
+        for source in zones:
+            new = _whole(source)
+            versions[new.origin] = replace(_version(new, keep), draft=_draft_key(source))
         return cls(versions, tuple(versions))
 
-    def next(self, zones: Iterable[Zone], keep: bool) -> "Versions":
-        """The versions after a reload built `zones`; `changed` names the
-        zones whose serial moved (new zones too)."""
+    def next(self, zones: Iterable[Zone | Draft], keep: bool) -> "Versions":
+        """The versions after a reload built `zones` (Zones, or Drafts made
+        whole here but for a draft whose records are those of its zone's
+        version: that one keeps its version without being made);
+        `changed` names the zones whose serial moved (new zones too)."""
         out, changed = {}, []
-        for new in zones:
+        for source in zones:
+            draft = _draft_key(source)
+            if draft is not None:
+                old = self.by_origin.get(dns.name.from_text(source.origin))
+                if old is not None and keep and old.draft == draft:
+                    out[old.zone.origin] = old
+                    continue
+            new = _whole(source)
             old = self.by_origin.get(new.origin)
             if old is None:
-                out[new.origin] = _version(new, keep)
+                out[new.origin] = replace(_version(new, keep), draft=draft)
                 changed.append(new.origin)
                 continue
             records = None
             if keep:
                 records = _render(new)[1]
                 if records == old.records and _same_soa(old.zone, new):
-                    out[new.origin] = old
+                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
                     continue
             proposed = new.soa[0].serial
             serial = next_serial(old.serial, proposed)
@@ -195,9 +208,23 @@ class Versions:
             version = _version(zone, keep, records)
             if keep and old.records is not None:
                 version = replace(version, diffs=_diffs(old, version))
-            out[new.origin] = version
+            out[new.origin] = replace(version, draft=draft)
             changed.append(new.origin)
         return Versions(out, tuple(changed))
+
+
+def _whole(source: Zone | Draft) -> Zone:
+    return source if isinstance(source, Zone) else source.zone()
+
+
+def _draft_key(source: Zone | Draft) -> tuple | None:
+    """A Draft's records and its SOA and NS but for the serial: equal for
+    two drafts that make the same zone (None for a Zone)."""
+    if isinstance(source, Zone):
+        return None
+    head = source.head
+    soa = head.soa.split()
+    return (head.ttl, tuple(soa[:2] + soa[3:]), head.ns, source.records)
 
 
 def _version(zone: Zone, keep: bool, records: tuple[bytes, ...] | None = None) -> Version:
