@@ -818,13 +818,23 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
                        ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, NULL, off);
 }
 
-/* What an ECMP router hashes (docs/replies.md): source and destination
- * address, the IPv6 flow label, the upper-layer protocol and the first four
- * octets of its header (ports for UDP and TCP; type, code and checksum for
- * ICMP, which Paris traceroute keeps constant). Absent octets count as 0. */
-static uint32_t hash_flow(const struct probe *p)
+/* What an ECMP router hashes (docs/replies.md), one hash per enum
+ * rc_balance:
+ *  - FLOW: source and destination address, the IPv6 flow label, the
+ *    upper-layer protocol and the first four octets of its header (ports
+ *    for UDP and TCP; type, code and checksum for ICMP, which Paris
+ *    traceroute keeps constant). Absent octets count as 0.
+ *  - PACKET: those, and what changes from one probe of a flow to the next:
+ *    the IPv4 Identification, the TTL / Hop Limit and upper-layer octets 4
+ *    to 7 (UDP length and checksum, ICMP identifier and sequence, TCP
+ *    sequence number). A balancer that sprays packets, as seen from the
+ *    probes: the core keeps no state, so a probe sent twice, byte for
+ *    byte, meets the same routers.
+ *  - DESTINATION: the destination address alone. */
+static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
 {
-    uint8_t l4[4] = {0, 0, 0, 0};
+    uint8_t l4[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint8_t ttl = p->ttl;
     uint32_t h = 2166136261u;
 
     /* Source and destination lie side by side in both headers. */
@@ -836,15 +846,20 @@ static uint32_t hash_flow(const struct probe *p)
         h = hash_bytes(h, flow, sizeof flow);
     }
     h = hash_bytes(h, &p->proto, 1);
-    memcpy(l4, p->ip + p->upper_off, p->upper_len < 4 ? p->upper_len : 4);
-    return hash_bytes(h, l4, sizeof l4);
+    memcpy(l4, p->ip + p->upper_off, p->upper_len < sizeof l4 ? p->upper_len : sizeof l4);
+    hash[RC_BALANCE_FLOW] = hash_bytes(h, l4, 4);
+    h = hash_bytes(hash[RC_BALANCE_FLOW], &ttl, 1);
+    if (p->family == 4)
+        h = hash_bytes(h, p->ip + IPV4_ID, 2);
+    hash[RC_BALANCE_PACKET] = hash_bytes(h, l4 + 4, 4);
+    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->dst, p->addr_len);
 }
 
-/* Which of n routers at hop k a flow meets: a different, independent
+/* Which of n routers at hop k a hash meets: a different, independent
  * choice at every hop, as routers seed their hashes differently. */
-static unsigned pick_branch(uint32_t flow, unsigned k, unsigned n)
+static unsigned pick_branch(uint32_t hash, unsigned k, unsigned n)
 {
-    uint32_t x = flow ^ (uint32_t)k * 0x9e3779b9u;
+    uint32_t x = hash ^ (uint32_t)k * 0x9e3779b9u;
 
     x ^= x >> 16;                                     /* murmur3's finaliser */
     x *= 0x85ebca6bu;
@@ -854,9 +869,11 @@ static unsigned pick_branch(uint32_t flow, unsigned k, unsigned n)
     return x % n;
 }
 
-/* The router of hop k that a flow meets; forced, when the probe is
- * addressed to an alternative of hop k, is that one. */
-static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k, uint32_t flow,
+/* The router of hop k that a probe meets, by the hash its balancer uses;
+ * forced, when the probe is addressed to an alternative of hop k, is that
+ * one. */
+static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k,
+                                     const uint32_t hash[RC_BALANCE_COUNT],
                                      const struct rc_hop *forced)
 {
     const struct rc_hop *hop = &chain->hops[k];
@@ -866,7 +883,8 @@ static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k, u
         return forced;
     if (hop->n_alts == 0)
         return hop;
-    b = pick_branch(flow, k, hop->n_alts + 1u);
+    /* balance is an enum rc_balance: rc_table_check() [BALANCE]. */
+    b = pick_branch(hash[hop->balance], k, hop->n_alts + 1u);
     return b ? &chain->hops[hop->first_alt + b - 1] : hop;
 }
 
@@ -886,13 +904,13 @@ static const struct rc_hop *find_alternative(const struct rc_chain *chain, const
  * drops the probe and says so. IPv4 without DF is fragmented and goes on,
  * which the destination's reassembly makes invisible: it passes. */
 static const struct rc_hop *find_too_big(const struct probe *p, const struct rc_chain *chain,
-                                         unsigned last, uint32_t flow,
+                                         unsigned last, const uint32_t hash[RC_BALANCE_COUNT],
                                          const struct rc_hop *forced)
 {
     if (chain->min_mtu == 0 || p->ip_len <= chain->min_mtu || !p->dont_fragment)
         return NULL;
     for (unsigned j = 1; j < last; j++) {
-        const struct rc_hop *r = route_at(chain, j, flow, forced);
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
 
         if (r->mtu && p->ip_len > r->mtu)
             return r;
@@ -939,8 +957,9 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    (RFC 8200 4.7).
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
  *    Unreachable never do.
- *  - A chain with per-hop properties (rc_hop): the flow picks the router of
- *    each hop that has ECMP alternatives; the first router in front of the
+ *  - A chain with per-hop properties (rc_hop): a hash of the probe picks
+ *    the router of each hop that has ECMP alternatives, of its flow, the
+ *    probe itself or its destination as the hop balances; the first router in front of the
  *    answering one whose MTU the probe exceeds answers instead (IPv4 only
  *    with DF: RFC 1191 4, RFC 1812 5.2.6; IPv6: RFC 8201 4); the last hop
  *    of a chain with an `end` answers Destination Unreachable with its code
@@ -957,7 +976,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     uint8_t hop_addr[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
     unsigned t, k, hop;
-    uint32_t flow = 0;
+    uint32_t hash[RC_BALANCE_COUNT] = {0, 0, 0};
     enum answer answer;
     int drop, ttl;
     bool silent;
@@ -989,10 +1008,10 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
     if (chain->hops && chain->n_hops > chain->length + 1u) {
-        /* Only a chain with ECMP alternatives hashes the flow. A probe to
+        /* Only a chain with ECMP alternatives hashes the probe. A probe to
          * an alternative's own address is for a router of hop k, reached
          * over the hops in front of it. */
-        flow = hash_flow(&p);
+        hash_probe(&p, hash);
         if (k == 0 || k > chain->length)
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
@@ -1024,13 +1043,13 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         /* Hops in front of the one that answers forward the probe, and the
          * first whose MTU it exceeds answers instead (k > 0: forwarded). */
         if (k > 0)
-            too_big = find_too_big(&p, chain, hop, flow, forced);
+            too_big = find_too_big(&p, chain, hop, hash, forced);
         if (too_big) {
             answer = ANSWER_TOO_BIG;
             hop = too_big->hop;
             router = too_big;
         } else {
-            router = route_at(chain, hop, flow, forced);
+            router = route_at(chain, hop, hash, forced);
         }
         /* The last hop of a chain with an `end` is a router with no route
          * to what lies past it, its own address included. */

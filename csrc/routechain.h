@@ -74,6 +74,15 @@ enum rc_udp {
     RC_UDP_PROHIBITED
 };
 
+/* How the router in front of hop k picks among hop k's routers
+ * (rc_hop.balance of branch 0; docs/stories.md, docs/replies.md). */
+enum rc_balance {
+    RC_BALANCE_FLOW = 0,     /* addresses, IPv6 flow label, protocol, first 4 upper octets */
+    RC_BALANCE_PACKET,       /* those and what changes from probe to probe */
+    RC_BALANCE_DESTINATION,  /* the destination address alone */
+    RC_BALANCE_COUNT
+};
+
 /* One router at one hop of a chain with per-hop properties. Branch 0 of hop
  * k is hops[k]; the ECMP alternatives of hop k are hops[first_alt ..
  * first_alt + n_alts - 1], after hops[length]. ext_len bytes at ext + ext_off
@@ -90,6 +99,8 @@ enum rc_udp {
  *    alternative has n_alts 0 [ALTERNATIVES]. (reply.c route_at reads
  *    hops[first_alt + b - 1], b <= n_alts.)
  *  - reply_ttl >= 1 [REPLY_TTL]; flags holds only RC_HOP_SILENT [FLAGS].
+ *  - balance is an enum rc_balance, and RC_BALANCE_FLOW on an alternative
+ *    (reply.c route_at indexes its hashes by hops[k].balance) [BALANCE].
  *  - mtu is 0 or at least the family's minimum (68, RFC 791; 1280, RFC
  *    8200 5); the chain's min_mtu is the least nonzero mtu [MTU].
  *  - ext_off + ext_len <= the chain's ext_bytes [EXT_RANGE].
@@ -113,6 +124,7 @@ struct rc_hop {
     uint8_t reply_ttl;       /* the TTL its replies leave with, 1 .. 255 */
     uint8_t flags;           /* RC_HOP_SILENT */
     uint8_t hop;             /* k: which hop it is */
+    uint8_t balance;         /* enum rc_balance; branch 0 only */
 };
 
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
@@ -219,6 +231,7 @@ enum rc_fault {
     RC_FAULT_TIMING,
     RC_FAULT_LOSS,
     RC_FAULT_DESTINATION,
+    RC_FAULT_BALANCE,
     RC_FAULT_COUNT
 };
 

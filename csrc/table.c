@@ -42,6 +42,7 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
     [RC_FAULT_TIMING] = "timing without its rate-limit state, or shorter than the routers",
     [RC_FAULT_LOSS] = "a loss above 2^32",
     [RC_FAULT_DESTINATION] = "tcp or udp not an enum rc_tcp / rc_udp, or too many open ports",
+    [RC_FAULT_BALANCE] = "balance not an enum rc_balance, or set on an alternative",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -144,6 +145,8 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
         at->router = k;
         if (h->hop != k)
             return RC_FAULT_HOP_NUMBER;
+        if (h->balance >= RC_BALANCE_COUNT)
+            return RC_FAULT_BALANCE;
         if (h->n_alts == 0)
             continue;
         if (h->first_alt != next_alt || h->n_alts > c->n_hops - next_alt)
@@ -154,6 +157,8 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
                 return RC_FAULT_HOP_NUMBER;
             if (c->hops[i].n_alts)
                 return RC_FAULT_ALTERNATIVES;
+            if (c->hops[i].balance != RC_BALANCE_FLOW)
+                return RC_FAULT_BALANCE;
         }
         next_alt += h->n_alts;
     }

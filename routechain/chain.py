@@ -77,6 +77,9 @@ class Chain:
                 if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
                     raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
                                      f"{MIN_MTU6} (RFC 8200 5)")
+            if hop.props.balance is not None and not hop.alternatives:
+                raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
+                                 "'+' alternatives: there is nothing to balance")
             if hop.alternatives and k == len(self.hops):
                 raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
                                  "cannot have '+' alternatives: it is one host")
@@ -202,6 +205,11 @@ class Chain:
         return Timing(delay_us=self._path_delays[k] + (props.slow_us or 0),
                       jitter_us=pick("jitter_us") or 0, loss=pick("loss") or 0.0,
                       rate=rate, burst=burst if burst is not None else rate)
+
+    def balance(self, k: int) -> str:
+        """How the router in front of hop k picks among its routers: "flow",
+        "packet" or "destination" (hopprops.BALANCES)."""
+        return self.hop(k).props.balance or self.defaults.balance or "flow"
 
     @property
     def end(self) -> str:

@@ -116,6 +116,7 @@ class Table:
 # The words of hopprops.TCP_ANSWERS and UDP_ANSWERS, from the C enums' names.
 TCP = {name.lower(): value for name, value in constants("TCP").items()}
 UDP = {name.lower(): value for name, value in constants("UDP").items()}
+BALANCE = {name.lower(): value for name, value in constants("BALANCE").items()}
 
 ENDS = {"host": lib.RC_END_HOST, "!N": lib.RC_END_NET, "!H": lib.RC_END_HOST_UNREACH,
         "!X": lib.RC_END_PROHIBITED}
@@ -237,6 +238,7 @@ def fill_routers(slot, chain: Chain) -> tuple:
             continue
         if b == 1:
             hops[k].first_alt = n
+            hops[k].balance = BALANCE[chain.balance(k)]
         if b:
             hops[k].n_alts = b
         fill(hops[n], k, b)

@@ -36,6 +36,7 @@ ENDINGS = ("host", "!N", "!H", "!X")
 TCP_ANSWERS = ("closed", "rst", "silent", "prohibited", "open")  # enum rc_tcp, in order
 UDP_ANSWERS = ("unreachable", "silent", "prohibited")            # enum rc_udp, in order
 MAX_OPEN_PORTS = 16      # RC_MAX_OPEN_PORTS
+BALANCES = ("flow", "packet", "destination")                     # enum rc_balance, in order
 
 # Where a key may stand.
 CHAIN, HOP, BRANCH = "chain", "hop", "branch"
@@ -80,6 +81,7 @@ class Props:
     tcp: str | None = None
     tcp_open: tuple[int, ...] | None = None
     udp: str | None = None
+    balance: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -253,6 +255,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", integer=True,
         listed=True),
     Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent"),
+    Key("balance", "balance", one_of(BALANCES), frozenset({CHAIN, HOP}), "packet"),
 )}
 
 # The keys a [[chain]] table takes as properties (reply_ttl is the chain's own key).

@@ -4,6 +4,7 @@ fuzzers' seed corpus. Documentation prefixes only: 192.0.2.0/24,
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -14,7 +15,7 @@ from scapy.packet import Raw
 
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.errors import UsageError
-from routechain.hopprops import TCP_ANSWERS, UDP_ANSWERS, Label, Props
+from routechain.hopprops import BALANCES, TCP_ANSWERS, UDP_ANSWERS, Label, Props
 
 SOURCES_V4 = ["198.51.100.7", "192.0.2.200", "198.19.255.1"]
 SOURCES_V6 = ["2001:db8:ffff::7", "2001:db8:aaaa::1"]
@@ -47,11 +48,12 @@ def random_chains(rng: random.Random) -> list[Chain]:
             "tcp_open": rng.choice([None, (80,), (443, 80), (22, 80, 443, 8080)]),
             "udp": rng.choice(UDP_ANSWERS)}
         defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"]) if extended else None,
-                         **destination)
+                         balance=rng.choice((None,) + BALANCES), **destination)
         try:
             chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
         except UsageError:   # no room for the alternatives' addresses: go without
-            hops = tuple(Hop(silent=h.silent, where=h.where, props=h.props) for h in hops)
+            hops = tuple(Hop(silent=h.silent, where=h.where,
+                             props=dataclasses.replace(h.props, balance=None)) for h in hops)
             chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
     return chains
 
@@ -84,8 +86,11 @@ def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
         alternatives = tuple(Hop(silent=rng.random() < 0.1, where=f"random:{k}+{n}",
                                  props=random_props(rng, family, True))
                              for n in range(rng.randint(1, 3)))
-    return Hop(silent=rng.random() < 0.1, where=f"random:{k}",
-               props=random_props(rng, family, extended), alternatives=alternatives)
+    props = random_props(rng, family, extended)
+    if alternatives and rng.random() < 0.5:
+        props = dataclasses.replace(props, balance=rng.choice(BALANCES))
+    return Hop(silent=rng.random() < 0.1, where=f"random:{k}", props=props,
+               alternatives=alternatives)
 
 
 def pick_destination(rng: random.Random, chains: list[Chain]) -> str:

@@ -309,14 +309,20 @@ def fnv1a(data: bytes, h: int = 2166136261) -> int:
     return h
 
 
-def flow_hash(probe: Probe) -> int:
-    """What an ECMP router hashes: addresses, the IPv6 flow label, the
-    protocol and the first four octets of the upper-layer header."""
+def balance_hashes(probe: Probe) -> dict[str, int]:
+    """What an ECMP router hashes, by its balance mode. "flow": addresses,
+    the IPv6 flow label, the protocol and the first four octets of the
+    upper-layer header; "packet": those, the TTL, the IPv4 Identification
+    and upper-layer octets 4..7; "destination": the destination address."""
     key = probe.src + probe.dst
     if probe.family == 6:
         key += probe.flow_label.to_bytes(3, "big")
-    key += bytes([probe.proto]) + probe.upper[:4].ljust(4, b"\0")
-    return fnv1a(key)
+    upper = probe.upper[:8].ljust(8, b"\0")
+    flow = key + bytes([probe.proto]) + upper[:4]
+    ident = probe.packet[4:6] if probe.family == 4 else b""
+    return {"flow": fnv1a(flow),
+            "packet": fnv1a(flow + bytes([probe.ttl]) + ident + upper[4:8]),
+            "destination": fnv1a(probe.dst)}
 
 
 def choose(flow: int, k: int, n: int) -> int:
@@ -411,12 +417,12 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         ext = b""
         address = chain.hop_address(hop).packed
     else:
-        flow = flow_hash(probe)
+        hashes = balance_hashes(probe)
 
         def branch_at(j: int) -> int:
             if forced and forced[0] == j:
                 return forced[1]
-            return choose(flow, j, 1 + len(chain.hop(j).alternatives))
+            return choose(hashes[chain.balance(j)], j, 1 + len(chain.hop(j).alternatives))
 
         branch = branch_at(hop)
         if k > 0 and probe.dont_fragment:

@@ -308,6 +308,16 @@ int main(void)
     chain(EXT4)->n_open = RC_MAX_OPEN_PORTS + 1;
     EXPECT(RC_FAULT_DESTINATION, EXT4, 0);
 
+    /* [BALANCE]: a mode past the enum; any mode but flow on an alternative. */
+    fresh();
+    ext_hops[0][3].balance = RC_BALANCE_DESTINATION;
+    EXPECT(RC_FAULT_NONE, 0, 0);
+    ext_hops[0][3].balance = RC_BALANCE_COUNT;
+    EXPECT(RC_FAULT_BALANCE, EXT4, 3);
+    fresh();
+    ext_hops[0][7].balance = RC_BALANCE_PACKET;
+    EXPECT(RC_FAULT_BALANCE, EXT4, 7);
+
     /* The table is good again for whoever comes next. */
     fresh();
     EXPECT(RC_FAULT_NONE, 0, 0);
