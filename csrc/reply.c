@@ -888,6 +888,27 @@ static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k,
     return b ? &chain->hops[hop->first_alt + b - 1] : hop;
 }
 
+/* Branches of unequal length: the probe (t its TTL) crosses the routers
+ * further along each longer branch it takes in front of hop `last`, where
+ * it would arrive or expire. It expires at one of them, which is returned;
+ * or it comes out that many hops later, and *t is what is left of its TTL
+ * as if every branch were of equal length. */
+static const struct rc_hop *walk_branches(const struct rc_chain *chain, unsigned *t,
+                                          unsigned last, const uint32_t hash[RC_BALANCE_COUNT],
+                                          const struct rc_hop *forced)
+{
+    for (unsigned j = 1; j < last && j < *t; j++) {
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
+
+        if (r->longer == 0)
+            continue;
+        if (*t - j <= r->longer)                      /* [FURTHER] */
+            return &chain->hops[r->first_further + (*t - j) - 1];
+        *t -= r->longer;
+    }
+    return NULL;
+}
+
 /* The alternative whose address is dst, if any: a probe addressed to a
  * router of an ECMP branch. */
 static const struct rc_hop *find_alternative(const struct rc_chain *chain, const uint8_t *dst,
@@ -971,7 +992,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
 {
     struct probe p;
     const struct rc_chain *chain;
-    const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL;
+    const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL, *further = NULL;
     struct extension ext = {NULL, 0, 0, 0, 0};
     uint8_t hop_addr[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
@@ -1016,6 +1037,9 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
             k = forced->hop;
+        if (chain->longer && k > 0)
+            further = walk_branches(chain, &t, k <= chain->length ? k : chain->length,
+                                    hash, forced);
     }
     if (k == 0) {
         answer = ANSWER_HOST_UNREACH;                 /* at or below the host */
@@ -1042,9 +1066,13 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     } else {
         /* Hops in front of the one that answers forward the probe, and the
          * first whose MTU it exceeds answers instead (k > 0: forwarded). */
-        if (k > 0)
+        if (k > 0 && !further)
             too_big = find_too_big(&p, chain, hop, hash, forced);
-        if (too_big) {
+        if (further) {
+            answer = ANSWER_TIME_EXCEEDED;
+            hop = further->hop;
+            router = further;
+        } else if (too_big) {
             answer = ANSWER_TOO_BIG;
             hop = too_big->hop;
             router = too_big;
@@ -1066,7 +1094,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
             ext.n_labels = router->n_labels;
             /* Uniform model (RFC 3443): the label TTL is the TTL the probe
              * arrived with at this hop. */
-            ext.label_ttl = (uint8_t)(t - hop + 1 > 255 ? 255 : t - hop + 1);
+            ext.label_ttl = further ? 1 : (uint8_t)(t - hop + 1 > 255 ? 255 : t - hop + 1);
         }
     }
     if (silent)

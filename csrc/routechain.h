@@ -101,6 +101,16 @@ enum rc_balance {
  *  - reply_ttl >= 1 [REPLY_TTL]; flags holds only RC_HOP_SILENT [FLAGS].
  *  - balance is an enum rc_balance, and RC_BALANCE_FLOW on an alternative
  *    (reply.c route_at indexes its hashes by hops[k].balance) [BALANCE].
+ *  - Branches of unequal length: an alternative with longer = L > 0 is
+ *    followed on its branch by the L routers hops[first_further ..
+ *    first_further + L - 1] before the branch rejoins at hop k + 1. They
+ *    lie right after hop k's alternatives, alternative by alternative in
+ *    order (first_further is 0 where longer is 0), have hop k, and no
+ *    n_alts, longer or balance of their own; hop k itself has longer 0;
+ *    the chain's longer is the greatest longer, 0 without hops (reply.c
+ *    walk_branches reads hops[first_further + i], i < longer, only when
+ *    the chain's longer is nonzero) [FURTHER]. The [ALTERNATIVES] layout
+ *    counts them: the next hop's first_alt follows them.
  *  - mtu is 0 or at least the family's minimum (68, RFC 791; 1280, RFC
  *    8200 5); the chain's min_mtu is the least nonzero mtu [MTU].
  *  - ext_off + ext_len <= the chain's ext_bytes [EXT_RANGE].
@@ -125,6 +135,8 @@ struct rc_hop {
     uint8_t flags;           /* RC_HOP_SILENT */
     uint8_t hop;             /* k: which hop it is */
     uint8_t balance;         /* enum rc_balance; branch 0 only */
+    uint8_t longer;          /* an alternative's branch is this many hops longer */
+    uint16_t first_further;  /* ... through these routers ('++' lines) */
 };
 
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
@@ -156,6 +168,7 @@ struct rc_chain {
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
     uint8_t end;             /* enum rc_end */
     uint16_t min_mtu;        /* the smallest rc_hop.mtu in the chain; 0: none */
+    uint8_t longer;          /* the most hops a branch is longer; 0: all equal */
     uint16_t n_hops;         /* entries in hops: length + 1 + alternatives */
     uint16_t n_timing;       /* entries in timing and hop_tat */
     uint8_t tcp;             /* enum rc_tcp: ports not in open_ports */
@@ -232,6 +245,7 @@ enum rc_fault {
     RC_FAULT_LOSS,
     RC_FAULT_DESTINATION,
     RC_FAULT_BALANCE,
+    RC_FAULT_FURTHER,
     RC_FAULT_COUNT
 };
 

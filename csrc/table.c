@@ -43,6 +43,8 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
     [RC_FAULT_LOSS] = "a loss above 2^32",
     [RC_FAULT_DESTINATION] = "tcp or udp not an enum rc_tcp / rc_udp, or too many open ports",
     [RC_FAULT_BALANCE] = "balance not an enum rc_balance, or set on an alternative",
+    [RC_FAULT_FURTHER] = "a longer branch's routers not laid out after its hop's alternatives, "
+                         "or the chain's longer not the greatest",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -131,10 +133,46 @@ static int check_router(const struct rc_chain *c, const struct rc_hop *h)
     return check_extension(c, h);
 }
 
+/* Hop k's alternatives (at *next) and the routers further along their
+ * branches, right after them; *next moves past both. */
+static int check_further(const struct rc_chain *c, unsigned k, unsigned *next,
+                         unsigned *longest, struct rc_table_fault *at)
+{
+    const struct rc_hop *h = &c->hops[k];
+    unsigned further = *next + h->n_alts;
+
+    for (unsigned i = *next; i < *next + h->n_alts; i++) {
+        const struct rc_hop *alt = &c->hops[i];
+
+        at->router = i;
+        if (alt->longer == 0) {
+            if (alt->first_further)
+                return RC_FAULT_FURTHER;
+            continue;
+        }
+        if (alt->first_further != further || alt->longer > c->n_hops - further)
+            return RC_FAULT_FURTHER;
+        for (unsigned j = further; j < further + alt->longer; j++) {
+            const struct rc_hop *f = &c->hops[j];
+
+            at->router = j;
+            if (f->hop != k)
+                return RC_FAULT_HOP_NUMBER;
+            if (f->n_alts || f->longer || f->first_further || f->balance)
+                return RC_FAULT_FURTHER;
+        }
+        further += alt->longer;
+        if (alt->longer > *longest)
+            *longest = alt->longer;
+    }
+    *next = further;
+    return RC_FAULT_NONE;
+}
+
 /* The per-hop array: hop numbers, the alternatives' layout, each router. */
 static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
 {
-    unsigned next_alt = c->length + 1u, least_mtu = 0;
+    unsigned next_alt = c->length + 1u, least_mtu = 0, longest = 0;
     int fault;
 
     if (c->n_hops < c->length + 1u)
@@ -147,6 +185,8 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
             return RC_FAULT_HOP_NUMBER;
         if (h->balance >= RC_BALANCE_COUNT)
             return RC_FAULT_BALANCE;
+        if (h->longer || h->first_further)
+            return RC_FAULT_FURTHER;
         if (h->n_alts == 0)
             continue;
         if (h->first_alt != next_alt || h->n_alts > c->n_hops - next_alt)
@@ -160,11 +200,15 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
             if (c->hops[i].balance != RC_BALANCE_FLOW)
                 return RC_FAULT_BALANCE;
         }
-        next_alt += h->n_alts;
+        fault = check_further(c, k, &next_alt, &longest, at);
+        if (fault)
+            return fault;
     }
     at->router = 0;
     if (next_alt != c->n_hops)
         return RC_FAULT_ALTERNATIVES;
+    if (longest != c->longer)
+        return RC_FAULT_FURTHER;
     for (unsigned i = 1; i < c->n_hops; i++) {
         at->router = i;
         fault = check_router(c, &c->hops[i]);
@@ -215,6 +259,8 @@ static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
     if (!c->hops) {
         if (c->n_hops || c->min_mtu)
             return RC_FAULT_N_HOPS;
+        if (c->longer)
+            return RC_FAULT_FURTHER;
         if (c->ext || c->ext_bytes)
             return RC_FAULT_EXT_RANGE;
     } else {

@@ -27,13 +27,16 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 class Hop:
     """One hop of a chain: its reverse-DNS name (None without a story),
     whether it stays silent, its properties (docs/stories.md), the routers
-    load-balanced with it ('+' lines), and where it was written."""
+    load-balanced with it ('+' lines), on an alternative the routers
+    further along its branch before it rejoins ('++' lines: the branch is
+    that many hops longer), and where it was written."""
 
     name: str | None = None
     silent: bool = False
     where: str = ""
     props: Props = NO_PROPS
     alternatives: tuple["Hop", ...] = ()
+    further: tuple["Hop", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,15 @@ class Chain:
             if len(hop.alternatives) > MAX_ALTERNATIVES:
                 raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
                                  f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
+            for alt in hop.alternatives:
+                for further in alt.further:
+                    if further.props.mtu is not None:
+                        raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
+                                         "hop of a branch is its '+' line")
         # The reply core scans a chain's alternatives for a probe addressed
         # past the chain: bounded per chain, that scan is bounded per packet.
-        alternatives = [a for hop in self.hops for a in hop.alternatives]
+        alternatives = [a for k in range(1, len(self.hops) + 1)
+                        for a in self.routers_at(k)[1:]]
         if len(alternatives) > MAX_ALTERNATIVES:
             raise UsageError(f"{alternatives[MAX_ALTERNATIVES].where}: more than "
                              f"{MAX_ALTERNATIVES} '+' alternatives in one chain")
@@ -99,8 +108,8 @@ class Chain:
         the next free address after the destination."""
         taken = {int(self.host) + k for k in range(self.length + 1)}
         out: dict[tuple[int, int], Address] = {}
-        wanted = [(k, b, alt) for k, hop in enumerate(self.hops, 1)
-                  for b, alt in enumerate(hop.alternatives, 1)]
+        wanted = [(k, b, alt) for k in range(1, len(self.hops) + 1)
+                  for b, alt in enumerate(self.routers_at(k)[1:], 1)]
         for k, b, alt in wanted:
             addr = alt.props.address
             if addr is None:
@@ -159,15 +168,20 @@ class Chain:
     def destination(self) -> Address | None:
         return self.host + self.length if self.length else None
 
-    def branch(self, k: int, branch: int = 0) -> Hop:
-        """Hop k's router number `branch`: 0 is the hop itself, 1.. its '+'
-        alternatives in the order written."""
+    def routers_at(self, k: int) -> tuple[Hop, ...]:
+        """Hop k's routers as `branch` numbers them: the hop itself, its '+'
+        alternatives in the order written, then the '++' routers further
+        along those branches, branch by branch."""
         hop = self.hop(k)
-        if branch == 0:
-            return hop
-        if not 1 <= branch <= len(hop.alternatives):
+        return ((hop,) + hop.alternatives
+                + tuple(f for alt in hop.alternatives for f in alt.further))
+
+    def branch(self, k: int, branch: int = 0) -> Hop:
+        """Hop k's router number `branch` (routers_at)."""
+        routers = self.routers_at(k)
+        if not 0 <= branch < len(routers):
             raise IndexError(f"hop {k} of {self.interface} has no alternative {branch}")
-        return hop.alternatives[branch - 1]
+        return routers[branch]
 
     def branch_address(self, k: int, branch: int = 0) -> Address:
         if branch == 0:
@@ -217,9 +231,8 @@ class Chain:
         return self.defaults.end or "host"
 
     def _routers(self) -> Iterable[Hop]:
-        for hop in self.hops:
-            yield hop
-            yield from hop.alternatives
+        for k in range(1, len(self.hops) + 1):
+            yield from self.routers_at(k)
 
     @cached_property
     def has_timing(self) -> bool:

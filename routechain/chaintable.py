@@ -178,10 +178,11 @@ def fill_timing_of(slot, chain: Chain) -> tuple:
 
 def routers_of(chain: Chain) -> list[tuple[int, int]]:
     """(hop, branch) of every router, numbered as struct rc_where numbers
-    them: index k is hop k itself (index 0 unused), then each hop's '+'
-    alternatives in the order written."""
+    them: index k is hop k itself (index 0 unused), then hop by hop its '+'
+    alternatives in the order written and the '++' routers further along
+    their branches (Chain.routers_at)."""
     alternatives = [(k, b) for k in range(1, chain.length + 1)
-                    for b in range(1, len(chain.hop(k).alternatives) + 1)]
+                    for b in range(1, len(chain.routers_at(k)))]
     return [(k, 0) for k in range(chain.length + 1)] + alternatives
 
 
@@ -233,15 +234,27 @@ def fill_routers(slot, chain: Chain) -> tuple:
             entry.ext_sum = ext.sum
             entry.n_labels = ext.labels
 
+    further = {}                  # hop -> index of its first '++' router
     for n, (k, b) in enumerate(routers):
         if k == 0:
             continue
+        n_alts = len(chain.hop(k).alternatives)
         if b == 1:
             hops[k].first_alt = n
             hops[k].balance = BALANCE[chain.balance(k)]
-        if b:
+        if 1 <= b <= n_alts:
             hops[k].n_alts = b
+        if b == n_alts + 1:
+            further[k] = n
         fill(hops[n], k, b)
+    longest = 0
+    for k, first in further.items():
+        for b, alt in enumerate(chain.hop(k).alternatives, 1):
+            entry = hops[hops[k].first_alt + b - 1]
+            entry.longer = len(alt.further)
+            entry.first_further = first if alt.further else 0
+            first += len(alt.further)
+            longest = max(longest, len(alt.further))
     data = ffi.new("uint8_t[]", max(1, len(blob)))
     ffi.memmove(data, bytes(blob), len(blob))
     slot.hops = hops
@@ -249,6 +262,7 @@ def fill_routers(slot, chain: Chain) -> tuple:
     slot.ext = data
     slot.ext_bytes = len(blob)
     slot.min_mtu = min(mtus, default=0)
+    slot.longer = longest
     slot.end = ENDS[chain.end]
     return hops, data
 

@@ -22,6 +22,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SEPARATOR = "|"          # a story line's text | its properties
 ALTERNATIVE = "+"        # a line starting with '+ ' is another router at the hop above
+FURTHER = "++"           # ... '++ ', the next router on the '+' branch above: one hop longer
 MAX_DURATION_US = 10_000_000
 MAX_LABELS = 8
 MAX_LABEL = 2**20 - 1    # RFC 3032: 20 bits
@@ -335,14 +336,18 @@ def from_table(table: dict, where: Callable[[str], str], place: str,
     return build(pairs, place)
 
 
-def split_line(text: str) -> tuple[bool, str, str | None]:
-    """A story line as (is an alternative, its text, its property words or
-    None). The text is stripped; the marker `+` must be followed by white
-    space or the end of the line."""
+def split_line(text: str) -> tuple[int, str, str | None]:
+    """A story line as (0 for a hop, 1 for a '+' alternative, 2 for a '++'
+    router further on the branch above; its text; its property words or
+    None). The text is stripped; the marker must be followed by white space
+    or the end of the line."""
     stripped = text.strip()
-    alternative = stripped == ALTERNATIVE or (stripped.startswith(ALTERNATIVE) and
-                                              stripped[1:2].isspace())
-    if alternative:
-        stripped = stripped[1:].strip()
+    alternative = 0
+    for level, marker in ((2, FURTHER), (1, ALTERNATIVE)):
+        if stripped == marker or (stripped.startswith(marker) and
+                                  stripped[len(marker):len(marker) + 1].isspace()):
+            alternative = level
+            stripped = stripped[len(marker):].strip()
+            break
     body, sep, words = stripped.partition(SEPARATOR)
     return alternative, body.strip(), words if sep else None

@@ -55,8 +55,10 @@ def render_chain(chain: Chain) -> str:
             lines.append("   ...")
             continue
         no = _hopno(k + 1, maxttl)
-        for branch in range(len(chain.hop(k).alternatives) + 1):
-            lead = no if branch == 0 else " " * (len(no) - 1) + "+"   # as in the story
+        n_alts = len(chain.hop(k).alternatives)
+        for branch in range(len(chain.routers_at(k))):
+            mark = "" if branch == 0 else "+" if branch <= n_alts else "++"   # as in the story
+            lead = no if branch == 0 else " " * (len(no) - len(mark)) + mark
             lines.append(lead + _router_line(chain, k, branch))
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"

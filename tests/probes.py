@@ -83,8 +83,14 @@ def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
     """Hop k, and when extended sometimes one to three '+' alternatives."""
     alternatives = ()
     if extended and rng.random() < 0.2:
+        # Some branches are longer: '++' routers further along (no mtu).
         alternatives = tuple(Hop(silent=rng.random() < 0.1, where=f"random:{k}+{n}",
-                                 props=random_props(rng, family, True))
+                                 props=random_props(rng, family, True),
+                                 further=tuple(Hop(silent=rng.random() < 0.1,
+                                                   where=f"random:{k}+{n}+{m}",
+                                                   props=dataclasses.replace(
+                                                       random_props(rng, family, True), mtu=None))
+                                               for m in range(rng.choice([0, 0, 1, 2]))))
                              for n in range(rng.randint(1, 3)))
     props = random_props(rng, family, extended)
     if alternatives and rng.random() < 0.5:
@@ -95,8 +101,8 @@ def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
 
 def pick_destination(rng: random.Random, chains: list[Chain]) -> str:
     chain = rng.choice(chains)
-    branches = [(k, b) for k, hop in enumerate(chain.hops, 1)
-                for b in range(1, len(hop.alternatives) + 1)]
+    branches = [(k, b) for k in range(1, len(chain.hops) + 1)
+                for b in range(1, len(chain.routers_at(k)))]
     if branches and rng.random() < 0.2:
         return str(chain.branch_address(*rng.choice(branches)))
     roll = rng.random()

@@ -396,12 +396,37 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
     routed = chain.has_extensions
     forced = None           # (hop, branch) of an alternative the probe is addressed to
     if routed and not 1 <= k <= chain.length:
-        for j, hop_j in enumerate(chain.hops, 1):
-            for b in range(1, len(hop_j.alternatives) + 1):
+        for j in range(1, chain.length + 1):
+            for b in range(1, len(chain.routers_at(j))):
                 if chain.branch_address(j, b).packed == probe.dst:
                     forced = (j, b)
         if forced:
             k = forced[0]
+    hashes = balance_hashes(probe)
+
+    def branch_at(j: int) -> int:
+        if forced and forced[0] == j:
+            return forced[1]
+        return choose(hashes[chain.balance(j)], j, 1 + len(chain.hop(j).alternatives))
+
+    further = None          # (hop, branch) of a '++' router the probe expires at
+    if routed and k > 0:
+        # A longer branch: its '++' routers come after its '+' router.
+        for j in range(1, min(k, chain.length)):
+            if j >= t:
+                break
+            b = branch_at(j)
+            if b == 0:
+                continue
+            alt = chain.hop(j).alternatives[b - 1]
+            if not alt.further:
+                continue
+            if t - j <= len(alt.further):
+                n_alts = len(chain.hop(j).alternatives)
+                before = sum(len(a.further) for a in chain.hop(j).alternatives[:b - 1])
+                further = (j, n_alts + before + t - j)
+                break
+            t -= len(alt.further)
     if k <= 0:
         answer, hop = "unreachable", 1
     elif k <= chain.length:
@@ -417,15 +442,10 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         ext = b""
         address = chain.hop_address(hop).packed
     else:
-        hashes = balance_hashes(probe)
-
-        def branch_at(j: int) -> int:
-            if forced and forced[0] == j:
-                return forced[1]
-            return choose(hashes[chain.balance(j)], j, 1 + len(chain.hop(j).alternatives))
-
         branch = branch_at(hop)
-        if k > 0 and probe.dont_fragment:
+        if further:
+            answer, (hop, branch) = "time exceeded", further
+        elif k > 0 and probe.dont_fragment:
             for j in range(1, hop):
                 mtu = chain.branch(j, branch_at(j)).props.mtu
                 if mtu is not None and len(probe.packet) > mtu:
@@ -439,7 +459,7 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
             return Drop.SILENT
         own = router.props.reply_ttl      # its own way back, not the chain's
         ttl = own if own is not None else max(1, chain.reply_ttl - (hop - 1))
-        ext = extension(router.props, min(255, t - hop + 1))
+        ext = extension(router.props, 1 if further else min(255, t - hop + 1))
         address = chain.branch_address(hop, branch).packed
     room = len(packet) + slack
     if answer == "host":

@@ -17,6 +17,15 @@ Chains (documentation prefixes only), the same story in every mode:
     DEST4   198.18.2.1/24    balance = "destination"
     DEST6   2001:db8:7::1/64 balance = "destination"
     FLOW4   198.18.3.1/24    the default, per flow
+
+Branches of unequal length (per flow), UNEQ4 198.18.5.1/24 and UNEQ6
+2001:db8:8::1/64:
+
+    hop 1  a
+    hop 2  b               or c (host + 6), then c2 (host + 7): one hop longer
+    hop 3  d               (both branches rejoin here)
+    hop 4  e
+    hop 5  the destination
 """
 
 from __future__ import annotations
@@ -46,7 +55,11 @@ def chain(prefix: str, balance: str | None) -> Chain:
 PACKET4, PACKET6 = chain("198.18.0.1/24", "packet"), chain("2001:db8::1/64", "packet")
 DEST4, DEST6 = chain("198.18.2.1/24", "destination"), chain("2001:db8:7::1/64", "destination")
 FLOW4 = chain("198.18.3.1/24", None)
-TABLE = chaintable.Table([PACKET4, PACKET6, DEST4, DEST6, FLOW4])
+UNEQ_HOPS = (Hop(name="a"), Hop(name="b", alternatives=(
+    Hop(name="c", further=(Hop(name="c2"),)),)), Hop(name="d"), Hop(name="e"), Hop(name="home"))
+UNEQ4 = Chain(parse_prefix("198.18.5.1/24"), UNEQ_HOPS)
+UNEQ6 = Chain(parse_prefix("2001:db8:8::1/64"), UNEQ_HOPS)
+TABLE = chaintable.Table([PACKET4, PACKET6, DEST4, DEST6, FLOW4, UNEQ4, UNEQ6])
 
 
 def routers(c: Chain) -> set:
@@ -141,6 +154,67 @@ def test_balance_table_check_refuses(where, value):
         table.check()
 
 
+def reply_to(c: Chain, ttl: int, sport: int):
+    upper = UDP(sport=sport, dport=33434)
+    ip = (IP(src=SRC4, dst=str(c.destination), ttl=ttl) if c.family == 4
+          else IPv6(src=SRC6, dst=str(c.destination), hlim=ttl))
+    got = chaintable.reply(bytes(ip / upper), TABLE, slack=2000)
+    assert isinstance(got, bytes), got
+    return got
+
+
+def flow_on(c: Chain, router) -> int:
+    """A source port whose flow meets `router` at hop 2."""
+    return next(s for s in range(40000, 40200) if source(reply_to(c, 2, s)) == router)
+
+
+@pytest.mark.parametrize("c", [UNEQ4, UNEQ6], ids=["v4", "v6"])
+def test_unequal_branches_long_one_is_a_hop_longer(c):
+    """On the '+' branch the probe meets c, then c2, then rejoins at d one
+    TTL later than the short branch, and reaches the destination with one
+    more TTL; the reference holds the bytes (test_reply_random)."""
+    short, long = flow_on(c, c.hop_address(2)), flow_on(c, c.branch_address(2, 1))
+    assert [source(reply_to(c, t, short)) for t in range(1, 5)] == [
+        c.hop_address(1), c.hop_address(2), c.hop_address(3), c.hop_address(4)]
+    assert [source(reply_to(c, t, long)) for t in range(1, 6)] == [
+        c.hop_address(1), c.branch_address(2, 1), c.branch_address(2, 2),
+        c.hop_address(3), c.hop_address(4)]
+    assert c.branch_address(2, 2) == c.host + 7 and c.branch(2, 2).name == "c2"
+    kinds = chaintable.Kind
+    assert reply_to(c, 5, short).kind == kinds.PORT_UNREACH
+    assert reply_to(c, 5, long).kind == kinds.TIME_EXCEEDED
+    assert reply_to(c, 6, long).kind == kinds.PORT_UNREACH
+    assert reply_to(c, 3, long).router == len(chaintable.routers_of(c)) - 1
+
+
+def test_unequal_branches_story_and_preview(tmp_path):
+    """'++' continues the '+' branch above; preview shows it as written."""
+    from routechain import config, preview
+    (tmp_path / "story.txt").write_text("a\nb\n+ c\n++ c2 | iface=ge-1/0/0\nd\n")
+    (tmp_path / "c.toml").write_text('[[chain]]\naddress = "198.18.5.1/24"\n'
+                                     'story = "story.txt"\n')
+    c = config.load(tmp_path / "c.toml").chains[0]
+    assert [h.name for h in c.routers_at(2)] == ["b", "c", "c2"]
+    assert c.branch(2, 2).props.iface == "ge-1/0/0"
+    lines = preview.render_chain(c).splitlines()
+    assert [ln.split()[:2] for ln in lines if ln.lstrip().startswith("+")] == [
+        ["+", "c"], ["++", "c2"]], lines
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a\n++ b\nc\n", "story.txt:2: a '++' line is the next router on the '+' branch"),
+    ("a\n+ b\n++ c | mtu=1400\nd\n", "story.txt:3: mtu on a '++' router"),
+])
+def test_unequal_branches_errors(tmp_path, text, message):
+    from routechain import config
+    (tmp_path / "story.txt").write_text(text)
+    (tmp_path / "c.toml").write_text('[[chain]]\naddress = "198.18.5.1/24"\n'
+                                     'story = "story.txt"\n')
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path / "c.toml")
+    assert message in str(e.value)
+
+
 # --- real clients, in a namespace -------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -153,6 +227,9 @@ def net(tmp_path_factory):
                      f'balance = "{mode}"\n\n'
                      for c, mode in ((PACKET4, "packet"), (PACKET6, "packet"),
                                      (DEST4, "destination"), (DEST6, "destination")))
+    (tmp / "long.txt").write_text("a\nb\n+ c\n++ c2\nd\ne\nhome\n")
+    config += "".join(f'[[chain]]\naddress = "{c.interface}"\nstory = "long.txt"\n\n'
+                      for c in (UNEQ4, UNEQ6))
     (tmp / "rc.toml").write_text(config)
     with TestNet.create("lb") as net:
         with Daemon(net, "--config", str(tmp / "rc.toml"), "--queues", "1") as daemon:
@@ -241,3 +318,18 @@ def test_balance_destination_traceroute(net, c):
         if seen == mine:
             break
     assert seen == mine
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("c", [UNEQ4, UNEQ6], ids=["v4", "v6"])
+def test_unequal_branches_tracelb_finds_both(net, c):
+    """MDA: host+1 -> host+2 -> host+3 and host+1 -> host+6 -> host+7 ->
+    host+3: the branches rejoin, one a hop longer."""
+    a, b, alt, alt2, d = (str(c.host + n) for n in (1, 2, 6, 7, 3))
+    want = {(a, b), (b, d), (a, alt), (alt, alt2), (alt2, d)}
+    for _ in range(3):
+        out = scamper(net, "tracelb -c 99", str(c.destination))
+        links = tracelb_links(out)
+        if want <= links:
+            break
+    assert want <= links, out

@@ -318,6 +318,23 @@ int main(void)
     ext_hops[0][7].balance = RC_BALANCE_PACKET;
     EXPECT(RC_FAULT_BALANCE, EXT4, 7);
 
+    /* [FURTHER]: a longer branch whose routers lie past the array; a hop
+     * (not an alternative) claiming to be longer; a chain's longer that is
+     * not the greatest. */
+    fresh();
+    ext_hops[0][7].longer = 1;
+    ext_hops[0][7].first_further = EXT_ROUTERS;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 7);
+    fresh();
+    ext_hops[0][3].longer = 1;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 3);
+    fresh();
+    chain(EXT4)->longer = 1;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 0);
+    fresh();
+    chain(SMALL4)->longer = 1;
+    EXPECT(RC_FAULT_FURTHER, SMALL4, 0);
+
     /* The table is good again for whoever comes next. */
     fresh();
     EXPECT(RC_FAULT_NONE, 0, 0);
