@@ -99,6 +99,8 @@ def _properties(chain: Chain, k: int, branch: int) -> list[str]:
                      + ("Fragmentation Needed]" if chain.family == 4 else "Packet Too Big]"))
     if p.reply_ttl is not None:
         parts.append(f"[replies leave with TTL {p.reply_ttl}]")
+    if branch == 0 and chain.hop(k).alternatives and chain.balance(k) != "flow":
+        parts.append(f"[balanced per {chain.balance(k)}]")
     if k == chain.length and chain.end != "host":
         parts.append(chain.end)
     elif k == chain.length and branch == 0:

@@ -196,6 +196,8 @@ def test_unequal_branches_story_and_preview(tmp_path):
     c = config.load(tmp_path / "c.toml").chains[0]
     assert [h.name for h in c.routers_at(2)] == ["b", "c", "c2"]
     assert c.branch(2, 2).props.iface == "ge-1/0/0"
+    assert "[balanced per packet]" in preview.render_chain(PACKET4)
+    assert "[balanced per" not in preview.render_chain(FLOW4)
     lines = preview.render_chain(c).splitlines()
     assert [ln.split()[:2] for ln in lines if ln.lstrip().startswith("+")] == [
         ["+", "c"], ["++", "c2"]], lines
