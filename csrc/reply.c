@@ -49,8 +49,9 @@ struct probe {
     size_t upper_off;            /* upper-layer header, from ip */
     size_t upper_len;
     size_t next_header_off;      /* IPv6: the Next Header field naming proto */
-    const uint8_t *src;
+    const uint8_t *src;          /* dst follows it, in both headers */
     const uint8_t *dst;
+    const uint8_t *reply_to;     /* the sender: src, unless a NAT in front rewrote it */
     size_t addr_len;
     const struct rc_chain *chain;
     uint8_t family;
@@ -196,6 +197,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->upper_off = ihl;
     p->upper_len = total - ihl;
     p->src = ip + IPV4_SOURCE;
+    p->reply_to = p->src;
     p->dst = ip + IPV4_DESTINATION;
     p->addr_len = IPV4_ADDR_LEN;
     p->family = 4;
@@ -287,6 +289,7 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->ip = ip;
     p->ip_len = IPV6_HEADER_LEN + payload;
     p->src = ip + IPV6_SOURCE;
+    p->reply_to = p->src;
     p->dst = ip + IPV6_DESTINATION;
     p->addr_len = IPV6_ADDR_LEN;
     p->family = 6;
@@ -459,9 +462,10 @@ static int build_error(const struct probe *p, size_t headroom, const uint8_t *ho
         icmp[ICMPV6_LENGTH] = (uint8_t)(field / ICMPV6_LENGTH_UNIT);
     if (p->family == 4) {
         write_ipv4_header(h, header + body, derive_ipv4_id(p->ip), ttl, PROTO_ICMP,
-                          hop_addr, p->src);
+                          hop_addr, p->reply_to);
     } else {
-        write_ipv6_header(h, ICMP_HEADER_LEN + body, PROTO_ICMPV6, ttl, hop_addr, p->src);
+        write_ipv6_header(h, ICMP_HEADER_LEN + body, PROTO_ICMPV6, ttl, hop_addr,
+                          p->reply_to);
         sum = csum_add(0, h + IPV6_SOURCE, 2 * IPV6_ADDR_LEN) + ICMP_HEADER_LEN + body +
               PROTO_ICMPV6;
     }
@@ -909,6 +913,123 @@ static const struct rc_hop *walk_branches(const struct rc_chain *chain, unsigned
     return NULL;
 }
 
+/* RFC 1624: the 16-bit word at w becomes v, and the checksum at check
+ * (NULL: none) follows. */
+static void replace_word(uint8_t *w, uint16_t v, uint8_t *check)
+{
+    if (check)
+        store16(check, csum_replace2(load16(check), load16(w), v));
+    store16(w, v);
+}
+
+/* Where the probe's upper-layer checksum is, if it has one inside the
+ * bytes received and it covers the pseudo-header (pseudo) or not. A zero
+ * UDP checksum over IPv4 is none (RFC 768). */
+static uint8_t *find_upper_checksum(const struct probe *p, bool *pseudo)
+{
+    uint8_t *l4 = p->ip + p->upper_off;
+    size_t at;
+
+    *pseudo = true;
+    switch (p->proto) {
+    case PROTO_UDP:
+        at = UDP_CHECKSUM;
+        break;
+    case PROTO_TCP:
+        at = TCP_CHECKSUM;
+        break;
+    case PROTO_ICMP:
+        *pseudo = false;
+        /* fall through */
+    case PROTO_ICMPV6:
+        at = ICMP_CHECKSUM;
+        break;
+    default:
+        return NULL;
+    }
+    if (p->upper_len < at + 2 || (p->proto == PROTO_UDP && p->family == 4 &&
+                                  load16(l4 + at) == 0))
+        return NULL;
+    return l4 + at;
+}
+
+/* One router's rewrite of a probe it forwards, in place, every checksum
+ * patched (RFC 1624): the IPv4 header's, and the upper layer's where the
+ * changed words are in it or its pseudo-header. A UDP checksum the patch
+ * leaves zero is sent as all ones (RFC 768). */
+static void apply_rewrite(struct probe *p, const struct rc_hop *r)
+{
+    uint8_t *ip = p->ip, *l4 = ip + p->upper_off;
+    uint8_t *ip_check = p->family == 4 ? ip + IPV4_CHECKSUM : NULL;
+    bool pseudo;
+    uint8_t *check = find_upper_checksum(p, &pseudo);
+    uint8_t *addr = ip + (p->family == 4 ? IPV4_SOURCE : IPV6_SOURCE);
+
+    if (r->rewrite & (RC_REWRITE_DSCP | RC_REWRITE_ECN)) {
+        /* The DS field: IPv4 TOS octet; IPv6 Traffic Class, bits 4..11. */
+        uint16_t word = load16(ip), ds = p->family == 4 ? word & 0xff : (word >> 4) & 0xff;
+        uint16_t keep = (r->rewrite & RC_REWRITE_DSCP ? 0 : 0xfc) |
+                        (r->rewrite & RC_REWRITE_ECN ? 0 : 0x03);
+
+        ds = (uint16_t)((ds & keep) | (r->ds & ~keep & 0xff));
+        replace_word(ip, p->family == 4 ? (uint16_t)((word & 0xff00) | ds)
+                                        : (uint16_t)((word & 0xf00f) | ds << 4), ip_check);
+    }
+    if (r->rewrite & (RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR)) {
+        uint16_t frag = load16(ip + IPV4_FRAGMENT);
+
+        replace_word(ip + IPV4_FRAGMENT, r->rewrite & RC_REWRITE_DF_SET
+                     ? (uint16_t)(frag | IPV4_FRAG_DONT)
+                     : (uint16_t)(frag & ~IPV4_FRAG_DONT), ip_check);
+    }
+    if (r->rewrite & RC_REWRITE_SOURCE) {
+        for (size_t i = 0; i < p->addr_len; i += 2) {
+            uint16_t v = load16(r->nat_addr + i);
+
+            if (ip_check)
+                store16(ip_check, csum_replace2(load16(ip_check), load16(addr + i), v));
+            replace_word(addr + i, v, check && pseudo ? check : NULL);
+        }
+    }
+    if (r->rewrite & RC_REWRITE_PORT) {
+        if ((p->proto == PROTO_UDP && p->upper_len >= UDP_HEADER_LEN) ||
+            (p->proto == PROTO_TCP && p->upper_len >= TCP_HEADER_LEN))
+            replace_word(l4 + UDP_SOURCE_PORT, r->nat_port, check);
+        else if (is_icmp(p) && p->upper_len >= ICMP_HEADER_LEN &&
+                 l4[ICMP_TYPE] == (p->family == 4 ? ICMP_ECHO_REQUEST : ICMPV6_ECHO_REQUEST))
+            replace_word(l4 + ICMP_ECHO_ID, r->nat_port, check);
+    }
+    if (check && p->proto == PROTO_UDP && load16(check) == 0)
+        store16(check, 0xffff);
+}
+
+/* The probe as the router that answers it, after hop `last` - 1 on its
+ * path, receives it: each router in front that rewrites what it forwards
+ * has done so, in the order crossed. The sender's address, which the error
+ * goes back to, is kept in sender first (p->reply_to): a NAT translates the reply's
+ * outer header back, while the quote shows what crossed it (RFC 5508 4.2
+ * would translate the quote back as well; route-chain's NAT is one that
+ * tools such as dublin-traceroute and tracebox can see). */
+static void rewrite_probe(struct probe *p, const struct rc_chain *chain, unsigned last,
+                          const uint32_t hash[RC_BALANCE_COUNT], const struct rc_hop *forced,
+                          uint8_t sender[IPV6_ADDR_LEN])
+{
+    bool kept = false;
+
+    for (unsigned j = 1; j < last; j++) {
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
+
+        if (!r->rewrite)
+            continue;
+        if (!kept) {
+            memcpy(sender, p->src, p->addr_len);
+            p->reply_to = sender;
+            kept = true;
+        }
+        apply_rewrite(p, r);
+    }
+}
+
 /* The alternative whose address is dst, if any: a probe addressed to a
  * router of an ECMP branch. */
 static const struct rc_hop *find_alternative(const struct rc_chain *chain, const uint8_t *dst,
@@ -994,7 +1115,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     const struct rc_chain *chain;
     const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL, *further = NULL;
     struct extension ext = {NULL, 0, 0, 0, 0};
-    uint8_t hop_addr[IPV6_ADDR_LEN];
+    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
     unsigned t, k, hop;
     uint32_t hash[RC_BALANCE_COUNT] = {0, 0, 0};
@@ -1099,6 +1220,13 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     }
     if (silent)
         return -RC_DROP_SILENT;
+    /* What routers in front rewrote shows in the quotes of errors: every
+     * answer but the destination's, and of that, to UDP and other
+     * protocols (Port or Protocol Unreachable). Echo Replies, RSTs and
+     * SYN-ACKs go back through the NAT, which translates them back. */
+    if (chain->hops && chain->rewrites && k > 0 &&
+        (answer != ANSWER_DESTINATION || (!is_icmp(&p) && p.proto != PROTO_TCP)))
+        rewrite_probe(&p, chain, further ? hop + 1 : hop, hash, forced, sender);
     where->chain = (uint32_t)(chain - table->chains);
     /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
      * '+' alternatives. */

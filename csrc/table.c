@@ -45,6 +45,8 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
     [RC_FAULT_BALANCE] = "balance not an enum rc_balance, or set on an alternative",
     [RC_FAULT_FURTHER] = "a longer branch's routers not laid out after its hop's alternatives, "
                          "or the chain's longer not the greatest",
+    [RC_FAULT_REWRITE] = "unknown rewrite bits, both DF bits, DF over IPv6, a rewrite "
+                         "further along a branch, or the chain's rewrites wrong",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -123,7 +125,11 @@ static int check_extension(const struct rc_chain *c, const struct rc_hop *h)
 static int check_router(const struct rc_chain *c, const struct rc_hop *h)
 {
     unsigned min_mtu = c->family == 4 ? IPV4_MIN_MTU : IPV6_MIN_MTU;
+    unsigned df = RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR;
 
+    if (h->rewrite & ~RC_REWRITE_ALL || (h->rewrite & df) == df ||
+        (c->family == 6 && h->rewrite & df))
+        return RC_FAULT_REWRITE;
     if (h->reply_ttl == 0)
         return RC_FAULT_REPLY_TTL;
     if (h->flags & ~KNOWN_HOP_FLAGS)
@@ -160,6 +166,8 @@ static int check_further(const struct rc_chain *c, unsigned k, unsigned *next,
                 return RC_FAULT_HOP_NUMBER;
             if (f->n_alts || f->longer || f->first_further || f->balance)
                 return RC_FAULT_FURTHER;
+            if (f->rewrite)
+                return RC_FAULT_REWRITE;
         }
         further += alt->longer;
         if (alt->longer > *longest)
@@ -172,7 +180,7 @@ static int check_further(const struct rc_chain *c, unsigned k, unsigned *next,
 /* The per-hop array: hop numbers, the alternatives' layout, each router. */
 static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
 {
-    unsigned next_alt = c->length + 1u, least_mtu = 0, longest = 0;
+    unsigned next_alt = c->length + 1u, least_mtu = 0, longest = 0, rewrites = 0;
     int fault;
 
     if (c->n_hops < c->length + 1u)
@@ -214,10 +222,13 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
         fault = check_router(c, &c->hops[i]);
         if (fault)
             return fault;
+        rewrites |= c->hops[i].rewrite;
         if (c->hops[i].mtu && (least_mtu == 0 || c->hops[i].mtu < least_mtu))
             least_mtu = c->hops[i].mtu;
     }
     at->router = 0;
+    if (!rewrites != !c->rewrites)
+        return RC_FAULT_REWRITE;
     return least_mtu == c->min_mtu ? RC_FAULT_NONE : RC_FAULT_MTU;
 }
 
@@ -261,6 +272,8 @@ static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
             return RC_FAULT_N_HOPS;
         if (c->longer)
             return RC_FAULT_FURTHER;
+        if (c->rewrites)
+            return RC_FAULT_REWRITE;
         if (c->ext || c->ext_bytes)
             return RC_FAULT_EXT_RANGE;
     } else {

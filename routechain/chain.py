@@ -76,6 +76,7 @@ class Chain:
     def _check_properties(self) -> None:
         for k, hop in enumerate(self.hops, 1):
             for branch in (hop,) + hop.alternatives:
+                _check_rewrite(branch, self.family)
                 mtu = branch.props.mtu
                 if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
                     raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
@@ -94,6 +95,9 @@ class Chain:
                     if further.props.mtu is not None:
                         raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
                                          "hop of a branch is its '+' line")
+                    if rewrites(further.props):
+                        raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
+                                         "router: a branch rewrites at its '+' line")
         # The reply core scans a chain's alternatives for a probe addressed
         # past the chain: bounded per chain, that scan is bounded per packet.
         alternatives = [a for k in range(1, len(self.hops) + 1)
@@ -246,10 +250,25 @@ class Chain:
     def has_extensions(self) -> bool:
         """Anything that changes what a reply carries or who sends it."""
         def extended(p: Props) -> bool:
-            return any(v is not None for v in (p.mpls, p.iface, p.ifindex, p.ifaddr, p.ifmtu,
-                                               p.mtu, p.reply_ttl))
+            return rewrites(p) or any(v is not None for v in (p.mpls, p.iface, p.ifindex,
+                                                              p.ifaddr, p.ifmtu, p.mtu,
+                                                              p.reply_ttl))
         return (self.end != "host" or any(h.alternatives for h in self.hops)
                 or any(extended(h.props) for h in self._routers()))
+
+
+def rewrites(p: Props) -> bool:
+    """Whether a router changes the probes it forwards (nat, dscp, ecn, df)."""
+    return any(v is not None for v in (p.nat, p.dscp, p.ecn, p.df))
+
+
+def _check_rewrite(router: Hop, family: int) -> None:
+    p = router.props
+    if p.nat is not None and p.nat[0].version != family:
+        raise UsageError(f"{router.where}: nat={p.nat[0]}: an IPv{p.nat[0].version} address "
+                         f"in an IPv{family} chain")
+    if p.df is not None and family == 6:
+        raise UsageError(f"{router.where}: df={p.df}: IPv6 has no DF bit (RFC 8200 5)")
 
 
 def room_after(interface: Interface) -> int:

@@ -224,6 +224,7 @@ def fill_routers(slot, chain: Chain) -> tuple:
         if router.props.mtu is not None:
             entry.mtu = router.props.mtu
             mtus.append(router.props.mtu)
+        fill_rewrite(entry, router.props)
         ext = extensions.build(router.props)
         if ext is not None:
             if ext.data not in offsets:
@@ -263,8 +264,29 @@ def fill_routers(slot, chain: Chain) -> tuple:
     slot.ext_bytes = len(blob)
     slot.min_mtu = min(mtus, default=0)
     slot.longer = longest
+    slot.rewrites = int(any(hops[n].rewrite for n in range(1, len(routers))))
     slot.end = ENDS[chain.end]
     return hops, data
+
+
+def fill_rewrite(entry, props) -> None:
+    """What a router changes in the probes it forwards (enum rc_rewrite)."""
+    bits = 0
+    if props.nat is not None:
+        addr, port = props.nat
+        ffi.memmove(entry.nat_addr, addr.packed, len(addr.packed))
+        bits |= lib.RC_REWRITE_SOURCE
+        if port is not None:
+            entry.nat_port = port
+            bits |= lib.RC_REWRITE_PORT
+    if props.dscp is not None:
+        bits |= lib.RC_REWRITE_DSCP
+    if props.ecn is not None:
+        bits |= lib.RC_REWRITE_ECN
+    entry.ds = ((props.dscp or 0) << 2) | (props.ecn or 0)
+    if props.df is not None:
+        bits |= lib.RC_REWRITE_DF_SET if props.df == "set" else lib.RC_REWRITE_DF_CLEAR
+    entry.rewrite = bits
 
 
 class Reply(bytes):

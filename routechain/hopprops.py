@@ -83,6 +83,10 @@ class Props:
     tcp_open: tuple[int, ...] | None = None
     udp: str | None = None
     balance: str | None = None
+    nat: tuple[Address, int | None] | None = None
+    dscp: int | None = None
+    ecn: int | None = None
+    df: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -196,6 +200,18 @@ def parse_end(text: str) -> str:
     return text
 
 
+def parse_nat(text: str) -> tuple[Address, int | None]:
+    """ADDR, ADDR:PORT or [ADDR]:PORT (IPv6): a NAT's outside address and,
+    if given, the port (or Echo identifier) it maps the probe's to."""
+    host, port = text, None
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:]+):(\d+)", text)
+    if m:
+        host, port = m.group(1) or m.group(3), int(m.group(2) or m.group(4))
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not 1..65535")
+    return parse_address(host), port
+
+
 def one_of(words: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in words:
@@ -257,6 +273,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         listed=True),
     Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent"),
     Key("balance", "balance", one_of(BALANCES), frozenset({CHAIN, HOP}), "packet"),
+    Key("nat", "nat", parse_nat, _HOPS, "198.51.100.200:40000"),
+    Key("dscp", "dscp", int_in(0, 63), _HOPS, "46", integer=True),
+    Key("ecn", "ecn", int_in(0, 3), _HOPS, "1", integer=True),
+    Key("df", "df", one_of(("set", "clear")), _HOPS, "clear"),
 )}
 
 # The keys a [[chain]] table takes as properties (reply_ttl is the chain's own key).

@@ -76,7 +76,13 @@ def random_props(rng: random.Random, family: int, extended: bool) -> Props:
         ifmtu=rng.choice([1500, 9000, 2**32 - 1]) if rng.random() < 0.3 else None,
         mtu=rng.choice([low, low + 1, max(low, 576), 1280, 1400, 1500])
         if rng.random() < 0.2 else None,
-        reply_ttl=rng.choice([1, 64, 255]) if rng.random() < 0.2 else None)
+        reply_ttl=rng.choice([1, 64, 255]) if rng.random() < 0.2 else None,
+        # What a router rewrites in what it forwards: a NAT, DS re-marks, DF.
+        nat=(ipaddress.ip_address("198.51.100.200" if family == 4 else "2001:db8:ffff::200"),
+             rng.choice([None, 1, 40000, 65535])) if rng.random() < 0.15 else None,
+        dscp=rng.choice([0, 10, 46, 63]) if rng.random() < 0.15 else None,
+        ecn=rng.randrange(4) if rng.random() < 0.15 else None,
+        df=rng.choice(["set", "clear"]) if family == 4 and rng.random() < 0.1 else None)
 
 
 def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
@@ -89,7 +95,8 @@ def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
                                  further=tuple(Hop(silent=rng.random() < 0.1,
                                                    where=f"random:{k}+{n}+{m}",
                                                    props=dataclasses.replace(
-                                                       random_props(rng, family, True), mtu=None))
+                                                       random_props(rng, family, True), mtu=None,
+                                                       nat=None, dscp=None, ecn=None, df=None))
                                                for m in range(rng.choice([0, 0, 1, 2]))))
                              for n in range(rng.randint(1, 3)))
     props = random_props(rng, family, extended)

@@ -8,6 +8,7 @@ with it byte for byte.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import struct
 from typing import Sequence
@@ -67,6 +68,7 @@ class Probe:
         self.next_header_at = next_header_at
         self.dont_fragment = dont_fragment    # IPv6 routers never fragment
         self.flow_label = flow_label
+        self.reply_to = src           # the sender, unless a NAT in front rewrote src
 
 
 def find_chain(chains: Sequence[Chain], family: int, dst: bytes) -> Chain | None:
@@ -174,10 +176,10 @@ def error_reply(probe: Probe, hop: bytes, ttl: int, icmp_type: int, code: int,
     message = struct.pack("!BBHI", icmp_type, code, 0, rest) + quote
     if v4:
         message = message[:2] + struct.pack("!H", checksum(message)) + message[4:]
-        return ipv4_header(20 + len(message), probe.ident, ttl, 1, hop, probe.src) + message
-    total = checksum(pseudo_v6(hop, probe.src, 58, len(message)) + message)
+        return ipv4_header(20 + len(message), probe.ident, ttl, 1, hop, probe.reply_to) + message
+    total = checksum(pseudo_v6(hop, probe.reply_to, 58, len(message)) + message)
     message = message[:2] + struct.pack("!H", total) + message[4:]
-    return ipv6_header(len(message), 58, ttl, hop, probe.src) + message
+    return ipv6_header(len(message), 58, ttl, hop, probe.reply_to) + message
 
 
 def with_ip_header(probe: Probe, ttl: int, proto: int, upper: bytes) -> bytes:
@@ -335,6 +337,72 @@ def choose(flow: int, k: int, n: int) -> int:
     return x % n
 
 
+def csum_replace(check: int, old: int, new: int) -> int:
+    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
+    s = (~check & 0xffff) + (~old & 0xffff) + new
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+def rewritten(probe: Probe, props) -> Probe:
+    """The probe after a router with nat / dscp / ecn / df forwards it: the
+    fields changed word by word, each checksum that covers a word (the
+    IPv4 header's; the upper layer's, with its pseudo-header for UDP, TCP
+    and ICMPv6) patched as RFC 1624 says; a UDP checksum left 0 becomes
+    0xffff; a zero IPv4 UDP checksum (none) stays zero."""
+    v4 = probe.family == 4
+    pkt = bytearray(probe.packet)
+    up = len(pkt) - len(probe.upper)
+    at = {17: 6, 6: 16, 1: 2, 58: 2}.get(probe.proto)
+    pseudo = probe.proto != 1
+    if at is not None and (len(probe.upper) < at + 2 or
+                           (probe.proto == 17 and v4 and probe.upper[at:at + 2] == b"\0\0")):
+        at = None
+
+    def word(off: int, value: int, ip_header: bool, upper: bool) -> None:
+        old = int.from_bytes(pkt[off:off + 2], "big")
+        if ip_header and v4:
+            pkt[10:12] = csum_replace(int.from_bytes(pkt[10:12], "big"), old, value).to_bytes(2, "big")
+        if upper and at is not None:
+            c = up + at
+            pkt[c:c + 2] = csum_replace(int.from_bytes(pkt[c:c + 2], "big"), old, value).to_bytes(2, "big")
+        pkt[off:off + 2] = value.to_bytes(2, "big")
+
+    if props.dscp is not None or props.ecn is not None:
+        w = int.from_bytes(pkt[0:2], "big")
+        ds = w & 0xff if v4 else (w >> 4) & 0xff
+        if props.dscp is not None:
+            ds = (ds & 0x03) | props.dscp << 2
+        if props.ecn is not None:
+            ds = (ds & 0xfc) | props.ecn
+        word(0, (w & 0xff00) | ds if v4 else (w & 0xf00f) | ds << 4, True, False)
+    if props.df is not None:
+        f = int.from_bytes(pkt[6:8], "big")
+        word(6, f | 0x4000 if props.df == "set" else f & ~0x4000, True, False)
+    if props.nat is not None:
+        addr, port = props.nat
+        base = 12 if v4 else 8
+        for i in range(0, len(addr.packed), 2):
+            word(base + i, int.from_bytes(addr.packed[i:i + 2], "big"), True, pseudo)
+        if port is not None:
+            if (probe.proto == 17 and len(probe.upper) >= 8) or (probe.proto == 6 and
+                                                                  len(probe.upper) >= 20):
+                word(up, port, False, True)
+            elif (probe.proto == (1 if v4 else 58) and len(probe.upper) >= 8
+                  and probe.upper[0] == (8 if v4 else 128)):
+                word(up + 4, port, False, True)
+    if at is not None and probe.proto == 17 and pkt[up + at:up + at + 2] == b"\0\0":
+        pkt[up + at:up + at + 2] = b"\xff\xff"
+    out = copy.copy(probe)
+    out.packet = bytes(pkt)
+    out.upper = bytes(pkt[up:])
+    out.src = bytes(pkt[12:16] if v4 else pkt[8:24])
+    if v4:
+        out.ident = int.from_bytes(pkt[4:6], "big") ^ int.from_bytes(pkt[10:12], "big")
+    return out
+
+
 def extension(props, label_ttl: int) -> bytes:
     """RFC 4884 7 header + RFC 4950 MPLS object + RFC 5837 incoming-interface
     object, or b"" when the router has none of them."""
@@ -462,6 +530,12 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         ext = extension(router.props, 1 if further else min(255, t - hop + 1))
         address = chain.branch_address(hop, branch).packed
     room = len(packet) + slack
+    if routed and k > 0 and (answer != "host" or probe.proto not in (1 if v4 else 58, 6)):
+        # Routers in front that rewrite what they forward: the quote shows it.
+        for j in range(1, hop + 1 if further else hop):
+            props = chain.branch(j, branch_at(j)).props
+            if any(v is not None for v in (props.nat, props.dscp, props.ecn, props.df)):
+                probe = rewritten(probe, props)
     if answer == "host":
         d = chain.defaults
         return host_reply(probe, ttl, headroom, ext, room, d.tcp or "closed", d.tcp_open or (),

@@ -335,6 +335,18 @@ int main(void)
     chain(SMALL4)->longer = 1;
     EXPECT(RC_FAULT_FURTHER, SMALL4, 0);
 
+    /* [REWRITE]: unknown bits, both DF bits, the chain's flag without a
+     * rewriting router. */
+    fresh();
+    ext_hops[0][2].rewrite = RC_REWRITE_ALL + 1;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 2);
+    fresh();
+    ext_hops[0][2].rewrite = RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 2);
+    fresh();
+    chain(EXT4)->rewrites = 1;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 0);
+
     /* The table is good again for whoever comes next. */
     fresh();
     EXPECT(RC_FAULT_NONE, 0, 0);
