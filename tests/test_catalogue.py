@@ -102,9 +102,11 @@ def net():
 @pytest.mark.netns
 @pytest.mark.parametrize("title, command, lines", ENTRIES,
                          ids=[f"{n}-{e[1].split()[0]}" for n, e in enumerate(ENTRIES)])
-def test_catalogue_command_shows_what_the_page_says(net, title, command, lines):
+def test_catalogue_command_shows_what_the_page_says(net, tmp_path, title, command, lines):
     for _ in range(TRIES):
-        out = net.run(net.client, *shlex.split(command), check=False, timeout=120).stdout
+        # In a scratch directory: dublin-traceroute writes trace.json there.
+        out = net.run(net.client, *shlex.split(command), check=False, timeout=120,
+                      cwd=tmp_path).stdout
         missing = [line for line in lines if not shows(out, line)]
         if not missing:
             return
