@@ -99,6 +99,17 @@ def _properties(chain: Chain, k: int, branch: int) -> list[str]:
                      + ("Fragmentation Needed]" if chain.family == 4 else "Packet Too Big]"))
     if p.reply_ttl is not None:
         parts.append(f"[replies leave with TTL {p.reply_ttl}]")
+    rewrites = []
+    if p.nat is not None:
+        addr, port = p.nat
+        shown = f"[{addr}]" if addr.version == 6 and port is not None else str(addr)
+        rewrites.append(f"NAT to {shown}" + (f":{port}" if port is not None else ""))
+    rewrites += [f"{name} {value}" for name, value in (("DSCP", p.dscp), ("ECN", p.ecn))
+                 if value is not None]
+    if p.df is not None:
+        rewrites.append(f"DF {p.df}")
+    if rewrites:
+        parts.append(f"[rewrites what it forwards: {', '.join(rewrites)}]")
     if branch == 0 and chain.hop(k).alternatives and chain.balance(k) != "flow":
         parts.append(f"[balanced per {chain.balance(k)}]")
     if k == chain.length and chain.end != "host":

@@ -142,3 +142,14 @@ def test_rewrite_table_check_refuses(bits):
     table.ptr.chains[0].rewrites = 0
     with pytest.raises(ConfigError, match=r"\(rewrite\)"):
         table.check()
+
+
+def test_preview_and_zone_name_the_rewriting_hop_and_the_longer_branch():
+    from routechain import preview, zone
+    from test_balance import UNEQ4
+    shown = preview.render_chain(NAT4)
+    assert "[rewrites what it forwards: NAT to 198.51.100.200:40000]" in shown
+    assert "[rewrites what it forwards: DSCP 46, ECN 1, DF clear]" in shown
+    assert "NAT to [2001:db8:ffff::200]:40000" in preview.render_chain(NAT6)
+    records = {str(owner): str(target) for _, owner, _, target in zone._chain_records(UNEQ4)}
+    assert any(t.startswith("c2.") or t == "c2" for t in records.values()), records
