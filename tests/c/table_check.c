@@ -344,8 +344,11 @@ int main(void)
     ext_hops[0][2].rewrite = RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR;
     EXPECT(RC_FAULT_REWRITE, EXT4, 2);
     fresh();
-    chain(EXT4)->rewrites = 1;
+    chain(EXT4)->rewrites = 0;
     EXPECT(RC_FAULT_REWRITE, EXT4, 0);
+    fresh();
+    chain(SMALL4)->rewrites = 1;
+    EXPECT(RC_FAULT_REWRITE, SMALL4, 0);
 
     /* The table is good again for whoever comes next. */
     fresh();
