@@ -196,6 +196,11 @@ def test_hopprops_chain_hop_tables(tmp_path: Path) -> None:
     ("a\n+ b | address=198.51.100.3\nc\n", "", "",
      "story.txt:2: address 198.51.100.3 is already the host, a hop"),
     ("a | rate=5\n", "", "", "story.txt:1: rate '5'"),
+    ("a | balance=packet\nb\n", "", "", "story.txt:1: balance=packet on a hop with no '+'"),
+    ("a | balance=round\n+ b\nc\n", "", "",
+     "balance 'round': write one of flow, packet, destination"),
+    ("a\n+ b | balance=packet\nc\n", "", "", "balance belongs on"),
+    (STORY, 'balance = "hash"\n', "", "balance 'hash': write one of flow, packet"),
 ])
 def test_hopprops_config_errors(tmp_path: Path, story_text, chain_keys, extra,
                                 fragment) -> None:
