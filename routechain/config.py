@@ -136,6 +136,19 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class DnssecSettings:
+    """[dnssec]: whether to sign, the algorithm, where the keys live (None:
+    dnssec.key_directory's default), and in seconds how long a signature
+    is valid and how long before its expiry it is made again."""
+
+    enabled: bool = False
+    algorithm: int = 13
+    key_dir: str | None = None
+    validity: int = 14 * 86400
+    refresh: int = 7 * 86400
+
+
+@dataclass(frozen=True)
 class Config:
     """`warnings` are real problems (a hop left without a name...), one
     by one; `rewrites` say how each story line became a name, for
@@ -153,6 +166,7 @@ class Config:
     path: Path | None = field(default=None, compare=False)
     metrics: tuple[str, int] | None = None  # [metrics] listen: the Prometheus endpoint
     registry: Registry = Registry()
+    dnssec: DnssecSettings = DnssecSettings()
     rewrites: tuple[str, ...] = field(default=(), compare=False)
     summaries: tuple[str, ...] = field(default=(), compare=False)
 
@@ -215,6 +229,7 @@ def merge(cli: Config, file: Config) -> Config:
         path=file.path if file.path is not None else cli.path,
         metrics=file.metrics,
         registry=file.registry,
+        dnssec=file.dnssec,
         rewrites=cli.rewrites + file.rewrites,
         summaries=cli.summaries + file.summaries,
     )
@@ -292,6 +307,7 @@ class _Loader:
             warnings=tuple(_unique(self.warnings)), path=self.path,
             metrics=self.metrics(self.table(data, "metrics")) if "metrics" in data else None,
             registry=self.registry(self.table(data, "registry")),
+            dnssec=self.dnssec(self.table(data, "dnssec")),
             rewrites=tuple(_unique(r for rs in self.rewrites.values() for r in rs)),
             summaries=tuple(self.summaries()))
 
@@ -528,6 +544,21 @@ class _Loader:
     def registry(self, t: dict) -> Registry:
         return Registry(*(self.get(t, "registry", None, key)
                           for key in ("origin_as", "mnt_by", "admin_c")))
+
+    def dnssec(self, t: dict) -> DnssecSettings:
+        """[dnssec]: every key read here, the one place to port."""
+        given = {key: self.get(t, "dnssec", None, key)
+                 for key in ("enabled", "algorithm", "key_dir", "validity", "refresh")}
+        out = DnssecSettings(**{k: v for k, v in given.items() if v is not None})
+        if out.algorithm not in (13, 15):
+            raise ConfigError(f"{self.at('dnssec', None, 'algorithm')}: algorithm "
+                              f"{out.algorithm}: route-chain signs with 13 (ECDSAP256SHA256) "
+                              "or 15 (ED25519)")
+        if out.refresh >= out.validity:
+            raise ConfigError(f"{self.at('dnssec', None, 'refresh')}: refresh {out.refresh} "
+                              f"must be less than validity {out.validity}, or every signature "
+                              "is due again as soon as it is made")
+        return out
 
     def name(self, t: dict, key: str) -> str | None:
         value = self.get(t, "dns", None, key)

@@ -39,6 +39,7 @@ import dns.rrset
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from .config import DnssecSettings
 from .errors import ConfigError
 from .zone import Zone
 
@@ -49,23 +50,16 @@ KSK_FLAGS, ZSK_FLAGS = 257, 256
 _APEX_KSK_TYPES = (dns.rdatatype.DNSKEY, dns.rdatatype.CDS, dns.rdatatype.CDNSKEY)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """[dnssec]: whether to sign, the algorithm, where the keys live (None:
-    the default), and in seconds how long a signature is valid and how long
-    before its expiry it is made again."""
+Settings = DnssecSettings
 
-    enabled: bool = False
-    algorithm: int = 13
-    key_dir: str | None = None
-    validity: int = 14 * 86400
-    refresh: int = 7 * 86400
 
-    def directory(self) -> Path:
-        if self.key_dir:
-            return Path(self.key_dir)
-        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(state) / "keys" if state else Path(DEFAULT_KEY_DIR)
+def key_directory(settings: DnssecSettings) -> Path:
+    """[dnssec] key_dir, else the unit's StateDirectory= ($STATE_DIRECTORY)
+    /keys, else DEFAULT_KEY_DIR."""
+    if settings.key_dir:
+        return Path(settings.key_dir)
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "keys" if state else Path(DEFAULT_KEY_DIR)
 
 
 @dataclass(frozen=True)
@@ -102,7 +96,7 @@ class Keys:
 def load_keys(settings: Settings, create: bool = True) -> Keys:
     """The KSK and ZSK in settings' key directory; made there when neither
     exists and `create`. ConfigError naming the file for anything else."""
-    directory = settings.directory()
+    directory = key_directory(settings)
     paths = {role: directory / f"{role}.pem" for role in ("ksk", "zsk")}
     present = {role: p.exists() for role, p in paths.items()}
     if not any(present.values()):
@@ -205,6 +199,31 @@ def _make(directory: Path, paths: dict[str, Path], algorithm: int) -> Keys:
 def ds(origin: dns.name.Name, keys: Keys):
     """The DS rdata (SHA-256, RFC 4509) of the KSK for the zone origin."""
     return dns.dnssec.make_ds(origin, keys.ksk.dnskey, "SHA256")
+
+
+def ds_lines(zones, keys: Keys) -> str:
+    """Master-file DS records for the parent of each zone, ready to paste."""
+    out = []
+    for z in zones:
+        out.append(f"{z.origin.to_text()}\t{z.soa.ttl}\tIN\tDS\t{ds(z.origin, keys).to_text()}")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def export(zones, keys: Keys, settings: DnssecSettings, output_dir: Path,
+           now: float) -> list[Path]:
+    """Sign each zone and write its master file into output_dir (made if
+    missing); the paths written, in order."""
+    output_dir = Path(output_dir)
+    paths = []
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for z in zones:
+            path = output_dir / z.filename
+            path.write_text(sign(z, keys, settings, now).to_text(), encoding="ascii")
+            paths.append(path)
+    except OSError as e:
+        raise ConfigError(f"{e.filename or output_dir}: cannot write zone: {e.strerror}") from None
+    return paths
 
 
 # --- signing -----------------------------------------------------------------

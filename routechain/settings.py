@@ -182,6 +182,7 @@ TABLES = (
           "transfer"),
     Table("registry", False, "what `route-chain registry` prints for a DN42 or RIPE-style "
           "registry"),
+    Table("dnssec", False, "signing the zones of the built-in server and `route-chain zone`"),
 )
 
 SETTINGS = (
@@ -257,6 +258,16 @@ SETTINGS = (
     Setting("secondary", "key", "str", "TSIG key name ([[tsig]]) its NOTIFY is signed "
             "with and its transfers must be signed with"),
 
+    Setting("dnssec", "enabled", "bool", "sign every zone (DNSKEY, CDS, CDNSKEY, NSEC, "
+            "RRSIG); keys are made at the first start"),
+    Setting("dnssec", "algorithm", "int", "13 (ECDSAP256SHA256, the default) or 15 (ED25519)",
+            13, 15),
+    Setting("dnssec", "key_dir", "str", "where ksk.pem and zsk.pem live (default: "
+            "$STATE_DIRECTORY/keys, else /var/lib/route-chain/keys)"),
+    Setting("dnssec", "validity", "int", "seconds a signature is valid (default 14 days)",
+            60, TTL_MAX),
+    Setting("dnssec", "refresh", "int", "seconds before expiry a signature is made again "
+            "(default 7 days; less than validity)", 10, TTL_MAX),
     Setting("registry", "origin_as", "int", "origin AS of the route/route6 objects, "
             "e.g. 4242420000", 1, U32),
     Setting("registry", "mnt_by", "str", "mnt-by of every object (default: none printed)"),

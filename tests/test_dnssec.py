@@ -10,6 +10,7 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import dns.dnssec
@@ -80,9 +81,9 @@ def test_dnssec_private_key_never_shown(tmp_path):
 
 def test_dnssec_default_key_dir_is_the_state_directory(monkeypatch):
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/private/route-chain")
-    assert str(dnssec.Settings().directory()) == "/var/lib/private/route-chain/keys"
+    assert str(dnssec.key_directory(dnssec.Settings())) == "/var/lib/private/route-chain/keys"
     monkeypatch.delenv("STATE_DIRECTORY")
-    assert str(dnssec.Settings().directory()) == dnssec.DEFAULT_KEY_DIR
+    assert str(dnssec.key_directory(dnssec.Settings())) == dnssec.DEFAULT_KEY_DIR
 
 
 def test_dnssec_signed_zone_validates_with_dnspython(tmp_path):
@@ -169,3 +170,58 @@ def test_dnssec_altered_signature_fails_verifier(tmp_path, checker):
     copy.write_text("\n".join(lines) + "\n")
     done = verify(checker, origin, copy)
     assert done.returncode != 0, f"{checker} accepted an altered signature:\n{done.stdout}"
+
+
+CONFIG = """\
+[[chain]]
+address = "172.22.130.241/28"
+hops = ["a", "b"]
+suffix = "story.dn42"
+
+[[chain]]
+address = "fd42:4242:1234::1/64"
+hops = ["a", "b"]
+suffix = "story.dn42"
+
+[dns]
+ns = ["ns1.story.dn42"]
+
+[registry]
+origin_as = 4242421234
+
+[dnssec]
+enabled = true
+key_dir = "{keys}"
+"""
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "routechain", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_dnssec_zone_command_exports_signed_zones_and_ds(tmp_path):
+    """`route-chain zone` with [dnssec] writes signed zones that
+    dnssec-verify accepts and prints each zone's DS; `route-chain registry`
+    prints the same DS as ds-rdata; the keys made by the first command are
+    the ones the second uses."""
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(keys=tmp_path / "keys"))
+    done = cli("zone", "--config", config, "--output-dir", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "made DNSSEC keys: KSK" in done.stderr
+    ds = {line.split("\t")[0]: line.split("\t", 4)[4]
+          for line in done.stdout.splitlines() if "\tIN\tDS\t" in line}
+    assert set(ds) == {"240-28.130.22.172.in-addr.arpa.", "130.22.172.in-addr.arpa.",
+                       "0.0.0.0.4.3.2.1.2.4.2.4.2.4.d.f.ip6.arpa."}
+    for path in sorted((tmp_path / "out").iterdir()):
+        origin = path.name[:-len(".zone")].replace("_", "/") + "."
+        result = verify("dnssec-verify", origin, path)
+        assert result.returncode == 0, f"{path.name}:\n{result.stdout}{result.stderr}"
+    again = cli("registry", "--config", config)
+    assert again.returncode == 0, again.stderr
+    assert "made DNSSEC keys" not in again.stderr
+    rdata = [line.split(":", 1)[1].strip() for line in again.stdout.splitlines()
+             if line.startswith("ds-rdata:")]
+    assert rdata == [ds["240-28.130.22.172.in-addr.arpa."],
+                     ds["0.0.0.0.4.3.2.1.2.4.2.4.2.4.d.f.ip6.arpa."]]
