@@ -277,8 +277,9 @@ class DnsSide:
             return
         from . import dns
         self._zones = _zones(config)
+        self._keys = None
         self._server = dns.Server(self._zones, self._listen, *_dns_limits(config),
-                                  *_dns_transfers(config))
+                                  *_dns_transfers(config), signer=self._signer(config))
         self._server.bind()
 
     def start(self) -> None:
@@ -295,7 +296,23 @@ class DnsSide:
                         _addresses(self._listen) or "none", _addresses(listen) or "none")
         if self._server is not None:
             self._server.reload(_zones(config), *_dns_limits(config),
-                                *_dns_transfers(config))
+                                *_dns_transfers(config), signer=self._signer(config))
+
+    def _signer(self, config: Config):
+        """A dnssec.Signer for [dnssec], or None when signing is off. The
+        keys are read (or made, the first time) once, and again only when
+        key_dir or algorithm change; a problem with them is a ConfigError
+        (start fails, or a reload keeps the old config)."""
+        s = config.dnssec
+        if not s.enabled:
+            return None
+        from . import dnssec
+        if self._keys is None or (self._keys[0].key_dir, self._keys[0].algorithm) != (
+                s.key_dir, s.algorithm):
+            keys = dnssec.load_keys(s)
+            log.info("DNSSEC: %s %s", "made" if keys.made else "using", keys.describe())
+            self._keys = (s, keys)
+        return dnssec.Signer(self._keys[1], s)
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()

@@ -65,7 +65,7 @@ _ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "ts
 
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
-            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS)
+            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS, "dnssec:resigned")
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,16 @@ class Server:
     def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
                  rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits(),
                  transfers: xfr.Policy = xfr.Policy(),
-                 secondaries: tuple[notify.Secondary, ...] = ()) -> None:
+                 secondaries: tuple[notify.Secondary, ...] = (), signer=None) -> None:
         self._transfers, self._secondaries = transfers, secondaries
-        self._versions = xfr.Versions.first(zones, self._keep_versions)
+        self._signer = signer  # dnssec.Signer or None
+        # Reload (main thread) and re-signing (its own thread) each make
+        # the next versions from the current ones: one at a time.
+        self._lock = threading.Lock()
+        self._versions = xfr.Versions.first(zones, self._keep_versions, self._sign)
         self.index = Index(self._versions.zones)
+        self._resigner: threading.Thread | None = None
+        self._stop_resign = threading.Event()
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(rate_limits)
         self._tcp = tcp
@@ -140,22 +146,82 @@ class Server:
         self._thread.start()
         self._started.wait(timeout=10)
         self._send_notify(self._versions)
+        self._resigner = threading.Thread(target=self._resign_loop,
+                                          name="route-chain-dnssec", daemon=True)
+        self._resigner.start()
 
     def reload(self, zones: Iterable[Zone], rate_limits: rrl.Limits | None = None,
                tcp: TcpLimits | None = None, transfers: xfr.Policy | None = None,
-               secondaries: tuple[notify.Secondary, ...] | None = None) -> None:
+               secondaries: tuple[notify.Secondary, ...] | None = None,
+               signer=False) -> None:
         """Serve `zones` from now on (a zone that changed gets a greater
-        serial, and its secondaries a NOTIFY); the sockets stay as they are."""
-        if transfers is not None:
-            self._transfers, self._secondaries = transfers, secondaries or ()
-        versions = self._versions.next(zones, self._keep_versions)
-        self.index = Index(versions.zones)
-        self._versions = versions
+        serial, new signatures when signing, and its secondaries a NOTIFY);
+        the sockets stay as they are. `signer`: a dnssec.Signer, None to
+        stop signing, False (the default) to keep the one in use."""
+        with self._lock:
+            if transfers is not None:
+                self._transfers, self._secondaries = transfers, secondaries or ()
+            if signer is not False:
+                self._signer = signer
+            versions = self._versions.next(zones, self._keep_versions, self._sign)
+            self.index = Index(versions.zones)
+            self._versions = versions
         self._send_notify(versions)
         if rate_limits is not None and rate_limits != self._rrl.limits:
             self._rrl = rrl.RateLimiter(rate_limits)
         if tcp is not None:
             self._tcp = tcp
+
+    @property
+    def _sign(self):
+        return self._signer.sign if self._signer is not None else None
+
+    # DNSSEC: signatures made again before they expire.
+
+    RESIGN_WAIT_MAX = 3600.0
+
+    def _resign_wait(self) -> float:
+        """Seconds until the first zone's signatures are due again (at most
+        RESIGN_WAIT_MAX, so a signer set by reload is looked at)."""
+        signer = self._signer
+        if signer is None:
+            return self.RESIGN_WAIT_MAX
+        due = [signer.due_at(v.zone) for v in self._versions.by_origin.values()]
+        due = [d for d in due if d is not None]
+        if not due:
+            return 1.0 if self._versions.by_origin else self.RESIGN_WAIT_MAX
+        return min(self.RESIGN_WAIT_MAX, max(0.0, min(due) - signer.clock()))
+
+    def _resign_loop(self) -> None:
+        while not self._stop_resign.wait(self._resign_wait()):
+            try:
+                self.resign_due()
+            except Exception as e:  # the old signatures serve on; counted and logged
+                self._internal_error(e)
+                self._stop_resign.wait(10.0)
+
+    def resign_due(self) -> int:
+        """Sign again every zone whose signatures are within the refresh
+        margin of expiry (each gets a new serial, and its secondaries a
+        NOTIFY); returns how many."""
+        with self._lock:
+            signer = self._signer
+            if signer is None:
+                return 0
+            now = signer.clock()
+            versions = self._versions
+            due = frozenset(o for o, v in versions.by_origin.items()
+                            if (signer.due_at(v.zone) or now) <= now)
+            if not due:
+                return 0
+            sources = [v.source or v.zone for v in versions.by_origin.values()]
+            versions = versions.next(sources, self._keep_versions, signer.sign, resign=due)
+            self.index = Index(versions.zones)
+            self._versions = versions
+            self._counts["dnssec:resigned"] += len(due)
+        log.info("DNSSEC: signed %d zones again before their signatures expire", len(due))
+        self._send_notify(versions)
+        return len(due)
 
     @property
     def _keep_versions(self) -> bool:
@@ -182,6 +248,9 @@ class Server:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
+        self._stop_resign.set()
+        if self._resigner is not None:
+            self._resigner.join(timeout=2.0)
         if self._loop is not None and self.alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=2.0)

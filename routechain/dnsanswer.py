@@ -46,6 +46,7 @@ the same parsed answers.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 import dns.edns
@@ -123,6 +124,8 @@ class Index:
 
     def __init__(self, zones: Iterable[Zone]) -> None:
         self._slow = _Resolver(zones)
+        # Signed zones: a negative answer with DO needs NSECs (slow path).
+        self._signed = bool(self._slow.signed)
         self._zones: dict[bytes, _Zone] = {}   # lower-case origin wire -> zone
         self._names: set[bytes] = set()        # every existing name, lower-case wire
         self._cnames: set[bytes] = set()       # CNAME owners: other types go slow
@@ -196,6 +199,8 @@ class Index:
             if found is False:
                 return self._slow.answer(wire, udp)
             if found is not None:
+                if do and self._signed:  # NSEC and RRSIGs: the slow path's
+                    return self._slow.answer(wire, udp)
                 return self._negative(wire, qend, found, qname in self._names, do, limit)
             entry = self._refused
         counts, rest = entry.plain if do is None else entry.edns_do if do else entry.edns
@@ -304,10 +309,15 @@ class _Resolver:
 
     def __init__(self, zones: Iterable[Zone]) -> None:
         self.zones: dict[dns.name.Name, tuple[Zone, dict, set]] = {}
+        self.signed: dict[dns.name.Name, _Signed] = {}  # origin -> its RRSIGs and NSECs
         for zone in zones:
             nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
             names: set[dns.name.Name] = set()
+            sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
             for rrset in zone.rrsets:
+                if rrset.rdtype == dns.rdatatype.RRSIG:
+                    sigs[rrset.name, rrset.covers] = rrset
+                    continue
                 nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
                 name = rrset.name
                 while name != zone.origin and name not in names:
@@ -315,6 +325,8 @@ class _Resolver:
                     name = name.parent()
             names.add(zone.origin)
             self.zones[zone.origin] = (zone, nodes, names)
+            if sigs:
+                self.signed[zone.origin] = _Signed(sigs, nodes)
 
     def zone_for(self, qname: dns.name.Name):
         name = qname
@@ -360,6 +372,8 @@ class _Resolver:
                     dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
             return response
         zone, nodes, names = found
+        # RFC 4035 3.1: RRSIGs (and NSECs for denial) only when DO is set.
+        signed = self.signed.get(zone.origin) if query.ednsflags & dns.flags.DO else None
         response = _response(query, dns.rcode.NOERROR)
         response.flags |= dns.flags.AA
         name = q.name
@@ -369,23 +383,23 @@ class _Resolver:
                 if name in names:
                     break  # an empty non-terminal: NODATA
                 response.set_rcode(dns.rcode.NXDOMAIN)
-                response.authority.append(_negative_soa(zone))
+                _deny(response, zone, names, signed, name, nxdomain=True)
                 return response
             if q.rdtype == dns.rdatatype.ANY:
                 rdtype = next(t for t in (*_ANY_ORDER, *node) if t in node)
-                response.answer.append(_named(node[rdtype], name))
+                _add(response.answer, node[rdtype], name, signed)
                 return response
             if q.rdtype in node:
-                response.answer.append(_named(node[q.rdtype], name))
+                _add(response.answer, node[q.rdtype], name, signed)
                 return response
             cname = node.get(dns.rdatatype.CNAME)
             if cname is None:
                 break
-            response.answer.append(_named(cname, name))
+            _add(response.answer, cname, name, signed)
             name = cname[0].target
             if not name.is_subdomain(zone.origin):
                 return response  # out of zone: the resolver follows it
-        response.authority.append(_negative_soa(zone))
+        _deny(response, zone, names, signed, name, nxdomain=False)
         return response
 
     def _render(self, response: dns.message.Message, query: dns.message.Message,
@@ -402,6 +416,63 @@ class _Resolver:
             response.additional.clear()
             response.flags |= dns.flags.TC
             return response.to_wire(max_size=limit)
+
+
+class _Signed:
+    """A signed zone's RRSIGs by (owner, type covered), and its NSEC owners
+    in canonical order (dns.name.Name orders as RFC 4034 6.1 does)."""
+
+    __slots__ = ("sigs", "nsec", "owners")
+
+    def __init__(self, sigs: dict, nodes: dict) -> None:
+        self.sigs = sigs
+        self.nsec = {name: node[dns.rdatatype.NSEC] for name, node in nodes.items()
+                     if dns.rdatatype.NSEC in node}
+        self.owners = sorted(self.nsec)
+
+    def covering(self, name: dns.name.Name) -> dns.name.Name:
+        """The owner of the NSEC that matches or covers name (the apex
+        sorts first, so a name in the zone always has one)."""
+        return self.owners[bisect.bisect_right(self.owners, name) - 1]
+
+
+def _add(section: list, rrset: dns.rrset.RRset, name: dns.name.Name,
+         signed: _Signed | None, ttl: int | None = None) -> None:
+    """rrset under the owner name as reached, and its RRSIG when signed."""
+    section.append(_named(rrset, name) if ttl is None else _with_ttl(rrset, ttl))
+    if signed is not None:
+        sig = signed.sigs.get((rrset.name, rrset.rdtype))
+        if sig is not None:
+            section.append(_named(sig, name) if ttl is None else _with_ttl(sig, ttl))
+
+
+def _deny(response: dns.message.Message, zone: Zone, names: set, signed: _Signed | None,
+          name: dns.name.Name, nxdomain: bool) -> None:
+    """The authority section of NODATA or NXDOMAIN: the SOA and, signed,
+    the NSECs that prove it (RFC 4035 3.1.3): for NODATA the name's own
+    NSEC (or, for an empty non-terminal, the one covering it); for NXDOMAIN
+    the NSEC covering the name and the one covering the wildcard at its
+    closest encloser."""
+    soa = _negative_soa(zone)
+    _add(response.authority, soa, soa.name, signed, soa.ttl)
+    if signed is None:
+        return
+    proofs = [signed.covering(name)]
+    if nxdomain:
+        encloser = name.parent()
+        while encloser not in names and encloser != zone.origin:
+            encloser = encloser.parent()
+        proofs.append(signed.covering(dns.name.Name((b"*",)).concatenate(encloser)))
+    for owner in dict.fromkeys(proofs):
+        nsec = signed.nsec[owner]
+        _add(response.authority, nsec, owner, signed)
+
+
+def _with_ttl(rrset: dns.rrset.RRset, ttl: int) -> dns.rrset.RRset:
+    out = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers)
+    out.update(rrset)
+    out.ttl = ttl
+    return out
 
 
 def _response(query: dns.message.Message, rcode: int) -> dns.message.Message:
@@ -427,7 +498,7 @@ def _named(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
     """rrset under the owner name as the chain reached it (the query's case)."""
     if rrset.name == name and rrset.name.to_text() == name.to_text():
         return rrset
-    out = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+    out = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype, rrset.covers)
     out.update(rrset)
     out.ttl = rrset.ttl
     return out

@@ -25,9 +25,9 @@ hour before signing (INCEPTION_SLACK, for clocks behind ours) for
 
 from __future__ import annotations
 
-import bisect
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,16 +288,19 @@ def due(zone: Zone, settings: Settings, now: float) -> bool:
     return expires is not None and expires - settings.refresh <= now
 
 
-# --- denial of existence for the answering core ------------------------------
+@dataclass(frozen=True)
+class Signer:
+    """What the server signs with: the keys and [dnssec]'s times. `clock`
+    is time.time, or a test's."""
 
-class Denial:
-    """A signed zone's NSEC owners in canonical order, to find the NSEC
-    that covers a name (RFC 4035 3.1.3)."""
+    keys: Keys
+    settings: DnssecSettings
+    clock: object = field(default=time.time, compare=False, repr=False)
 
-    def __init__(self, owners) -> None:
-        self.owners = sorted(owners)
+    def sign(self, zone: Zone) -> Zone:
+        return sign(zone, self.keys, self.settings, self.clock())
 
-    def covering(self, name: dns.name.Name) -> dns.name.Name:
-        """The owner of the NSEC that matches or covers name."""
-        i = bisect.bisect_right(self.owners, name) - 1
-        return self.owners[i]  # i == -1: wraps to the last (never: the apex is first)
+    def due_at(self, zone: Zone) -> float | None:
+        """When zone's signatures come within the refresh margin of expiry."""
+        expires = expiration(zone)
+        return None if expires is None else float(expires - self.settings.refresh)
