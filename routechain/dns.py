@@ -161,9 +161,12 @@ class Server:
         with self._lock:
             if transfers is not None:
                 self._transfers, self._secondaries = transfers, secondaries or ()
-            if signer is not False:
+            resign = frozenset()
+            if signer is not False and signer != self._signer:
+                # Other keys or times: every zone is signed again now.
                 self._signer = signer
-            versions = self._versions.next(zones, self._keep_versions, self._sign)
+                resign = frozenset(self._versions.by_origin)
+            versions = self._versions.next(zones, self._keep_versions, self._sign, resign)
             self.index = Index(versions.zones)
             self._versions = versions
         self._send_notify(versions)

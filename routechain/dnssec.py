@@ -85,7 +85,7 @@ class Keys:
     ksk: Key
     zsk: Key
     directory: Path
-    made: bool = False  # made by this load
+    made: bool = field(default=False, compare=False)  # made by this load
 
     def describe(self) -> str:
         """For the log: the tags and algorithm, nothing secret."""
