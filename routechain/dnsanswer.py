@@ -19,6 +19,10 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
 - EDNS (RFC 6891): an OPT in the answer only when the query had one, the DO
   bit copied (RFC 3225); the answer fits the requester's UDP payload size, at
   most PAYLOAD_MAX (the DNS Flag Day 2020 value); version > 0 is BADVERS;
+- DNSSEC (RFC 4035 3.1), for zones given signed (dnssec.py signs them):
+  with DO, each RRset's RRSIG, and for NODATA/NXDOMAIN the SOA's RRSIG
+  and the NSECs that prove it; the RRSIGs are kept apart from the other
+  RRsets (`_Signed`), so without DO nothing of them is seen;
 - over UDP an answer too large goes out with TC set and empty sections, so
   the client asks again over TCP (RFC 2181 9);
 - a message too short for a header, or a response, is dropped; a query that
@@ -37,7 +41,10 @@ reload stays cheap however many names there are) for a lower-case question
 as long as the query's, so that every compression pointer stays valid when
 the query's own question is copied in; and, per zone, the negative answer's
 SOA record. Then a query is: check the header, look the question up, copy,
-patch the ID, RD, CD and DO. `tests/test_dnsanswer.py` holds both paths to
+patch the ID, RD, CD and DO. The prepared answer with DO (signed, when the
+zone is) is a form of its own beside the one without, so a query without
+DO copies the same bytes as from an unsigned zone; a negative answer with
+DO in a signed zone goes the slow path (its NSECs depend on the name). `tests/test_dnsanswer.py` holds both paths to
 the same parsed answers.
 
 `answer()` returns (reply or None, outcome); outcome is a counter name:
