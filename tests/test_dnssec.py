@@ -250,3 +250,28 @@ def test_dnssec_own_signing_equals_dnspython(tmp_path):
             assert sigs[rrset.name, rrset.rdtype] == theirs, rrset
             compared += 1
     assert compared > 30
+
+
+@pytest.mark.parametrize("table, message", [
+    ("enabled = true\nalgorithm = 14", r"c.toml:\d+: algorithm 14: route-chain signs with 13"),
+    ("algorithm = 8", r"c.toml:\d+: .*algorithm.*8"),
+    ("validity = 3600\nrefresh = 3600", r"c.toml:\d+: refresh 3600 must be less than validity"),
+    ("validity = 30", r"c.toml:\d+: .*validity.*30"),
+    ("enable = true", r"c.toml:\d+: .*enable"),
+])
+def test_dnssec_bad_settings_name_the_line(tmp_path, table, message):
+    from routechain import config
+    path = tmp_path / "c.toml"
+    path.write_text(f"[dnssec]\n{table}\n")
+    with pytest.raises(ConfigError, match=message):
+        config.load(path)
+
+
+def test_dnssec_settings_read(tmp_path):
+    from routechain import config
+    path = tmp_path / "c.toml"
+    path.write_text('[dnssec]\nenabled = true\nalgorithm = 15\nkey_dir = "/k"\n'
+                    'validity = 86400\nrefresh = 3600\n')
+    assert config.load(path).dnssec == dnssec.Settings(True, 15, "/k", 86400, 3600)
+    path.write_text("")
+    assert config.load(path).dnssec == dnssec.Settings()
