@@ -100,6 +100,7 @@ class Server:
         self.index = Index(self._versions.zones)
         self._resigner: threading.Thread | None = None
         self._stop_resign = threading.Event()
+        self._resign_wake = threading.Event()
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(rate_limits)
         self._tcp = tcp
@@ -169,6 +170,7 @@ class Server:
             versions = self._versions.next(zones, self._keep_versions, self._sign, resign)
             self.index = Index(versions.zones)
             self._versions = versions
+        self._resign_wake.set()
         self._send_notify(versions)
         if rate_limits is not None and rate_limits != self._rrl.limits:
             self._rrl = rrl.RateLimiter(rate_limits)
@@ -196,7 +198,13 @@ class Server:
         return min(self.RESIGN_WAIT_MAX, max(0.0, min(due) - signer.clock()))
 
     def _resign_loop(self) -> None:
-        while not self._stop_resign.wait(self._resign_wait()):
+        """Sleep until the first zone is due (or a reload wakes it: new
+        signatures, maybe new times), sign what is due, again."""
+        while True:
+            self._resign_wake.wait(self._resign_wait())
+            self._resign_wake.clear()
+            if self._stop_resign.is_set():
+                return
             try:
                 self.resign_due()
             except Exception as e:  # the old signatures serve on; counted and logged
@@ -252,6 +260,7 @@ class Server:
 
     def stop(self) -> None:
         self._stop_resign.set()
+        self._resign_wake.set()
         if self._resigner is not None:
             self._resigner.join(timeout=2.0)
         if self._loop is not None and self.alive():

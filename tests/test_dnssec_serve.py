@@ -223,6 +223,28 @@ def test_dnssec_serve_refresh_thread_on_the_real_clock(tmp_path):
         assert check_signed(response, keys_of(srv, CLASSLESS)) == 1
 
 
+def test_dnssec_serve_signing_turned_on_by_reload_is_refreshed_too(tmp_path):
+    """A server started unsigned, signed from a reload on with 4 s
+    signatures: the re-signing thread wakes for them (it does not sleep out
+    the hour it waits with nothing signed), and a reload without a signer
+    serves the zones unsigned again."""
+    keys = make_signer(tmp_path).keys
+    signer = dnssec.Signer(keys, DnssecSettings(enabled=True, key_dir=str(tmp_path / "keys"),
+                                                validity=4, refresh=2))
+    with rdns.Server(build(), [("127.0.0.1", 0)]) as srv:
+        assert all(dnssec.expiration(z) is None for z in srv.zones)
+        time.sleep(0.2)  # the thread is asleep, with nothing signed
+        srv.reload(build(), signer=signer)
+        assert all(dnssec.expiration(z) is not None for z in srv.zones)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and srv.counters()["dnssec:resigned"] == 0:
+            time.sleep(0.1)
+        assert srv.counters()["dnssec:resigned"] >= 1
+        srv.reload(build(), signer=None)
+        assert all(dnssec.expiration(z) is None for z in srv.zones)
+        assert not ask(srv, QUERIES[0][0], "PTR").answer[1:]  # no RRSIG
+
+
 def test_dnssec_serve_reload_with_changed_story_is_resigned(tmp_path):
     """A changed hop name: its zone gets a greater serial and a PTR whose
     new RRSIG validates; a zone that did not change keeps its signatures."""
