@@ -96,17 +96,23 @@ _RCODE_KEY = {int(r): f"rcode:{r.name}" for r in dns.rcode.Rcode}
 
 class _Positive:
     """A rendered answer with data, cut after its question: (header bytes
-    4..12, the rest) without EDNS, with EDNS and DO clear, and DO set."""
+    4..12, the rest) without EDNS and with EDNS and DO clear; with DO set
+    (signed, in a signed zone) only once a query with DO asks (`do_form`),
+    so a query without DO never pays for the signed form."""
 
-    __slots__ = ("flags", "plain", "edns", "edns_do", "outcome")
+    __slots__ = ("flags", "plain", "edns", "edns_do", "outcome", "qend", "key")
 
-    def __init__(self, plain: bytes, edns: bytes, edns_do: bytes, qend: int,
-                 outcome: str) -> None:
+    def __init__(self, plain: bytes, edns: bytes, qend: int, outcome: str,
+                 key: tuple[dns.name.Name, int]) -> None:
         self.flags = int.from_bytes(plain[2:4], "big")
         self.plain = plain[4:12], plain[qend:]
         self.edns = edns[4:12], edns[qend:]
-        self.edns_do = edns_do[4:12], edns_do[qend:]
+        self.edns_do: tuple[bytes, bytes] | None = None
         self.outcome = outcome
+        self.qend, self.key = qend, key
+
+    def do_form(self, wire: bytes) -> None:
+        self.edns_do = wire[4:12], wire[self.qend:]
 
 
 class _Zone:
@@ -155,16 +161,24 @@ class Index:
                     self._types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
 
     def _precompute(self, name: dns.name.Name, rdtype: int) -> _Positive:
-        """The slow path's answer to a lower-case query with RD and CD clear."""
+        """The slow path's answer to a lower-case query with RD and CD clear,
+        without EDNS and with EDNS and DO clear."""
         lower = dns.name.from_text(name.to_text().lower())
-        wires = []
-        for edns, dnssec in ((-1, False), (0, False), (0, True)):
-            query = dns.message.make_query(lower, rdtype, use_edns=edns, want_dnssec=dnssec,
-                                           payload=PAYLOAD_MAX)
-            query.flags = 0
-            wire, outcome = self._slow.answer(query.to_wire(), udp=False)
-            wires.append(wire)
-        return _Positive(*wires, HEADER + len(lower.to_wire()) + 4, outcome)
+        (plain, _), (edns, outcome) = (self._render(lower, rdtype, e, False) for e in (-1, 0))
+        return _Positive(plain, edns, HEADER + len(lower.to_wire()) + 4, outcome, (lower, rdtype))
+
+    def _render(self, lower: dns.name.Name, rdtype: int, edns: int,
+                dnssec: bool) -> tuple[bytes, str]:
+        query = dns.message.make_query(lower, rdtype, use_edns=edns, want_dnssec=dnssec,
+                                       payload=PAYLOAD_MAX)
+        query.flags = 0
+        return self._slow.answer(query.to_wire(), udp=False)
+
+    def _with_do(self, entry: _Positive) -> tuple[bytes, bytes]:
+        """entry's form with DO set, rendered on the first query with DO."""
+        if entry.edns_do is None:
+            entry.do_form(self._render(*entry.key, 0, True)[0])
+        return entry.edns_do
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
         """The reply to one message and its outcome; None to send nothing."""
@@ -210,7 +224,7 @@ class Index:
                     return self._slow.answer(wire, udp)
                 return self._negative(wire, qend, found, qname in self._names, do, limit)
             entry = self._refused
-        counts, rest = entry.plain if do is None else entry.edns_do if do else entry.edns
+        counts, rest = entry.plain if do is None else self._with_do(entry) if do else entry.edns
         flags = entry.flags | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3
         reply = b"".join((wire[:2], flags.to_bytes(2, "big"), counts, wire[HEADER:qend], rest))
         if len(reply) > limit:

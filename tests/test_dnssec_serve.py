@@ -155,6 +155,13 @@ def test_dnssec_serve_without_do_is_byte_for_byte_unsigned(tmp_path):
                 assert signed_index.answer(wire, True) == plain.answer(wire, True)
                 compared += 1
     assert compared == 28
+    # No query above had DO: the signed forms were never rendered.
+    memo = signed_index._positive
+    assert memo and all(entry.edns_do is None for entry in memo.values())
+    q = dns.message.make_query(QUERIES[0][0], "PTR", want_dnssec=True)
+    reply = dns.message.from_wire(signed_index.answer(q.to_wire(), True)[0])
+    assert [r.rdtype for r in reply.answer] == [dns.rdatatype.PTR, dns.rdatatype.RRSIG]
+    assert sum(entry.edns_do is not None for entry in memo.values()) == 1
 
 
 def test_dnssec_serve_do_amplification_is_bounded(signed, capsys):
