@@ -43,8 +43,10 @@ the query's own question is copied in; and, per zone, the negative answer's
 SOA record. Then a query is: check the header, look the question up, copy,
 patch the ID, RD, CD and DO. The prepared answer with DO (signed, when the
 zone is) is a form of its own beside the one without, so a query without
-DO copies the same bytes as from an unsigned zone; a negative answer with
-DO in a signed zone goes the slow path (its NSECs depend on the name). `tests/test_dnsanswer.py` holds both paths to
+DO copies the same bytes as from an unsigned zone. A negative answer with
+DO in a signed zone finds its proving NSECs by bisecting the zone's NSEC
+owners (as label tuples, in RFC 4034 6.1 order) and copies the authority
+section rendered for that set of NSECs on its first use (`_Denial`). `tests/test_dnsanswer.py` holds both paths to
 the same parsed answers.
 
 `answer()` returns (reply or None, outcome); outcome is a counter name:
@@ -54,6 +56,7 @@ the same parsed answers.
 from __future__ import annotations
 
 import bisect
+import io
 from collections.abc import Iterable
 
 import dns.edns
@@ -119,12 +122,13 @@ class _Zone:
     """What a negative answer in one zone needs: the origin's length as wire
     and the SOA record after its owner, with the negative TTL."""
 
-    __slots__ = ("origin_len", "soa_tail")
+    __slots__ = ("origin_len", "soa_tail", "denial")
 
     def __init__(self, zone: Zone) -> None:
         soa = zone.soa
         ttl = min(soa.ttl, soa[0].minimum)  # RFC 2308 3
         rdata = soa[0].to_digestable()  # uncompressed, names as written
+        self.denial: _Denial | None = None  # set for a signed zone
         self.origin_len = len(zone.origin.to_wire())
         self.soa_tail = (int(dns.rdatatype.SOA).to_bytes(2, "big") + b"\x00\x01"
                          + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata)
@@ -151,6 +155,8 @@ class Index:
                                          dns.rdatatype.A)
         for origin, (zone, nodes, names) in self._slow.zones.items():
             self._zones[_key(origin)] = _Zone(zone)
+            if origin in self._slow.signed:
+                self._zones[_key(origin)].denial = _Denial(zone, self._slow.signed[origin])
             self._names.update(_key(n) for n in names)
             types = frozenset(t for node in nodes.values() for t in node)
             for name, node in nodes.items():
@@ -220,8 +226,8 @@ class Index:
             if found is False:
                 return self._slow.answer(wire, udp)
             if found is not None:
-                if do and self._signed:  # NSEC and RRSIGs: the slow path's
-                    return self._slow.answer(wire, udp)
+                if do and self._signed:
+                    return self._negative_signed(wire, qend, found, qname, do, limit, udp)
                 return self._negative(wire, qend, found, qname in self._names, do, limit)
             entry = self._refused
         counts, rest = entry.plain if do is None else self._with_do(entry) if do else entry.edns
@@ -264,6 +270,89 @@ class Index:
         if len(reply) > limit:
             return _truncated(reply, qend, wire, do), outcome
         return reply, outcome
+
+
+    def _negative_signed(self, wire: bytes, qend: int, zone: _Zone, qname: bytes, do: int,
+                         limit: int, udp: bool) -> tuple[bytes, str]:
+        """NODATA or NXDOMAIN with DO in a signed zone: the authority section
+        the slow path gives (SOA, NSECs, their RRSIGs), rendered once per
+        set of proving NSECs and copied after the question."""
+        denial = zone.denial
+        if denial is None:
+            return self._slow.answer(wire, udp)
+        exists = qname in self._names
+        proofs = [denial.covering(qname)]
+        if not exists:
+            i = 0
+            while True:  # the closest encloser: the longest suffix that exists
+                i += qname[i] + 1
+                if qname[i:] in self._names:
+                    break
+            proofs.append(denial.covering(b"\x01*" + qname[i:]))
+        count, body = denial.authority(tuple(dict.fromkeys(proofs)), qend,
+                                       qend - 4 - zone.origin_len)
+        rcode = 0 if exists else dns.rcode.NXDOMAIN
+        flags = _QR | _AA | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3 | rcode
+        reply = b"".join((wire[:2], flags.to_bytes(2, "big"), b"\x00\x01\x00\x00",
+                          count.to_bytes(2, "big"), b"\x00\x01", wire[HEADER:qend], body,
+                          _opt(do)))
+        outcome = "rcode:NOERROR" if exists else "rcode:NXDOMAIN"
+        if len(reply) > limit:
+            return _truncated(reply, qend, wire, do), outcome
+        return reply, outcome
+
+
+class _Denial:
+    """A signed zone's NSEC owners in canonical order as the fast path
+    compares names (the labels of lower-case wire, last first: RFC 4034
+    6.1's order is that of these tuples), and the authority sections of
+    its negative answers with DO, rendered on first use per set of proving
+    NSECs (at most MEMO_MAX of them; more are rendered each time)."""
+
+    MEMO_MAX = 4096
+    __slots__ = ("keys", "owners", "zone", "signed", "memo")
+
+    def __init__(self, zone: Zone, signed: "_Signed") -> None:
+        pairs = sorted((_order(_key(o)), o) for o in signed.owners)
+        self.keys = [k for k, _ in pairs]
+        self.owners = [o for _, o in pairs]
+        self.zone, self.signed = zone, signed
+        self.memo: dict[tuple, tuple[int, bytes]] = {}
+
+    def covering(self, name: bytes) -> int:
+        """The index of the NSEC that matches or covers name (lower-case
+        wire in the zone; the apex sorts first, so there is one)."""
+        return bisect.bisect_right(self.keys, _order(name)) - 1
+
+    def authority(self, proofs: tuple[int, ...], at: int, origin_at: int) -> tuple[int, bytes]:
+        """(records, wire) of the SOA, the NSECs at those indexes, and the
+        RRSIG of each, to be put at offset `at` of a reply whose question
+        holds the zone's origin at `origin_at`: names are compressed
+        against it and each other (signed answers stay as small as the
+        slow path's), so the memo keys on both offsets too."""
+        key = (proofs, at)
+        found = self.memo.get(key)
+        if found is not None:
+            return found
+        response = dns.message.Message()
+        _deny_proofs(response, self.zone, self.signed, [self.owners[i] for i in proofs])
+        out = io.BytesIO()
+        out.write(bytes(at))  # compression pointers count from the reply's start
+        compress = {self.zone.origin: origin_at}
+        count = sum(rrset.to_wire(out, compress) for rrset in response.authority)
+        found = count, out.getvalue()[at:]
+        if len(self.memo) < self.MEMO_MAX:
+            self.memo[key] = found
+        return found
+
+
+def _order(wire: bytes) -> tuple[bytes, ...]:
+    """A well-formed uncompressed name's labels, last first."""
+    labels, i = [], 0
+    while wire[i]:
+        labels.append(wire[i + 1:i + 1 + wire[i]])
+        i += 1 + wire[i]
+    return tuple(reversed(labels))
 
 
 def _ignorable_options(wire: bytes, i: int) -> bool:
@@ -474,9 +563,9 @@ def _deny(response: dns.message.Message, zone: Zone, names: set, signed: _Signed
     NSEC (or, for an empty non-terminal, the one covering it); for NXDOMAIN
     the NSEC covering the name and the one covering the wildcard at its
     closest encloser."""
-    soa = _negative_soa(zone)
-    _add(response.authority, soa, soa.name, signed, soa.ttl)
     if signed is None:
+        soa = _negative_soa(zone)
+        _add(response.authority, soa, soa.name, None, soa.ttl)
         return
     proofs = [signed.covering(name)]
     if nxdomain:
@@ -484,9 +573,16 @@ def _deny(response: dns.message.Message, zone: Zone, names: set, signed: _Signed
         while encloser not in names and encloser != zone.origin:
             encloser = encloser.parent()
         proofs.append(signed.covering(dns.name.Name((b"*",)).concatenate(encloser)))
-    for owner in dict.fromkeys(proofs):
-        nsec = signed.nsec[owner]
-        _add(response.authority, nsec, owner, signed)
+    _deny_proofs(response, zone, signed, list(dict.fromkeys(proofs)))
+
+
+def _deny_proofs(response: dns.message.Message, zone: Zone, signed: _Signed,
+                 owners: list) -> None:
+    """The signed authority section: SOA and RRSIG, then each NSEC and RRSIG."""
+    soa = _negative_soa(zone)
+    _add(response.authority, soa, soa.name, signed, soa.ttl)
+    for owner in owners:
+        _add(response.authority, signed.nsec[owner], owner, signed)
 
 
 def _with_ttl(rrset: dns.rrset.RRset, ttl: int) -> dns.rrset.RRset:
