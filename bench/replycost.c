@@ -4,7 +4,7 @@
  * probed chain first, last and in the middle of the table. Built and run by
  * bench/scale:
  *
- *   gcc -O2 -std=c11 -Icsrc -o replycost bench/replycost.c csrc/reply.c
+ *   gcc -O2 -std=c11 -Icsrc -o replycost bench/replycost.c csrc/reply.c csrc/table.c
  *   ./replycost [COUNT]
  *
  * Prints one line per table size: nanoseconds per reply for each place. */
@@ -64,13 +64,14 @@ static double ns_per_reply(const struct rc_table *table, uint32_t chain, long co
     static uint8_t probe[PROBE_LEN], buf[RC_HEADROOM + 2048];
     uint32_t dst = (10u << 24) + chain * 8 + 4;   /* host + 3: mid-chain */
     struct timespec a, b;
+    struct rc_where where;
     size_t off;
 
     write_probe(probe, dst);
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (long i = 0; i < count; i++) {
         memcpy(buf + RC_HEADROOM, probe, PROBE_LEN);
-        if (rc_reply(buf, RC_HEADROOM, PROBE_LEN, sizeof buf, table, &off) <= 0) {
+        if (rc_reply(buf, RC_HEADROOM, PROBE_LEN, sizeof buf, table, &off, &where) <= 0) {
             fprintf(stderr, "replycost: no reply from chain %u\n", chain);
             exit(1);
         }
@@ -88,9 +89,13 @@ int main(int argc, char **argv)
            "chains", "first", "middle", "last", count);
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         uint32_t n = sizes[s];
-        struct rc_table table = {n, chains};
+        struct rc_table table = {.n_chains = n, .chains = chains};
 
         fill(n);
+        if (rc_table_check(&table, NULL) != RC_FAULT_NONE) {
+            fprintf(stderr, "replycost: %s\n", rc_table_fault_text(rc_table_check(&table, NULL)));
+            return 1;
+        }
         printf("%8u %10.1f %10.1f %10.1f\n", n, ns_per_reply(&table, 0, count),
                ns_per_reply(&table, n / 2, count), ns_per_reply(&table, n - 1, count));
     }

@@ -61,16 +61,4 @@ static inline uint16_t csum_replace2(uint16_t check, uint16_t old, uint16_t new)
     return (uint16_t)~csum_fold(sum);
 }
 
-/* RFC 1624 eqn. 3 for a 32-bit field: both of its 16-bit words at once. */
-static inline uint16_t csum_replace4(uint16_t check, uint32_t old, uint32_t new)
-{
-    uint64_t sum = (uint16_t)~check;
-
-    sum += (uint16_t)~(old >> 16);
-    sum += (uint16_t)~old;
-    sum += new >> 16;
-    sum += new & 0xffff;
-    return (uint16_t)~csum_fold(sum);
-}
-
 #endif

@@ -14,6 +14,11 @@
 
 enum {
     EXT_HEADERS_MAX = 8,         /* bound on the IPv6 extension-header walk */
+    /* RFC 9293 3.7.1, RFC 6691: an Ethernet host's MSS, its MTU (1500) less
+     * the IP and TCP headers; and the window of a fresh listener. */
+    SYN_ACK_MSS4 = 1460,
+    SYN_ACK_MSS6 = 1440,
+    SYN_ACK_WINDOW = 65535,
     IPV4_ERROR_HEADER = IPV4_HEADER_LEN + ICMP_HEADER_LEN,
     IPV6_ERROR_HEADER = IPV6_HEADER_LEN + ICMP_HEADER_LEN
 };
@@ -176,7 +181,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
 
     if (len < IPV4_HEADER_LEN)
         return RC_DROP_TRUNCATED;
-    ihl = (size_t)(ip[IPV4_VERSION_IHL] & 0x0f) * 4;
+    ihl = ipv4_header_len(ip);
     if (ihl < IPV4_HEADER_LEN)
         return RC_DROP_BAD_HEADER;
     total = load16(ip + IPV4_TOTAL_LENGTH);
@@ -199,7 +204,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
 
     if (is_bad_ipv4_source(p->src))                   /* RFC 1812 4.3.2.7 */
         return RC_DROP_BAD_SOURCE;
-    if ((p->dst[0] & 0xf0) == 0xe0 || is_all(p->dst, IPV4_ADDR_LEN, 0xff))
+    if (ipv4_is_multicast(p->dst) || is_all(p->dst, IPV4_ADDR_LEN, 0xff))
         return RC_DROP_MULTICAST;                     /* RFC 1122 3.2.2 */
     p->chain = find_chain(table, 4, p->dst, IPV4_ADDR_LEN);
     if (!p->chain)
@@ -392,6 +397,8 @@ static size_t append_extension(const struct probe *p, const struct extension *ex
     size_t unit = p->family == 4 ? ICMP_LENGTH_UNIT : ICMPV6_LENGTH_UNIT;
     size_t header = p->family == 4 ? IPV4_ERROR_HEADER : IPV6_ERROR_HEADER;
     size_t limit = p->family == 4 ? IPV4_ERROR_MAX : IPV6_ERROR_MAX;
+    /* ext->len <= limit - header - ICMP_EXT_MIN_FIELD: rc_table_check()
+     * [EXT_LENGTH], so this neither wraps nor overruns the limit. */
     size_t most = (limit - header - ext->len) / unit * unit;
     size_t field;
     uint8_t *e;
@@ -542,21 +549,24 @@ static int build_echo_reply(const struct probe *p, size_t headroom, uint8_t ttl,
 }
 
 /* RFC 9293 3.10.7.1, CLOSED: a 20-byte RST in place of the segment. Ports
- * and addresses swap, which leaves their sum alone; the rest is new. */
-static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+ * and addresses swap, which leaves their sum alone; the rest is new. A
+ * bare RST (rc_tcp RST, as filters send) never carries ACK: its SEQ is
+ * SEG.ACK when the segment had one, else 0. */
+static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, bool bare,
+                         size_t *off)
 {
     uint8_t *tcp = p->ip + p->upper_off;
     uint8_t flags = tcp[TCP_FLAGS];
     uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
     uint32_t seq = load32(tcp + TCP_SEQ), ack = load32(tcp + TCP_ACK);
-    size_t data = p->upper_len - (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    size_t data = p->upper_len - tcp_header_len(tcp);
     size_t ip_header;
 
     store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
     store16(tcp + TCP_DEST_PORT, sport);
-    if (flags & TCP_ACK_FLAG) {
+    if (flags & TCP_ACK_FLAG || bare) {
         /* <SEQ=SEG.ACK><CTL=RST> */
-        store32(tcp + TCP_SEQ, ack);
+        store32(tcp + TCP_SEQ, flags & TCP_ACK_FLAG ? ack : 0);
         store32(tcp + TCP_ACK, 0);
         tcp[TCP_FLAGS] = TCP_RST;
     } else {
@@ -577,6 +587,132 @@ static int build_tcp_rst(const struct probe *p, size_t headroom, uint8_t ttl, si
     ip_header = write_swapped_header(p, tcp, TCP_HEADER_LEN, ttl);
     *off = headroom + p->upper_off - ip_header;
     return (int)(ip_header + TCP_HEADER_LEN);
+}
+
+/* FNV-1a (32 bits) over n bytes, continuing from h. */
+static uint32_t hash_bytes(uint32_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* The initial sequence number of a SYN-ACK: no state and no secret (the
+ * core has neither), so a hash (FNV-1a) of the addresses, the ports (as
+ * the SYN carries them) and the SYN's sequence number: it differs from
+ * connection to connection and from SYN to SYN, as RFC 9293 3.4.1 asks,
+ * is the same for a retransmitted SYN, and lets the handshake's ACK be
+ * recognised without state, as a SYN cookie is (RFC 4987 3.6). */
+static uint32_t derive_iss(const struct probe *p, const uint8_t *tcp, uint32_t syn_seq)
+{
+    uint8_t seq[4];
+
+    store32(seq, syn_seq);
+    /* Source and destination lie side by side in both headers. */
+    return hash_bytes(hash_bytes(hash_bytes(2166136261u, p->src, 2 * p->addr_len),
+                                 tcp, TCP_SEQ),
+                      seq, sizeof seq);
+}
+
+/* The ACK that completes a handshake our SYN-ACK began: ACK alone (PSH
+ * allowed), no data, acknowledging ISS + 1 of a SYN whose SEQ was one
+ * before this one's. */
+static bool is_handshake_ack(const struct probe *p, const uint8_t *tcp)
+{
+    uint8_t flags = tcp[TCP_FLAGS] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK_FLAG);
+    uint32_t seq = load32(tcp + TCP_SEQ);
+
+    return flags == TCP_ACK_FLAG && p->upper_len == tcp_header_len(tcp) &&
+           load32(tcp + TCP_ACK) == derive_iss(p, tcp, seq - 1) + 1;
+}
+
+/* RFC 9293 3.10.7.2, LISTEN, a SYN: <SEQ=ISS><ACK=SEG.SEQ+1><CTL=SYN,ACK>
+ * with an MSS option (3.7.1) and a window, in place of the segment. No TCB
+ * is kept: the handshake's ACK is taken silently, as a SYN-cookie server
+ * takes it, and whatever follows meets the listener again and is reset;
+ * data on the SYN is not acknowledged (RCV.NXT stays SEG.SEQ + 1). */
+static int build_tcp_syn_ack(const struct probe *p, size_t headroom, uint8_t ttl, size_t *off)
+{
+    uint8_t *tcp = p->ip + p->upper_off;
+    uint16_t sport = load16(tcp + TCP_SOURCE_PORT);
+    uint32_t seq = load32(tcp + TCP_SEQ), iss = derive_iss(p, tcp, seq);
+    size_t ip_header;
+
+    if (p->upper_off + TCP_SYN_ACK_HEADER_LEN > p->room)
+        return -RC_DROP_NO_ROOM;
+    store16(tcp + TCP_SOURCE_PORT, load16(tcp + TCP_DEST_PORT));
+    store16(tcp + TCP_DEST_PORT, sport);
+    store32(tcp + TCP_SEQ, iss);
+    store32(tcp + TCP_ACK, seq + 1);
+    tcp[TCP_DATA_OFFSET] = TCP_DATA_OFFSET_MSS;
+    tcp[TCP_FLAGS] = TCP_SYN | TCP_ACK_FLAG;
+    store16(tcp + TCP_WINDOW, SYN_ACK_WINDOW);
+    store16(tcp + TCP_CHECKSUM, 0);
+    store16(tcp + TCP_URGENT, 0);
+    tcp[TCP_HEADER_LEN + TCP_OPT_KIND] = TCP_OPT_MSS;
+    tcp[TCP_HEADER_LEN + TCP_OPT_LENGTH] = TCP_OPT_MSS_LEN;
+    store16(tcp + TCP_HEADER_LEN + TCP_OPT_MSS_VALUE,
+            p->family == 4 ? SYN_ACK_MSS4 : SYN_ACK_MSS6);
+    store16(tcp + TCP_CHECKSUM,
+            csum_finish(csum_add(sum_pseudo_header(p, TCP_SYN_ACK_HEADER_LEN, PROTO_TCP),
+                                 tcp, TCP_SYN_ACK_HEADER_LEN)));
+    ip_header = write_swapped_header(p, tcp, TCP_SYN_ACK_HEADER_LEN, ttl);
+    *off = headroom + p->upper_off - ip_header;
+    return (int)(ip_header + TCP_SYN_ACK_HEADER_LEN);
+}
+
+/* Whether the chain's destination listens on the segment's port. */
+static bool is_open_port(const struct rc_chain *c, const uint8_t *tcp)
+{
+    uint16_t port = load16(tcp + TCP_DEST_PORT);
+
+    if (c->tcp == RC_TCP_OPEN)
+        return true;
+    for (unsigned i = 0; i < c->n_open; i++)
+        if (c->open_ports[i] == port)
+            return true;
+    return false;
+}
+
+/* Destination Unreachable, administratively prohibited (RFC 1812 5.2.7.1:
+ * 3/13; RFC 4443 3.1: 1/1), from the destination itself: a host filter. */
+static int build_prohibited(const struct probe *p, size_t headroom, uint8_t ttl,
+                            const struct extension *ext, size_t *off)
+{
+    return build_error(p, headroom, p->dst, ttl,
+                       p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
+                       p->family == 4 ? ICMP_ADMIN_PROHIBITED : ICMPV6_ADMIN_PROHIBITED, 0,
+                       ext, off);
+}
+
+/* What the destination answers a TCP segment that passed check_tcp(). */
+static int answer_tcp(const struct probe *p, size_t headroom, uint8_t ttl,
+                      const struct extension *ext, size_t *off, uint32_t *kind)
+{
+    const uint8_t *tcp = p->ip + p->upper_off;
+
+    if (is_open_port(p->chain, tcp)) {
+        if ((tcp[TCP_FLAGS] & (TCP_SYN | TCP_ACK_FLAG)) == TCP_SYN) {
+            *kind = RC_KIND_TCP_SYN_ACK;
+            return build_tcp_syn_ack(p, headroom, ttl, off);
+        }
+        /* A client whose handshake is reset while it completes it reports
+         * an error, not an open port (mtr --tcp): the ACK is taken. */
+        if (is_handshake_ack(p, tcp))
+            return -RC_DROP_TCP_HANDSHAKE;
+        *kind = RC_KIND_TCP_RST;                      /* LISTEN, no TCB: reset */
+        return build_tcp_rst(p, headroom, ttl, false, off);
+    }
+    switch (p->chain->tcp) {
+    case RC_TCP_SILENT:
+        return -RC_DROP_SILENT;
+    case RC_TCP_PROHIBITED:
+        *kind = RC_KIND_PROHIBITED;
+        return build_prohibited(p, headroom, ttl, ext, off);
+    default:
+        *kind = RC_KIND_TCP_RST;
+        return build_tcp_rst(p, headroom, ttl, p->chain->tcp == RC_TCP_RST, off);
+    }
 }
 
 /* RFC 1122 4.1.3.4 / RFC 8200 8.1: a host drops a datagram whose checksum
@@ -605,7 +741,7 @@ static int check_tcp(const struct probe *p)
 
     if (p->upper_len < TCP_HEADER_LEN)
         return RC_DROP_TRUNCATED;
-    header = (size_t)(tcp[TCP_DATA_OFFSET] >> 4) * 4;
+    header = tcp_header_len(tcp);
     if (header < TCP_HEADER_LEN)
         return RC_DROP_BAD_HEADER;
     if (header > p->upper_len)
@@ -633,7 +769,7 @@ static int check_echo_request(const struct probe *p)
 
 /* The destination D answers as a host would. */
 static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
-                          const struct extension *ext, size_t *off)
+                          const struct extension *ext, size_t *off, uint32_t *kind)
 {
     int drop;
 
@@ -643,6 +779,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
         return -RC_DROP_FRAGMENT;
     if (is_icmp(p)) {
         drop = check_echo_request(p);
+        *kind = RC_KIND_ECHO_REPLY;
         return drop ? -drop : build_echo_reply(p, headroom, ttl, off);
     }
     switch (p->proto) {
@@ -650,13 +787,20 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
         drop = check_udp(p);
         if (drop)
             return -drop;
+        if (p->chain->udp == RC_UDP_SILENT)
+            return -RC_DROP_SILENT;
+        if (p->chain->udp == RC_UDP_PROHIBITED) {
+            *kind = RC_KIND_PROHIBITED;
+            return build_prohibited(p, headroom, ttl, ext, off);
+        }
+        *kind = RC_KIND_PORT_UNREACH;
         return build_error(p, headroom, p->dst, ttl,
                            p->family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            p->family == 4 ? ICMP_PORT_UNREACH : ICMPV6_PORT_UNREACH, 0, ext,
                            off);
     case PROTO_TCP:
         drop = check_tcp(p);
-        return drop ? -drop : build_tcp_rst(p, headroom, ttl, off);
+        return drop ? -drop : answer_tcp(p, headroom, ttl, ext, off, kind);
     case PROTO_NO_NEXT_HEADER:
         if (p->family == 6)                           /* RFC 8200 4.7 */
             return -RC_DROP_NO_NEXT_HEADER;
@@ -664,6 +808,7 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
     default:
         break;
     }
+    *kind = RC_KIND_PROTO_UNREACH;
     if (p->family == 4)                               /* RFC 1122 3.2.2.1 */
         return build_error(p, headroom, p->dst, ttl, ICMP_DEST_UNREACH, ICMP_PROTO_UNREACH,
                            0, ext, off);
@@ -671,14 +816,6 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
      * RFC 4884 gives Parameter Problem no length field: no extension. */
     return build_error(p, headroom, p->dst, ttl, ICMPV6_PARAM_PROBLEM,
                        ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, NULL, off);
-}
-
-/* FNV-1a (32 bits) over n bytes, continuing from h. */
-static uint32_t hash_bytes(uint32_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
 }
 
 /* What an ECMP router hashes (docs/replies.md): source and destination
@@ -693,7 +830,8 @@ static uint32_t hash_flow(const struct probe *p)
     /* Source and destination lie side by side in both headers. */
     h = hash_bytes(h, p->src, 2 * p->addr_len);
     if (p->family == 6) {
-        uint8_t flow[3] = {p->ip[1] & 0x0f, p->ip[2], p->ip[3]};
+        uint32_t label = ipv6_flow_label(p->ip);
+        uint8_t flow[3] = {(uint8_t)(label >> 16), (uint8_t)(label >> 8), (uint8_t)label};
 
         h = hash_bytes(h, flow, sizeof flow);
     }
@@ -769,8 +907,7 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
     static const uint8_t v4[] = {0, ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_ADMIN_PROHIBITED};
     static const uint8_t v6[] = {0, ICMPV6_NO_ROUTE, ICMPV6_ADDR_UNREACH, ICMPV6_ADMIN_PROHIBITED};
 
-    if (end >= sizeof v4)                             /* never from the table */
-        end = RC_END_NET;
+    /* end is an enum rc_end: rc_table_check() [END]. */
     return family == 4 ? v4[end] : v6[end];
 }
 
@@ -829,7 +966,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         return -RC_DROP_NO_ROOM;
     if (len == 0)
         return -RC_DROP_TRUNCATED;
-    switch (buf[headroom] >> 4) {
+    switch (ip_version(buf + headroom)) {
     case 4:
         drop = parse_ipv4(buf + headroom, len, table, &p);
         break;
@@ -915,22 +1052,23 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     }
     if (silent)
         return -RC_DROP_SILENT;
-    if (where) {                                      /* for serve.c's timing */
-        where->chain = (uint32_t)(chain - table->chains);
-        /* rc_hop and rc_hop_timing number routers alike: k for hop k,
-         * then the '+' alternatives. */
-        where->router = router ? (uint32_t)(router - chain->hops) : hop;
-    }
+    where->chain = (uint32_t)(chain - table->chains);
+    /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
+     * '+' alternatives. */
+    where->router = router ? (uint32_t)(router - chain->hops) : hop;
 
+    /* Count where it is decided: each answer names its kind here. */
     switch (answer) {
     case ANSWER_DESTINATION:
-        return answer_as_host(&p, headroom, (uint8_t)ttl, &ext, off);
+        return answer_as_host(&p, headroom, (uint8_t)ttl, &ext, off, &where->kind);
     case ANSWER_TIME_EXCEEDED:                        /* RFC 1812 5.3.1, RFC 4443 3.3 */
+        where->kind = RC_KIND_TIME_EXCEEDED;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED,
                            p.family == 4 ? ICMP_TTL_EXCEEDED : ICMPV6_HOP_LIMIT_EXCEEDED,
                            0, &ext, off);
     case ANSWER_TOO_BIG:
+        where->kind = RC_KIND_TOO_BIG;
         if (p.family == 4)                            /* RFC 1191 4, RFC 4884 4 */
             return build_error(&p, headroom, source, (uint8_t)ttl, ICMP_DEST_UNREACH,
                                ICMP_FRAG_NEEDED, router->mtu, &ext, off);
@@ -938,67 +1076,16 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         return build_error(&p, headroom, source, (uint8_t)ttl, ICMPV6_PACKET_TOO_BIG, 0,
                            router->mtu, NULL, off);
     case ANSWER_ENDING:                               /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
+        where->kind = RC_KIND_ENDING;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            ending_code(p.family, chain->end), 0, &ext, off);
     case ANSWER_HOST_UNREACH:                         /* RFC 1812 5.2.7.1, RFC 4443 3.1 */
     default:
+        where->kind = RC_KIND_HOST_UNREACH;
         return build_error(&p, headroom, source, (uint8_t)ttl,
                            p.family == 4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH,
                            p.family == 4 ? ICMP_HOST_UNREACH : ICMPV6_ADDR_UNREACH,
                            0, &ext, off);
     }
-}
-
-int rc_reply_kind(const uint8_t *reply, size_t len)
-{
-    uint8_t proto, type, code;
-    size_t header;
-
-    if (len == 0)
-        return -1;
-    if (reply[0] >> 4 == 4 && len >= IPV4_HEADER_LEN) {
-        header = (size_t)(reply[IPV4_VERSION_IHL] & 0x0f) * 4;
-        proto = reply[IPV4_PROTOCOL];
-    } else if (reply[0] >> 4 == 6 && len >= IPV6_HEADER_LEN) {
-        header = IPV6_HEADER_LEN;
-        proto = reply[IPV6_NEXT_HEADER];
-    } else {
-        return -1;
-    }
-    if (proto == PROTO_TCP)
-        return RC_KIND_TCP_RST;
-    if (len < header + ICMP_HEADER_LEN)
-        return -1;
-    type = reply[header + ICMP_TYPE];
-    code = reply[header + ICMP_CODE];
-    if (proto == PROTO_ICMP) {
-        switch (type) {
-        case ICMP_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
-        case ICMP_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
-        case ICMP_DEST_UNREACH:
-            return code == ICMP_PORT_UNREACH ? RC_KIND_PORT_UNREACH
-                 : code == ICMP_PROTO_UNREACH ? RC_KIND_PROTO_UNREACH
-                 : code == ICMP_HOST_UNREACH ? RC_KIND_HOST_UNREACH
-                 : code == ICMP_FRAG_NEEDED ? RC_KIND_TOO_BIG
-                 : code == ICMP_NET_UNREACH || code == ICMP_ADMIN_PROHIBITED ? RC_KIND_ENDING
-                 : -1;
-        default: return -1;
-        }
-    }
-    if (proto == PROTO_ICMPV6) {
-        switch (type) {
-        case ICMPV6_TIME_EXCEEDED: return RC_KIND_TIME_EXCEEDED;
-        case ICMPV6_ECHO_REPLY: return RC_KIND_ECHO_REPLY;
-        case ICMPV6_PARAM_PROBLEM: return RC_KIND_PROTO_UNREACH;
-        case ICMPV6_PACKET_TOO_BIG: return RC_KIND_TOO_BIG;
-        case ICMPV6_DEST_UNREACH:
-            return code == ICMPV6_PORT_UNREACH ? RC_KIND_PORT_UNREACH
-                 : code == ICMPV6_ADDR_UNREACH ? RC_KIND_HOST_UNREACH
-                 : code == ICMPV6_NO_ROUTE || code == ICMPV6_ADMIN_PROHIBITED ? RC_KIND_ENDING
-                 : -1;
-        default: return -1;
-        }
-    }
-    return -1;
 }

@@ -18,9 +18,10 @@ enum rc_drop {
     RC_DROP_EXT_HEADERS,     /* too many IPv6 extension headers */
     RC_DROP_BAD_CHECKSUM,    /* upper-layer checksum wrong at the destination */
     RC_DROP_TCP_RST,         /* RFC 9293 3.10.7.1: a RST gets no reply */
-    RC_DROP_SILENT,          /* the answering hop is silent */
+    RC_DROP_SILENT,          /* the answering hop is silent, or the port (rc_tcp, rc_udp) */
     RC_DROP_NO_ROOM,         /* headroom or capacity too small for the reply */
     RC_DROP_NO_NEXT_HEADER,  /* RFC 8200 4.7: IPv6 No Next Header at the destination */
+    RC_DROP_TCP_HANDSHAKE,   /* the ACK completing a handshake with an open port */
     RC_DROP_COUNT
 };
 
@@ -34,13 +35,16 @@ enum rc_kind {
     RC_KIND_HOST_UNREACH,    /* beyond the chain, or below its host */
     RC_KIND_TOO_BIG,         /* v4 Fragmentation Needed, v6 Packet Too Big */
     RC_KIND_ENDING,          /* the chain's `end`: network, host, prohibited */
+    RC_KIND_TCP_SYN_ACK,     /* an open port's answer to a SYN */
+    RC_KIND_PROHIBITED,      /* the destination filters the port: v4 3/13, v6 1/1 */
     RC_KIND_COUNT
 };
 
 enum rc_limits {
     RC_HEADROOM = 64,        /* >= IPv6 + ICMPv6 header (48), rounded up */
     RC_MAX_HOPS = 255,
-    RC_HOP_SILENT = 1        /* hop_flags bit: the hop never answers */
+    RC_HOP_SILENT = 1,       /* hop_flags bit: the hop never answers */
+    RC_MAX_OPEN_PORTS = 16   /* rc_chain.open_ports */
 };
 
 /* How a chain ends (rc_chain.end): its last hop answers as a host, or as a
@@ -52,12 +56,51 @@ enum rc_end {
     RC_END_PROHIBITED        /* !X: v4 3/13, v6 1/1 (administratively prohibited) */
 };
 
+/* What the destination answers to a TCP segment (rc_chain.tcp): to a port
+ * in open_ports, or to every port with RC_TCP_OPEN, a SYN gets a SYN-ACK
+ * and anything else a RST, keeping no state (RFC 9293 3.10.7.2, LISTEN). */
+enum rc_tcp {
+    RC_TCP_CLOSED = 0,       /* RST-ACK, RFC 9293 3.10.7.1 */
+    RC_TCP_RST,              /* a bare RST, as some filters send */
+    RC_TCP_SILENT,           /* nothing */
+    RC_TCP_PROHIBITED,       /* Destination Unreachable, administratively prohibited */
+    RC_TCP_OPEN              /* every port open */
+};
+
+/* What the destination answers to a UDP datagram (rc_chain.udp). */
+enum rc_udp {
+    RC_UDP_UNREACHABLE = 0,  /* Port Unreachable, RFC 1122 3.2.2.1 / RFC 4443 3.1 */
+    RC_UDP_SILENT,
+    RC_UDP_PROHIBITED
+};
+
 /* One router at one hop of a chain with per-hop properties. Branch 0 of hop
  * k is hops[k]; the ECMP alternatives of hop k are hops[first_alt ..
  * first_alt + n_alts - 1], after hops[length]. ext_len bytes at ext + ext_off
  * are the router's RFC 4884 extension structure, built by Python with its
  * checksum and every label TTL zero; ext_sum is their sum (RFC 1071, not
- * folded) and n_labels the label stack entries whose TTL the core fills in. */
+ * folded) and n_labels the label stack entries whose TTL the core fills in.
+ *
+ * Invariants, checked by rc_table_check() (the reason it gives in []):
+ *  - hop is k for hops[k], 1 <= k <= length; an alternative's hop is the
+ *    hop it belongs to [HOP_NUMBER].
+ *  - The alternatives follow hops[length] hop by hop in order, without a
+ *    gap or overlap: the first hop with n_alts has first_alt = length + 1,
+ *    the next first_alt + n_alts, and the last ends at n_hops; an
+ *    alternative has n_alts 0 [ALTERNATIVES]. (reply.c route_at reads
+ *    hops[first_alt + b - 1], b <= n_alts.)
+ *  - reply_ttl >= 1 [REPLY_TTL]; flags holds only RC_HOP_SILENT [FLAGS].
+ *  - mtu is 0 or at least the family's minimum (68, RFC 791; 1280, RFC
+ *    8200 5); the chain's min_mtu is the least nonzero mtu [MTU].
+ *  - ext_off + ext_len <= the chain's ext_bytes [EXT_RANGE].
+ *  - ext_len is 0, or holds the 4-octet header and, with labels, an MPLS
+ *    object of n_labels entries; and leaves room for the 128-octet
+ *    original datagram field under the family's error limit:
+ *    ext_len <= 576 - 28 - 128 (IPv4), 1280 - 48 - 128 (IPv6) (reply.c
+ *    append_extension subtracts it from that limit) [EXT_LENGTH].
+ *  - The structure is version 2, its checksum and every label TTL are zero
+ *    and the MPLS object (class 1) comes first when n_labels > 0
+ *    [EXT_CONTENT]; ext_sum is its sum [EXT_SUM]. */
 struct rc_hop {
     uint8_t addr[16];        /* its address; IPv4 in the first 4 bytes */
     uint32_t ext_sum;
@@ -74,7 +117,23 @@ struct rc_hop {
 
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
  * (1 <= k <= length) has the address host + k; a probe to D arriving with
- * TTL t has arrived when D <= host + t. */
+ * TTL t has arrived when D <= host + t.
+ *
+ * Invariants, checked by rc_table_check():
+ *  - family is 4 or 6 [FAMILY]; prefix_len fits the family and mask is its
+ *    prefix mask [PREFIX].
+ *  - length >= 1 [LENGTH] (reply.c answers from hop_flags[length] or
+ *    hops[length]); hop_flags holds only RC_HOP_SILENT [FLAGS].
+ *  - end is an enum rc_end, and not RC_END_HOST only with hops [END].
+ *  - tcp is an enum rc_tcp, udp an enum rc_udp, n_open <=
+ *    RC_MAX_OPEN_PORTS [DESTINATION].
+ *  - hops NULL: n_hops, min_mtu, ext and ext_bytes are 0/NULL; otherwise
+ *    n_hops >= length + 1 [N_HOPS], and every rc_hop invariant holds.
+ *  - ext is non-NULL when ext_bytes > 0 [EXT_RANGE].
+ *  - timing and hop_tat are both NULL or both set, and then n_timing
+ *    covers every router rc_where can name: n_hops with hops, else
+ *    length + 1 (serve.c / pace.c read timing[where.router]) [TIMING];
+ *    each loss <= 2^32 [LOSS]. */
 struct rc_chain {
     uint8_t family;          /* 4 or 6 */
     uint8_t prefix_len;
@@ -86,6 +145,12 @@ struct rc_chain {
     uint8_t end;             /* enum rc_end */
     uint16_t min_mtu;        /* the smallest rc_hop.mtu in the chain; 0: none */
     uint16_t n_hops;         /* entries in hops: length + 1 + alternatives */
+    uint16_t n_timing;       /* entries in timing and hop_tat */
+    uint8_t tcp;             /* enum rc_tcp: ports not in open_ports */
+    uint8_t udp;             /* enum rc_udp */
+    uint8_t n_open;          /* entries in open_ports */
+    uint16_t open_ports[16]; /* RC_MAX_OPEN_PORTS TCP ports that answer SYN-ACK */
+    uint32_t ext_bytes;      /* bytes at ext */
     const struct rc_hop *hops;   /* NULL: no per-hop properties (see rc_hop) */
     const uint8_t *ext;      /* the extension structures rc_hop points into */
     /* Timing, only for a chain that has some (else both NULL), one entry
@@ -117,7 +182,12 @@ struct rc_hop_timing {
 /* Read-only once built (but for the hop_tat cells it points at). Chains
  * do not overlap and are sorted by family (4 before 6), then by the first
  * address of their prefix (host & mask): the lookup is a binary search.
- * The limits ride in the table so that a reload swaps them with the chains. */
+ * The limits ride in the table so that a reload swaps them with the chains.
+ *
+ * Invariants, checked by rc_table_check(): chains is non-NULL when
+ * n_chains > 0 [NO_CHAINS]; each chain starts after the last address of
+ * the one before it, families 4 then 6 [ORDER]; limited is nonzero exactly
+ * when a bucket is on (interval_ns > 0) [LIMITED]. */
 struct rc_table {
     uint32_t n_chains;
     const struct rc_chain *chains;
@@ -126,23 +196,64 @@ struct rc_table {
     struct rc_bucket source; /* per source address (IPv6: per /64), shared */
 };
 
-/* Who answered a probe: the chain (index into table->chains) and its
- * router, numbered as rc_chain.timing is: k for hop k itself, and past
- * length the hops' '+' alternatives, hop by hop in the order written. */
-struct rc_where {
+/* Why rc_table_check() refused a table: the invariant, named in [] above. */
+enum rc_fault {
+    RC_FAULT_NONE = 0,
+    RC_FAULT_NO_CHAINS,
+    RC_FAULT_ORDER,
+    RC_FAULT_LIMITED,
+    RC_FAULT_FAMILY,
+    RC_FAULT_PREFIX,
+    RC_FAULT_LENGTH,
+    RC_FAULT_FLAGS,
+    RC_FAULT_END,
+    RC_FAULT_N_HOPS,
+    RC_FAULT_HOP_NUMBER,
+    RC_FAULT_ALTERNATIVES,
+    RC_FAULT_REPLY_TTL,
+    RC_FAULT_MTU,
+    RC_FAULT_EXT_RANGE,
+    RC_FAULT_EXT_LENGTH,
+    RC_FAULT_EXT_CONTENT,
+    RC_FAULT_EXT_SUM,
+    RC_FAULT_TIMING,
+    RC_FAULT_LOSS,
+    RC_FAULT_DESTINATION,
+    RC_FAULT_COUNT
+};
+
+/* Where the fault lies: the chain (index into table->chains) and the
+ * router (index into its hops or timing; 0 when the fault is the chain's). */
+struct rc_table_fault {
     uint32_t chain;
     uint32_t router;
 };
 
+/* Check every invariant above, once, before a table is published: the
+ * reply path relies on them and checks none per packet. Returns
+ * RC_FAULT_NONE, or the first fault met and (unless at is NULL) where. */
+int rc_table_check(const struct rc_table *table, struct rc_table_fault *at);
+
+/* One line saying what an enum rc_fault breaks. */
+const char *rc_table_fault_text(int fault);
+
+/* Who answered a probe and how: the chain (index into table->chains), its
+ * router, numbered as rc_chain.timing is: k for hop k itself, and past
+ * length the hops' '+' alternatives, hop by hop in the order written; and
+ * the reply's enum rc_kind, as the core decided it. */
+struct rc_where {
+    uint32_t chain;
+    uint32_t router;
+    uint32_t kind;
+};
+
 /* Build the reply to the packet at buf + headroom (len bytes) in place, in
- * a buffer of cap bytes. Returns the reply's length and sets *off to where it
- * starts in buf, and *where (unless NULL) to who answered; or returns
- * -(enum rc_drop). No system call, no allocation. */
+ * a buffer of cap bytes, from a table rc_table_check() passed. Returns the
+ * reply's length and sets *off to where it starts in buf, and *where to
+ * who answered and with what; or returns -(enum rc_drop). No system call,
+ * no allocation. */
 int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
              const struct rc_table *table, size_t *off, struct rc_where *where);
-
-/* The kind of a reply rc_reply() built, from its bytes; -1 if none. */
-int rc_reply_kind(const uint8_t *reply, size_t len);
 
 /* What pacing did to a reply the core built (serve.c, pace.c). */
 enum rc_pace {
@@ -166,92 +277,48 @@ extern const uint64_t rc_late_edges_ns[RC_LATE_BUCKETS - 1];
 struct rc_stats {
     uint64_t received;
     uint64_t sent;
-    uint64_t replies[8];     /* by enum rc_kind */
-    uint64_t drops[16];      /* by enum rc_drop */
+    uint64_t replies[16];    /* by enum rc_kind */
+    uint64_t drops[32];      /* by enum rc_drop */
     uint64_t paced[8];       /* by enum rc_pace */
     uint64_t late[RC_LATE_BUCKETS]; /* delayed replies by how late they went out */
     uint64_t late_ns;        /* the sum of that lateness */
     uint64_t write_errors;
-    uint64_t read_errors;
+    uint64_t read_errors;    /* reads that failed other than EAGAIN / EINTR */
     int32_t last_write_errno;
     int32_t last_read_errno;
 };
 
-/* One reply's place in a pool (pace.c). */
-struct rc_slot {
-    uint32_t next;           /* free list link */
-    uint32_t len;
-};
+/* One serving loop: a TUN queue's reader and writer, its buffer, its
+ * delay pool and its book (csrc/worker.h has the layout, private to C).
+ * The live table is swapped by rc_table_publish(); the worker records the
+ * table it holds, so the publisher knows when an old table may be freed. */
+struct rc_worker;
 
-/* One entry of a pool's heap: when a reply is due and which slot holds it.
- * The keys sit in the heap itself, so keeping it in order walks one array. */
-struct rc_due {
-    uint64_t due_ns;         /* CLOCK_MONOTONIC */
-    uint32_t seq;            /* order among equal due times */
-    uint32_t slot;
-};
-
-/* Writes booked for one slice of time in a pool's book (pace.c). */
-struct rc_book_bin {
-    uint32_t slice;          /* due_ns >> RC_BOOK_SHIFT, truncated: which slice */
-    uint32_t writes;         /* replies due within it */
-};
-
-/* A queue's delayed replies: slots of two sizes, preallocated, ordered by
- * due time in a binary heap; and the book of the writes they will cost,
- * slice by slice of the time ahead. Written and read by its worker alone. */
-struct rc_pool {
-    struct rc_slot *slots;   /* n_small + n_large; small ones first */
-    struct rc_due *heap;     /* soonest due first */
-    uint8_t *small;          /* n_small * RC_SLOT_SMALL bytes */
-    uint8_t *large;          /* n_large * RC_SLOT_LARGE bytes */
-    uint32_t n_small;
-    uint32_t n_large;
-    uint32_t free_small;     /* free list heads; RC_SLOT_NONE when empty */
-    uint32_t free_large;
-    uint32_t waiting;        /* slots in the heap */
-    uint32_t seq;
-    struct rc_book_bin *book;  /* RC_BOOK_BINS slices, the next second or so */
-    uint32_t book_cap;       /* most writes a slice takes; 0: none measured yet */
-    uint32_t write_ns16;     /* what one write costs, a moving average, in ns/16 */
+/* What a worker is made of. */
+struct rc_worker_config {
+    int fd;                  /* TUN queue, non-blocking */
+    int stop_fd;             /* eventfd: readable means stop */
+    const struct rc_table **live;
+    size_t cap;              /* bytes of its buffer, RC_HEADROOM included */
+    uint32_t n_small;        /* delay pool slots of RC_SLOT_SMALL bytes */
+    uint32_t n_large;        /* ... and of RC_SLOT_LARGE bytes */
+    uint64_t rng;            /* seed of its random generator */
+    uint64_t *source_tat;    /* source_mask + 1 cells, shared by every queue */
+    uint32_t source_mask;    /* a power of two, minus one */
+    uint64_t source_salt;    /* keys the source hash, the same in every queue */
 };
 
 enum rc_pool_sizes {
     RC_SLOT_SMALL = 256,     /* Time Exceeded to a traceroute or mtr probe, with extensions */
-    RC_SLOT_LARGE = 1536,    /* up to a 1500-byte Echo Reply; quotes stop at 576 / 1280 */
-    RC_SLOT_NONE = 0xffffffff,
-    RC_BOOK_SHIFT = 18,      /* a slice of the book: 2^18 ns, 262 us */
-    RC_BOOK_BINS = 4096,     /* 1.07 s ahead; replies due later are not booked */
-    RC_BOOK_SHARE = 75       /* percent of a slice the writes due in it may take */
+    RC_SLOT_LARGE = 1536     /* up to a 1500-byte Echo Reply; quotes stop at 576 / 1280 */
 };
 
-/* Bytes of memory rc_pool_init() carves a pool of this many slots from. */
-size_t rc_pool_bytes(uint32_t n_small, uint32_t n_large);
+/* Bytes of memory a worker of this config is laid out over. */
+size_t rc_worker_bytes(const struct rc_worker_config *config);
 
-/* Lay the pool out over mem (rc_pool_bytes() long; need not be zeroed:
- * the reply arenas are not touched until used), every slot free. */
-void rc_pool_init(struct rc_pool *pool, void *mem, uint32_t n_small, uint32_t n_large);
-
-/* One serving loop. The live table is swapped by rc_table_publish(); the
- * worker records the table it holds in in_use (NULL while it waits), so
- * the publisher knows when an old table may be freed. */
-struct rc_worker {
-    int fd;                  /* TUN queue, non-blocking */
-    int stop_fd;             /* eventfd: readable means stop */
-    const struct rc_table **live;
-    const struct rc_table *in_use;
-    uint8_t *buf;
-    size_t cap;
-    struct rc_stats stats;
-    /* Pacing (pace.c): the queue's own pool, random generator and share of
-     * the global limit; the per-source buckets are shared by all queues. */
-    struct rc_pool pool;
-    uint64_t rng;            /* generator state; seeded per start */
-    uint64_t daemon_tat;     /* this queue's share of table->daemon */
-    uint64_t *source_tat;    /* source_mask + 1 cells */
-    uint32_t source_mask;
-    uint64_t source_salt;    /* keys the source hash, the same in every queue */
-};
+/* Lay a worker out over mem (rc_worker_bytes() long, any alignment, need
+ * not be zeroed: the pool's reply arenas are not touched until used). */
+struct rc_worker *rc_worker_init(void *mem, const struct rc_worker_config *config);
 
 /* Serve until stop_fd is readable: returns 0, or -errno if poll fails. */
 int rc_serve(struct rc_worker *w);
@@ -264,4 +331,4 @@ const struct rc_table *rc_table_publish(const struct rc_table **live,
 int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table);
 
 /* A consistent-enough copy of the worker's counters. */
-void rc_stats_read(const struct rc_worker *w, struct rc_stats *out);
+void rc_worker_read_stats(const struct rc_worker *w, struct rc_stats *out);

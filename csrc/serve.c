@@ -9,9 +9,9 @@
  * pace.c decides its fate; delayed replies wait in the queue's own pool and
  * are written from this loop, so a reload never loses them; a stop drops
  * them. Each is counted by how late it went out, and while the queue is
- * busy the loop tells the pool what its writes cost, which the pool's
- * book uses to keep from taking more delayed replies than it can write
- * on time (pace.c).
+ * busy the loop tells the book what its writes cost, which it uses to keep
+ * the queue from taking more delayed replies than it can write on time
+ * (book.c).
  *
  * Tables are swapped without locks (rc_table_publish) and reclaimed by
  * quiescent-state tracking: a worker records the table it holds in in_use,
@@ -28,6 +28,7 @@
 
 #include "routechain.h"
 #include "pace.h"
+#include "worker.h"
 
 _Static_assert(sizeof ((struct rc_stats *)0)->drops / sizeof(uint64_t) >= RC_DROP_COUNT,
                "rc_stats.drops must hold every enum rc_drop");
@@ -154,7 +155,7 @@ static void send_due(struct rc_worker *w, uint64_t now_ns, bool busy)
         n++;
     }
     if (n && busy)
-        rc_pool_note_writes(&w->pool, n, read_clock_ns() - now_ns);
+        rc_book_note_writes(&w->book, n, read_clock_ns() - now_ns);
 }
 
 int rc_serve(struct rc_worker *w)
@@ -198,12 +199,13 @@ int rc_serve(struct rc_worker *w)
         size_t off = 0;
         struct rc_where where;
         int len = rc_reply(w->buf, RC_HEADROOM, (size_t)n, w->cap, table, &off, &where);
+        /* Counted as the core decided; a reason or kind out of range (none
+         * is) lands in slot 0 rather than outside the counters. */
         if (len < 0) {
-            int why = -len < RC_DROP_COUNT ? -len : RC_DROP_NONE;
-            bump(&w->stats.drops[why]);
+            bump(&w->stats.drops[-len < RC_DROP_COUNT ? -len : RC_DROP_NONE]);
             continue;
         }
-        bump(&w->stats.replies[rc_reply_kind(w->buf + off, (size_t)len)]);
+        bump(&w->stats.replies[where.kind < RC_KIND_COUNT ? where.kind : 0]);
         /* Only what needs pacing reads the clock: a chain without timing,
          * with the limits off, is served exactly as before. */
         if (table->limited || table->chains[where.chain].timing) {
@@ -215,35 +217,4 @@ int rc_serve(struct rc_worker *w)
         }
         write_reply(w, w->buf + off, (size_t)len);
     }
-}
-
-const struct rc_table *rc_table_publish(const struct rc_table **live,
-                                        const struct rc_table *table)
-{
-    return __atomic_exchange_n(live, table, __ATOMIC_SEQ_CST);
-}
-
-int rc_worker_holds(const struct rc_worker *w, const struct rc_table *table)
-{
-    return __atomic_load_n(&w->in_use, __ATOMIC_SEQ_CST) == table;
-}
-
-void rc_stats_read(const struct rc_worker *w, struct rc_stats *out)
-{
-    const struct rc_stats *s = &w->stats;
-    out->received = __atomic_load_n(&s->received, __ATOMIC_RELAXED);
-    out->sent = __atomic_load_n(&s->sent, __ATOMIC_RELAXED);
-    for (size_t i = 0; i < sizeof s->replies / sizeof s->replies[0]; i++)
-        out->replies[i] = __atomic_load_n(&s->replies[i], __ATOMIC_RELAXED);
-    for (size_t i = 0; i < sizeof s->drops / sizeof s->drops[0]; i++)
-        out->drops[i] = __atomic_load_n(&s->drops[i], __ATOMIC_RELAXED);
-    for (size_t i = 0; i < sizeof s->paced / sizeof s->paced[0]; i++)
-        out->paced[i] = __atomic_load_n(&s->paced[i], __ATOMIC_RELAXED);
-    for (size_t i = 0; i < RC_LATE_BUCKETS; i++)
-        out->late[i] = __atomic_load_n(&s->late[i], __ATOMIC_RELAXED);
-    out->late_ns = __atomic_load_n(&s->late_ns, __ATOMIC_RELAXED);
-    out->write_errors = __atomic_load_n(&s->write_errors, __ATOMIC_RELAXED);
-    out->read_errors = __atomic_load_n(&s->read_errors, __ATOMIC_RELAXED);
-    out->last_write_errno = __atomic_load_n(&s->last_write_errno, __ATOMIC_RELAXED);
-    out->last_read_errno = __atomic_load_n(&s->last_read_errno, __ATOMIC_RELAXED);
 }

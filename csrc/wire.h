@@ -22,7 +22,9 @@ enum ipv4_layout {
     IPV4_DESTINATION = 16,
     IPV4_HEADER_LEN = 20,
     IPV4_ADDR_LEN = 4,
-    IPV4_VERSION_IHL_PLAIN = 0x45 /* version 4, IHL 5: no options */
+    IPV4_VERSION_IHL_PLAIN = 0x45, /* version 4, IHL 5: no options */
+    IPV4_IHL_MASK = 0x0f,        /* the low nibble of IPV4_VERSION_IHL */
+    IPV4_IHL_UNIT = 4            /* IHL counts 32-bit words */
 };
 
 enum ipv4_fragment_bits {
@@ -42,7 +44,8 @@ enum ipv6_layout {
     IPV6_HEADER_LEN = 40,
     IPV6_ADDR_LEN = 16,
     IPV6_VERSION_WORD = 0x60000000, /* version 6, class 0, flow label 0 */
-    IPV6_FLOW_LABEL_MASK = 0x000fffff
+    IPV6_FLOW_LABEL_MASK = 0x000fffff, /* the low 20 bits of that word */
+    IPV6_SITE_PREFIX_LEN = 8     /* octets of a /64: RFC 4291 2.5.4's site */
 };
 
 /* RFC 8200 4: extension headers. Every one starts with Next Header and a
@@ -156,7 +159,9 @@ enum tcp_layout {
     TCP_CHECKSUM = 16,
     TCP_URGENT = 18,
     TCP_HEADER_LEN = 20,
-    TCP_DATA_OFFSET_PLAIN = 0x50 /* 5 words: no options */
+    TCP_DATA_OFFSET_PLAIN = 0x50, /* 5 words: no options */
+    TCP_DATA_OFFSET_SHIFT = 4,
+    TCP_DATA_OFFSET_UNIT = 4     /* the data offset counts 32-bit words */
 };
 
 enum tcp_flag {
@@ -164,6 +169,17 @@ enum tcp_flag {
     TCP_SYN = 0x02,
     TCP_RST = 0x04,
     TCP_ACK_FLAG = 0x10
+};
+
+/* RFC 9293 3.2: the Maximum Segment Size option, the one a SYN-ACK carries. */
+enum tcp_option {
+    TCP_OPT_KIND = 0,            /* offsets in an option */
+    TCP_OPT_LENGTH = 1,
+    TCP_OPT_MSS_VALUE = 2,
+    TCP_OPT_MSS = 2,
+    TCP_OPT_MSS_LEN = 4,
+    TCP_SYN_ACK_HEADER_LEN = TCP_HEADER_LEN + TCP_OPT_MSS_LEN,
+    TCP_DATA_OFFSET_MSS = 0x60   /* 6 words: the MSS option */
 };
 
 /* RFC 4884: the length of the "original datagram" field, in the ICMP
@@ -183,11 +199,22 @@ enum icmp_ext_length {
  * a 4-byte header (length, class, C-type). RFC 4950: the MPLS object's
  * label stack entries (RFC 3032 2.1: label 20 bits, TC 3, S 1, TTL 8). */
 enum icmp_ext_layout {
+    ICMP_EXT_VERSION_SHIFT = 4,  /* the version is the first octet's top nibble */
+    ICMP_EXT_VERSION = 2,
     ICMP_EXT_CHECKSUM = 2,
     ICMP_EXT_HEADER_LEN = 4,
+    ICMP_EXT_OBJECT_LENGTH = 0,  /* offsets in an object header */
+    ICMP_EXT_OBJECT_CLASS = 2,
     ICMP_EXT_OBJECT_HEADER_LEN = 4,
+    ICMP_EXT_CLASS_MPLS = 1,     /* RFC 4950 7: the incoming MPLS label stack */
     MPLS_ENTRY_LEN = 4,
     MPLS_ENTRY_TTL = 3
+};
+
+/* The smallest MTU a link may have: RFC 791 (IPv4), RFC 8200 5 (IPv6). */
+enum ip_min_mtu {
+    IPV4_MIN_MTU = 68,
+    IPV6_MIN_MTU = 1280
 };
 
 /* Limits on what an ICMP error may carry. */
@@ -195,6 +222,30 @@ enum icmp_error_limit {
     IPV4_ERROR_MAX = 576,        /* RFC 1812 4.3.2.3 */
     IPV6_ERROR_MAX = 1280        /* RFC 4443 2.4(c) */
 };
+
+/* The version nibble, the first thing of IPv4 and IPv6 alike. */
+static inline unsigned ip_version(const uint8_t *ip)
+{
+    return ip[IPV4_VERSION_IHL] >> 4;
+}
+
+/* RFC 791 3.1: the IPv4 header's length in octets, options included. */
+static inline size_t ipv4_header_len(const uint8_t *ip)
+{
+    return (size_t)(ip[IPV4_VERSION_IHL] & IPV4_IHL_MASK) * IPV4_IHL_UNIT;
+}
+
+/* RFC 9293 3.1: the TCP header's length in octets, options included. */
+static inline size_t tcp_header_len(const uint8_t *tcp)
+{
+    return (size_t)(tcp[TCP_DATA_OFFSET] >> TCP_DATA_OFFSET_SHIFT) * TCP_DATA_OFFSET_UNIT;
+}
+
+/* IPv4 224/4 (RFC 5771), multicast. */
+static inline int ipv4_is_multicast(const uint8_t *addr)
+{
+    return addr[0] >> 4 == 0xe;
+}
 
 static inline uint16_t load16(const uint8_t *p)
 {
@@ -218,6 +269,12 @@ static inline void store32(uint8_t *p, uint32_t v)
     p[1] = (uint8_t)(v >> 16);
     p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
+}
+
+/* RFC 8200 3, RFC 6437: the IPv6 flow label. */
+static inline uint32_t ipv6_flow_label(const uint8_t *ip)
+{
+    return load32(ip + IPV6_VERSION_CLASS_FLOW) & IPV6_FLOW_LABEL_MASK;
 }
 
 #endif

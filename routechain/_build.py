@@ -6,7 +6,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["reply.c", "pace.c", "serve.c"]
+SOURCES = ["reply.c", "table.c", "pace.c", "book.c", "pool.c", "serve.c", "worker.c"]
 
 ffibuilder = FFI()
 ffibuilder.cdef((CSRC / "routechain.h").read_text())

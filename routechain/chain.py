@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Iterable
 
 from .errors import UsageError
-from .hopprops import MAX_REPLY_TTL, MIN_MTU6, NO_PROPS, Props
+from .hopprops import MAX_REPLY_TTL, MIN_MTU6, NO_PROPS, REPLY_FIELDS, Props
 
 MAX_HOPS = 255
 MAX_ALTERNATIVES = 255   # routers of one hop besides itself (rc_hop.n_alts), and of a chain
@@ -56,6 +56,7 @@ class Chain:
     where: str = "command line"
     suffix: str | None = field(default=None, compare=False)
     defaults: Props = NO_PROPS
+    name: str | None = field(default=None, compare=False)  # forward name (names.py)
 
     def __post_init__(self) -> None:
         check_host(self.interface, self.where)
@@ -111,8 +112,7 @@ class Chain:
             taken.add(int(addr))
             out[(k, b)] = addr
         nxt = int(self.host) + self.length + 1
-        last = int(self.network.broadcast_address) - (
-            1 if self.family == 4 and self.network.prefixlen <= 30 else 0)
+        last = last_host(self.network)
         for k, b, alt in wanted:
             if alt.props.address is not None:
                 continue
@@ -225,20 +225,23 @@ class Chain:
     def has_extensions(self) -> bool:
         """Anything that changes what a reply carries or who sends it."""
         def extended(p: Props) -> bool:
-            return any(v is not None for v in (p.mpls, p.iface, p.ifindex, p.ifaddr, p.ifmtu,
-                                               p.mtu, p.reply_ttl))
+            return any(getattr(p, name) is not None for name in REPLY_FIELDS)
         return (self.end != "host" or any(h.alternatives for h in self.hops)
                 or any(extended(h.props) for h in self._routers()))
 
 
+def last_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    """The last address of `network` that may be a host: never the IPv4
+    broadcast address of a /30 or shorter (RFC 919, RFC 1122 3.2.1.3; a /31
+    has none, RFC 3021)."""
+    last = int(network.broadcast_address)
+    return last - 1 if network.version == 4 and network.prefixlen <= 30 else last
+
+
 def room_after(interface: Interface) -> int:
-    """How many hops fit after the host inside its prefix: never the IPv4
-    broadcast address of a /30 or shorter, never more than MAX_HOPS."""
-    net = interface.network
-    last = int(net.broadcast_address)
-    if interface.version == 4 and net.prefixlen <= 30:
-        last -= 1
-    return max(0, min(MAX_HOPS, last - int(interface.ip)))
+    """How many hops fit after the host inside its prefix, up to
+    last_host, never more than MAX_HOPS."""
+    return max(0, min(MAX_HOPS, last_host(interface.network) - int(interface.ip)))
 
 
 def parse_prefix(text: str, where: str = "command line") -> Interface:
@@ -275,8 +278,7 @@ _NEVER = (
                                    "RFC 4291 2.5.6), so no probe from beyond the link arrives"),
     (lambda i: getattr(i, "scope_id", None) is not None,
      "a scoped address (%zone) belongs to one link; write the address without it"),
-    (lambda i: i.version == 4 and i.network.prefixlen <= 30
-     and i.ip == i.network.broadcast_address,
+    (lambda i: int(i.ip) > last_host(i.network),
      "the broadcast address of its prefix is no host (RFC 919, RFC 1122 3.2.1.3)"),
 )
 
@@ -291,7 +293,7 @@ def check_host(interface: Interface, where: str) -> Interface:
 
 def span(chain: Chain) -> tuple[int, int, int]:
     """(family, first, last address) of the chain's prefix as integers: the
-    order of the C core's table (core.Table) and of the overlap check."""
+    order of the C core's table (chaintable.Table) and of the overlap check."""
     net = chain.network
     return chain.family, int(net.network_address), int(net.broadcast_address)
 

@@ -7,6 +7,7 @@
     route-chain registry --config FILE                DN42 registry objects per chain
     route-chain demo                                  a story in throwaway namespaces
     route-chain reload PID                            reload a running daemon and wait
+    route-chain doctor [--config FILE]                what makes a deployment fail
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import time
 from pathlib import Path
 
 from . import __version__, settings
-from .chain import Chain, check_overlap, DEFAULT_REPLY_TTL
-from .config import DEFAULT_INTERFACE, Config, Route, one_line
+from .chain import Chain
+from .config import Config, Route, check, one_line
 from .errors import RouteChainError, UsageError
-from .settings import add_option, check_interface_name, setting
 
 PROG = "route-chain"
 
@@ -51,21 +51,14 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Answer traceroute probes through prefixes with a story: a probe to D "
                     "arriving with TTL t is answered by hop host+t until host+t reaches D.",
-        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload "
+        epilog=f"Other commands: {PROG} zone | preview | registry | demo | reload | doctor "
                "(each takes --help).")
     p.add_argument("prefixes", nargs="*", metavar="ADDR/PLEN",
                    help="host address and prefix of a chain (a bare address is /32 or /128)")
     p.add_argument("-c", "--config", type=Path, metavar="FILE",
                    help="TOML file with chains, stories, routes and DNS (re-read on SIGHUP)")
     # The options a config file also takes: declared once, in settings.py.
-    add_option(p, setting("daemon", "interface"))
-    add_option(p, setting("daemon", "queues"))
-    add_option(p, setting("daemon", "mtu"))
-    add_option(p, setting("daemon", "txqueuelen"))
-    add_option(p, setting("route", "prefix"), action="append", default=[])
-    add_option(p, setting("route", "table"))
-    add_option(p, setting("route", "metric"))
-    add_option(p, setting("chain", "reply_ttl"), default=DEFAULT_REPLY_TTL)
+    settings.add_options(p)
     p.add_argument("--user", metavar="NAME",
                    help="read the config and stories as this user, and drop to it after "
                         "setup (the DNS and metrics listeners are bound before), keeping "
@@ -76,25 +69,22 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def command_line_config(args: argparse.Namespace) -> Config:
-    """The part of the configuration the command line gives."""
-    address = setting("chain", "address")
+    """The part of the configuration the command line gives: chains, routes
+    and the [table] settings it has a flag for (the rest stay unset)."""
+    address = settings.setting("chain", "address")
     chains = tuple(Chain(address.parse(text, f"command line: {text}"), reply_ttl=args.reply_ttl,
                          where="command line") for text in args.prefixes)
     routes = [Route(prefix, args.route_table, args.route_metric, f"--route {prefix}")
               for prefix in args.route]
-    check_overlap(chains)
-    return Config(chains=chains, routes=tuple(routes), interface=args.interface,
-                  queues=args.queues, mtu=args.mtu, txqueuelen=args.txqueuelen)
+    tables, origins = settings.command_line(args)
+    given = Config(chains=chains, routes=tuple(routes), origins=origins, **tables)
+    check(given)
+    return given
 
 
 def check_runnable(config: Config) -> Config:
     if not config.chains:
         raise UsageError("no chain: give ADDR/PLEN on the command line or [[chain]] in --config")
-    check_interface_name(config.interface or DEFAULT_INTERFACE,
-                         "--interface" if config.interface else "default interface")
-    if config.mtu and config.mtu < settings.MIN_MTU6 and any(c.family == 6 for c in config.chains):
-        raise UsageError(f"--mtu {config.mtu}: IPv6 chains need an MTU of at least "
-                         f"{settings.MIN_MTU6}")
     return config
 
 
@@ -215,14 +205,39 @@ def cmd_reload(argv: list[str]) -> int:
     return 0
 
 
+def cmd_doctor(argv: list[str]) -> int:
+    from . import doctor
+    p = _Parser(prog=f"{PROG} doctor",
+                description="Check, on the router, what makes a deployment fail: forwarding "
+                            "and accept_ra, rp_filter, routes that shadow a chain, proxy NDP, "
+                            "firewall rules, the DNS listeners, the kernel's ICMP rate limit. "
+                            "One line per finding with its fix; exit 1 when something is "
+                            "wrong. Run it as root while route-chain runs.")
+    p.add_argument("-c", "--config", type=Path, default=doctor.DEFAULT_CONFIG, metavar="FILE",
+                   help=f"the daemon's config (default: {doctor.DEFAULT_CONFIG})")
+    p.add_argument("--uplink", action="append", default=[], metavar="NAME",
+                   help="an interface probes arrive on (repeatable; default: the interfaces "
+                        "of the default routes)")
+    args = p.parse_args(argv)
+    for name in args.uplink:
+        settings.check_interface_name(name, f"--uplink {name}")
+    from . import config as config_file
+    config = config_file.load(args.config)
+    text, status = doctor.report(doctor.diagnose(doctor.gather(config, tuple(args.uplink))))
+    print(text, end="")
+    return status
+
+
+# The subcommands, by the word that names them (the man page lists the same).
+COMMANDS = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
+            "demo": cmd_demo, "reload": cmd_reload, "doctor": cmd_doctor}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"zone": cmd_zone, "preview": cmd_preview, "registry": cmd_registry,
-                "demo": cmd_demo,
-                "reload": cmd_reload}
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         return cmd_run(argv)
     except RouteChainError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

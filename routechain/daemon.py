@@ -20,11 +20,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
-from . import core
-from .config import DEFAULT_INTERFACE, Config, DnsSettings, one_line
+from . import settings
+from .chaintable import Table
+from .config import Config, one_line
 from .desired import Keeper
 from .netlink import Link
 from .tun import DEFAULT_MTU, Tun
+from .workers import Live, Pacing, Stats, Worker
 
 log = logging.getLogger("route-chain")
 
@@ -44,23 +46,35 @@ def default_queues() -> int:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What a running daemon cannot change without a restart."""
+class Started:
+    """What the daemon started with and keeps until a restart: the
+    interface and queue count it made, and the [table] settings whose
+    declarations say `restart=True` (settings.restart_changes)."""
 
     interface: str
     queues: int
+    config: Config  # its [table]s only: what a reload compares with
 
     @classmethod
-    def of(cls, config: Config) -> "Settings":
-        return cls(config.interface or DEFAULT_INTERFACE, config.queues or default_queues())
+    def of(cls, config: Config) -> "Started":
+        return cls(config.daemon.interface or settings.DEFAULT_INTERFACE,
+                   config.daemon.queues or default_queues(),
+                   Config(**{t.name: getattr(config, t.name)
+                             for t in settings.TABLES if not t.array}))
+
+    def kept(self, new: Config) -> list[str]:
+        """What a reload to `new` leaves as it is until a restart."""
+        return [f"{s.name} changes only at a restart: keeping {settings.shown(running)}, "
+                f"not {settings.shown(wanted)}"
+                for s, running, wanted in settings.restart_changes(self.config, new)]
 
 
 class Workers:
     """One thread per TUN queue, each inside the C serving loop."""
 
-    def __init__(self, fds: list[int], live: core.Live, pacing: core.Pacing) -> None:
+    def __init__(self, fds: list[int], live: Live, pacing: Pacing) -> None:
         self._stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self.workers = [core.Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
+        self.workers = [Worker(fd, self._stop, live, pacing, i) for i, fd in enumerate(fds)]
         self.failures: list[str] = []
         self._threads = [threading.Thread(target=self._serve, args=(i, w), daemon=True,
                                           name=f"queue-{i}")
@@ -68,7 +82,7 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
-    def _serve(self, queue: int, worker: core.Worker) -> None:
+    def _serve(self, queue: int, worker: Worker) -> None:
         err = worker.run()
         if err:
             self.failures.append(f"queue {queue}: {os.strerror(err)}")
@@ -82,8 +96,8 @@ class Workers:
             thread.join()
         os.close(self._stop)
 
-    def totals(self) -> core.Stats:
-        return core.Stats.total(w.stats() for w in self.workers)
+    def totals(self) -> Stats:
+        return Stats.total(w.stats() for w in self.workers)
 
 
 def run(load: Callable[[], Config], notifier=None, user: str | None = None,
@@ -96,39 +110,42 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
     notifier = notifier or service.Notifier()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     config = config or load()
-    settings = Settings.of(config)
+    started = Started.of(config)
     for warning in config.log_lines:
         log.warning("%s", warning)
 
     with ExitStack() as stack:
-        tun = stack.enter_context(Tun(settings.interface, settings.queues))
-        link = stack.enter_context(Link(settings.interface))
-        link.set_up(config.mtu, config.txqueuelen)
+        tun = stack.enter_context(Tun(started.interface, started.queues))
+        link = stack.enter_context(Link(started.interface, config.daemon.route_protocol))
+        link.set_up(config.daemon.mtu, config.daemon.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
+        asked = config
         config = keeper.adopt(config, strict=True)
+        for warning in config.warnings[len(asked.warnings):]:  # what was left alone
+            log.warning("%s", warning)
         # Every listener is bound here, while the process may still take a
         # port below 1024: `listen` is restart-only, so nothing is bound
         # after this and no capability to bind is kept.
         dns = stack.enter_context(DnsSide(config))
         exporter = None
-        if config.metrics:
+        if config.metrics.listen:
             from . import metrics
-            exporter = stack.enter_context(metrics.Exporter(config.metrics))
+            exporter = stack.enter_context(metrics.Exporter(config.metrics.listen))
         if user:
             # Capabilities are per thread: drop before any thread starts.
             from .privilege import drop_to
             drop_to(user, keep=CAPABILITIES_KEPT)
-        live = core.Live(core.Table(config.chains, config.limits, settings.queues))
-        pacing = core.Pacing(config.limits, settings.queues)
+        live = Live(Table(config.chains, config.limits, started.queues))
+        pacing = Pacing(config.limits, started.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
         main = threading.main_thread().ident
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
         dns.start()
-        _log_chains(config, settings)
-        running = Running(load, config, settings, link, keeper, live, workers, dns, notifier)
+        _log_chains(config, started)
+        running = Running(load, config, started, link, keeper, live, workers, dns, notifier)
         if exporter is not None:
             exporter.serve(running)
             stack.callback(exporter.close)  # scrapes end before the workers stop
@@ -136,6 +153,10 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         notifier.ready(running.status())
         status = running.serve()
         notifier.stopping()
+        # Routes first, while everything else still serves: a routing
+        # daemon withdraws their announcement before the TUN goes.
+        keeper.stop()
+        keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
 
@@ -146,10 +167,10 @@ class Running:
 
     load: Callable[[], Config]
     config: Config
-    settings: Settings
+    started: Started
     link: Link
     keeper: Keeper
-    live: core.Live
+    live: Live
     workers: Workers
     dns: "DnsSide"
     notifier: object
@@ -216,14 +237,9 @@ class Running:
             new = self.load()
             for warning in new.log_lines:
                 log.warning("%s", warning)
-            wanted = Settings.of(new)
-            if wanted != self.settings:
-                log.warning("reload: interface and queues need a restart: keeping %s "
-                            "with %d queues", self.settings.interface, self.settings.queues)
-            if (new.limits.delay_pool, new.limits.seed) != (old.limits.delay_pool,
-                                                            old.limits.seed):
-                log.warning("reload: limits.delay_pool and limits.seed need a restart")
-            table = core.Table(new.chains, new.limits, self.settings.queues)
+            for kept in self.started.kept(new):
+                log.warning("reload: %s", kept)
+            table = Table(new.chains, new.limits, self.started.queues)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
@@ -231,18 +247,19 @@ class Running:
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = core.Table(applied.chains, new.limits, self.settings.queues)
+                table = Table(applied.chains, new.limits, self.started.queues)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)
-            if new.mtu and new.mtu != old.mtu:
-                self.link.set_mtu(new.mtu)
-                undo.append(lambda: self.link.set_mtu(old.mtu or DEFAULT_MTU))
-            if new.txqueuelen and new.txqueuelen != old.txqueuelen:
-                self.link.set_txqueuelen(new.txqueuelen)
+            mtu, txqueuelen = new.daemon.mtu, new.daemon.txqueuelen
+            if mtu and mtu != old.daemon.mtu:
+                self.link.set_mtu(mtu)
+                undo.append(lambda: self.link.set_mtu(old.daemon.mtu or DEFAULT_MTU))
+            if txqueuelen and txqueuelen != old.daemon.txqueuelen:
+                self.link.set_txqueuelen(txqueuelen)
         except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
             for step in reversed(undo):
                 try:
@@ -272,13 +289,13 @@ class DnsSide:
     def __init__(self, config: Config) -> None:
         """Bound, not yet serving: start() serves."""
         self._server = None
-        self._listen = config.dns.listen if config.dns else ()
+        self._listen = config.dns.listen
         if not self._listen:
             return
         from . import dns
         self._zones = _zones(config)
         self._keys = None
-        self._server = dns.Server(self._zones, self._listen, *_dns_limits(config),
+        self._server = dns.Server(self._zones, self._listen, config.dns,
                                   *_dns_transfers(config), signer=self._signer(config))
         self._server.bind()
 
@@ -289,14 +306,10 @@ class DnsSide:
 
     def reload(self, config: Config) -> None:
         """New zones and limits for the running server; listeners stay as
-        they were bound."""
-        listen = config.dns.listen if config.dns else ()
-        if listen != self._listen:
-            log.warning("reload: DNS listeners change from %s to %s at the next restart",
-                        _addresses(self._listen) or "none", _addresses(listen) or "none")
+        they were bound (dns.listen is restart-only)."""
         if self._server is not None:
-            self._server.reload(_zones(config), *_dns_limits(config),
-                                *_dns_transfers(config), signer=self._signer(config))
+            self._server.reload(_zones(config), config.dns, *_dns_transfers(config),
+                                signer=self._signer(config))
 
     def _signer(self, config: Config):
         """A dnssec.Signer for [dnssec], or None when signing is off. The
@@ -336,15 +349,6 @@ class DnsSide:
             self._server.stop()
 
 
-def _dns_limits(config: Config):
-    """The [dns] limits as the server takes them: (rate limits, TCP limits)."""
-    from . import dns, rrl
-    d = config.dns or DnsSettings()
-    return (rrl.Limits(rate=d.rate_limit, errors=d.rate_limit_errors, slip=d.rate_limit_slip),
-            dns.TcpLimits(connections=d.tcp_connections,
-                          per_client=d.tcp_connections_per_client, idle=d.tcp_idle_timeout))
-
-
 def _zones(config: Config) -> list:
     """Every zone the server holds: the reverse zones and the stories'
     forward names."""
@@ -356,16 +360,15 @@ def _dns_transfers(config: Config):
     """Who may transfer, and the secondaries to NOTIFY, as the server takes
     them: (xfr.Policy, secondaries)."""
     from . import xfr
-    d = config.dns or DnsSettings()
-    policy = xfr.policy(d.transfer, d.transfer_keys,
-                        [(s.address, s.key) for s in d.secondaries], d.keys)
-    return policy, d.secondaries
+    policy = xfr.policy(config.dns.transfer, config.dns.transfer_keys,
+                        [(s.address, s.key) for s in config.secondaries], config.keys)
+    return policy, config.secondaries
 
 
 CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
 
 
-def _log_chains(config: Config, settings: Settings) -> None:
+def _log_chains(config: Config, started: Started) -> None:
     for chain in config.chains[:CHAINS_LOGGED]:
         if chain.length:
             log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
@@ -376,7 +379,7 @@ def _log_chains(config: Config, settings: Settings) -> None:
         if not chain.length:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
-    log.info("serving on %s with %d queues", settings.interface, settings.queues)
+    log.info("serving on %s with %d queues", started.interface, started.queues)
 
 
 def _addresses(listen) -> str:

@@ -11,9 +11,9 @@ bounds every buffer and count:
   server it answered 18-24k queries/s where the draining reader answers
   76-87k (2 shared CPUs).
 - TCP (RFC 7766): 2-byte length framing, several queries per connection,
-  answered in order. At most `connections` at once and `per_client` from
-  one address (more are closed at once); an idle connection closes after
-  `idle` seconds; a query must arrive whole within QUERY_DEADLINE of its
+  answered in order. At most [dns] tcp_connections at once and
+  tcp_connections_per_client from one address (more are closed at once);
+  an idle connection closes after tcp_idle_timeout seconds; a query must arrive whole within QUERY_DEADLINE of its
   first byte, however its bytes trickle in; when the answers a client does
   not read pass UNSENT_MAX bytes, the connection stops being read, and is
   closed if they are not taken within QUERY_DEADLINE. A connection yields
@@ -42,14 +42,14 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from . import notify, rrl, xfr
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
+from .settings import DnsSettings
 from .zone import Zone
 
-__all__ = ["Server", "TcpLimits", "PAYLOAD_MAX", "COUNTERS"]
+__all__ = ["Server", "PAYLOAD_MAX", "COUNTERS"]
 
 log = logging.getLogger("route-chain")
 
@@ -68,28 +68,22 @@ COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_co
             "internal_errors", *xfr.COUNTERS, *notify.COUNTERS, "dnssec:resigned")
 
 
-@dataclass(frozen=True)
-class TcpLimits:
-    """Connections at once in total and from one address; seconds a
-    connection may wait between queries ([dns] tcp_* in the config)."""
-
-    connections: int = 128
-    per_client: int = 8
-    idle: float = 10.0
-
-
 class Server:
-    """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP.
+    """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP,
+    within the limits of `settings` ([dns] rate_limit*, tcp_*); transfers
+    as `transfers` allows (xfr.policy of [dns] transfer*, [[secondary]]
+    and [[tsig]]), and a NOTIFY to each of `secondaries` when a zone's
+    serial moves.
 
     bind() binds every socket (SetupError naming the address if a bind
-    fails) and start() serves them in a thread of its own; reload(zones, ...) swaps the zones atomically;
-    stop() closes everything and returns within a second or so.
+    fails) and start() serves them in a thread of its own; reload(zones,
+    ...) swaps the zones atomically; stop() closes everything and returns
+    within a second or so.
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
     def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
-                 rate_limits: rrl.Limits = rrl.Limits(), tcp: TcpLimits = TcpLimits(),
-                 transfers: xfr.Policy = xfr.Policy(),
+                 settings: DnsSettings = DnsSettings(), transfers: xfr.Policy = xfr.Policy(),
                  secondaries: tuple[notify.Secondary, ...] = (), signer=None) -> None:
         self._transfers, self._secondaries = transfers, secondaries
         self._signer = signer  # dnssec.Signer or None
@@ -102,8 +96,8 @@ class Server:
         self._stop_resign = threading.Event()
         self._resign_wake = threading.Event()
         self._listen = tuple(listen)
-        self._rrl = rrl.RateLimiter(rate_limits)
-        self._tcp = tcp
+        self._rrl = rrl.RateLimiter(settings)
+        self._settings = settings
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,14 +145,16 @@ class Server:
                                           name="route-chain-dnssec", daemon=True)
         self._resigner.start()
 
-    def reload(self, zones: Iterable[Zone], rate_limits: rrl.Limits | None = None,
-               tcp: TcpLimits | None = None, transfers: xfr.Policy | None = None,
+    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None,
+               transfers: xfr.Policy | None = None,
                secondaries: tuple[notify.Secondary, ...] | None = None,
                signer=False) -> None:
         """Serve `zones` from now on (a zone that changed gets a greater
-        serial, new signatures when signing, and its secondaries a NOTIFY);
-        the sockets stay as they are. `signer`: a dnssec.Signer, None to
-        stop signing, False (the default) to keep the one in use."""
+        serial, new signatures when signing, and its secondaries a NOTIFY),
+        with the limits of `settings` and the transfer policy and
+        secondaries given; the sockets stay as they are, and so do the rate
+        limiter's buckets if its limits do. `signer`: a dnssec.Signer, None
+        to stop signing, False (the default) to keep the one in use."""
         with self._lock:
             if transfers is not None:
                 self._transfers, self._secondaries = transfers, secondaries or ()
@@ -172,10 +168,10 @@ class Server:
             self._versions = versions
         self._resign_wake.set()
         self._send_notify(versions)
-        if rate_limits is not None and rate_limits != self._rrl.limits:
-            self._rrl = rrl.RateLimiter(rate_limits)
-        if tcp is not None:
-            self._tcp = tcp
+        if settings is not None:
+            if not self._rrl.same(settings):
+                self._rrl = rrl.RateLimiter(settings)
+            self._settings = settings
 
     @property
     def _sign(self):
@@ -418,11 +414,11 @@ class Server:
                 pass  # a peer gone or a full socket buffer: as if lost on the way
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        counts, limits = self._counts, self._tcp
+        counts, limits = self._counts, self._settings
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else ""
-        if len(self._writers) >= limits.connections \
-                or self._clients.get(host, 0) >= limits.per_client:
+        if len(self._writers) >= limits.tcp_connections \
+                or self._clients.get(host, 0) >= limits.tcp_connections_per_client:
             counts["drop:tcp_limit"] += 1
             writer.transport.abort()
             return
@@ -448,7 +444,7 @@ class Server:
         counts = self._counts
         while True:
             try:
-                async with asyncio.timeout(self._tcp.idle):
+                async with asyncio.timeout(self._settings.tcp_idle_timeout):
                     first = await reader.readexactly(1)
             except TimeoutError:
                 return  # idle: RFC 7766 6.2.3 lets the server close

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import ipaddress
 from collections.abc import Iterable
 
 import dns.edns
@@ -69,6 +70,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.reversename
 
 from .zone import Zone
 
@@ -628,3 +630,28 @@ def _negative_soa(zone: Zone) -> dns.rrset.RRset:
     out.update(soa)
     out.ttl = ttl
     return out
+
+
+# --- One query and its check, for `route-chain doctor` -----------------------
+
+def doctor_query(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[bytes, int]:
+    """A PTR query for address, in wire format, and its id."""
+    query = dns.message.make_query(dns.reversename.from_address(str(address)), "PTR")
+    return query.to_wire(), query.id
+
+
+def doctor_reply(wire: bytes, qid: int) -> str | None:
+    """None when wire is an authoritative answer to query qid (a name or
+    NXDOMAIN: the server knows the zone); else what is wrong with it."""
+    try:
+        reply = dns.message.from_wire(wire)
+    except dns.exception.DNSException as e:
+        return f"an unreadable answer ({e})"
+    if reply.id != qid:
+        return "an answer to another query"
+    rcode = dns.rcode.to_text(reply.rcode())
+    if reply.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        return f"it answers {rcode}"
+    if not reply.flags & dns.flags.AA:
+        return f"it answers {rcode} without authority: not route-chain's server for the zone"
+    return None

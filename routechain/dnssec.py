@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from .config import DnssecSettings
+from .settings import DnssecSettings
 from .errors import ConfigError
 from .zone import Zone
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .hopprops import Props
+from .hopprops import MAX_IFNAME, Props
 
 VERSION = 2                      # RFC 4884 7
 HEADER = struct.Struct("!BBH")   # version << 4, reserved, checksum
@@ -24,7 +24,6 @@ INTERFACE_CLASS = 2                        # RFC 5837 4.1
 ROLE_INCOMING = 0                          # RFC 5837 4.1: incoming IP interface
 HAS_IFINDEX, HAS_IPADDR, HAS_NAME, HAS_MTU = 0x08, 0x04, 0x02, 0x01
 AFI = {4: 1, 6: 2}                         # IANA address family numbers
-NAME_MAX = 63                              # RFC 5837 4.3: the sub-object is <= 64
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def interface_object(props: Props) -> bytes:
         ctype |= HAS_IPADDR                               # RFC 5837 4.2
         body += struct.pack("!HH", AFI[props.ifaddr.version], 0) + props.ifaddr.packed
     if props.iface is not None:
-        name = props.iface.encode("utf-8")[:NAME_MAX]
+        name = props.iface.encode("utf-8")[:MAX_IFNAME]
         size = (1 + len(name) + 3) // 4 * 4               # RFC 5837 4.3: whole words
         ctype |= HAS_NAME
         body += bytes([size]) + name.ljust(size - 1, b"\0")

@@ -27,12 +27,16 @@ MAX_LABELS = 8
 MAX_LABEL = 2**20 - 1    # RFC 3032: 20 bits
 MAX_TC = 7               # RFC 5462: 3 bits
 MAX_IFNAME = 63          # RFC 5837 4.3: the name sub-object holds at most 63 octets
-MAX_RATE = 10_000_000
+MAX_RATE = 10_000_000    # replies per second, of a hop or of [limits]: more than any TUN carries
 MIN_MTU = 68             # RFC 791: every IPv4 module takes 68 octets
 MIN_MTU6 = 1280          # RFC 8200 5: IPv6 needs 1280 on every link
 MAX_MTU = 65535
-MAX_REPLY_TTL = 255
+IP_TTL_MAX = 255         # the 8-bit IPv4 TTL and IPv6 Hop Limit
+MAX_REPLY_TTL = IP_TTL_MAX
 ENDINGS = ("host", "!N", "!H", "!X")
+TCP_ANSWERS = ("closed", "rst", "silent", "prohibited", "open")  # enum rc_tcp, in order
+UDP_ANSWERS = ("unreachable", "silent", "prohibited")            # enum rc_udp, in order
+MAX_OPEN_PORTS = 16      # RC_MAX_OPEN_PORTS
 
 # Where a key may stand.
 CHAIN, HOP, BRANCH = "chain", "hop", "branch"
@@ -74,6 +78,9 @@ class Props:
     reply_ttl: int | None = None
     address: Address | None = None
     end: str | None = None
+    tcp: str | None = None
+    tcp_open: tuple[int, ...] | None = None
+    udp: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -187,40 +194,80 @@ def parse_end(text: str) -> str:
     return text
 
 
+def one_of(words: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in words:
+            raise ValueError(f"write one of {', '.join(words)}")
+        return text
+    return parse
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    """`80,443`: TCP ports, 1 .. 65535, each once, at most MAX_OPEN_PORTS."""
+    ports = []
+    for word in text.split(","):
+        if not word.isdigit() or not 1 <= int(word) <= 65535:
+            raise ValueError(f"{word!r} is not a port 1..65535 (write ports as 80,443)")
+        if int(word) in ports:
+            raise ValueError(f"port {word} is written twice")
+        ports.append(int(word))
+    if len(ports) > MAX_OPEN_PORTS:
+        raise ValueError(f"{len(ports)} ports: at most {MAX_OPEN_PORTS}")
+    return tuple(ports)
+
+
+# What a property changes (Key.changes): when a reply leaves (TIMING), what
+# a reply carries or who sends it (REPLY: the chain takes the slower path
+# that builds extensions, Chain.has_extensions), or neither by itself
+# (PLACE: an alternative's address, a chain's ending, how its destination
+# answers TCP and UDP; Chain and chaintable.py read them).
+TIMING, REPLY, PLACE = "timing", "reply", "place"
+
+
 @dataclass(frozen=True)
 class Key:
     """One property: its name as written, the field it fills, what parses
-    it, where it may stand, and whether TOML may give it as an integer."""
+    it, where it may stand, what it changes, and whether TOML may give it
+    as an integer."""
 
     name: str
     field: str
     parse: Callable[[str], object]
     where: frozenset[str]
     example: str
+    changes: str
     integer: bool = False
+    listed: bool = False     # TOML may give it as a list of integers: [80, 443]
 
 
 _ALL = frozenset({CHAIN, HOP, BRANCH})
 _HOPS = frozenset({HOP, BRANCH})
 
 KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("delay", "delay", parse_delay, frozenset({CHAIN, HOP}), "+70ms"),
-    Key("step", "step_us", parse_duration, frozenset({CHAIN}), "0.5ms"),
-    Key("slow", "slow_us", parse_duration, _HOPS, "40ms"),
-    Key("jitter", "jitter_us", parse_duration, _ALL, "2ms"),
-    Key("loss", "loss", parse_percent, _ALL, "5%"),
-    Key("rate", "rate", parse_rate, _ALL, "10/s"),
-    Key("burst", "burst", int_in(1, MAX_RATE), _ALL, "10", integer=True),
-    Key("mpls", "mpls", parse_mpls, _HOPS, "24001:0,16"),
-    Key("iface", "iface", parse_ifname, _HOPS, "xe-0/0/0"),
-    Key("ifindex", "ifindex", int_in(0, 2**32 - 1), _HOPS, "12", integer=True),
-    Key("ifaddr", "ifaddr", parse_address, _HOPS, "192.0.2.1"),
-    Key("ifmtu", "ifmtu", int_in(68, 2**32 - 1), _HOPS, "9000", integer=True),
-    Key("mtu", "mtu", int_in(MIN_MTU, MAX_MTU), _HOPS, "1400", integer=True),
-    Key("reply_ttl", "reply_ttl", int_in(1, MAX_REPLY_TTL), _HOPS, "255", integer=True),
-    Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40"),
-    Key("end", "end", parse_end, frozenset({CHAIN}), "!N"),
+    Key("delay", "delay", parse_delay, frozenset({CHAIN, HOP}), "+70ms", TIMING),
+    Key("step", "step_us", parse_duration, frozenset({CHAIN}), "0.5ms", TIMING),
+    Key("slow", "slow_us", parse_duration, _HOPS, "40ms", TIMING),
+    Key("jitter", "jitter_us", parse_duration, _ALL, "2ms", TIMING),
+    Key("loss", "loss", parse_percent, _ALL, "5%", TIMING),
+    Key("rate", "rate", parse_rate, _ALL, "10/s", TIMING),
+    Key("burst", "burst", int_in(1, MAX_RATE), _ALL, "10", TIMING, integer=True),
+    Key("mpls", "mpls", parse_mpls, _HOPS, "24001:0,16", REPLY),
+    Key("iface", "iface", parse_ifname, _HOPS, "xe-0/0/0", REPLY),
+    Key("ifindex", "ifindex", int_in(0, 2**32 - 1), _HOPS, "12", REPLY, integer=True),
+    Key("ifaddr", "ifaddr", parse_address, _HOPS, "192.0.2.1", REPLY),
+    Key("ifmtu", "ifmtu", int_in(68, 2**32 - 1), _HOPS, "9000", REPLY, integer=True),
+    Key("mtu", "mtu", int_in(MIN_MTU, MAX_MTU), _HOPS, "1400", REPLY, integer=True),
+    Key("reply_ttl", "reply_ttl", int_in(1, MAX_REPLY_TTL), _HOPS, "255", REPLY, integer=True),
+    Key("address", "address", parse_address, frozenset({BRANCH}), "198.51.100.40", PLACE),
+    Key("end", "end", parse_end, frozenset({CHAIN}), "!N", PLACE),
+    Key("tcp", "tcp", one_of(TCP_ANSWERS), frozenset({CHAIN}), "open", PLACE),
+    Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", PLACE,
+        integer=True, listed=True),
+    Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent", PLACE),
 )}
+
+# The Props fields that change what a hop's replies carry or who sends them.
+REPLY_FIELDS = tuple(k.field for k in KEYS.values() if k.changes == REPLY)
 
 # The keys a [[chain]] table takes as properties (reply_ttl is the chain's own key).
 CHAIN_KEYS = frozenset(k.name for k in KEYS.values() if CHAIN in k.where)
@@ -281,12 +328,16 @@ def parse_words(text: str, where: str, place: str = HOP) -> Props:
 def from_table(table: dict, where: Callable[[str], str], place: str,
                skip: frozenset[str] = frozenset()) -> Props:
     """Props from a TOML table's keys (all but `skip`); `where(key)` gives a
-    key's `file:line`. Integers are taken where the key is a number."""
+    key's `file:line`. Integers are taken where the key is a number, lists of
+    integers where it is a list (tcp_open = [80, 443])."""
     pairs = []
     for name, value in table.items():
         if name in skip:
             continue
         key = KEYS.get(name)
+        if (key is not None and key.listed and isinstance(value, list) and value
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            value = ",".join(map(str, value))
         if key is not None and (isinstance(value, bool) or not (
                 isinstance(value, str) or (isinstance(value, int) and key.integer))):
             raise ConfigError(f"{where(name)}: {name} {value!r}: write it as text with its "

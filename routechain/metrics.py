@@ -46,7 +46,8 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .chain import Chain
-from .core import LATE_EDGES, NS, Drop, Kind, Pace, Stats
+from .chaintable import NS, Drop, Kind
+from .workers import LATE_EDGES, Pace, Stats
 from .errors import SetupError
 
 PREFIX = "routechain"

@@ -14,22 +14,23 @@ import time
 import dns.name
 import dns.rrset
 
-from .config import Config, DnsSettings
+from .config import Config
 from .zone import Zone
 
 
 def build(config: Config, now: float | None = None) -> list[Zone]:
     """One zone per forward name, sorted by name; `now` fixes the default
     serial as zone.build's does."""
-    settings = config.dns or DnsSettings()
-    if not settings.forward:
+    settings = config.dns
+    named = [c for c in config.chains if c.name is not None]
+    if not named:
         return []
     ns, mname, rname = settings.names(config.chains)
     serial = settings.serial if settings.serial is not None else int(
         now if now is not None else time.time())
     addresses: dict[str, list[str]] = {}
-    for name, address in settings.forward:
-        addresses.setdefault(name.lower(), []).append(address)
+    for chain in named:  # config.chain_of: a named chain has a destination
+        addresses.setdefault(chain.name, []).append(str(chain.destination))
     zones = []
     for name, found in sorted(addresses.items()):
         origin = dns.name.from_text(name)

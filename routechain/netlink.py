@@ -28,82 +28,47 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable, Iterator
 
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink import (NETLINK_GET_STRICT_CHK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
                               NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOL_NETLINK)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
-                                   RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+from pyroute2.netlink.rtnl import (RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE,
+                                   RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE,
+                                   RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE,
                                    RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
                                    RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY, ndmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from .chain import Interface
-from .config import Route
 from .errors import SetupError
+from .settings import ROUTE_PROTOCOL
+from .plan import RT_TABLE_MAIN, Proxy, RouteKey, State, reason
 
 IFA_F_NODAD = 0x02
+IFA_F_NOPREFIXROUTE = 0x200  # linux/if_addr.h: past ifa_flags' 8 bits, so in IFA_FLAGS
 IFF_UP = 0x01
 NUD_PERMANENT = 0x80
-RTPROT_STATIC = 4          # what our routes carry, as `ip route` makes them
 RTN_UNICAST = 1
-RT_TABLE_MAIN = 254
 RT_TABLE_COMPAT = 252      # rtm_table when the table id needs RTA_TABLE
-IP6_RT_PRIO_USER = 1024    # the kernel's metric for an IPv6 route given none
 WINDOW = 256               # requests per send(): their acks fit the receive buffer
 RCVBUF = 4 << 20
 TIMEOUT = 10.0             # seconds the kernel may take to answer a window
 
 
-@dataclass(frozen=True)
-class RouteKey:
-    """A route as the kernel tells routes apart: prefix, table and metric,
-    with the kernel's defaults filled in."""
-
-    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
-    table: int
-    metric: int
-
-    @classmethod
-    def of(cls, route: Route) -> "RouteKey":
-        metric = route.metric or 0
-        if route.prefix.version == 6 and metric == 0:
-            metric = IP6_RT_PRIO_USER  # as the kernel stores it (ip6_route_info_create)
-        return cls(route.prefix, route.table if route.table is not None else RT_TABLE_MAIN,
-                   metric)
-
-    def __str__(self) -> str:
-        table = "" if self.table == RT_TABLE_MAIN else f" table {self.table}"
-        return f"{self.prefix}{table} metric {self.metric}"
-
-
-@dataclass(frozen=True)
-class State:
-    """What the kernel holds: the addresses on our link and those of every
-    other interface (address -> interface name), as (packed address,
-    prefix length) pairs: decoding 10,000 of them must stay cheap; our
-    routes in the tables asked about; whether the link is up."""
-
-    addresses: frozenset[tuple[bytes, int]]
-    elsewhere: dict[bytes, str]
-    routes: frozenset[RouteKey]
-    up: bool
-
-
-def address_key(interface: Interface) -> tuple[bytes, int]:
-    """An Interface as State holds addresses."""
-    return interface.ip.packed, interface.network.prefixlen
-
-
 class Link:
-    """One interface, by name, and what we configure on it."""
+    """One interface, by name, and what we configure on it; our routes
+    carry `protocol` (rtm_protocol), which tells them from everyone else's."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, protocol: int = ROUTE_PROTOCOL) -> None:
         self.name = name
+        self.protocol = protocol
         # Subscribed to nothing: notifications are the Monitor's to read.
         self._ipr = IPRoute(groups=0)
         self._bulk: _Bulk | None = None
@@ -112,7 +77,7 @@ class Link:
             self._bulk = _Bulk()
         except NetlinkError as e:
             self.close()
-            raise SetupError(f"cannot look up interface {name!r}: {_reason(e.code)}") from None
+            raise SetupError(f"cannot look up interface {name!r}: {reason(e.code)}") from None
         except OSError as e:
             self.close()
             raise SetupError(f"cannot open a netlink socket: {os.strerror(e.errno)}") from None
@@ -148,9 +113,9 @@ class Link:
 
     # --- what the kernel holds
 
-    def state(self, tables: Iterable[int] = ()) -> State:
+    def state(self, tables: Iterable[int] = (), uplinks: Iterable[str] = ()) -> State:
         """One dump of every address (ours and others'), one of our routes
-        per table, and the link's flags."""
+        per table, the link's flags, and the proxy entries on `uplinks`."""
         names = {}
         up = False
         try:
@@ -159,7 +124,7 @@ class Link:
                 if msg["index"] == self.index:
                     up = bool(msg["flags"] & IFF_UP)
         except NetlinkError as e:
-            raise SetupError(f"cannot list interfaces: {_reason(e.code)}") from None
+            raise SetupError(f"cannot list interfaces: {reason(e.code)}") from None
         mine, elsewhere = set(), {}
         for msg in self._bulk.dump(_addr_dump(), self._bulk.fields_only):
             packed = _local_address(msg)
@@ -171,12 +136,41 @@ class Link:
                 elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
         routes = set()
         for table in set(tables):
-            for msg in self._bulk.dump(_route_dump(table, self.index, RTPROT_STATIC)):
-                key = _route_key(msg)
-                if key is not None and _route_oif(msg) == self.index \
-                        and msg["proto"] == RTPROT_STATIC and key.table == table:
-                    routes.add(key)
-        return State(frozenset(mine), elsewhere, frozenset(routes), up)
+            for msg in self._bulk.dump(_route_dump(table, self.index, self.protocol),
+                                       self._bulk.route_fields):
+                fields = _route_fields(msg)
+                if fields is not None and fields[1] == self.index \
+                        and msg["proto"] == self.protocol and fields[0].table == table:
+                    routes.add(fields[0])
+        ours, foreign = self._proxies(uplinks, names)
+        return State(frozenset(mine), elsewhere, frozenset(routes), up, ours, foreign,
+                     unready(uplinks))
+
+    def proxies(self, uplinks: Iterable[str]) -> State:
+        """The proxy entries on `uplinks` alone (a State with nothing else
+        in it): one dump, for a frequent check."""
+        try:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._ipr.get_links()}
+        except NetlinkError as e:
+            raise SetupError(f"cannot list interfaces: {reason(e.code)}") from None
+        ours, foreign = self._proxies(uplinks, names)
+        return State(frozenset(), {}, frozenset(), True, ours, foreign)
+
+    def _proxies(self, uplinks: Iterable[str], names: dict[int, str]
+                 ) -> tuple[frozenset[Proxy], frozenset[Proxy]]:
+        """(ours, others') proxy entries on the uplinks: ours carry our protocol."""
+        wanted = set(uplinks)
+        if not wanted:
+            return frozenset(), frozenset()
+        ours, foreign = set(), set()
+        for msg in self._bulk.dump(_proxy_dump()):
+            name = names.get(msg["ifindex"])
+            dst = msg.get_attr("NDA_DST")
+            if name not in wanted or dst is None:
+                continue
+            proxy = Proxy(name, ipaddress.ip_address(dst))
+            (ours if msg.get_attr("NDA_PROTOCOL") == self.protocol else foreign).add(proxy)
+        return frozenset(ours), frozenset(foreign)
 
     def route_holder(self, key: RouteKey) -> str:
         """How `ip route` would describe the route that holds key, for a
@@ -195,18 +189,45 @@ class Link:
     # --- changes, in bulk; each returns {item: errno} for what failed
 
     def add_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
-        """The chains' host addresses; IPv6 without DAD, as nobody else is on the link."""
+        """The chains' host addresses, without the kernel's prefix route
+        (the prefix route is ours: Keeper adds it with our protocol); IPv6
+        without DAD, as nobody else is on the link."""
         return self._create(_addr_msg, RTM_NEWADDR, interfaces)
 
     def del_addresses(self, interfaces: Iterable[Interface]) -> dict[Interface, int]:
         return self._delete(_addr_msg, RTM_DELADDR, interfaces)
 
     def add_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
-        return self._create(_route_msg, RTM_NEWROUTE, keys)
+        return self._create(partial(_route_msg, proto=self.protocol), RTM_NEWROUTE, keys)
 
     def del_routes(self, keys: Iterable[RouteKey]) -> dict[RouteKey, int]:
-        """Only routes through this link that we made (proto static) match."""
-        return self._delete(_route_msg, RTM_DELROUTE, keys)
+        """Only routes through this link that we made (our protocol) match."""
+        return self._delete(partial(_route_msg, proto=self.protocol), RTM_DELROUTE, keys)
+
+    def add_proxies(self, proxies: Iterable[Proxy]) -> dict[Proxy, int]:
+        """Proxy entries with our protocol. The kernel replaces an existing
+        entry in place, exclusive or not: plan.py adds none that exists."""
+        return self._on_uplinks(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+                                | NLM_F_EXCL, list(proxies))
+
+    def del_proxies(self, proxies: Iterable[Proxy]) -> dict[Proxy, int]:
+        """What is already gone (the entry, or its uplink) is not a failure."""
+        failed = self._on_uplinks(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, list(proxies))
+        return {p: e for p, e in failed.items() if e not in _GONE}
+
+    def _on_uplinks(self, kind: int, flags: int, proxies: list[Proxy]) -> dict[Proxy, int]:
+        """Each entry sent to its uplink's index; an uplink that does not
+        exist fails its entries with ENODEV."""
+        index: dict[str, int | None] = {}
+        for name in {p.uplink for p in proxies}:
+            found = self._ipr.link_lookup(ifname=name)
+            index[name] = found[0] if found else None
+        sent = [p for p in proxies if index[p.uplink] is not None]
+        failed = {p: errno.ENODEV for p in proxies if index[p.uplink] is None}
+        codes = self._bulk.request([_proxy_msg(kind, flags, index[p.uplink], p, self.protocol)
+                                    for p in sent])
+        failed.update({p: code for p, code in zip(sent, codes) if code})
+        return failed
 
     def _create(self, build: Callable, kind: int, items: Iterable) -> dict:
         """Exclusive: what exists already fails (EEXIST), never replaced."""
@@ -226,7 +247,7 @@ class Link:
         try:
             fn(command, **kwargs)
         except NetlinkError as e:
-            raise SetupError(f"cannot {what}: {_reason(e.code)}") from None
+            raise SetupError(f"cannot {what}: {reason(e.code)}") from None
 
     def __enter__(self) -> "Link":
         return self
@@ -235,15 +256,29 @@ class Link:
         self.close()
 
 
-def reason(code: int) -> str:
-    """An errno from the kernel as a refusal's reason."""
-    return _reason(code)
+def unready(uplinks: Iterable[str]) -> frozenset[tuple[str, int, str]]:
+    """(uplink, version, sysctl) for each setting of an uplink that makes
+    the kernel ignore its proxy entries: IPv6 answers a solicitation for
+    one only with forwarding and proxy_ndp (the uplink's or `all`) on
+    (ndisc_recv_ns), IPv4 an ARP request only with forwarding on
+    (arp_process). Read from /proc/sys (read-only under systemd's
+    ProtectKernelTunables=); one that cannot be read is not reported."""
+    def off(*path: str) -> bool:
+        try:
+            with open(os.path.join("/proc/sys/net", *path)) as f:
+                return f.read().strip() == "0"
+        except OSError:
+            return False
 
-
-def _reason(code: int) -> str:
-    if code == errno.EPERM:
-        return "operation not permitted (CAP_NET_ADMIN is needed)"
-    return os.strerror(code) if code else "unknown error"
+    found = set()
+    for name in uplinks:
+        if off("ipv6", "conf", name, "forwarding"):
+            found.add((name, 6, f"net.ipv6.conf.{name}.forwarding"))
+        if off("ipv6", "conf", name, "proxy_ndp") and off("ipv6", "conf", "all", "proxy_ndp"):
+            found.add((name, 6, f"net.ipv6.conf.{name}.proxy_ndp"))
+        if off("ipv4", "conf", name, "forwarding"):
+            found.add((name, 4, f"net.ipv4.conf.{name}.forwarding"))
+    return frozenset(found)
 
 
 _GONE = {errno.ENODEV, errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENOENT}
@@ -261,11 +296,13 @@ def _addr_msg(kind: int, flags: int, index: int, interface: Interface) -> ifaddr
     msg["header"]["flags"] = flags
     msg["family"] = _family(interface.version)
     msg["prefixlen"] = interface.network.prefixlen
-    msg["flags"] = IFA_F_NODAD if interface.version == 6 else 0
+    flags = IFA_F_NOPREFIXROUTE | (IFA_F_NODAD if interface.version == 6 else 0)
+    msg["flags"] = flags & 0xff
     msg["scope"] = 0
     msg["index"] = index
-    # The kernel takes IFA_LOCAL for IFA_ADDRESS too when it comes alone.
-    msg["attrs"] = [("IFA_LOCAL", str(interface.ip))]
+    # The kernel takes IFA_LOCAL for IFA_ADDRESS too when it comes alone,
+    # and IFA_FLAGS over ifa_flags.
+    msg["attrs"] = [("IFA_LOCAL", str(interface.ip)), ("IFA_FLAGS", flags)]
     return msg
 
 
@@ -277,18 +314,40 @@ def _addr_dump() -> ifaddrmsg:
     return msg
 
 
-def _route_msg(kind: int, flags: int, index: int, key: RouteKey) -> rtmsg:
+def _route_msg(kind: int, flags: int, index: int, key: RouteKey, proto: int) -> rtmsg:
     msg = rtmsg()
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
     msg["family"] = _family(key.prefix.version)
     msg["dst_len"] = key.prefix.prefixlen
     msg["table"] = key.table if key.table < 256 else RT_TABLE_COMPAT
-    msg["proto"] = RTPROT_STATIC
+    msg["proto"] = proto
     msg["scope"] = 0
     msg["type"] = RTN_UNICAST
     msg["attrs"] = [("RTA_DST", str(key.prefix.network_address)), ("RTA_OIF", index),
                     ("RTA_TABLE", key.table), ("RTA_PRIORITY", key.metric)]
+    return msg
+
+
+def _proxy_msg(kind: int, flags: int, index: int, proxy: Proxy, proto: int) -> ndmsg:
+    msg = ndmsg()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = flags
+    msg["family"] = _family(proxy.address.version)
+    msg["ifindex"] = index
+    msg["state"] = NUD_PERMANENT
+    msg["flags"] = NTF_PROXY
+    msg["attrs"] = [("NDA_DST", str(proxy.address)), ("NDA_PROTOCOL", proto)]
+    return msg
+
+
+def _proxy_dump() -> ndmsg:
+    """Every proxy entry (NTF_PROXY asks for the proxy table alone), both families."""
+    msg = ndmsg()
+    msg["header"]["type"] = RTM_GETNEIGH
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["family"] = socket.AF_UNSPEC
+    msg["flags"] = NTF_PROXY
     return msg
 
 
@@ -314,32 +373,66 @@ class _ifaddr_fields(ifaddrmsg):
     nla_map = ()
 
 
+class _rtmsg_fields(rtmsg):
+    """An RTM_NEWROUTE decoded as far as its fixed fields, for the same
+    reason: a dump of our routes holds one per chain."""
+
+    nla_map = ()
+
+
 class _AddressFields(MarshalRtnl):
     msg_map = {**MarshalRtnl.msg_map, RTM_NEWADDR: _ifaddr_fields}
 
 
+class _RouteFields(MarshalRtnl):
+    msg_map = {**MarshalRtnl.msg_map, RTM_NEWROUTE: _rtmsg_fields}
+
+
 IFA_ADDRESS, IFA_LOCAL = 1, 2   # linux/if_addr.h
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15   # linux/rtnetlink.h
 NLA_HEADER = struct.Struct("=HH")  # struct nlattr: nla_len, nla_type
+U32 = struct.Struct("=I")
 IFADDRMSG_END = 16 + 8          # struct nlmsghdr, struct ifaddrmsg
+RTMSG_END = 16 + 12             # struct nlmsghdr, struct rtmsg
 
 
-def _local_address(msg) -> bytes | None:
-    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message:
-    its attributes follow the fixed part, each a struct nlattr header and a
-    value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
-    data, offset = msg.data, msg.offset + IFADDRMSG_END
+def _attributes(msg, start: int, kinds: set[int]) -> dict[int, bytes]:
+    """The raw values of the attributes `kinds` of a fields-only message:
+    they follow its fixed part (`start` octets), each a struct nlattr
+    header and a value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
+    data, offset = msg.data, msg.offset + start
     end = msg.offset + msg["header"]["length"]
-    found = None
+    found = {}
     while offset + NLA_HEADER.size <= end:
         length, kind = NLA_HEADER.unpack_from(data, offset)
         if length < NLA_HEADER.size or offset + length > end:
             break
-        if kind in (IFA_ADDRESS, IFA_LOCAL):
-            found = bytes(data[offset + NLA_HEADER.size:offset + length])
-            if kind == IFA_LOCAL:
-                break
+        if kind in kinds:
+            found[kind] = bytes(data[offset + NLA_HEADER.size:offset + length])
         offset += (length + 3) & ~3
     return found
+
+
+def _local_address(msg) -> bytes | None:
+    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message."""
+    found = _attributes(msg, IFADDRMSG_END, {IFA_ADDRESS, IFA_LOCAL})
+    return found.get(IFA_LOCAL, found.get(IFA_ADDRESS))
+
+
+def _route_fields(msg) -> tuple[RouteKey, int | None] | None:
+    """The RouteKey and RTA_OIF of an _rtmsg_fields message, as _route_key
+    and _route_oif read them from a fully decoded one."""
+    family = msg["family"]
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    found = _attributes(msg, RTMSG_END, {RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE})
+    size = 4 if family == socket.AF_INET else 16
+    dst = ipaddress.ip_address(found.get(RTA_DST, bytes(size)))
+    table = U32.unpack(found[RTA_TABLE])[0] if RTA_TABLE in found else msg["table"]
+    metric = U32.unpack(found[RTA_PRIORITY])[0] if RTA_PRIORITY in found else 0
+    oif = U32.unpack(found[RTA_OIF])[0] if RTA_OIF in found else None
+    return RouteKey(ipaddress.ip_network((dst, msg["dst_len"])), table or msg["table"],
+                    metric), oif
 
 
 def _interface(msg) -> Interface | None:
@@ -384,6 +477,7 @@ class _Bulk:
             raise
         self._marshal = MarshalRtnl()
         self.fields_only = _AddressFields()
+        self.route_fields = _RouteFields()
         self._seq = 0
 
     def close(self) -> None:
@@ -433,7 +527,7 @@ class _Bulk:
                     return
                 if kind == NLMSG_ERROR:
                     if answer["error"]:
-                        raise SetupError(f"netlink dump refused: {_reason(abs(answer['error']))}")
+                        raise SetupError(f"netlink dump refused: {reason(abs(answer['error']))}")
                     return
                 yield answer
 
@@ -470,8 +564,10 @@ class Event:
     """Something the kernel reported on our link that can mean a loss:
     kind is "address" (item: the Interface removed), "route" (item: the
     RouteKey removed), "down" (the link lost IFF_UP), "gone" (the link was
-    deleted), "overrun" (notifications were lost: anything may be), or
-    "retry" (what could not be added before is due to be tried again)."""
+    deleted), "overrun" (notifications were lost: anything may be), and,
+    made by the keeper itself, "retry" (what could not be added before is
+    due to be tried again) or "proxies" (time to look at the proxy
+    entries, whose changes the kernel does not report)."""
 
     kind: str
     item: Interface | RouteKey | None = None
@@ -498,8 +594,10 @@ class Monitor:
     thread of its own; `report(event)` is called there for each Event on
     the link with index `index` (it must be quick and thread-safe)."""
 
-    def __init__(self, index: int, report: Callable[[Event], None]) -> None:
+    def __init__(self, index: int, report: Callable[[Event], None],
+                 protocol: int = ROUTE_PROTOCOL) -> None:
         self._index = index
+        self._protocol = protocol
         self._report = report
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                    socket.NETLINK_ROUTE)
@@ -558,7 +656,7 @@ class Monitor:
             iface = _interface(msg)
             return Event("address", iface) if iface is not None else None
         if kind == RTM_DELROUTE and _route_oif(msg) == self._index \
-                and msg["proto"] == RTPROT_STATIC:
+                and msg["proto"] == self._protocol:
             key = _route_key(msg)
             return Event("route", key) if key is not None else None
         if kind == RTM_NEWLINK and msg["index"] == self._index and not msg["flags"] & IFF_UP:
@@ -642,3 +740,159 @@ class Namespaces:
 def enter_namespace(name: str) -> None:
     """Move the calling process into a namespace (for a child's preexec_fn)."""
     netns.setns(name)
+
+
+# --- Reading the host, for `route-chain doctor` ------------------------------
+
+RTM_F_FIB_MATCH = 0x2000   # answer a route lookup with the route that matched
+RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+            6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where the kernel sends a packet for `address` (`ip route get`):
+    the route that matched (prefix, type, device, gateway, protocol), or
+    `error` when there is none."""
+
+    address: str
+    prefix: str | None = None
+    kind: str = "unicast"
+    device: str | None = None
+    gateway: str | None = None
+    proto: int = 0
+    error: str | None = None
+
+
+class Reader:
+    """Read-only questions about the host's links, addresses, routes and
+    proxy neighbour entries; needs no privilege."""
+
+    def __init__(self) -> None:
+        try:
+            self._bulk = _Bulk()
+        except OSError as e:
+            raise SetupError(f"cannot open a netlink socket: {os.strerror(e.errno)}") from None
+        self._names: dict[int, str] | None = None
+
+    def close(self) -> None:
+        self._bulk.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def links(self) -> dict[int, str]:
+        """ifindex -> name."""
+        if self._names is None:
+            msg = ifinfmsg()
+            msg["header"]["type"] = RTM_GETLINK
+            msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+            self._names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._bulk.dump(msg)}
+        return self._names
+
+    def addresses(self) -> list[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
+        """(interface name, address/prefix length) of every address."""
+        names = self.links()
+        found = []
+        for msg in self._bulk.dump(_addr_dump()):
+            iface = _interface(msg)
+            if iface is not None:
+                found.append((names.get(msg["index"], f"#{msg['index']}"), iface))
+        return found
+
+    def default_routes(self) -> list[tuple[int, str | None, int]]:
+        """(IP version, device, protocol) of each default route in the main table."""
+        names = self.links()
+        found = []
+        for msg in self._bulk.dump(_route_dump(RT_TABLE_MAIN, None)):
+            key = _route_key(msg)
+            if key is None or key.prefix.prefixlen or key.table != RT_TABLE_MAIN \
+                    or msg["type"] != RTN_UNICAST:
+                continue
+            oifs = [_route_oif(msg)] + [hop["oif"] for hop in msg.get_attr("RTA_MULTIPATH") or ()]
+            for oif in filter(None, oifs):
+                found.append((key.prefix.version, names.get(oif), msg["proto"]))
+        return found
+
+    def lookup(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Lookup:
+        """The route the kernel picks for a packet to `address` from this host."""
+        msg = rtmsg()
+        msg["header"]["type"] = RTM_GETROUTE
+        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["family"] = _family(address.version)
+        msg["dst_len"] = address.max_prefixlen
+        msg["flags"] = RTM_F_FIB_MATCH
+        msg["attrs"] = [("RTA_DST", str(address))]
+        try:
+            answer = self._ask(msg)
+        except _Refused as e:
+            # A blackhole, unreachable or prohibit route is answered with
+            # its errno (even with RTM_F_FIB_MATCH): find it in a dump.
+            kind = _REFUSAL_TYPES.get(e.code)
+            prefix = self._covering(address, kind) if kind else None
+            if prefix is None:
+                return Lookup(str(address), error=reason(e.code))
+            return Lookup(str(address), prefix, kind)
+        dst = answer.get_attr("RTA_DST") or ("0.0.0.0" if address.version == 4 else "::")
+        oif = _route_oif(answer)
+        return Lookup(str(address), f"{dst}/{answer['dst_len']}",
+                      RT_TYPES.get(answer["type"], str(answer["type"])),
+                      self.links().get(oif) if oif else None,
+                      answer.get_attr("RTA_GATEWAY"), answer["proto"])
+
+    def _covering(self, address, kind: str) -> str | None:
+        """The longest route of type `kind`, in any table, holding address."""
+        best = None
+        for msg in self._bulk.dump(_route_dump(0, None)):
+            key = _route_key(msg)
+            if key is None or RT_TYPES.get(msg["type"]) != kind \
+                    or key.prefix.version != address.version or address not in key.prefix:
+                continue
+            if best is None or key.prefix.prefixlen > best.prefixlen:
+                best = key.prefix
+        return str(best) if best is not None else None
+
+    def proxy_entries(self) -> set[tuple[str, str]]:
+        """(interface name, address) of every proxy neighbour entry
+        (`ip neigh show proxy`: NTF_PROXY), IPv4 and IPv6."""
+        names = self.links()
+        msg = ndmsg()
+        msg["header"]["type"] = RTM_GETNEIGH
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["family"] = socket.AF_UNSPEC
+        msg["flags"] = NTF_PROXY
+        found = set()
+        for answer in self._bulk.dump(msg):
+            dst = answer.get_attr("NDA_DST")
+            if dst is not None and answer["flags"] & NTF_PROXY:
+                found.add((names.get(answer["ifindex"], f"#{answer['ifindex']}"),
+                           str(ipaddress.ip_address(dst))))
+        return found
+
+    def _ask(self, msg):
+        """One request, one answer (not a dump)."""
+        bulk = self._bulk
+        bulk._seq += 1
+        seq = msg["header"]["sequence_number"] = bulk._seq
+        msg.encode()
+        bulk._send(msg.data)
+        while True:
+            for answer in bulk._receive():
+                if answer["header"]["sequence_number"] != seq:
+                    continue
+                if answer["header"]["type"] == NLMSG_ERROR:
+                    raise _Refused(abs(answer["error"] or 0) or errno.EINVAL)
+                return answer
+
+
+_REFUSAL_TYPES = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
+                  errno.EACCES: "prohibit"}
+
+
+class _Refused(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code

@@ -21,10 +21,10 @@ from __future__ import annotations
 import encodings.idna
 
 from .chain import Chain, Timing
+from .hopprops import IP_TTL_MAX
 from .config import Config
 
 TRACEROUTE_MAX_HOPS = 30
-TTL_MAX = 255
 MTR_REPORT_WIDTH = 25
 MTR_CURSES_WIDTH = 32
 _PLAIN_SHOWN = 3  # a chain without a story: its first hops and its last
@@ -99,7 +99,27 @@ def _properties(chain: Chain, k: int, branch: int) -> list[str]:
         parts.append(f"[replies leave with TTL {p.reply_ttl}]")
     if k == chain.length and chain.end != "host":
         parts.append(chain.end)
+    elif k == chain.length and branch == 0:
+        parts.extend(_destination_notes(chain))
     return parts
+
+
+def _destination_notes(chain: Chain) -> list[str]:
+    """What the destination answers to TCP and UDP, where not the defaults
+    (RST-ACK, Port Unreachable)."""
+    d = chain.defaults
+    tcp = d.tcp or "closed"
+    notes = []
+    if tcp == "open":
+        notes.append("[TCP: every port open]")
+    elif d.tcp_open or tcp != "closed":
+        others = {"closed": "RST-ACK", "rst": "a bare RST", "silent": "silent",
+                  "prohibited": "prohibited"}[tcp]
+        opened = f"{','.join(map(str, d.tcp_open))} open, " if d.tcp_open else ""
+        notes.append(f"[TCP: {opened}{'others ' if opened else ''}{others}]")
+    if d.udp and d.udp != "unreachable":
+        notes.append(f"[UDP: {d.udp}]")
+    return notes
 
 
 def expected_delay_ms(timing: Timing) -> float:
@@ -128,8 +148,8 @@ def warnings(chain: Chain) -> list[str]:
     """What would keep a traceroute or mtr from telling the story in full."""
     out = []
     maxttl = chain.length + 1
-    if maxttl > TTL_MAX:
-        out.append(f"the destination is {maxttl} hops away and a TTL holds at most {TTL_MAX}: "
+    if maxttl > IP_TTL_MAX:
+        out.append(f"the destination is {maxttl} hops away and a TTL holds at most {IP_TTL_MAX}: "
                    "no traceroute from behind a router reaches it; trace from the daemon's "
                    "own host or shorten the story")
     elif maxttl > TRACEROUTE_MAX_HOPS:

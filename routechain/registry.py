@@ -29,7 +29,7 @@ def render(config: Config, source: str = "DN42", ds: dict | None = None) -> str:
     if reg.origin_as is None:
         raise UsageError(f"{config.path or 'config'}: set [registry] origin_as (the AS that "
                          "announces the chains) to print route objects")
-    dns = config.dns or DnsSettings()
+    dns = config.dns
     ns = dns.names(config.chains)[0]
     out = []
     for chain in config.chains:

@@ -22,21 +22,13 @@ very many forged prefixes is limited as one client.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+
+from .settings import DnsSettings
 
 SEND, DROP, SLIP = 0, 1, 2
 TABLE_MAX = 65536
 _SWEEP_INTERVAL = 1.0
 _SHARED = b"*"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Responses per second per client prefix; 0 turns limiting off."""
-
-    rate: int = 100
-    errors: int = 10
-    slip: int = 2
 
 
 def prefix(host: str) -> bytes:
@@ -48,17 +40,21 @@ def prefix(host: str) -> bytes:
 
 
 class RateLimiter:
-    """check(prefix, error, now) -> SEND, DROP or SLIP for one UDP response."""
+    """check(prefix, error, now) -> SEND, DROP or SLIP for one UDP response,
+    by the [dns] rate_limit (answers/s), rate_limit_errors (errors/s; 0
+    turns either off) and rate_limit_slip."""
 
-    def __init__(self, limits: Limits, table_max: int = TABLE_MAX) -> None:
-        self.limits = limits
+    def __init__(self, settings: DnsSettings, table_max: int = TABLE_MAX) -> None:
+        self.rate = settings.rate_limit
+        self.errors = settings.rate_limit_errors
+        self.slip = settings.rate_limit_slip
         self._table_max = table_max
         # (prefix, error) -> [tokens, last refill time, responses limited]
         self._buckets: dict[tuple[bytes, bool], list] = {}
         self._next_sweep = 0.0
 
     def check(self, client: bytes, error: bool, now: float) -> int:
-        rate = self.limits.errors if error else self.limits.rate
+        rate = self.errors if error else self.rate
         if rate <= 0:
             return SEND
         key = (client, error)
@@ -76,7 +72,7 @@ class RateLimiter:
             return SEND
         bucket[0] = tokens
         bucket[2] += 1
-        slip = self.limits.slip
+        slip = self.slip
         return SLIP if slip and bucket[2] % slip == 0 else DROP
 
     def _sweep(self, now: float) -> bool:
@@ -84,13 +80,17 @@ class RateLimiter:
         if now < self._next_sweep:
             return False
         self._next_sweep = now + _SWEEP_INTERVAL
-        limits = self.limits
         full = [k for k, b in self._buckets.items()
-                if b[0] + (now - b[1]) * (limits.errors if k[1] else limits.rate)
-                >= (limits.errors if k[1] else limits.rate)]
+                if b[0] + (now - b[1]) * (self.errors if k[1] else self.rate)
+                >= (self.errors if k[1] else self.rate)]
         for k in full:
             del self._buckets[k]
         return len(self._buckets) < self._table_max
+
+    def same(self, settings: DnsSettings) -> bool:
+        """True if `settings` limit as this limiter does (a reload keeps its buckets)."""
+        return (self.rate, self.errors, self.slip) == (
+            settings.rate_limit, settings.rate_limit_errors, settings.rate_limit_slip)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -90,6 +90,14 @@ def host_name_ok(name: str) -> bool:
                for label in name.split("."))
 
 
+def suffix_problem(suffix: str | None) -> str | None:
+    """Why `suffix` cannot end every hop name (None when it can)."""
+    if suffix is None or host_name_ok(suffix):
+        return None
+    return (f"suffix {suffix!r} is not a host name "
+            f"(labels of letters, digits and inner '-', at most {MAX_LABEL} each)")
+
+
 def name_for(line: str, suffix: str | None = None) -> tuple[str | None, tuple[str, ...]]:
     """The host name for one story line (stripped, not `*`) and notes on
     what had to change beyond dropping and mapping characters; None when
@@ -126,9 +134,9 @@ def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> 
     """A story from (where, text) pairs, `where` being `file:line` for
     messages. Skips empty and comment lines; raises ConfigError on a name too
     long, a line longer than MAX_LINE or more than MAX_HOPS hops."""
-    if suffix is not None and not host_name_ok(suffix):
-        raise ConfigError(f"suffix {suffix!r} is not a host name "
-                          "(labels of letters, digits and inner '-', at most 63 each)")
+    problem = suffix_problem(suffix)
+    if problem:
+        raise ConfigError(problem)
     hops: list[Hop] = []
     warnings: list[str] = []
     rewrites: list[str] = []

@@ -15,9 +15,9 @@ import stat
 import pytun
 
 from .errors import SetupError, UsageError
+from .settings import MAX_QUEUES
 
 TUN_PATH = "/dev/net/tun"
-MAX_QUEUES = 256  # the kernel's MAX_TAP_QUEUES
 DEFAULT_MTU = 1500  # a new TUN's MTU, as the kernel sets it
 
 _FLAGS = pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_MULTI_QUEUE

@@ -87,7 +87,7 @@ class Zone:
 def build(config: Config, now: float | None = None) -> list[Zone]:
     """The reverse zones of every chain with named hops, sorted by origin.
     `now` fixes the default serial (the Unix time of the build)."""
-    settings = config.dns or DnsSettings()
+    settings = config.dns
     ns, mname, rname = settings.names(config.chains)
     serial = settings.serial if settings.serial is not None else int(now if now is not None
                                                                        else time.time())
@@ -120,7 +120,7 @@ def export(config: Config, output_dir: Path) -> list[Path]:
 def parent_records(config: Config) -> str:
     """For each RFC 2317 chain, the NS and CNAME records the /24 zone above
     it must hold, as master-file text ready to paste; "" when there is none."""
-    settings = config.dns or DnsSettings()
+    settings = config.dns
     ns = settings.names(config.chains)[0]
     out = []
     for chain in config.chains:

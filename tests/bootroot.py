@@ -142,11 +142,16 @@ class Machine:
     nspawn: subprocess.Popen
     pid1: int
     console: Path
+    venv: str = "/opt/route-chain"   # where the installed environment lives
 
     @classmethod
-    def boot(cls, checkout: Path, name: str = "rc-boot") -> "Machine":
-        """Copy the base, install the project into it with scripts/install,
-        enable route-chain.service, then boot it."""
+    def boot(cls, checkout: Path, name: str = "rc-boot", deb: Path | None = None,
+             how: str = "script") -> "Machine":
+        """Copy the base, install the project into it, then boot it. `how`:
+        "script" (scripts/install) or "package" (the Debian package `deb`),
+        each followed by enabling route-chain.service; or "depends" (only
+        what the package `deb` depends on, for a test that installs it on the
+        booted machine)."""
         base = base_root()
         work = Path(tempfile.mkdtemp(prefix="route-chain-boot-", dir="/var/tmp"))
         root = work / "root"
@@ -154,7 +159,10 @@ class Machine:
             subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True,
                            timeout=600)
             (root / ".complete").unlink()
-            install(root, checkout)
+            if how == "script":
+                install(root, checkout)
+            else:
+                install_package(root, deb, enable=how == "package")
             console = work / "console.log"
             with open(console, "w") as out:
                 proc = subprocess.Popen(
@@ -162,7 +170,8 @@ class Machine:
                      "--private-network", "--bind=/dev/net/tun", "--console=pipe"],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=dict(os.environ, **NSPAWN_ENV), start_new_session=True)
-            machine = cls(root, proc, _find_pid1(proc), console)
+            machine = cls(root, proc, _find_pid1(proc), console,
+                          "/opt/route-chain" if how == "script" else "/usr/lib/route-chain")
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -175,7 +184,8 @@ class Machine:
 
     def wait_booted(self, timeout: float = 120) -> None:
         """Until systemd says the boot is over; its bus comes up a moment
-        after PID 1 does, and systemctl cannot wait for that itself."""
+        after PID 1 does, and systemctl cannot wait for that itself (it
+        prints nothing, or "offline", until then)."""
         deadline = time.monotonic() + timeout
         while True:
             result = self.run("systemctl", "is-system-running", "--wait", check=False,
@@ -183,7 +193,9 @@ class Machine:
             state = result.stdout.strip()
             if state in ("running", "degraded"):
                 return
-            if state or time.monotonic() > deadline or self.nspawn.poll() is not None:
+            # "offline": systemctl reached no systemd yet (a loaded machine).
+            if state not in ("", "offline") or time.monotonic() > deadline \
+                    or self.nspawn.poll() is not None:
                 raise RuntimeError(f"container booted into {state!r}: {result.stderr}"
                                    f"{self.console.read_text()[-2000:]}")
             time.sleep(0.2)
@@ -246,6 +258,66 @@ def install(root: Path, checkout: Path) -> None:
     if result.returncode != 0:
         raise RuntimeError(f"scripts/install failed in the container ({result.returncode}):\n"
                            f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+
+DEB_IN_ROOT = "/root/debs"
+
+
+def install_package(root: Path, deb: Path, enable: bool) -> None:
+    """The package as a Debian user installs it (`apt-get install ./X.deb`,
+    its dependencies from the mirror), then the unit enabled; or, without
+    `enable`, only its dependencies (`apt-get satisfy`), the .deb left in
+    DEB_IN_ROOT. Run by systemd-nspawn without booting, on the host's network."""
+    (root / DEB_IN_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    shutil.copy(deb, root / DEB_IN_ROOT.lstrip("/") / deb.name)
+    inside = f"{DEB_IN_ROOT}/{deb.name}"
+    if enable:
+        # iproute2 and traceroute are the boot test's tools (scripts/install
+        # brings them along; the package needs neither).
+        script = (f"apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+                  f"iproute2 traceroute && apt-get install -y -qq --no-install-recommends "
+                  f"{inside} && systemctl enable route-chain.service")
+    else:
+        script = (f"apt-get update -qq && apt-get satisfy -y -qq --no-install-recommends "
+                  f"\"$(dpkg-deb -f {inside} Depends)\"")
+    _nspawn_setup(root, script, "installing the package")
+
+
+def _nspawn_setup(root: Path, script: str, what: str) -> None:
+    (CACHE / "apt-archives" / "partial").mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([*NSPAWN, f"--directory={root}",
+                             f"--bind={CACHE / 'apt-archives'}:/var/cache/apt/archives",
+                             "--setenv=DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            env=dict(os.environ, **NSPAWN_ENV), timeout=1200)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed in the container ({result.returncode}):\n"
+                           f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+
+PACKAGE_TOOLS = ("dpkg-buildpackage", "dh_virtualenv", "lintian")
+
+
+def build_package(checkout: Path, work: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """`dpkg-buildpackage -us -uc -b` in a copy of the checkout (README's
+    command), then lintian on the result: the .deb and lintian's run."""
+    missing = [tool for tool in PACKAGE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise FileNotFoundError(f"needs {', '.join(missing)} "
+                                "(apt-get install debhelper dh-virtualenv lintian)")
+    source = work / "route-chain"
+    copy_checkout(checkout, source)
+    result = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=source,
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"dpkg-buildpackage failed ({result.returncode}):\n"
+                           f"{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    debs = sorted(work.glob("route-chain_*.deb"))
+    changes = sorted(work.glob("route-chain_*.changes"))
+    assert len(debs) == 1 and len(changes) == 1, list(work.iterdir())
+    lint = subprocess.run(["lintian", "--fail-on", "error,warning", str(changes[0])],
+                          capture_output=True, text=True, timeout=1200)
+    return debs[0], lint
 
 
 def _find_pid1(nspawn: subprocess.Popen, timeout: float = 30) -> int:

@@ -60,3 +60,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             why = missing_for(marker)
             if why:
                 cannot_run(why)
+
+
+@pytest.fixture(scope="session")
+def debian_package(tmp_path_factory):
+    """The Debian package built once per run from this checkout, and
+    lintian's run on it: (path of the .deb, lintian's CompletedProcess).
+    Building needs PyPI (the private environment's dependencies)."""
+    from pathlib import Path
+
+    import bootroot
+    try:
+        return bootroot.build_package(Path(__file__).resolve().parent.parent,
+                                      tmp_path_factory.mktemp("deb"))
+    except FileNotFoundError as e:
+        cannot_run(str(e))

@@ -14,7 +14,7 @@ from scapy.packet import Raw
 
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.errors import UsageError
-from routechain.hopprops import Label, Props
+from routechain.hopprops import TCP_ANSWERS, UDP_ANSWERS, Label, Props
 
 SOURCES_V4 = ["198.51.100.7", "192.0.2.200", "198.19.255.1"]
 SOURCES_V6 = ["2001:db8:ffff::7", "2001:db8:aaaa::1"]
@@ -41,7 +41,13 @@ def random_chains(rng: random.Random) -> list[Chain]:
             hops = tuple(random_hop(rng, interface.version, k, extended and k < length)
                          for k in range(1, length + 1))
         reply_ttl = rng.choice([1, 5, 30, 64, 255])
-        defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"])) if extended else Props()
+        # What the destination answers to TCP and UDP (half the chains).
+        destination = {} if rng.random() < 0.5 else {
+            "tcp": rng.choice(TCP_ANSWERS),
+            "tcp_open": rng.choice([None, (80,), (443, 80), (22, 80, 443, 8080)]),
+            "udp": rng.choice(UDP_ANSWERS)}
+        defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"]) if extended else None,
+                         **destination)
         try:
             chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
         except UsageError:   # no room for the alternatives' addresses: go without
@@ -113,7 +119,8 @@ def random_upper(rng: random.Random, family: int):
     if roll < 0.55:
         flags = rng.choice(["S", "SE", "SEC", "A", "PA", "FA", "R", "RA", "", "F", "SF"])
         options = [("MSS", 1460), ("SAckOK", b"")] if rng.random() < 0.3 else []
-        return TCP(sport=rng.randrange(1, 65536), dport=rng.randrange(1, 65536),
+        return TCP(sport=rng.randrange(1, 65536),
+                   dport=rng.choice([80, 443, rng.randrange(1, 65536)]),
                    seq=rng.randrange(2**32), ack=rng.randrange(2**32), flags=flags,
                    options=options) / payload
     if roll < 0.8:

@@ -13,7 +13,7 @@ import struct
 from typing import Sequence
 
 from routechain.chain import Chain
-from routechain.core import HEADROOM, Drop
+from routechain.chaintable import HEADROOM, Drop
 
 ICMP_INFO_V4 = {0, 8, 9, 10, 13, 14, 15, 16, 17, 18, 42, 43}
 ICMP_INFO_V6 = set(range(128, 162))
@@ -191,8 +191,54 @@ def pseudo(probe: Probe, proto: int, length: int) -> bytes:
     return make(probe.src, probe.dst, proto, length)
 
 
+def prohibited(probe: Probe, ttl: int, headroom: int, extension: bytes, room: int) -> bytes | Drop:
+    """A host filter's Destination Unreachable: v4 3/13, v6 1/1."""
+    v4 = probe.family == 4
+    return error_reply(probe, probe.dst, ttl, 3 if v4 else 1, 13 if v4 else 1, 0, headroom,
+                       extension, room)
+
+
+def tcp_reset(probe: Probe, ttl: int, bare: bool) -> bytes:
+    """RFC 9293 3.10.7.1: RST-ACK, or <SEQ=SEG.ACK><CTL=RST> to a segment
+    with ACK; a bare RST never carries ACK (SEQ 0 when there is no SEG.ACK)."""
+    upper = probe.upper
+    sport, dport, seq, ack, offset, flags = struct.unpack("!HHIIBB", upper[:14])
+    if flags & 0x10 or bare:
+        rst_seq, rst_ack, rst_flags = (ack if flags & 0x10 else 0), 0, 0x04
+    else:
+        length = len(upper) - (offset >> 4) * 4 + bool(flags & 0x02) + bool(flags & 0x01)
+        rst_seq, rst_ack, rst_flags = 0, (seq + length) % 2**32, 0x14
+    segment = struct.pack("!HHIIBBHHH", dport, sport, rst_seq, rst_ack, 0x50, rst_flags, 0, 0, 0)
+    total = checksum(pseudo(probe, 6, 20) + segment)
+    segment = segment[:16] + struct.pack("!H", total) + segment[18:]
+    return with_ip_header(probe, ttl, 6, segment)
+
+
+def initial_sequence(probe: Probe, syn_seq: int) -> int:
+    """FNV-1a over the addresses, the ports as the SYN has them and its SEQ."""
+    return fnv1a(probe.src + probe.dst + probe.upper[:4] + struct.pack("!I", syn_seq))
+
+
+def tcp_syn_ack(probe: Probe, ttl: int, room: int) -> bytes | Drop:
+    """RFC 9293 3.10.7.2: <SEQ=ISS><ACK=SEG.SEQ+1><CTL=SYN,ACK>, window
+    65535, one option: MSS 1460 (v4) / 1440 (v6). ISS: FNV-1a over the
+    addresses, the ports and the SYN's sequence number (docs/replies.md)."""
+    upper = probe.upper
+    if len(probe.packet) - len(upper) + 24 > room:
+        return Drop.NO_ROOM
+    sport, dport, seq = struct.unpack("!HHI", upper[:8])
+    iss = initial_sequence(probe, seq)
+    mss = 1460 if probe.family == 4 else 1440
+    segment = struct.pack("!HHIIBBHHHBBH", dport, sport, iss, (seq + 1) % 2**32, 0x60, 0x12,
+                          65535, 0, 0, 2, 4, mss)
+    total = checksum(pseudo(probe, 6, 24) + segment)
+    segment = segment[:16] + struct.pack("!H", total) + segment[18:]
+    return with_ip_header(probe, ttl, 6, segment)
+
+
 def host_reply(probe: Probe, ttl: int, headroom: int, extension: bytes = b"",
-               room: int = 1 << 20) -> bytes | Drop:
+               room: int = 1 << 20, tcp: str = "closed", tcp_open: tuple[int, ...] = (),
+               udp: str = "unreachable") -> bytes | Drop:
     v4 = probe.family == 4
     upper = probe.upper
     if probe.first_fragment:
@@ -218,6 +264,10 @@ def host_reply(probe: Probe, ttl: int, headroom: int, extension: bytes = b"",
                 return Drop.BAD_CHECKSUM
         elif checksum(pseudo(probe, 17, length) + upper[:length]) != 0:
             return Drop.BAD_CHECKSUM
+        if udp == "silent":
+            return Drop.SILENT
+        if udp == "prohibited":
+            return prohibited(probe, ttl, headroom, extension, room)
         return error_reply(probe, probe.dst, ttl, 3 if v4 else 1, 3 if v4 else 4, 0, headroom,
                            extension, room)
     if probe.proto == 6:
@@ -232,15 +282,20 @@ def host_reply(probe: Probe, ttl: int, headroom: int, extension: bytes = b"",
             return Drop.BAD_CHECKSUM
         if flags & 0x04:
             return Drop.TCP_RST
-        if flags & 0x10:
-            rst_seq, rst_ack, rst_flags = ack, 0, 0x04
-        else:
-            length = len(upper) - (offset >> 4) * 4 + bool(flags & 0x02) + bool(flags & 0x01)
-            rst_seq, rst_ack, rst_flags = 0, (seq + length) % 2**32, 0x14
-        segment = struct.pack("!HHIIBBHHH", dport, sport, rst_seq, rst_ack, 0x50, rst_flags, 0, 0, 0)
-        total = checksum(pseudo(probe, 6, 20) + segment)
-        segment = segment[:16] + struct.pack("!H", total) + segment[18:]
-        return with_ip_header(probe, ttl, 6, segment)
+        if tcp == "open" or dport in tcp_open:          # listening, no state kept
+            if (flags & 0x12) == 0x02:
+                return tcp_syn_ack(probe, ttl, room)
+            # The handshake's ACK (ACK alone, PSH allowed, no data,
+            # acknowledging ISS + 1) is taken silently, as a SYN cookie is.
+            if ((flags & 0x17) == 0x10 and len(upper) == (offset >> 4) * 4
+                    and ack == (initial_sequence(probe, (seq - 1) % 2**32) + 1) % 2**32):
+                return Drop.TCP_HANDSHAKE
+            return tcp_reset(probe, ttl, bare=False)
+        if tcp == "silent":
+            return Drop.SILENT
+        if tcp == "prohibited":
+            return prohibited(probe, ttl, headroom, extension, room)
+        return tcp_reset(probe, ttl, bare=tcp == "rst")
     if probe.proto == 59 and not v4:
         return Drop.NO_NEXT_HEADER
     if v4:
@@ -382,7 +437,9 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         address = chain.branch_address(hop, branch).packed
     room = len(packet) + slack
     if answer == "host":
-        return host_reply(probe, ttl, headroom, ext, room)
+        d = chain.defaults
+        return host_reply(probe, ttl, headroom, ext, room, d.tcp or "closed", d.tcp_open or (),
+                          d.udp or "unreachable")
     if answer == "time exceeded":
         return error_reply(probe, address, ttl, 11 if v4 else 3, 0, 0, headroom, ext, room)
     if answer == "too big":

@@ -1,6 +1,7 @@
 """The service where users run it: a fresh Debian 12 with systemd as PID 1,
-route-chain installed by its own scripts/install exactly as the README says,
-route-chain.service enabled, the machine booted. Everything below goes
+route-chain installed by its own scripts/install exactly as the README says
+or from its Debian package (`apt-get install ./route-chain_*.deb`; every
+test runs against both), route-chain.service enabled, the machine booted. Everything below goes
 through the real systemctl, journalctl and systemd-analyze of that systemd
 (252), and real clients (traceroute, dig) from a namespace inside the
 container, so that every probe crosses a router hop as in tests/netns.py:
@@ -78,17 +79,21 @@ printf 'nameserver {HOST4}\\noptions timeout:2 attempts:2\\n' > /etc/netns/clien
 """
 
 
-@pytest.fixture(scope="module")
-def machine():
+@pytest.fixture(scope="module", params=["script", "package"])
+def machine(request):
+    """The container, installed by scripts/install or from the Debian
+    package (apt-get install ./route-chain_*.deb), route-chain.service
+    enabled either way."""
     why = bootroot.missing_tools()
     if why:
         cannot_run(why)
+    deb = request.getfixturevalue("debian_package")[0] if request.param == "package" else None
     with bootroot.exclusive():
         tun = os.stat("/dev/net/tun")
         os.chmod("/dev/net/tun", 0o666)
         started = time.monotonic()
         try:
-            m = bootroot.Machine.boot(ROOT)
+            m = bootroot.Machine.boot(ROOT, deb=deb, how=request.param)
             try:
                 m.run("sh", "-c", CLIENT_NET)
                 # Resolve the neighbours before the first burst of probes (no
@@ -342,13 +347,24 @@ def test_boot_tun_0600_is_explained_and_the_opt_in_rule_fixes_it(machine):
             r"cannot create TUN 'rc-vps': cannot open /dev/net/tun \(mode 0600, owner 0:0\) "
             r"as uid [1-9]\d*: permission denied: make it mode 0666 as udev does .*", e)
             for e in messages), messages
-        out = machine.run("/root/route-chain/scripts/install-service", "--tun-0666").stdout
+        if machine.venv == "/opt/route-chain":
+            out = machine.run("/root/route-chain/scripts/install-service", "--tun-0666").stdout
+        else:  # the package ships the rule as an example (docs/deploy.md)
+            out = machine.run("sh", "-c", TUN_RULE_FROM_PACKAGE).stdout
         assert "666 /dev/net/tun" in out, out
         machine.run("systemctl", "restart", unit)
         assert show(machine, unit)["ActiveState"] == "active"
     finally:
         machine.run("systemctl", "stop", unit, check=False)
         machine.run("chmod", "0666", "/dev/net/tun")
+
+
+TUN_RULE_FROM_PACKAGE = """
+set -e
+install -m 0644 /usr/share/doc/route-chain/examples/route-chain-tun.conf /etc/tmpfiles.d/
+systemd-tmpfiles --create /etc/tmpfiles.d/route-chain-tun.conf
+stat -c '%a %n' /dev/net/tun
+"""
 
 
 SCRAPE = """
@@ -362,8 +378,9 @@ print(json.dumps([[s.name, s.labels, s.value]
 
 def scrape(m: bootroot.Machine) -> dict[tuple[str, tuple], float]:
     """The endpoint, fetched and parsed inside the container by the
-    prometheus_client that scripts/install put in /opt/route-chain."""
-    out = m.run("/opt/route-chain/bin/python3", "-c", SCRAPE).stdout
+    prometheus_client installed with route-chain (/opt/route-chain by
+    scripts/install, /usr/lib/route-chain by the package)."""
+    out = m.run(f"{m.venv}/bin/python3", "-c", SCRAPE).stdout
     return {(name, tuple(sorted(labels.items()))): value
             for name, labels, value in json.loads(out)}
 
@@ -425,6 +442,24 @@ def test_boot_watchdog_restarts_a_hung_daemon(machine):
         (machine.root / dropin.lstrip("/")).unlink()
         machine.run("systemctl", "daemon-reload")
         machine.run("systemctl", "restart", UNIT)
+
+
+def test_boot_doctor_passes_then_names_what_broke(machine):
+    """`route-chain doctor` as installed, on the example config, while the
+    service runs: nothing wrong; with IPv4 forwarding off, that line and exit 1."""
+    ok = machine.run("route-chain", "doctor", check=False)
+    assert ok.returncode == 0 and "FAIL" not in ok.stdout, ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[0] == "ok   forwarding"
+    machine.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+    try:
+        bad = machine.run("route-chain", "doctor", check=False)
+    finally:
+        machine.run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert [line for line in bad.stdout.splitlines() if line.startswith("FAIL")] == [
+        "FAIL forwarding: net.ipv4.ip_forward is 0: IPv4 probes are not forwarded into the "
+        "TUN. Fix: sysctl -w net.ipv4.ip_forward=1, and the same line in "
+        "/etc/sysctl.d/60-route-chain.conf"], bad.stdout
 
 
 def test_boot_stop_leaves_no_tun_address_or_route(machine):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from routechain import config
+from routechain import config, settings
 from routechain.chain import Chain, parse_prefix
 from routechain.errors import ConfigError, UsageError
 
@@ -66,7 +66,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 def test_config_loads_every_section(in_tmp):
     c = config.load(write(in_tmp, GOOD))
-    assert (c.interface, c.queues, c.mtu) == ("rc0", 2, 1500)
+    assert (c.daemon.interface, c.daemon.queues, c.daemon.mtu) == ("rc0", 2, 1500)
     route, = c.routes
     assert route == config.Route(ipaddress.ip_network("2001:db8::/48"), 100, 1024,
                                  "route-chain.toml:7")
@@ -108,7 +108,7 @@ def test_config_story_path_is_relative_to_the_file(tmp_path, monkeypatch):
 
 def test_config_empty_file_is_an_empty_config(in_tmp):
     c = config.load(write(in_tmp, "# nothing\n"))
-    assert c.chains == () and c.dns is None and c.interface is None
+    assert c.chains == () and c.dns == config.DnsSettings() and c.daemon.interface is None
 
 
 def test_config_dns_without_listen_is_no_server(in_tmp):
@@ -248,12 +248,23 @@ def cli_config(*prefixes: str, **kw) -> config.Config:
 
 def test_config_merge_cli_first_and_overrides(in_tmp):
     file = config.load(write(in_tmp, GOOD))
-    merged = config.merge(cli_config("198.51.100.1/24", interface="cli0", mtu=9000), file)
+    merged = config.merge(cli_config("198.51.100.1/24",
+                                     daemon=config.Daemon(interface="cli0", mtu=9000)), file)
     assert [str(c.interface) for c in merged.chains] == [
         "198.51.100.1/24", "192.0.2.1/27", "2001:db8:5::1/64"]
-    assert (merged.interface, merged.queues, merged.mtu) == ("cli0", 2, 9000)
+    assert (merged.daemon.interface, merged.daemon.queues, merged.daemon.mtu) == ("cli0", 2, 9000)
     assert merged.dns == file.dns and merged.warnings == file.warnings
     assert merged.routes == file.routes
+
+
+def test_config_merge_names_where_the_ipv6_mtu_was_given(in_tmp):
+    """The MTU from the file, the IPv6 chain from the command line: the
+    refusal names the file's line, not a --mtu nobody gave."""
+    file = config.load(write(in_tmp, "[daemon]\nmtu = 1000\n"))
+    with pytest.raises(UsageError) as info:
+        config.merge(cli_config("2001:db8::1/64"), file)
+    assert str(info.value) == ("route-chain.toml:2: mtu 1000: IPv6 chains need an MTU of at "
+                               "least 1280")
 
 
 def test_config_merge_refuses_overlap(in_tmp):
@@ -269,7 +280,7 @@ def test_config_merge_refuses_overlap(in_tmp):
     ("198.51.100.7", ("198.51.100.7", 53)),
 ])
 def test_config_parse_listen(text, expected):
-    assert config.parse_listen(text, "x") == expected
+    assert settings.parse_listen(text, "x") == expected
 
 
 def test_config_environment_untouched(in_tmp):
@@ -299,9 +310,8 @@ def test_config_refuses_chains_that_can_never_answer(in_tmp, address, why):
 
 
 def test_config_queues_in_file_is_what_the_tun_allows(in_tmp):
-    from routechain import settings, tun
-    assert settings.MAX_QUEUES == tun.MAX_QUEUES
-    assert config.load(write(in_tmp, f"[daemon]\nqueues = {tun.MAX_QUEUES}\n")).queues == 256
+    from routechain import tun
+    assert config.load(write(in_tmp, f"[daemon]\nqueues = {tun.MAX_QUEUES}\n")).daemon.queues == 256
 
 
 class _Alarm(Exception):
@@ -439,7 +449,7 @@ def test_config_split_of_long_non_ascii_word_fits_labels():
 def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
     """The loader's own work (scanner, tomllib, stories) per 1,000 chains
     stays well under a second (the overlap check is measured on its own)."""
-    from routechain import tomlpos
+
     def text(n: int) -> str:
         return "".join(f'[[chain]]\naddress = "2001:db8:{i:x}::1/64"\n'
                        f'hops = ["hop one", "two"]\nsuffix = "example.net"\n\n' for i in range(n))
@@ -449,8 +459,9 @@ def test_config_thousands_of_chains_load_in_linear_time(in_tmp):
         start = time.process_time()
         text_read = Path(path).read_text()
         tree = tomllib.loads(text_read)
-        loader = config._Loader(Path(path), "x", tomlpos.Locator(text_read))
-        chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+        at, stories = config.locate("x", text_read), config.Stories(Path(path), "x")
+        chains = [config.chain_of(t, i, at, "x", stories.read)[0]
+                  for i, t in enumerate(settings.walk(tree, at)[0]["chain"])]
         times.append(time.process_time() - start)
         assert len(chains) == n
     # 2,000 chains in under 2 s, and four times the chains at most about
@@ -517,10 +528,10 @@ def test_config_shared_story_of_1_mib_loads_fast_for_1000_chains(in_tmp):
                    for i in range(1000))
     path = write(in_tmp, text, story)
     tree = tomllib.loads(Path(path).read_text())
-    from routechain import tomlpos
     start = time.process_time()
-    loader = config._Loader(Path(path), "x", tomlpos.Locator(Path(path).read_text()))
-    chains = [loader.chain(t, i) for i, t in enumerate(tree["chain"])]
+    at, stories = config.locate("x", Path(path).read_text()), config.Stories(Path(path), "x")
+    chains = [config.chain_of(t, i, at, "x", stories.read)[0]
+              for i, t in enumerate(settings.walk(tree, at)[0]["chain"])]
     assert time.process_time() - start < 1.0
     assert len(chains) == 1000 and len(chains[-1].hops) == 200
 
@@ -560,20 +571,21 @@ def keys(tmp_path: Path, mode: int = 0o600) -> None:
 
 def test_config_transfers_tsig_and_secondaries(in_tmp):
     keys(in_tmp)
-    d = config.load(write(in_tmp, TRANSFERS)).dns
+    c = config.load(write(in_tmp, TRANSFERS))
+    d = c.dns
     assert d.transfer == (ipaddress.ip_network("192.0.2.0/24"),
                           ipaddress.ip_network("2001:db8::/32"))
     assert d.transfer_keys == ("xfr",) and d.zone_name_form == "/"
-    assert [(k.name, k.algorithm, k.secret) for k in d.keys] == [
+    assert [(k.name, k.algorithm, k.secret) for k in c.keys] == [
         ("xfr", "hmac-sha256", bytes(range(32))), ("ns2", "hmac-sha512", bytes(range(32, 64)))]
-    assert [(s.address, s.port, s.key) for s in d.secondaries] == [
+    assert [(s.address, s.port, s.key) for s in c.secondaries] == [
         ("192.0.2.53", 53, "ns2"), ("2001:db8::53", 5300, None)]
-    assert "ICEi" not in repr(d) and "AAEC" not in repr(d)
+    assert "ICEi" not in repr(c) and "AAEC" not in repr(c)
 
 
 def test_config_transfers_are_off_without_keys():
-    d = config.DnsSettings()
-    assert (d.transfer, d.keys, d.secondaries, d.zone_name_form) == ((), (), (), "-")
+    c = config.Config()
+    assert (c.dns.transfer, c.keys, c.secondaries, c.dns.zone_name_form) == ((), (), (), "-")
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -604,3 +616,37 @@ def test_config_tsig_key_file_readable_by_others_is_refused(in_tmp):
     with pytest.raises(ConfigError, match=r"xfr.key: TSIG key file is readable or writable by "
                                           r"others \(mode 0604\)"):
         config.load(write(in_tmp, TRANSFERS))
+
+@pytest.mark.parametrize("text, expected", [
+    ("", (settings.ROUTE_PROTOCOL, None, None)),
+    ("[daemon]\nroute_protocol = 200\nroute_table = 100\nroute_metric = 50\n",
+     (200, 100, 50)),
+    ("[daemon]\nroute_metric = 0\n", (settings.ROUTE_PROTOCOL, None, 0)),
+])
+def test_config_routing(in_tmp, text, expected):
+    """[daemon] route_*: what the daemon's routes carry; absent keys keep
+    the protocol's default and the kernel's table and metric (None)."""
+    d = config.load(write(in_tmp, text)).daemon
+    assert (d.route_protocol, d.route_table, d.route_metric) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[daemon]\nroute_protocol = 4\n", "route-chain.toml:2: daemon.route_protocol = 4 is "
+     "not in 5..255"),
+    ("[daemon]\nroute_protocol = 256\n", "daemon.route_protocol = 256 is not in 5..255"),
+    ("[daemon]\nroute_table = 0\n", "daemon.route_table = 0 is not in 1..4294967295"),
+    ('[daemon]\nroute_metric = "low"\n', "daemon.route_metric must be an integer, not 'low'"),
+    ('[daemon]\nproxy_uplinks = ["e0", "a/b"]\n', "route-chain.toml:2: bad interface name "
+     "'a/b'"),
+])
+def test_config_routing_refuses(in_tmp, text, message):
+    """Protocols 0..4 mean something to the kernel (RTPROT_STATIC and
+    below): never ours."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(in_tmp, text))
+    assert message in str(info.value)
+
+
+def test_config_merge_keeps_the_files_routing(in_tmp):
+    file = config.load(write(in_tmp, "[daemon]\nroute_protocol = 200\n"))
+    assert config.merge(config.Config(), file).daemon.route_protocol == 200

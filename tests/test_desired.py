@@ -56,9 +56,13 @@ def setup_foreign(net: TestNet) -> None:
     net.run(net.router, "ip", "-6", "route", "add", "default", "via", CLIENT6)
 
 
-def hops(net: TestNet, dst: str, six: bool = False) -> list[str]:
-    trace = net.run(net.client, "traceroute", "-6" if six else "-4", "-n", "-q", "1",
-                    "-w", "1", dst).stdout
+def hops(net: TestNet, dst: str, six: bool = False, max_hops: int = 30,
+         names: bool = False) -> list[str]:
+    """The hop addresses (or '*') of a traceroute -n from the client; with
+    names, each hop's name as the client's resolver gives it (or its
+    address when there is none)."""
+    trace = net.run(net.client, "traceroute", "-6" if six else "-4", *([] if names else ["-n"]),
+                    "-q", "1", "-w", "1", "-m", str(max_hops), dst, timeout=120).stdout
     return re.findall(r"^\s*\d+\s+(\S+)", trace, re.MULTILINE)
 
 
@@ -148,15 +152,19 @@ def repairs_logged(daemon: Daemon) -> int:
 
 def test_deleted_address_comes_back():
     """`ip addr del` of a chain's address: it is put back, logged once,
-    counted, and a traceroute through the chain works again."""
+    counted, and a traceroute through the chain works again. The chain's
+    prefix route is the daemon's own, and went too: the kernel flushes a
+    device's IPv4 routes with its last IPv4 address, and says nothing of
+    it; the repair finds it missing in the dump and puts it back as well."""
     with TestNet.create("dd") as net, Daemon(net, CHAIN4, CHAIN6) as daemon:
         daemon.wait_for("READY=1")
         net.run(net.router, "ip", "addr", "del", CHAIN4, "dev", "route-chain")
         wait_until(lambda: CHAIN4 in tun_addresses(net), what="address back")
         assert hops(net, "198.18.0.4") == ["192.0.2.1", "198.18.0.2", "198.18.0.3",
                                            "198.18.0.4"]
-        assert daemon.output().count(f"put back address {CHAIN4}") == 1, daemon.output()
-        assert repairs_logged(daemon) == 1, daemon.output()
+        assert daemon.output().count(f"put back address {CHAIN4}, route 198.18.0.0/24 "
+                                     "metric 0\n") == 1, daemon.output()
+        assert repairs_logged(daemon) == 2, daemon.output()
 
 
 def test_link_flap_brings_back_ipv6_and_table_routes():
@@ -294,3 +302,56 @@ def test_an_address_moved_to_another_interface_is_not_taken_back():
         assert CHAIN4 not in tun_addresses(net)
         assert CHAIN4 in net.run(net.router, "ip", "-o", "addr", "show", "dev", "lo").stdout
         assert daemon.output().count("already on interface 'lo'") == 1, daemon.output()
+
+
+def test_chain_routes_take_the_configured_protocol_table_and_metric(tmp_path):
+    """[daemon] route_*: each chain's prefix route is the daemon's, in its
+    table with its metric and protocol, and the kernel adds none of its
+    own; a reload cannot change the protocol (the routes keep theirs, and
+    a warning says so) but moves the routes to a new table."""
+    config = tmp_path / "rc.toml"
+    daemon_table = '[daemon]\nroute_protocol = {}\nroute_table = {}\nroute_metric = 50\n\n'
+    chains = f'[[chain]]\naddress = "{CHAIN4}"\n\n[[chain]]\naddress = "{CHAIN6}"\n'
+    config.write_text(daemon_table.format(200, TABLE) + chains)
+
+    def routes(table: str) -> list[str]:
+        shown = [line.strip() for family in ("-4", "-6") for line in net.run(
+            net.router, "ip", family, "route", "show", "table", table).stdout.splitlines()]
+        return [line for line in shown if "route-chain" in line and "fe80::" not in line]
+
+    with TestNet.create("dp") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        assert routes(TABLE) == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
+                                 "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
+        assert routes("main") == []
+        config.write_text(daemon_table.format(201, 101) + chains)
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
+        assert ("reload: daemon.route_protocol changes only at a restart: keeping 200, "
+                "not 201") in daemon.output()
+        assert routes(TABLE) == []
+        assert routes("101") == ["198.18.0.0/24 dev route-chain proto 200 metric 50",
+                                 "2001:db8::/64 dev route-chain proto 200 metric 50 pref medium"]
+        assert daemon.stop() == 0, daemon.output()
+
+
+def test_moving_the_only_ipv4_host_keeps_the_routes(tmp_path):
+    """A reload that moves the TUN's only IPv4 address inside its prefix
+    deletes the old one first (a clash), and the kernel silently flushes
+    the link's IPv4 routes with its last IPv4 address: the chain's route
+    and the extra route are there again after, not counted as repairs,
+    and the moved chain answers."""
+    config = tmp_path / "rc.toml"
+    extra = '[[route]]\nprefix = "198.19.128.0/17"\ntable = 100\n'
+    config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n\n{extra}')
+    with TestNet.create("dm4") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        config.write_text(f'[[chain]]\naddress = "198.18.0.9/24"\n\n{extra}')
+        assert "reload failed" not in daemon.reload()["STATUS"], daemon.output()
+        assert "198.18.0.9/24" in tun_addresses(net) and CHAIN4 not in tun_addresses(net)
+        assert "198.18.0.0/24 dev route-chain proto 151" in net.run(
+            net.router, "ip", "route", "show").stdout
+        assert "198.19.128.0/17 dev route-chain proto 151" in net.run(
+            net.router, "ip", "route", "show", "table", TABLE).stdout
+        assert hops(net, "198.18.0.11") == ["192.0.2.1", "198.18.0.10", "198.18.0.11"]
+        assert "repaired" not in daemon.output(), daemon.output()
+        assert repairs_logged(daemon) == 0, daemon.output()

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dns.flags
@@ -28,7 +29,7 @@ import pytest
 
 from conftest import cannot_run
 from routechain import dns as rdns
-from routechain import dnsanswer, rrl
+from routechain import dnsanswer
 from routechain import config, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
@@ -78,13 +79,13 @@ def zones():
 
 # Rate limiting off where a test asks faster than a resolver would: its own
 # tests are in test_dns_limits.py.
-NO_RRL = rrl.Limits(rate=0, errors=0)
+NO_RRL = DnsSettings(rate_limit=0, rate_limit_errors=0)
 
 
 @pytest.fixture(scope="module")
 def server(zones):
     port = free_port()
-    srv = rdns.Server(zones, [("127.0.0.1", port), ("::1", port)], rate_limits=NO_RRL)
+    srv = rdns.Server(zones, [("127.0.0.1", port), ("::1", port)], settings=NO_RRL)
     srv.start()
     yield srv
     srv.stop()
@@ -304,7 +305,7 @@ def test_dns_reload_swaps_zones_without_losing_queries(zones):
     port = free_port()
     new = zone.build(Config(chains=(chain("198.51.100.1/24", ["Another.story"]),),
                             dns=DnsSettings(ns=NS)), now=NOW + 1)
-    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL) as srv:
+    with rdns.Server(zones, [("127.0.0.1", port)], settings=NO_RRL) as srv:
         answers = []
         query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR")
 
@@ -537,7 +538,7 @@ def test_dns_internal_error_is_counted_and_logged_once_with_its_traceback(zones,
         def answer(self, wire, udp):
             raise ValueError("a bug")
 
-    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL) as srv:
+    with rdns.Server(zones, [("127.0.0.1", port)], settings=NO_RRL) as srv:
         srv.index = Broken()
         for _ in range(3):
             assert udp_exchange(port, dns.message.make_query("example.com", "A").to_wire(),
@@ -582,7 +583,8 @@ def test_dns_tcp_connections_capped_in_total(zones):
     """Past `connections` at once, a new connection is closed at once and
     counted; one that closes makes room again."""
     port = free_port()
-    limits = rdns.TcpLimits(connections=3, per_client=8, idle=10)
+    limits = replace(NO_RRL, tcp_connections=3, tcp_connections_per_client=8,
+                     tcp_idle_timeout=10)
     query = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
     frame = struct.pack("!H", len(query)) + query
 
@@ -593,7 +595,7 @@ def test_dns_tcp_connections_capped_in_total(zones):
         except OSError:
             return False
 
-    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=NO_RRL, tcp=limits) as srv:
+    with rdns.Server(zones, [("127.0.0.1", port)], settings=limits) as srv:
         held = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(3)]
         try:
             assert all(answered(c) for c in held)
@@ -632,10 +634,10 @@ def test_dns_reload_applies_new_rate_limits(zones):
                 pass
             return got
 
-    strict = rrl.Limits(rate=1, errors=1, slip=0)
-    with rdns.Server(zones, [("127.0.0.1", port)], rate_limits=strict) as srv:
+    strict = DnsSettings(rate_limit=1, rate_limit_errors=1, rate_limit_slip=0)
+    with rdns.Server(zones, [("127.0.0.1", port)], settings=strict) as srv:
         assert 1 <= burst() <= 3  # one at once, one more a second
-        srv.reload(zones, rate_limits=NO_RRL)
+        srv.reload(zones, NO_RRL)
         assert burst() == 10
         assert srv.counters()["drop:ratelimited"] >= 7
 
@@ -643,5 +645,6 @@ def test_dns_reload_applies_new_rate_limits(zones):
 def test_dns_limits_without_a_dns_table_are_the_defaults():
     """A reload to a config without [dns] (the server keeps its sockets
     until a restart) takes the default limits, not an error."""
-    from routechain import daemon
-    assert daemon._dns_limits(Config()) == daemon._dns_limits(Config(dns=DnsSettings()))
+    srv = rdns.Server([], [], settings=NO_RRL)
+    srv.reload([], Config().dns)
+    assert srv._rrl.same(DnsSettings()) and not srv._rrl.same(NO_RRL)

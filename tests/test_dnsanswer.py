@@ -1,5 +1,4 @@
-"""The DNS answering core (routechain.dnsanswer) and response rate limiting
-(routechain.rrl) without sockets: bytes of a query in, bytes of an answer
+"""The DNS answering core (routechain.dnsanswer) without sockets: bytes of a query in, bytes of an answer
 out. The fast path (precomputed answers, patched) is held to the slow path
 (dnspython, obviously correct, compared with knotd in test_dns.py) on random
 queries with a fixed seed; each answer is parsed back by dnspython."""
@@ -18,7 +17,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from routechain import dnsanswer, rrl, zone
+from routechain import dnsanswer, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
 
@@ -209,54 +208,3 @@ def test_dnsanswer_notify_is_ignored(index):
     q = dns.message.make_query("100.51.198.in-addr.arpa", "SOA")
     q.set_opcode(dns.opcode.NOTIFY)
     assert index.answer(q.to_wire(), True) == (None, "drop:notify")
-
-
-# --- response rate limiting ------------------------------------------------
-
-def run(limiter, steps) -> list[int]:
-    """steps: (prefix, error, time) -> the verdicts."""
-    return [limiter.check(p, e, t) for p, e, t in steps]
-
-
-S, D, L = rrl.SEND, rrl.DROP, rrl.SLIP
-A, B = rrl.prefix("192.0.2.7"), rrl.prefix("192.0.2.200")
-C = rrl.prefix("198.51.100.7")
-
-
-@pytest.mark.parametrize("limits,steps,expected", [
-    # A burst of `rate` passes, then every second limited response slips.
-    (rrl.Limits(rate=3, errors=1, slip=2), [(A, False, 0.0)] * 7, [S, S, S, D, L, D, L]),
-    # One /24 is one client; another /24 is another.
-    (rrl.Limits(rate=2, errors=1, slip=0), [(A, False, 0.0), (B, False, 0.0), (B, False, 0.0),
-                                            (C, False, 0.0)], [S, S, D, S]),
-    # Errors have their own, smaller, bucket.
-    (rrl.Limits(rate=5, errors=1, slip=1), [(A, True, 0.0), (A, True, 0.0), (A, False, 0.0)],
-     [S, L, S]),
-    # Tokens come back at `rate` per second, never more than one second's worth.
-    (rrl.Limits(rate=2, errors=1, slip=0),
-     [(A, False, 0.0)] * 3 + [(A, False, 0.5), (A, False, 0.5), (A, False, 100.0)] +
-     [(A, False, 100.0)] * 2, [S, S, D, S, D, S, S, D]),
-    # 0 turns limiting off.
-    (rrl.Limits(rate=0, errors=0, slip=2), [(A, False, 0.0)] * 1000 + [(A, True, 0.0)] * 1000,
-     [S] * 2000),
-])
-def test_rrl_verdicts(limits, steps, expected):
-    assert run(rrl.RateLimiter(limits), steps) == expected
-
-
-def test_rrl_prefixes_are_slash_24_and_slash_56():
-    assert rrl.prefix("192.0.2.1") == rrl.prefix("192.0.2.254") != rrl.prefix("192.0.3.1")
-    assert rrl.prefix("2001:db8:0:ff::1") == rrl.prefix("2001:db8:0:1::2")
-    assert rrl.prefix("2001:db8:0:100::1") != rrl.prefix("2001:db8:0:ff::1")
-    assert rrl.prefix("fe80::1%lo") == rrl.prefix("fe80::2")
-
-
-def test_rrl_table_is_bounded_and_full_tables_share_one_bucket():
-    limiter = rrl.RateLimiter(rrl.Limits(rate=2, errors=1, slip=0), table_max=100)
-    forged = [rrl.prefix(f"10.{i // 256}.{i % 256}.1") for i in range(1000)]
-    verdicts = run(limiter, [(p, False, 0.0) for p in forged])
-    assert len(limiter) <= 102
-    assert verdicts[:100] == [S] * 100 and verdicts[100:].count(S) == 2  # the shared bucket
-    # A second later every bucket is full again: forgotten, room for new prefixes.
-    assert limiter.check(rrl.prefix("203.0.113.1"), False, 1.5) == S
-    assert len(limiter) < 100

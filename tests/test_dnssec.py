@@ -256,6 +256,7 @@ def test_dnssec_own_signing_equals_dnspython(tmp_path):
     ("enabled = true\nalgorithm = 14", r"c.toml:\d+: algorithm 14: route-chain signs with 13"),
     ("algorithm = 8", r"c.toml:\d+: .*algorithm.*8"),
     ("validity = 3600\nrefresh = 3600", r"c.toml:\d+: refresh 3600 must be less than validity"),
+    ("validity = 3600", r"c.toml:\d+: validity 3600 must be more than refresh 604800"),
     ("validity = 30", r"c.toml:\d+: .*validity.*30"),
     ("enable = true", r"c.toml:\d+: .*enable"),
 ])

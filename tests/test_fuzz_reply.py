@@ -1,7 +1,8 @@
 """The reply core under AddressSanitizer and UBSan: a driver over
 adversarial inputs, and a bounded libFuzzer run, with every reply then
-paced (timing and limits configured, tests/c/chains.h); and the unit tests
-of pacing itself (tests/c/pace_test.c). All are compiled from csrc/ into a
+paced (timing and limits configured, tests/c/chains.h); the unit tests of
+pacing itself (tests/c/pace_test.c); and the table check, one broken
+invariant at a time (tests/c/table_check.c). All are compiled from csrc/ into a
 temporary directory with buffers sized exactly, so any read or write
 outside the packet and its headroom, or outside a pool slot, aborts.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from probes import random_probe
+from routechain.chaintable import Kind
 from test_reply import CHAINS, PARAMS
 from test_reply_ext import EXT4, EXT6
 
@@ -26,6 +28,8 @@ CSRC = ROOT / "csrc"
 DRIVERS = Path(__file__).resolve().parent / "c"
 FUZZ_SECONDS = int(os.environ.get("RC_FUZZ_SECONDS", "20"))
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+# Everything of the core but the serving loop (serve.c: system calls).
+CORE = ["reply.c", "table.c", "pace.c", "book.c", "pool.c"]
 
 
 def clang() -> str:
@@ -41,8 +45,9 @@ def clang() -> str:
 def compile_driver(out: Path, source: str, sanitize: list[str]) -> Path:
     binary = out / Path(source).stem
     subprocess.run([clang(), "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
-                    *sanitize, f"-I{CSRC}", str(DRIVERS / source), str(CSRC / "reply.c"),
-                    str(CSRC / "pace.c"), "-o", str(binary)], check=True, capture_output=True, text=True)
+                    *sanitize, f"-I{CSRC}", str(DRIVERS / source),
+                    *(str(CSRC / name) for name in CORE), "-o", str(binary)],
+                   check=True, capture_output=True, text=True)
     return binary
 
 
@@ -72,6 +77,9 @@ def test_fuzz_reply_survives_adversarial_inputs(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     words = done.stdout.split()
     assert words[0] == "probes" and int(words[1]) > 300 and int(words[5]) > 1000, done.stdout
+    # Every kind of reply was built, a SYN-ACK and a prohibited port too.
+    kinds = [int(n) for n in words[7:]]
+    assert words[6] == "kinds" and len(kinds) == len(Kind) and all(kinds), done.stdout
 
 
 def test_fuzz_reply_libfuzzer_bounded(tmp_path):
@@ -99,3 +107,14 @@ def test_pace_units_under_sanitizers(tmp_path):
                           env=sanitizer_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.startswith("ok "), done.stdout
+
+
+def test_table_check_refuses_each_broken_invariant(tmp_path):
+    """A good table passes rc_table_check(); a copy breaking one invariant of
+    routechain.h at a time is refused with that invariant's fault, at the
+    chain and router that break it: tests/c/table_check.c lists the cases."""
+    driver = compile_driver(tmp_path, "table_check.c", SANITIZE)
+    done = subprocess.run([str(driver)], capture_output=True, text=True,
+                          env=sanitizer_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith("ok ") and int(done.stdout.split()[1]) > 60, done.stdout

@@ -62,6 +62,7 @@ BAD = [
     ("mtu=1400 mtu=1500", "mtu is set twice"),
     ("step=1ms", "step belongs on a [[chain]], not on a hop"),
     ("end=!N", "end belongs on a [[chain]], not on a hop"),
+    ("tcp_open=80", "tcp_open belongs on a [[chain]], not on a hop"),
     ("address=198.51.100.9", "address belongs on a '+' alternative, not on a hop"),
     ('iface="unclosed', "is not key=value"),
     ("=5ms", "is not key=value"),
@@ -181,6 +182,14 @@ def test_hopprops_chain_hop_tables(tmp_path: Path) -> None:
     (STORY, 'delay = "+1ms"\n', "", "a chain's delay is where the path starts"),
     (STORY, 'end = "!Q"\n', "", "end '!Q': write one of host, !N, !H, !X"),
     (STORY, 'mpls = "16"\n', "", "unknown key 'mpls' in [chain]"),
+    (STORY, 'tcp = "opened"\n', "", "tcp 'opened': write one of closed, rst, silent, "
+                                     "prohibited, open"),
+    (STORY, 'udp = "rst"\n', "", "udp 'rst': write one of unreachable, silent, prohibited"),
+    (STORY, 'tcp_open = "80,http"\n', "", "'http' is not a port 1..65535"),
+    (STORY, 'tcp_open = [0]\n', "", "'0' is not a port 1..65535"),
+    (STORY, 'tcp_open = "22,80,22"\n', "", "port 22 is written twice"),
+    (STORY, f'tcp_open = {list(range(1, 18))}\n', "", "17 ports: at most 16"),
+    (STORY, 'tcp_open = ["80"]\n', "", "tcp_open ['80']: write it as text"),
     ("+ first\n", "", "", "story.txt:1: a '+' line is another router at the hop above"),
     ("a\nb\n+ c\n", "", "", "story.txt:3: the destination (the last hop) cannot have '+'"),
     ("a\n+ b | address=10.0.0.1\nc\n", "", "", "story.txt:2: address 10.0.0.1 is outside"),
@@ -231,3 +240,46 @@ def test_hopprops_alternatives_bounded_per_chain(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"story.txt:258: more than 255 '\+' alternatives "
                                           r"in one chain"):
         config.load(tmp_path / "c.toml")
+
+
+def test_hopprops_every_field_has_one_key():
+    """Props and KEYS describe the same fields, so no property is read by
+    one and missed by the other (Chain.has_extensions reads KEYS)."""
+    from dataclasses import fields
+    assert sorted(k.field for k in hopprops.KEYS.values()) == sorted(
+        f.name for f in fields(hopprops.Props))
+
+
+@pytest.mark.parametrize("key", sorted(hopprops.KEYS))
+def test_hopprops_each_key_changes_what_it_declares(key):
+    """One hop with only `key` set (its example value): a chain has
+    extensions exactly when the key changes replies, and timing only when
+    it is a timing key (burst alone limits nothing, and so times nothing)."""
+    from routechain.chain import Chain, Hop, parse_prefix
+    k = hopprops.KEYS[key]
+    if hopprops.HOP in k.where:
+        props = hopprops.build([(key, k.example, "t")], hopprops.HOP)
+        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a", props=props), Hop("b")))
+    elif hopprops.CHAIN in k.where:
+        props = hopprops.build([(key, k.example, "t")], hopprops.CHAIN)
+        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a"), Hop("b")), defaults=props)
+    else:  # an alternative's own address: the alternative is the extension
+        props = hopprops.build([(key, "2001:db8::40", "t")], hopprops.BRANCH)
+        chain = Chain(parse_prefix("2001:db8::1/64"),
+                      (Hop("a", alternatives=(Hop("c", props=props),)), Hop("b")))
+    assert chain.has_extensions == (k.changes == hopprops.REPLY
+                                    or key in ("end", "address")), key
+    assert chain.has_timing == (k.changes == hopprops.TIMING and key != "burst"), key
+
+
+@pytest.mark.parametrize("chain_keys, tcp, ports, udp", [
+    ("", None, None, None),
+    ('tcp_open = [80, 443]\n', None, (80, 443), None),
+    ('tcp_open = "443,80"\n', None, (443, 80), None),
+    ('tcp_open = 8080\ntcp = "silent"\nudp = "prohibited"\n', "silent", (8080,), "prohibited"),
+    ('tcp = "open"\n', "open", None, None),
+])
+def test_hopprops_destination_answers(tmp_path: Path, chain_keys, tcp, ports, udp) -> None:
+    """tcp, tcp_open (text, an integer or a TOML list) and udp, on a chain."""
+    props = chain_of(tmp_path, STORY, chain_keys).defaults
+    assert (props.tcp, props.tcp_open, props.udp) == (tcp, ports, udp)

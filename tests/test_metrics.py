@@ -13,9 +13,10 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netns import CHAIN4, Daemon, TestNet
+from netns import CHAIN4, CHAIN6, Daemon, TestNet
 from routechain import config, metrics
-from routechain.core import Kind, Pace, Stats
+from routechain.chaintable import Kind
+from routechain.workers import Pace, Stats
 
 LISTEN = "127.0.0.1:9850"
 HOST4 = CHAIN4.split("/")[0]
@@ -136,7 +137,7 @@ def test_metrics_listen_in_config(tmp_path, text, want):
     path = tmp_path / "rc.toml"
     path.write_text(f'[[chain]]\naddress = "{CHAIN4}"\n\n[metrics]\nlisten = {text}\n')
     if isinstance(want, tuple):
-        assert config.load(path).metrics == want
+        assert config.load(path).metrics.listen == want
     else:
         with pytest.raises(config.ConfigError, match=want.replace("[", r"\[")
                            .replace("(", r"\(")):
@@ -194,6 +195,34 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
         assert after[("routechain_reloads_total", (("result", "ok"),))] == 1
         assert after[("routechain_last_reload_success", ())] == 1
         assert after[("routechain_address_repairs_total", ())] == 0
+
+
+@pytest.mark.netns
+def test_metrics_count_h_and_n_endings_as_endings(tmp_path):
+    """A chain's `end` ("!H", "!N") is counted as an ending where the core
+    decides it, not re-read from the reply's code (where !H looks like the
+    Host Unreachable of an address beyond a chain)."""
+    conf = tmp_path / "rc.toml"
+    conf.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nend = "!H"\nhops = ["a", "b", "c"]\n\n'
+                    f'[[chain]]\naddress = "{CHAIN6}"\nend = "!N"\nhops = ["a", "b", "c"]\n\n'
+                    f'[metrics]\nlisten = "{LISTEN}"\n')
+    pings = 4
+    with TestNet.create("me") as net, Daemon(net, "--config", str(conf)) as d:
+        d.wait_for("READY=1")
+        before = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
+        for target, flag in (("198.18.0.4", "Destination Host Unreachable"),
+                             ("2001:db8::4", "No route")):
+            out = net.run(net.client, "ping", "-c", str(pings), "-i", "0.05", "-W", "1",
+                          target, check=False).stdout
+            assert out.count(flag) == pings, out
+        found = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
+
+        def grew(kind: str) -> float:
+            return (total(found, "routechain_replies_total", kind=kind)
+                    - total(before, "routechain_replies_total", kind=kind))
+
+        assert grew("ending") == 2 * pings
+        assert grew("host_unreach") == 0 and grew("echo_reply") == 0
 
 
 @pytest.mark.netns

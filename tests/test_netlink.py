@@ -10,7 +10,8 @@ import socket
 import pytest
 
 from routechain.config import Route
-from routechain.netlink import RouteKey, _AddressFields, _addr_msg, _local_address, _WatchedOnly
+from routechain.plan import RouteKey
+from routechain.netlink import _AddressFields, _addr_msg, _local_address, _WatchedOnly
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -87,3 +88,35 @@ def test_keeper_event_queue_is_bounded():
     events = list(keeper._events)
     assert len(events) <= desired.MAX_EVENTS
     assert events[0].kind == "overrun"
+
+
+@pytest.mark.parametrize("family, attrs, table", [
+    (2, [("RTA_DST", "198.18.0.0"), ("RTA_OIF", 7), ("RTA_TABLE", 100), ("RTA_PRIORITY", 50)],
+     252),
+    # The kernel's own shape: the table in rtm_table alone, no metric, a gateway.
+    (2, [("RTA_DST", "198.19.0.0"), ("RTA_GATEWAY", "192.0.2.2"), ("RTA_OIF", 3)], 254),
+    # A default route: no RTA_DST at all.
+    (2, [("RTA_OIF", 3), ("RTA_TABLE", 254)], 254),
+    (10, [("RTA_DST", "2001:db8::"), ("RTA_OIF", 9), ("RTA_PRIORITY", 1024),
+          ("RTA_TABLE", 4000000000)], 252),
+    (10, [("RTA_TABLE", 254), ("RTA_PRIORITY", 256)], 254),
+])
+def test_route_fields_agree_with_pyroute2(family, attrs, table):
+    """The key and device read from the fields-only decoding are what
+    pyroute2's full decoding says, for each attribute layout."""
+    from pyroute2.netlink.rtnl import RTM_NEWROUTE
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    from routechain.netlink import _route_fields, _route_key, _route_oif, _RouteFields
+    msg = rtmsg()
+    msg["header"]["type"] = RTM_NEWROUTE
+    msg["family"], msg["table"], msg["proto"] = family, table, 151
+    msg["dst_len"] = 0 if not any(k == "RTA_DST" for k, _ in attrs) else (24 if family == 2
+                                                                           else 64)
+    msg["attrs"] = attrs
+    msg.encode()
+    data = msg.data * 2
+    fields = list(_RouteFields().parse(data))
+    full = list(MarshalRtnl().parse(data))
+    assert len(fields) == len(full) == 2
+    for bare, whole in zip(fields, full):
+        assert _route_fields(bare) == (_route_key(whole), _route_oif(whole))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from routechain import config, demo, preview, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config
@@ -107,3 +109,17 @@ def test_preview_shows_labels_interfaces_mtu_branches_and_ending():
         " +  east (198.51.100.6)  <MPLS:L=24002,E=0;INC:192.0.2.9>",
         " 5  end (198.51.100.5)  !X",
     ]
+
+
+@pytest.mark.parametrize("props, shown", [
+    (Props(), ""),
+    (Props(tcp_open=(80, 443)), "  [TCP: 80,443 open, others RST-ACK]"),
+    (Props(tcp_open=(22,), tcp="silent", udp="prohibited"),
+     "  [TCP: 22 open, others silent]  [UDP: prohibited]"),
+    (Props(tcp="rst"), "  [TCP: a bare RST]"),
+    (Props(tcp="open", udp="silent"), "  [TCP: every port open]  [UDP: silent]"),
+])
+def test_preview_says_what_the_destination_answers(props, shown):
+    c = Chain(parse_prefix("198.51.100.1/24"), (Hop(name="a"), Hop(name="www")), where="test",
+              defaults=props)
+    assert preview.render_chain(c).splitlines()[-1] == " 3  www (198.51.100.3)" + shown

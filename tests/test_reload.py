@@ -149,3 +149,26 @@ def test_reload_logs_one_line_per_story_file(tmp_path):
                          f"`route-chain preview --config {config}` shows each") == 2, log
         assert log.count("'!!!' has nothing a host name can hold") == 2, log
         assert "becomes" not in log, log
+
+
+def test_reload_keeps_restart_only_settings_and_says_so(tmp_path):
+    """A reload applies a new MTU but keeps the queue count and the DNS
+    listener it started with (settings declared restart=True), and says so
+    at every reload, since the daemon still runs what it started with."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[daemon]\nqueues = 1\n\n[[chain]]\naddress = "{CHAIN4}"\n')
+    with TestNet.create("rk") as net, Daemon(net, "--config", str(config)) as daemon:
+        daemon.wait_for("READY=1")
+        config.write_text(f'[daemon]\nqueues = 2\nmtu = 1400\n\n[[chain]]\n'
+                          f'address = "{CHAIN4}"\n\n[dns]\nlisten = ["127.0.0.1:5353"]\n')
+        for _ in range(2):
+            assert "reload failed" not in daemon.reload()["STATUS"]
+        log = daemon.output()
+        assert log.count("reload: daemon.queues changes only at a restart: "
+                         "keeping 1, not 2") == 2, log
+        assert log.count("reload: dns.listen changes only at a restart: "
+                         "keeping none, not 127.0.0.1:5353") == 2, log
+        assert "reload: daemon.mtu" not in log, log
+        link = net.run(net.router, "ip", "-o", "link", "show", "dev", "route-chain").stdout
+        assert " mtu 1400 " in link, link
+        assert daemon.stop() == 0, daemon.output()

@@ -14,13 +14,13 @@ import logging
 import dns.exception
 import pytest
 
-from routechain import core, daemon
+from routechain import chaintable, daemon, workers
 from routechain.chain import Chain
-from routechain.config import Config
+from routechain.config import Config, Daemon
 from routechain.errors import ConfigError, SetupError
 
-OLD = Config(chains=(Chain(ipaddress.ip_interface("198.18.0.1/24")),), mtu=1400)
-NEW = Config(chains=(Chain(ipaddress.ip_interface("198.19.0.1/24")),), mtu=1500)
+OLD = Config(chains=(Chain(ipaddress.ip_interface("198.18.0.1/24")),), daemon=Daemon(mtu=1400))
+NEW = Config(chains=(Chain(ipaddress.ip_interface("198.19.0.1/24")),), daemon=Daemon(mtu=1500))
 
 
 class Recorder:
@@ -42,7 +42,7 @@ class Parts:
 
         class Link:
             def set_mtu(self, mtu):
-                rec.step("mtu", NEW if mtu == NEW.mtu else OLD)
+                rec.step("mtu", NEW if mtu == NEW.daemon.mtu else OLD)
 
         class Keeper:
             repairs = 0
@@ -52,7 +52,7 @@ class Parts:
                 return config
 
         class Live:
-            table = core.Table(OLD.chains)
+            table = chaintable.Table(OLD.chains)
 
             def publish(self, table):
                 which = NEW if table.chains == NEW.chains else OLD
@@ -69,7 +69,7 @@ class Parts:
 
         class Workers:
             def totals(self):
-                return core.Stats.total([])
+                return workers.Stats.total([])
 
         class Notifier:
             def reloading(self):
@@ -84,7 +84,7 @@ class Parts:
 
 def running(calls, fail_at=None, fail=None, load=lambda: NEW) -> daemon.Running:
     p = Parts(calls, fail_at, fail)
-    return daemon.Running(load, OLD, daemon.Settings.of(OLD), p.link, p.keeper, p.live,
+    return daemon.Running(load, OLD, daemon.Started.of(OLD), p.link, p.keeper, p.live,
                           p.workers, p.dns, p.notifier)
 
 

@@ -29,7 +29,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6NDOptSrcLLAddr, ICMPv6N
 from scapy.packet import Raw
 from scapy.utils import checksum
 
-from routechain import core
+from routechain import chaintable
 from routechain.chain import Chain, Hop, parse_prefix
 
 HOPS = tuple(Hop(silent=(k == 3)) for k in range(1, 6))
@@ -39,7 +39,7 @@ SMALL4 = Chain(parse_prefix("198.51.100.1/30"))
 LONG4 = Chain(parse_prefix("198.18.0.1/15"), reply_ttl=2)
 EMPTY6 = Chain(parse_prefix("2001:db8:9::1/128"))       # length 0: left out
 CHAINS = [CHAIN4, CHAIN6, SMALL4, LONG4, EMPTY6]
-TABLE = core.Table(CHAINS)
+TABLE = chaintable.Table(CHAINS)
 
 SRC4, SRC6 = "198.51.100.77", "2001:db8:ffff::7"
 PAYLOAD = bytes(range(48))
@@ -100,7 +100,7 @@ class Reply:
     """What the reply must be: its kind, the hop that sends it (its index
     in the chain) and its TTL / hop limit, plus per-kind details."""
 
-    kind: core.Kind
+    kind: chaintable.Kind
     hop: int
     ttl: int
     chain: Chain = CHAIN4
@@ -114,8 +114,8 @@ def R(kind, hop, ttl, chain=None, **more):
     return lambda family: Reply(kind, hop, ttl, chain or (CHAIN4 if family == 4 else CHAIN6), **more)
 
 
-K = core.Kind
-D = core.Drop
+K = chaintable.Kind
+D = chaintable.Drop
 
 # (name, IPv4 probe, IPv6 probe, expected); either probe may be None.
 CASES = [
@@ -347,12 +347,12 @@ def check_rst(reply: bytes, probe: bytes, expect: Reply) -> None:
 
 @pytest.mark.parametrize("probe, expect", PARAMS)
 def test_reply_follows_table(probe, expect):
-    got = core.reply(probe, TABLE)
-    if isinstance(expect, core.Drop):
+    got = chaintable.reply(probe, TABLE)
+    if isinstance(expect, chaintable.Drop):
         assert got == expect
         return
     assert isinstance(got, bytes), got
-    assert core.kind(got) == expect.kind
+    assert got.kind == expect.kind
     check_checksums(got)
     check_outer(got, probe, expect)
     if expect.kind == K.ECHO_REPLY:
@@ -365,57 +365,52 @@ def test_reply_follows_table(probe, expect):
 
 def test_reply_needs_headroom_for_errors():
     """An error reply needs 28 / 48 bytes in front of the packet."""
-    assert core.reply(v4(5, 2, udp()), TABLE, headroom=27) == D.NO_ROOM
-    assert isinstance(core.reply(v4(5, 2, udp()), TABLE, headroom=28), bytes)
-    assert core.reply(v6(5, 2, udp()), TABLE, headroom=47) == D.NO_ROOM
-    assert isinstance(core.reply(v6(5, 2, udp()), TABLE, headroom=48), bytes)
+    assert chaintable.reply(v4(5, 2, udp()), TABLE, headroom=27) == D.NO_ROOM
+    assert isinstance(chaintable.reply(v4(5, 2, udp()), TABLE, headroom=28), bytes)
+    assert chaintable.reply(v6(5, 2, udp()), TABLE, headroom=47) == D.NO_ROOM
+    assert isinstance(chaintable.reply(v6(5, 2, udp()), TABLE, headroom=48), bytes)
 
 
 def test_reply_in_place_needs_no_headroom():
     """Echo Reply and RST are edits of the probe."""
     for probe in (v4(5, 9, echo4()), v6(5, 9, echo6()), v4(5, 9, tcp()), v6(5, 9, tcp())):
-        assert isinstance(core.reply(probe, TABLE, headroom=0), bytes)
+        assert isinstance(chaintable.reply(probe, TABLE, headroom=0), bytes)
 
 
 def test_reply_refuses_buffer_smaller_than_packet():
-    from routechain.core import ffi, lib
+    from routechain.chaintable import ffi, lib
     probe = v4(5, 2, udp())
-    buf = bytearray(core.HEADROOM + len(probe))
+    buf = bytearray(chaintable.HEADROOM + len(probe))
     off = ffi.new("size_t *")
-    n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(probe),
-                     len(buf) - 1, TABLE.ptr, off, ffi.NULL)
+    n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), chaintable.HEADROOM, len(probe),
+                     len(buf) - 1, TABLE.ptr, off, ffi.new("struct rc_where *"))
     assert n == -D.NO_ROOM
 
 
 def test_reply_ipv4_id_varies_with_probe():
-    a = IP(core.reply(v4(5, 2, udp()), TABLE))
-    b = IP(core.reply(bytes(IP(src=SRC4, dst=d4(5), ttl=2, id=0x1235) / udp()), TABLE))
+    a = IP(chaintable.reply(v4(5, 2, udp()), TABLE))
+    b = IP(chaintable.reply(bytes(IP(src=SRC4, dst=d4(5), ttl=2, id=0x1235) / udp()), TABLE))
     assert a.id != b.id
 
 
 def test_reply_echo_leaves_payload_in_place():
     """The reply's message starts where the request's did: nothing moved."""
-    from routechain.core import ffi, lib
+    from routechain.chaintable import ffi, lib
     probe = v4(5, 9, echo4(), options=[IPOption(b"\x01" * 8)])
-    buf = bytearray(core.HEADROOM + len(probe))
-    buf[core.HEADROOM:] = probe
+    buf = bytearray(chaintable.HEADROOM + len(probe))
+    buf[chaintable.HEADROOM:] = probe
     off = ffi.new("size_t *")
-    n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(probe), len(buf),
-                     TABLE.ptr, off, ffi.NULL)
-    assert n == len(probe) - 8 and off[0] == core.HEADROOM + 8
-    assert buf[core.HEADROOM + 28 + 8:] == PAYLOAD
+    n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), chaintable.HEADROOM, len(probe), len(buf),
+                     TABLE.ptr, off, ffi.new("struct rc_where *"))
+    assert n == len(probe) - 8 and off[0] == chaintable.HEADROOM + 8
+    assert buf[chaintable.HEADROOM + 28 + 8:] == PAYLOAD
 
 
 def test_table_skips_empty_chains():
     assert len(TABLE) == 4 and EMPTY6 not in TABLE.chains
 
 
-def test_kind_rejects_unknown_bytes():
-    assert core.kind(b"") is None
-    assert core.kind(v4(5, 2, udp())) is None
-
-
 def test_drop_mirrors_c_enum():
-    from routechain.core import lib
-    assert core.Drop.NO_ROOM == lib.RC_DROP_NO_ROOM
-    assert len(core.Drop) == lib.RC_DROP_COUNT and len(core.Kind) == lib.RC_KIND_COUNT
+    from routechain.chaintable import lib
+    assert chaintable.Drop.NO_ROOM == lib.RC_DROP_NO_ROOM
+    assert len(chaintable.Drop) == lib.RC_DROP_COUNT and len(chaintable.Kind) == lib.RC_KIND_COUNT

@@ -30,7 +30,7 @@ from scapy.layers.inet import ICMP, IP, UDP, ICMPExtension_Header
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.utils import PcapWriter, checksum
 
-from routechain import core
+from routechain import chaintable
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.hopprops import Label, Props
 
@@ -53,11 +53,11 @@ END_HOPS = (Hop(), Hop(), Hop(props=Props(iface="edge0", ifmtu=1500)))
 END4 = Chain(parse_prefix("198.18.5.1/24"), END_HOPS, defaults=Props(end="!N"))
 END6 = Chain(parse_prefix("2001:db8:6::1/64"), END_HOPS, defaults=Props(end="!X"))
 CHAINS = [EXT4, EXT6, END4, END6]
-TABLE = core.Table(CHAINS)
+TABLE = chaintable.Table(CHAINS)
 SLACK = 2000                     # the serving loop's buffer has 64 KiB behind the probe
 
 SRC4, SRC6 = "192.0.2.2", "2001:db8:ff::2"
-K = core.Kind
+K = chaintable.Kind
 
 
 def probe(chain: Chain, k: int, ttl: int, size: int = 20, sport: int = 40000,
@@ -71,7 +71,7 @@ def probe(chain: Chain, k: int, ttl: int, size: int = 20, sport: int = 40000,
 
 
 def answer(packet: bytes) -> bytes:
-    got = core.reply(packet, TABLE, slack=SLACK)
+    got = chaintable.reply(packet, TABLE, slack=SLACK)
     assert isinstance(got, bytes), got
     return got
 
@@ -178,7 +178,7 @@ def flow_on_branch(chain: Chain, k: int, branch: int, ttl: int, **kw) -> bytes:
 def test_time_exceeded_carries_labels_and_interface(chain, k):
     sent = probe(chain, 6, k)
     got = answer(sent)
-    assert core.kind(got) == K.TIME_EXCEEDED and source(got) == chain.hop_address(k)
+    assert got.kind == K.TIME_EXCEEDED and source(got) == chain.hop_address(k)
     check_extension(got, sent, chain.hop(k).props, label_ttl=1)
 
 
@@ -189,16 +189,16 @@ def test_label_ttl_counts_down_with_the_hop(chain):
     Unreachable."""
     sent = probe(chain, 2, 9)
     got = answer(sent)
-    assert core.kind(got) == K.PORT_UNREACH
+    assert got.kind == K.PORT_UNREACH
     check_extension(got, sent, chain.hop(2).props, label_ttl=8)
 
 
 @pytest.mark.parametrize("chain", [EXT4, EXT6], ids=["v4", "v6"])
 def test_hop_without_properties_sends_what_it_sends_today(chain):
     """Hop 5 has none: byte for byte the reply of a chain without any."""
-    plain = core.Table([Chain(chain.interface, tuple(Hop() for _ in HOPS))])
+    plain = chaintable.Table([Chain(chain.interface, tuple(Hop() for _ in HOPS))])
     for sent in (probe(chain, 6, 5), probe(chain, 5, 9), probe(chain, 40, 64)):
-        assert answer(sent) == core.reply(sent, plain, slack=SLACK)
+        assert answer(sent) == chaintable.reply(sent, plain, slack=SLACK)
 
 
 @pytest.mark.parametrize("chain", [EXT4, EXT6], ids=["v4", "v6"])
@@ -221,10 +221,10 @@ def test_extension_within_limit_at_every_quote_length(chain):
 def test_extension_needs_room_behind_the_probe(chain):
     """The padding and the structure go behind the probe in the buffer."""
     sent = probe(chain, 6, 1)
-    assert core.reply(sent, TABLE, slack=0) == core.Drop.NO_ROOM
+    assert chaintable.reply(sent, TABLE, slack=0) == chaintable.Drop.NO_ROOM
     need = 128 + len(split(answer(sent))[1]) - len(sent)
-    assert core.reply(sent, TABLE, slack=need - 1) == core.Drop.NO_ROOM
-    assert isinstance(core.reply(sent, TABLE, slack=need), bytes)
+    assert chaintable.reply(sent, TABLE, slack=need - 1) == chaintable.Drop.NO_ROOM
+    assert isinstance(chaintable.reply(sent, TABLE, slack=need), bytes)
 
 
 def test_fragmentation_needed_from_the_narrow_hop_v4():
@@ -233,7 +233,7 @@ def test_fragmentation_needed_from_the_narrow_hop_v4():
     in bytes 6..7, hop 3's interface extension, the length in byte 5."""
     big = flow_on_branch(EXT4, 3, 0, 64, size=1500 - 28)
     got = answer(big)
-    assert core.kind(got) == K.TOO_BIG and source(got) == EXT4.hop_address(3)
+    assert got.kind == K.TOO_BIG and source(got) == EXT4.hop_address(3)
     icmp = icmp_of(got)
     assert (icmp[0], icmp[1], struct.unpack("!H", icmp[6:8])[0]) == (3, 4, 1400)
     check_extension(got, big, EXT4.hop(3).props, label_ttl=62)
@@ -242,13 +242,13 @@ def test_fragmentation_needed_from_the_narrow_hop_v4():
 
 def test_mtu_passes_what_fits_and_what_may_be_fragmented_v4():
     exact = flow_on_branch(EXT4, 3, 0, 64, size=1400 - 28)
-    assert core.kind(answer(exact)) == K.PORT_UNREACH
+    assert answer(exact).kind == K.PORT_UNREACH
     no_df = flow_on_branch(EXT4, 3, 0, 64, size=1500 - 28, df=False)
-    assert core.kind(answer(no_df)) == K.PORT_UNREACH       # fragmented, reassembled
+    assert answer(no_df).kind == K.PORT_UNREACH       # fragmented, reassembled
     other = flow_on_branch(EXT4, 3, 1, 64, size=1500 - 28)
-    assert core.kind(answer(other)) == K.PORT_UNREACH       # the alternative has no MTU
+    assert answer(other).kind == K.PORT_UNREACH       # the alternative has no MTU
     # A probe whose TTL runs out at or before the narrow hop never meets it.
-    assert core.kind(answer(flow_on_branch(EXT4, 3, 0, 3, size=1500 - 28))) == K.TIME_EXCEEDED
+    assert answer(flow_on_branch(EXT4, 3, 0, 3, size=1500 - 28)).kind == K.TIME_EXCEEDED
 
 
 def test_packet_too_big_from_the_narrow_hop_v6():
@@ -256,12 +256,12 @@ def test_packet_too_big_from_the_narrow_hop_v6():
     length field and so no extension; the quote as usual."""
     big = flow_on_branch(EXT6, 3, 0, 64, size=1281 - 48)
     got = answer(big)
-    assert core.kind(got) == K.TOO_BIG and source(got) == EXT6.hop_address(3)
+    assert got.kind == K.TOO_BIG and source(got) == EXT6.hop_address(3)
     icmp = icmp_of(got)
     assert (icmp[0], icmp[1], struct.unpack("!I", icmp[4:8])[0]) == (2, 0, 1280)
     assert icmp[8:] == big[:1280 - 48]
     fits = flow_on_branch(EXT6, 3, 0, 64, size=1280 - 48)
-    assert core.kind(answer(fits)) == K.PORT_UNREACH
+    assert answer(fits).kind == K.PORT_UNREACH
 
 
 @pytest.mark.parametrize("chain, code", [(END4, 0), (END6, 1)], ids=["v4-!N", "v6-!X"])
@@ -269,20 +269,20 @@ def test_chain_end_is_an_unreachable_from_the_last_hop(chain, code):
     for sent in (probe(chain, 3, 3), probe(chain, 3, 64), probe(chain, 30, 64)):
         got = answer(sent)
         icmp = icmp_of(got)
-        assert core.kind(got) == K.ENDING and source(got) == chain.hop_address(3)
+        assert got.kind == K.ENDING and source(got) == chain.hop_address(3)
         assert (icmp[0], icmp[1]) == ((3 if chain.family == 4 else 1), code)
         check_extension(got, sent, chain.hop(3).props, label_ttl=ttl_of(sent) - 2)
     # Before the end the path is as usual; probes at its hops get host answers.
-    assert core.kind(answer(probe(chain, 3, 2))) == K.TIME_EXCEEDED
-    assert core.kind(answer(probe(chain, 2, 9))) == K.PORT_UNREACH
+    assert answer(probe(chain, 3, 2)).kind == K.TIME_EXCEEDED
+    assert answer(probe(chain, 2, 9)).kind == K.PORT_UNREACH
 
 
 @pytest.mark.parametrize("end, v4, v6", [("!N", 0, 0), ("!H", 1, 3), ("!X", 13, 1)])
 def test_every_ending_code(end, v4, v6):
     for prefix, code in (("198.18.7.1/24", v4), ("2001:db8:7::1/64", v6)):
         chain = Chain(parse_prefix(prefix), (Hop(), Hop()), defaults=Props(end=end))
-        got = core.reply(probe(chain, 2, 9), core.Table([chain]))
-        assert icmp_of(got)[1] == code and core.kind(got) in (K.ENDING, K.HOST_UNREACH)
+        got = chaintable.reply(probe(chain, 2, 9), chaintable.Table([chain]))
+        assert icmp_of(got)[1] == code and got.kind == K.ENDING
 
 
 @pytest.mark.parametrize("chain", [EXT4, EXT6], ids=["v4", "v6"])
@@ -333,19 +333,19 @@ def test_probe_to_an_alternative_address(chain):
     assert alt == str(chain.host + 7)
     assert source(answer(probe(chain, 0, 2, dst=alt))) == chain.hop_address(2)
     got = answer(probe(chain, 0, 3, dst=alt))
-    assert core.kind(got) == K.PORT_UNREACH and source(got) == chain.branch_address(3, 1)
+    assert got.kind == K.PORT_UNREACH and source(got) == chain.branch_address(3, 1)
     echo = (IP(src=SRC4, dst=alt, ttl=64) / ICMP(type=8) if chain.family == 4
             else IPv6(src=SRC6, dst=alt, hlim=64) / ICMPv6EchoRequest())
     got = answer(bytes(echo))
-    assert core.kind(got) == K.ECHO_REPLY and source(got) == chain.branch_address(3, 1)
+    assert got.kind == K.ECHO_REPLY and source(got) == chain.branch_address(3, 1)
     # Past the alternatives the prefix is as before: the last hop knows.
-    assert core.kind(answer(probe(chain, 8, 64))) == K.HOST_UNREACH
+    assert answer(probe(chain, 8, 64)).kind == K.HOST_UNREACH
 
 
 def test_chain_without_properties_keeps_no_router_table():
-    table = core.Table([Chain(parse_prefix("198.18.9.1/24"), (Hop(), Hop(silent=True)))])
-    assert table.ptr.chains[0].hops == core.ffi.NULL
-    assert TABLE.ptr.chains[0].hops != core.ffi.NULL
+    table = chaintable.Table([Chain(parse_prefix("198.18.9.1/24"), (Hop(), Hop(silent=True)))])
+    assert table.ptr.chains[0].hops == chaintable.ffi.NULL
+    assert TABLE.ptr.chains[0].hops != chaintable.ffi.NULL
 
 
 def tshark() -> str:
@@ -428,17 +428,17 @@ def test_config_cross_checks_that_need_the_chain():
 
 @pytest.mark.parametrize("chain", [EXT4, EXT6], ids=["v4", "v6"])
 def test_where_names_the_router_that_answered(chain):
-    """rc_where.router is the router's place in core.routers_of, the order
+    """rc_where.router is the router's place in chaintable.routers_of, the order
     the timing table uses: an alternative's replies take its own timing."""
-    from routechain.core import ffi, lib, routers_of
+    from routechain.chaintable import ffi, lib, routers_of
 
     index = {router: n for n, router in enumerate(routers_of(chain))}
     for branch in (0, 1):
         packet = flow_on_branch(chain, 3, branch, 3)
-        buf = bytearray(core.HEADROOM + len(packet) + SLACK)
-        buf[core.HEADROOM:core.HEADROOM + len(packet)] = packet
+        buf = bytearray(chaintable.HEADROOM + len(packet) + SLACK)
+        buf[chaintable.HEADROOM:chaintable.HEADROOM + len(packet)] = packet
         off, where = ffi.new("size_t *"), ffi.new("struct rc_where *")
-        n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), core.HEADROOM, len(packet),
+        n = lib.rc_reply(ffi.from_buffer("uint8_t[]", buf), chaintable.HEADROOM, len(packet),
                          len(buf), TABLE.ptr, off, where)
         assert n > 0 and TABLE.chains[where.chain] == chain
         assert where.router == index[(3, branch)]

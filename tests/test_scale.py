@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from routechain import core
+from routechain import chaintable
 from routechain.chain import Chain, check_overlap, parse_prefix
 from routechain.errors import UsageError
 
@@ -72,7 +72,7 @@ def test_ten_thousand_chains_check_and_build_in_well_under_a_second_each():
     check_overlap(chains)
     checked = time.perf_counter() - start
     start = time.perf_counter()
-    table = core.Table(chains)
+    table = chaintable.Table(chains)
     built = time.perf_counter() - start
     assert len(table) == len(chains)
     assert checked < 3 and built < 3, (checked, built)

@@ -126,6 +126,8 @@ REQUIRED = [
     # The handshake, not /bin/kill (procps, absent from a minimal Debian).
     ("ExecReload", [f"{BINARY} reload $MAINPID"]),
     ("WatchdogSec", ["30s"]),
+    # A hung daemon's routes (and BGP announcement) last until it is gone.
+    ("TimeoutAbortSec", ["10s"]),
     ("Restart", ["on-failure"]),
     ("DynamicUser", ["yes"]),
     ("AmbientCapabilities", ["CAP_NET_ADMIN CAP_NET_BIND_SERVICE"]),
@@ -165,7 +167,7 @@ def test_example_config_loads():
     """The config installed to /etc/route-chain serves one IPv6 and one
     IPv4 chain with the story, DNS on their host addresses."""
     conf = config.load(SYSTEMD / "route-chain.toml")
-    assert conf.interface == "route-chain"
+    assert conf.daemon.interface == "route-chain"
     assert [str(c.interface) for c in conf.chains] == ["2001:db8::1/64", "198.51.100.1/27"]
     lines = (SYSTEMD / "story.txt").read_text().splitlines()
     for chain in conf.chains:

@@ -60,7 +60,7 @@ LAYOUTS = [
 
 
 def config_of(chains, **dns) -> Config:
-    return Config(chains=tuple(chains), dns=DnsSettings(**dns) if dns else None)
+    return Config(chains=tuple(chains), dns=DnsSettings(**(dns or {})))
 
 
 def records(z: zone.Zone) -> dict[tuple[str, str], list[str]]:

@@ -151,6 +151,9 @@ int main(int argc, char **argv)
     fclose(f);
     run_extension_chains(t);
     run_random_bytes(t, 200000);
-    printf("probes %lu runs %lu replies %lu\n", probes, runs, replies);
+    printf("probes %lu runs %lu replies %lu kinds", probes, runs, replies);
+    for (int k = 0; k < RC_KIND_COUNT; k++)
+        printf(" %lu", test_kinds[k]);
+    printf("\n");
     return 0;
 }

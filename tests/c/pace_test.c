@@ -12,6 +12,8 @@
 
 #include "routechain.h"
 #include "pace.h"
+#include "pool.h"
+#include "book.h"
 
 static unsigned checks;
 
@@ -29,13 +31,34 @@ static const uint64_t MS = 1000000;
 struct pool_mem {
     struct rc_pool pool;
     void *mem;
+    void *book;
 };
 
 static void make_pool(struct pool_mem *m, uint32_t n_small, uint32_t n_large)
 {
     m->mem = malloc(rc_pool_bytes(n_small, n_large));
+    m->book = NULL;
     CHECK(m->mem != NULL);
     rc_pool_init(&m->pool, m->mem, n_small, n_large);
+}
+
+/* A worker with a pool of its own and an empty book, each malloc'ed at its
+ * exact size. */
+static void make_worker(struct rc_worker *w, struct pool_mem *m, uint32_t n_small,
+                        uint32_t n_large)
+{
+    memset(w, 0, sizeof *w);
+    make_pool(m, n_small, n_large);
+    w->pool = m->pool;
+    m->book = malloc(rc_book_bytes());
+    CHECK(m->book != NULL);
+    rc_book_init(&w->book, m->book);
+}
+
+static void free_pool(struct pool_mem *m)
+{
+    free(m->mem);
+    free(m->book);
 }
 
 /* A reply of len bytes whose every byte after the first says id, with an
@@ -77,7 +100,7 @@ static void test_order_and_fifo(void)
 
     make_pool(&m, 200, 16);
     for (int i = 0; i < 200; i++) {
-        due[i] = 1000 + rc_rng_next(&rng) % 50 * MS;
+        due[i] = 1000 + rc_pace_random(&rng) % 50 * MS;
         make_reply(reply, sizeof reply, (uint8_t)i, 1);
         CHECK(rc_pool_add(&m.pool, reply, sizeof reply, due[i]));
     }
@@ -94,7 +117,7 @@ static void test_order_and_fifo(void)
         last = next;
     }
     CHECK(rc_pool_next_due(&m.pool) == UINT64_MAX);
-    free(m.mem);
+    free_pool(&m);
 }
 
 static void test_seq_wraps_around(void)
@@ -110,7 +133,7 @@ static void test_seq_wraps_around(void)
     }
     for (int i = 0; i < 8; i++)
         CHECK(take(&m.pool, 5 * MS, NULL) == i);
-    free(m.mem);
+    free_pool(&m);
 }
 
 static void test_full_pool_and_reuse(void)
@@ -147,7 +170,7 @@ static void test_full_pool_and_reuse(void)
             CHECK(rc_pool_add(&m.pool, buf, size, round % 7));
         }
     }
-    free(m.mem);
+    free_pool(&m);
 }
 
 /* A table with one chain of 3 hops; hop 2 delays by delay_ms. */
@@ -179,13 +202,11 @@ static void test_reload_while_replies_wait(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2};
+    struct rc_where hop2 = {0, 2, 0};
     uint8_t reply[80];
     struct test_table *old = make_table(10, 0, 0.0), *new_table;
 
-    memset(&w, 0, sizeof w);
-    make_pool(&m, 16, 16);
-    w.pool = m.pool;
+    make_worker(&w, &m, 16, 16);
     for (int i = 0; i < 5; i++) {
         make_reply(reply, sizeof reply, (uint8_t)i, 1);
         CHECK(rc_pace_reply(&w, &old->table, &hop2, reply, sizeof reply, (uint64_t)i * MS)
@@ -200,7 +221,7 @@ static void test_reload_while_replies_wait(void)
         CHECK(take(&w.pool, (uint64_t)(10 + i) * MS, NULL) == i);
     CHECK(w.pool.waiting == 0);
     free(new_table);
-    free(m.mem);
+    free_pool(&m);
 }
 
 static void test_buckets(void)
@@ -211,33 +232,31 @@ static void test_buckets(void)
     int given = 0;
 
     for (int i = 0; i < 10; i++)
-        given += rc_bucket_take(&tat, &b, t0);
+        given += rc_pace_take(&tat, &b, t0);
     CHECK(given == 3);
-    CHECK(!rc_bucket_take(&tat, &b, t0 + 99 * MS));
-    CHECK(rc_bucket_take(&tat, &b, t0 + 100 * MS));
-    CHECK(!rc_bucket_take(&tat, &b, t0 + 100 * MS));
+    CHECK(!rc_pace_take(&tat, &b, t0 + 99 * MS));
+    CHECK(rc_pace_take(&tat, &b, t0 + 100 * MS));
+    CHECK(!rc_pace_take(&tat, &b, t0 + 100 * MS));
     /* Over 10 s at 1000 tries per second: the burst, then 10 per second. */
     given = 0;
     for (uint64_t t = t0 + 1000 * MS; t < t0 + 11000 * MS; t += MS)
-        given += rc_bucket_take(&tat, &b, t);
+        given += rc_pace_take(&tat, &b, t);
     CHECK(given >= 100 && given <= 103);
     for (int i = 0; i < 1000; i++)
-        CHECK(rc_bucket_take(&tat, &off, t0));
+        CHECK(rc_pace_take(&tat, &off, t0));
 }
 
 static void test_source_and_daemon_limits(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop1 = {0, 1};
+    struct rc_where hop1 = {0, 1, 0};
     uint64_t cells[1024] = {0};
     uint8_t a[40], b[40];
     struct test_table *t = make_table(0, 0, 0.0);
     int sent_a = 0, sent_b = 0, limited = 0;
 
-    memset(&w, 0, sizeof w);
-    make_pool(&m, 4, 4);
-    w.pool = m.pool;
+    make_worker(&w, &m, 4, 4);
     w.source_tat = cells;
     w.source_mask = 1023;
     w.source_salt = 12345;
@@ -255,22 +274,20 @@ static void test_source_and_daemon_limits(void)
     CHECK(sent_a == 10);                 /* a's own bucket, whatever b does */
     CHECK(sent_b == 5 && limited == 5);  /* b: the 5 left of the daemon's 15 */
     free(t);
-    free(m.mem);
+    free_pool(&m);
 }
 
 static void test_loss_and_jitter(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2};
+    struct rc_where hop2 = {0, 2, 0};
     uint8_t reply[40];
     struct test_table *t = make_table(3, 5, 0.25);
     uint64_t lost = 0, n = 200000, lowest = UINT64_MAX, highest = 0;
     size_t len;
 
-    memset(&w, 0, sizeof w);
-    make_pool(&m, 4, 0);
-    w.pool = m.pool;
+    make_worker(&w, &m, 4, 0);
     w.rng = 7;
     make_reply(reply, sizeof reply, 3, 1);
     for (uint64_t i = 0; i < n; i++) {
@@ -292,7 +309,7 @@ static void test_loss_and_jitter(void)
     CHECK(lost > 50000 - 1164 && lost < 50000 + 1164);
     CHECK(lowest == 0 && highest == 8 * MS);
     free(t);
-    free(m.mem);
+    free_pool(&m);
 }
 
 /* The book: nothing is refused before a write was measured; then each
@@ -304,23 +321,21 @@ static void test_book(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2};
+    struct rc_where hop2 = {0, 2, 0};
     uint8_t reply[40];
     struct test_table *near = make_table(10, 0, 0.0), *far = make_table(2000, 0, 0.0);
     const uint64_t slice = (uint64_t)1 << RC_BOOK_SHIFT, t0 = 4000 * slice;
     uint32_t cap, taken = 0;
 
-    memset(&w, 0, sizeof w);
-    make_pool(&m, 2048, 0);
-    w.pool = m.pool;
+    make_worker(&w, &m, 2048, 0);
     make_reply(reply, sizeof reply, 9, 1);
     for (int i = 0; i < 1000; i++)       /* one slice, nothing measured yet */
         CHECK(rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0) == RC_PACE_DELAYED);
     while (take(&w.pool, t0 + 20 * MS, NULL) >= 0)
         ;
 
-    rc_pool_note_writes(&w.pool, 10, 20000);        /* 2 us a write */
-    cap = w.pool.book_cap;
+    rc_book_note_writes(&w.book, 10, 20000);        /* 2 us a write */
+    cap = w.book.cap;
     CHECK(cap == (uint32_t)(RC_BOOK_SHARE * slice / 100 / 2000));
     for (uint32_t i = 0; i < cap + 50; i++)
         taken += rc_pace_reply(&w, &near->table, &hop2, reply, sizeof reply, t0 + 100 * slice)
@@ -341,16 +356,16 @@ static void test_book(void)
 
     /* A batch slowed by preemption (over 100 us a write) is not a write's
      * cost; a slower batch moves the average a sixteenth of the way. */
-    rc_pool_note_writes(&w.pool, 2, 2 * 150000);
-    CHECK(w.pool.book_cap == cap);
-    rc_pool_note_writes(&w.pool, 4, 4 * 4000);
-    CHECK(w.pool.write_ns16 == 2125 * 16);
-    CHECK(w.pool.book_cap == (uint32_t)(RC_BOOK_SHARE * slice * 16 / 100 / (2125 * 16)));
-    rc_pool_note_writes(&w.pool, 0, 0);
-    CHECK(w.pool.write_ns16 == 2125 * 16);
+    rc_book_note_writes(&w.book, 2, 2 * 150000);
+    CHECK(w.book.cap == cap);
+    rc_book_note_writes(&w.book, 4, 4 * 4000);
+    CHECK(w.book.write_ns16 == 2125 * 16);
+    CHECK(w.book.cap == (uint32_t)(RC_BOOK_SHARE * slice * 16 / 100 / (2125 * 16)));
+    rc_book_note_writes(&w.book, 0, 0);
+    CHECK(w.book.write_ns16 == 2125 * 16);
     free(near);
     free(far);
-    free(m.mem);
+    free_pool(&m);
 }
 
 int main(void)

@@ -1,0 +1,58 @@
+"""The table compiler (routechain.chaintable) hands every table to the C
+side's check before it can be published: a table that breaks an invariant
+of csrc/routechain.h is refused with one line naming the chain, the router
+and the invariant, and the live table stays. tests/c/table_check.c breaks
+each invariant in C; here the Python side's part: the message and the
+refusal at Table() and Live.publish()."""
+
+from __future__ import annotations
+
+import pytest
+
+from routechain import chaintable, config
+from routechain.errors import ConfigError
+from routechain.workers import Live
+from test_reply_ext import EXT4, EXT6
+
+
+def test_table_check_passes_every_table_the_compiler_builds():
+    table = chaintable.Table([EXT4, EXT6], config.Limits(rate=100), queues=3)
+    table.check()
+    assert table.ptr.chains[0].n_hops == len(chaintable.routers_of(EXT4))
+    assert table.ptr.chains[0].ext_bytes > 0
+
+
+@pytest.mark.parametrize("breakage, fault, where", [
+    (lambda c: setattr(c.hops[3], "n_alts", 2), "alternatives", "hop 3"),
+    (lambda c: setattr(c.hops[2], "hop", 5), "hop_number", "hop 2"),
+    (lambda c: setattr(c.hops[1], "ext_len", 600), "ext_range", "hop 1"),
+    (lambda c: setattr(c, "end", 7), "end", ""),
+    (lambda c: setattr(c, "min_mtu", 1000), "mtu", ""),
+], ids=["alternatives", "hop_number", "ext_range", "end", "min_mtu"])
+def test_table_check_names_chain_router_and_invariant(breakage, fault, where):
+    table = chaintable.Table([EXT4])
+    breakage(table.ptr.chains[0])
+    with pytest.raises(ConfigError) as raised:
+        table.check()
+    message = str(raised.value)
+    assert message.startswith(f"chain {EXT4.host}/25{' ' + where if where else ''}: "
+                              f"the C core refuses the table ({fault}): "), message
+    assert "\n" not in message
+
+
+def test_live_publish_refuses_a_bad_table_and_keeps_serving_the_old():
+    good, bad = chaintable.Table([EXT4]), chaintable.Table([EXT6])
+    live = Live(good)
+    bad.ptr.chains[0].hops[4].reply_ttl = 0
+    with pytest.raises(ConfigError, match=r"hop 4: .*\(reply_ttl\)"):
+        live.publish(bad)
+    assert live.table is good
+    with pytest.raises(ConfigError):
+        Live(bad)
+
+
+def test_table_check_refuses_limited_without_buckets():
+    table = chaintable.Table([], config.Limits(rate=None, source_rate=None))
+    table.ptr.limited = 1
+    with pytest.raises(ConfigError, match=r"^table: .*\(limited\)"):
+        table.check()
