@@ -95,10 +95,13 @@ class Chain:
     def _branch_addresses(self) -> dict[tuple[int, int], Address]:
         """(hop, branch) -> address of every '+' alternative: as written, or
         the next free address after the destination."""
-        taken = {int(self.host) + k for k in range(self.length + 1)}
         out: dict[tuple[int, int], Address] = {}
         wanted = [(k, b, alt) for k, hop in enumerate(self.hops, 1)
                   for b, alt in enumerate(hop.alternatives, 1)]
+        if not wanted:
+            return out  # most chains: no set of their addresses to build
+        host = int(self.host)
+        taken = set(range(host, host + self.length + 1))
         for k, b, alt in wanted:
             addr = alt.props.address
             if addr is None:
@@ -111,7 +114,7 @@ class Chain:
                                  "or another alternative of this chain")
             taken.add(int(addr))
             out[(k, b)] = addr
-        nxt = int(self.host) + self.length + 1
+        nxt = host + self.length + 1
         last = last_host(self.network)
         for k, b, alt in wanted:
             if alt.props.address is not None:

@@ -293,6 +293,9 @@ class DnsSide:
         if not self._listen:
             return
         from . import dns
+        # Drafts: a zone's records are made on its first query (or at once,
+        # by the server, when it keeps versions for transfers), so that the
+        # server answers every zone from the start at a cost per zone.
         self._zones = _zones(config)
         self._keys = None
         self._server = dns.Server(self._zones, self._listen, config.dns,
@@ -350,10 +353,11 @@ class DnsSide:
 
 
 def _zones(config: Config) -> list:
-    """Every zone the server holds: the reverse zones and the stories'
-    forward names."""
+    """Every zone the server holds: the reverse zones as drafts (made
+    whole on a query, or by the server when it keeps versions) and the
+    stories' forward names (a zone each, a few records)."""
     from . import names, zone
-    return zone.build(config) + names.build(config)
+    return zone.drafts(config) + names.build(config)
 
 
 def _dns_transfers(config: Config):
@@ -365,21 +369,25 @@ def _dns_transfers(config: Config):
     return policy, config.secondaries
 
 
-CHAINS_LOGGED = 20  # chains named one per line at start; the rest are counted
-
-
 def _log_chains(config: Config, started: Started) -> None:
-    for chain in config.chains[:CHAINS_LOGGED]:
-        if chain.length:
-            log.info("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
-                     chain.destination, chain.where)
-    if len(config.chains) > CHAINS_LOGGED:
-        log.info("and %d more chains", len(config.chains) - CHAINS_LOGGED)
+    """One line for the whole start (however many chains), each chain at
+    debug level (`-v`; `route-chain preview` shows the stories), and a
+    warning for each chain that answers nothing."""
+    hops = 0
     for chain in config.chains:
-        if not chain.length:
+        if chain.length:
+            hops += chain.length
+            log.debug("chain %s: hops %s .. %s (%s)", chain.interface, chain.hop_address(1),
+                      chain.destination, chain.where)
+        else:
             log.warning("chain %s has no room for a hop after its host: it answers nothing",
                         chain.interface)
-    log.info("serving on %s with %d queues", started.interface, started.queues)
+    families = {4: 0, 6: 0}
+    for chain in config.chains:
+        families[chain.family] += 1
+    log.info("serving on %s with %d queues: %d chains (%d IPv4, %d IPv6), %d hops",
+             started.interface, started.queues, len(config.chains), families[4],
+             families[6], hops)
 
 
 def _addresses(listen) -> str:

@@ -47,7 +47,7 @@ from . import notify, rrl, xfr
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .settings import DnsSettings
-from .zone import Zone
+from .zone import Draft, Zone
 
 __all__ = ["Server", "PAYLOAD_MAX", "COUNTERS"]
 
@@ -82,7 +82,7 @@ class Server:
     `addresses` holds the bound (host, port) pairs (useful with port 0).
     """
 
-    def __init__(self, zones: Iterable[Zone], listen: Iterable[tuple[str, int]],
+    def __init__(self, zones: Iterable[Zone | Draft], listen: Iterable[tuple[str, int]],
                  settings: DnsSettings = DnsSettings(), transfers: xfr.Policy = xfr.Policy(),
                  secondaries: tuple[notify.Secondary, ...] = (), signer=None) -> None:
         self._transfers, self._secondaries = transfers, secondaries
@@ -90,8 +90,9 @@ class Server:
         # Reload (main thread) and re-signing (its own thread) each make
         # the next versions from the current ones: one at a time.
         self._lock = threading.Lock()
-        self._versions = xfr.Versions.first(zones, self._keep_versions, self._sign)
-        self.index = Index(self._versions.zones)
+        self._versions: xfr.Versions | None = None
+        self._sources: list[Zone | Draft] = []
+        self._serve(zones)
         self._resigner: threading.Thread | None = None
         self._stop_resign = threading.Event()
         self._resign_wake = threading.Event()
@@ -145,16 +146,17 @@ class Server:
                                           name="route-chain-dnssec", daemon=True)
         self._resigner.start()
 
-    def reload(self, zones: Iterable[Zone], settings: DnsSettings | None = None,
+    def reload(self, zones: Iterable[Zone | Draft], settings: DnsSettings | None = None,
                transfers: xfr.Policy | None = None,
                secondaries: tuple[notify.Secondary, ...] | None = None,
                signer=False) -> None:
-        """Serve `zones` from now on (a zone that changed gets a greater
-        serial, new signatures when signing, and its secondaries a NOTIFY),
-        with the limits of `settings` and the transfer policy and
-        secondaries given; the sockets stay as they are, and so do the rate
-        limiter's buckets if its limits do. `signer`: a dnssec.Signer, None
-        to stop signing, False (the default) to keep the one in use."""
+        """Serve `zones` from now on (when transfers, secondaries or
+        signing are set, a zone that changed gets a greater serial, new
+        signatures when signing, and its secondaries a NOTIFY), with the
+        limits of `settings` and the transfer policy and secondaries given;
+        the sockets stay as they are, and so do the rate limiter's buckets
+        if its limits do. `signer`: a dnssec.Signer, None to stop signing,
+        False (the default) to keep the one in use."""
         with self._lock:
             if transfers is not None:
                 self._transfers, self._secondaries = transfers, secondaries or ()
@@ -162,16 +164,34 @@ class Server:
             if signer is not False and signer != self._signer:
                 # Other keys or times: every zone is signed again now.
                 self._signer = signer
-                resign = frozenset(self._versions.by_origin)
-            versions = self._versions.next(zones, self._keep_versions, self._sign, resign)
-            self.index = Index(versions.zones)
-            self._versions = versions
+                resign = frozenset(self._versions.by_origin if self._versions else ())
+            self._serve(zones, resign)
+            versions = self._versions
         self._resign_wake.set()
         self._send_notify(versions)
         if settings is not None:
             if not self._rrl.same(settings):
                 self._rrl = rrl.RateLimiter(settings)
             self._settings = settings
+
+    def _serve(self, zones: Iterable[Zone | Draft], resign: frozenset = frozenset()) -> None:
+        """Answer from `zones`. With nobody to transfer to and no signing,
+        the Index takes them as they come (a Draft's records made on its
+        first query) and no version is kept. With transfers or secondaries,
+        or signing, every zone is made whole (xfr.Versions: serials that
+        rise only on a change, the records rendered for AXFR and the
+        differences for IXFR, each zone signed once its serial is set),
+        but for a draft unchanged since the last version, which keeps it
+        (and its signatures) unless its origin is in `resign`."""
+        sources = list(zones)
+        if self._keep_versions or self._signer is not None:
+            keep, sign = self._keep_versions, self._sign
+            versions = (xfr.Versions.first(sources, keep, sign) if self._versions is None
+                        else self._versions.next(sources, keep, sign, resign))
+            index = Index(versions.zones)
+        else:
+            versions, index = None, Index(sources)
+        self.index, self._versions, self._sources = index, versions, sources
 
     @property
     def _sign(self):
@@ -184,13 +204,13 @@ class Server:
     def _resign_wait(self) -> float:
         """Seconds until the first zone's signatures are due again (at most
         RESIGN_WAIT_MAX, so a signer set by reload is looked at)."""
-        signer = self._signer
-        if signer is None:
+        signer, versions = self._signer, self._versions
+        if signer is None or versions is None:
             return self.RESIGN_WAIT_MAX
-        due = [signer.due_at(v.zone) for v in self._versions.by_origin.values()]
+        due = [signer.due_at(v.zone) for v in versions.by_origin.values()]
         due = [d for d in due if d is not None]
         if not due:
-            return 1.0 if self._versions.by_origin else self.RESIGN_WAIT_MAX
+            return 1.0 if versions.by_origin else self.RESIGN_WAIT_MAX
         return min(self.RESIGN_WAIT_MAX, max(0.0, min(due) - signer.clock()))
 
     def _resign_loop(self) -> None:
@@ -212,11 +232,10 @@ class Server:
         margin of expiry (each gets a new serial, and its secondaries a
         NOTIFY); returns how many."""
         with self._lock:
-            signer = self._signer
-            if signer is None:
+            signer, versions = self._signer, self._versions
+            if signer is None or versions is None:
                 return 0
             now = signer.clock()
-            versions = self._versions
             due = frozenset(o for o, v in versions.by_origin.items()
                             if (signer.due_at(v.zone) or now) <= now)
             if not due:
@@ -237,11 +256,14 @@ class Server:
 
     @property
     def zones(self) -> list[Zone]:
-        """The zones served, with the serials they are served with."""
-        return self._versions.zones
+        """The zones served, with the serials they are served with (made
+        whole here when no transfer keeps them: for tests and tools)."""
+        if self._versions is not None:
+            return self._versions.zones
+        return [s if isinstance(s, Zone) else s.zone() for s in self._sources]
 
-    def _send_notify(self, versions: xfr.Versions) -> None:
-        if self._secondaries and versions.changed and self.alive():
+    def _send_notify(self, versions: xfr.Versions | None) -> None:
+        if versions is not None and self._secondaries and versions.changed and self.alive():
             zones = [versions.by_origin[o].zone for o in versions.changed]
             try:
                 self._loop.call_soon_threadsafe(
@@ -494,7 +516,8 @@ class Server:
         message per turn of the loop; False if the client stopped reading."""
         counts = self._counts
         try:
-            outcome, messages = xfr.respond(wire, host, self._versions, self._transfers)
+            outcome, messages = xfr.respond(wire, host, self._versions or xfr.Versions(),
+                                            self._transfers)
         except Exception as e:
             self._internal_error(e)
             return True

@@ -56,6 +56,7 @@ the same parsed answers.
 from __future__ import annotations
 
 import bisect
+import collections
 import io
 import ipaddress
 from collections.abc import Iterable
@@ -72,11 +73,13 @@ import dns.rdatatype
 import dns.rrset
 import dns.reversename
 
-from .zone import Zone
+from .zone import Draft, Zone
 
 PAYLOAD_MAX = 1232
 PAYLOAD_MIN = 512  # RFC 6891 6.2.5: a smaller advertised size counts as 512.
 TCP_MAX = 65535
+LOADED_MAX = 512     # zones made ready at once (about 100 kB each with 30 names)
+ANSWERS_MAX = 16384  # rendered answers kept (about 1 kB each)
 CNAME_CHAIN_MAX = 8
 HEADER = 12
 
@@ -108,7 +111,7 @@ class _Positive:
     __slots__ = ("flags", "plain", "edns", "edns_do", "outcome", "qend", "key")
 
     def __init__(self, plain: bytes, edns: bytes, qend: int, outcome: str,
-                 key: tuple[dns.name.Name, int]) -> None:
+                 key: bytes) -> None:  # key: the question as a query carries it
         self.flags = int.from_bytes(plain[2:4], "big")
         self.plain = plain[4:12], plain[qend:]
         self.edns = edns[4:12], edns[qend:]
@@ -136,56 +139,134 @@ class _Zone:
                          + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata)
 
 
+class _Loaded:
+    """One zone made ready for answering, on its first query: the slow
+    path's nodes and names, and the fast path's sets, all lower-case wire."""
+
+    __slots__ = ("zone", "nodes", "names", "negative", "wire_names", "cnames", "types",
+                 "signed")
+
+    def __init__(self, zone: Zone) -> None:
+        nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+        names: set[dns.name.Name] = set()
+        sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
+        for rrset in zone.rrsets:
+            if rrset.rdtype == dns.rdatatype.RRSIG:  # kept apart: seen only with DO
+                sigs[rrset.name, rrset.covers] = rrset
+                continue
+            nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
+            name = rrset.name
+            while name != zone.origin and name not in names:
+                names.add(name)
+                name = name.parent()
+        names.add(zone.origin)
+        self.zone, self.nodes, self.names = zone, nodes, names
+        self.negative = _Zone(zone)
+        # A signed zone's RRSIGs and NSECs (dnssec.py signed it), or None.
+        self.signed = _Signed(sigs, nodes) if sigs else None
+        if self.signed is not None:
+            self.negative.denial = _Denial(zone, self.signed)
+        self.wire_names = {_key(n) for n in names}
+        self.cnames: set[bytes] = set()          # CNAME owners: other types go slow
+        self.types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
+        every = frozenset(t for node in nodes.values() for t in node)
+        for name, node in nodes.items():
+            if dns.rdatatype.CNAME in node:
+                self.cnames.add(_key(name))
+                self.types[_key(name)] = every | {dns.rdatatype.ANY}
+            else:
+                self.types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
+
+
+class _Entry:
+    """A zone of the Index: a Zone, or a zone.Draft whose dnspython objects
+    are made on the first query that reaches it (so that building an Index
+    costs one dict entry per zone, however many records the zones hold)."""
+
+    __slots__ = ("source", "loaded")
+
+    def __init__(self, source: Zone | Draft) -> None:
+        self.source = source
+        self.loaded: _Loaded | None = None
+
+
+class _Zones:
+    """The Index's zones by lower-case origin wire, and the ones made ready:
+    at most LOADED_MAX at once, so that a client walking every name of ten
+    thousand zones costs bounded memory; the oldest made ready is let go
+    first, and made again if asked for again."""
+
+    def __init__(self, sources: Iterable[Zone | Draft]) -> None:
+        self.entries: dict[bytes, _Entry] = {}
+        for source in sources:
+            self.entries[_origin_key(source)] = _Entry(source)
+        self._ready: collections.deque[_Entry] = collections.deque()
+
+    def ready(self, entry: _Entry) -> _Loaded:
+        loaded = entry.loaded
+        if loaded is None:
+            source = entry.source
+            loaded = entry.loaded = _Loaded(source if isinstance(source, Zone)
+                                            else source.zone())
+            self._ready.append(entry)
+            if len(self._ready) > LOADED_MAX:
+                self._ready.popleft().loaded = None
+        return loaded
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _origin_key(source: Zone | Draft) -> bytes:
+    """A zone's origin as lower-case wire, without building a Name for a
+    Draft (its origin is plain text: digits, hex, '-' and dots)."""
+    if isinstance(source, Zone):
+        return _key(source.origin)
+    return b"".join(len(label).to_bytes(1, "big") + label
+                    for label in source.origin.lower().encode("ascii").split(b".")[:-1]) + b"\x00"
+
+
 class Index:
-    """Every zone arranged for answering, built once per reload. Afterwards
-    only the memo of rendered answers changes, one dict insertion at a
-    time, and an answer read from it is the one the slow path would give."""
+    """Every zone arranged for answering, built once per reload. Building
+    it costs one dict entry per zone: a zone's records are made ready on
+    the first query that reaches it, and an answer is rendered on the
+    first query of its name and type (a memo: one dict insertion at a
+    time), and is the one the slow path would give."""
 
-    def __init__(self, zones: Iterable[Zone]) -> None:
-        self._slow = _Resolver(zones)
-        # Signed zones: a negative answer with DO needs NSECs (slow path).
-        self._signed = bool(self._slow.signed)
-        self._zones: dict[bytes, _Zone] = {}   # lower-case origin wire -> zone
-        self._names: set[bytes] = set()        # every existing name, lower-case wire
-        self._cnames: set[bytes] = set()       # CNAME owners: other types go slow
-        self._types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
-        # The rendered answers, made on a name's first query of a type (a
-        # memo: the keys are bounded by _types, a reload stays cheap however
-        # many names the zones hold, and the answers are the slow path's).
-        self._positive: dict[tuple[bytes, int], _Positive] = {}
-        self._refused = self._precompute(dns.name.from_text("refused.invalid."),
+    def __init__(self, zones: Iterable[Zone | Draft]) -> None:
+        self._zones = _Zones(zones)
+        self._slow = _Resolver(self._zones)
+        # The rendered answers, made on a name's first query of a type, the
+        # oldest let go past ANSWERS_MAX (made again when asked again).
+        self._positive: collections.OrderedDict[tuple[bytes, int], _Positive] = \
+            collections.OrderedDict()
+        self._refused = self._precompute(_key(dns.name.from_text("refused.invalid.")),
                                          dns.rdatatype.A)
-        for origin, (zone, nodes, names) in self._slow.zones.items():
-            self._zones[_key(origin)] = _Zone(zone)
-            if origin in self._slow.signed:
-                self._zones[_key(origin)].denial = _Denial(zone, self._slow.signed[origin])
-            self._names.update(_key(n) for n in names)
-            types = frozenset(t for node in nodes.values() for t in node)
-            for name, node in nodes.items():
-                if dns.rdatatype.CNAME in node:
-                    self._cnames.add(_key(name))
-                    self._types[_key(name)] = types | {dns.rdatatype.ANY}
-                else:
-                    self._types[_key(name)] = frozenset(node) | {dns.rdatatype.ANY}
 
-    def _precompute(self, name: dns.name.Name, rdtype: int) -> _Positive:
-        """The slow path's answer to a lower-case query with RD and CD clear,
-        without EDNS and with EDNS and DO clear."""
-        lower = dns.name.from_text(name.to_text().lower())
-        (plain, _), (edns, outcome) = (self._render(lower, rdtype, e, False) for e in (-1, 0))
-        return _Positive(plain, edns, HEADER + len(lower.to_wire()) + 4, outcome, (lower, rdtype))
+    def __len__(self) -> int:
+        return len(self._zones)
 
-    def _render(self, lower: dns.name.Name, rdtype: int, edns: int,
-                dnssec: bool) -> tuple[bytes, str]:
-        query = dns.message.make_query(lower, rdtype, use_edns=edns, want_dnssec=dnssec,
-                                       payload=PAYLOAD_MAX)
-        query.flags = 0
-        return self._slow.answer(query.to_wire(), udp=False)
+    def _precompute(self, qname: bytes, rdtype: int) -> _Positive:
+        """The slow path's answer to a query of qname (lower-case wire) with
+        RD and CD clear: without EDNS and with it, DO clear (the DO form is
+        rendered on the first query with DO: `_with_do`). The queries are
+        written here, as a client's library would (ID 0, one question, an
+        OPT offering PAYLOAD_MAX), not made by dnspython: on a name's first
+        query that was a third of the time."""
+        question = qname + rdtype.to_bytes(2, "big") + b"\x00\x01"
+        (plain, _), (edns, outcome) = (self._render(question, opt) for opt in (b"", _opt(0)))
+        return _Positive(plain, edns, HEADER + len(question), outcome, question)
+
+    def _render(self, question: bytes, opt: bytes) -> tuple[bytes, str]:
+        query = (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
+                 + (b"\x00\x01" if opt else b"\x00\x00") + question + opt)
+        return self._slow.answer(query, udp=False)
 
     def _with_do(self, entry: _Positive) -> tuple[bytes, bytes]:
-        """entry's form with DO set, rendered on the first query with DO."""
+        """entry's form with DO set, rendered on the first query with DO
+        (signed, in a signed zone: a query without DO never pays for it)."""
         if entry.edns_do is None:
-            entry.do_form(self._render(*entry.key, 0, True)[0])
+            entry.do_form(self._render(entry.key, _opt(_DO_BYTE))[0])
         return entry.edns_do
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
@@ -218,20 +299,27 @@ class Index:
         qname = wire[HEADER:z + 1].lower()
         qtype = wire[z + 1] << 8 | wire[z + 2]
         entry = self._positive.get((qname, qtype))
-        if entry is None and qtype in self._types.get(qname, ()):
-            entry = self._positive[qname, qtype] = self._precompute(
-                dns.name.from_wire(qname, 0)[0], qtype)
         if entry is None:
-            if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in self._cnames:
-                return self._slow.answer(wire, udp)
             found = self._zone_of(qname)
             if found is False:
                 return self._slow.answer(wire, udp)
-            if found is not None:
-                if do and self._signed:
-                    return self._negative_signed(wire, qend, found, qname, do, limit, udp)
-                return self._negative(wire, qend, found, qname in self._names, do, limit)
-            entry = self._refused
+            if found is None:
+                if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+                    return self._slow.answer(wire, udp)
+                entry = self._refused
+            else:
+                zone = self._zones.ready(found)
+                if qtype in zone.types.get(qname, ()):
+                    entry = self._positive[qname, qtype] = self._precompute(qname, qtype)
+                    if len(self._positive) > ANSWERS_MAX:
+                        self._positive.popitem(last=False)
+                elif qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in zone.cnames:
+                    return self._slow.answer(wire, udp)
+                elif do and zone.negative.denial is not None:
+                    return self._negative_signed(wire, qend, zone, qname, do, limit)
+                else:
+                    return self._negative(wire, qend, zone.negative, qname in zone.wire_names,
+                                          do, limit)
         counts, rest = entry.plain if do is None else self._with_do(entry) if do else entry.edns
         flags = entry.flags | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3
         reply = b"".join((wire[:2], flags.to_bytes(2, "big"), counts, wire[HEADER:qend], rest))
@@ -242,7 +330,7 @@ class Index:
     def _zone_of(self, qname: bytes):
         """The zone holding qname (lower-case wire); None outside every zone;
         False for a name that is not well-formed (the slow path judges it)."""
-        i, zones = 0, self._zones
+        i, zones = 0, self._zones.entries
         while True:
             zone = zones.get(qname[i:] if i else qname)
             if zone is not None:
@@ -274,25 +362,23 @@ class Index:
         return reply, outcome
 
 
-    def _negative_signed(self, wire: bytes, qend: int, zone: _Zone, qname: bytes, do: int,
-                         limit: int, udp: bool) -> tuple[bytes, str]:
+    def _negative_signed(self, wire: bytes, qend: int, zone: _Loaded, qname: bytes, do: int,
+                         limit: int) -> tuple[bytes, str]:
         """NODATA or NXDOMAIN with DO in a signed zone: the authority section
         the slow path gives (SOA, NSECs, their RRSIGs), rendered once per
         set of proving NSECs and copied after the question."""
-        denial = zone.denial
-        if denial is None:
-            return self._slow.answer(wire, udp)
-        exists = qname in self._names
+        denial, names = zone.negative.denial, zone.wire_names
+        exists = qname in names
         proofs = [denial.covering(qname)]
         if not exists:
             i = 0
             while True:  # the closest encloser: the longest suffix that exists
                 i += qname[i] + 1
-                if qname[i:] in self._names:
+                if qname[i:] in names:
                     break
             proofs.append(denial.covering(b"\x01*" + qname[i:]))
         count, body = denial.authority(tuple(dict.fromkeys(proofs)), qend,
-                                       qend - 4 - zone.origin_len)
+                                       qend - 4 - zone.negative.origin_len)
         rcode = 0 if exists else dns.rcode.NXDOMAIN
         flags = _QR | _AA | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3 | rcode
         reply = b"".join((wire[:2], flags.to_bytes(2, "big"), b"\x00\x01\x00\x00",
@@ -416,38 +502,25 @@ def _key(name: dns.name.Name) -> bytes:
 # --- the slow path ----------------------------------------------------------
 
 class _Resolver:
-    """dnspython over the zones: per zone, each owner's RRsets by type, and
-    every name that exists (owners and the empty non-terminals above them)."""
+    """dnspython over the zones (the Index's entries, by lower-case origin
+    wire): per zone, each owner's RRsets by type, and every name that
+    exists (owners and the empty non-terminals above them)."""
 
-    def __init__(self, zones: Iterable[Zone]) -> None:
-        self.zones: dict[dns.name.Name, tuple[Zone, dict, set]] = {}
-        self.signed: dict[dns.name.Name, _Signed] = {}  # origin -> its RRSIGs and NSECs
-        for zone in zones:
-            nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
-            names: set[dns.name.Name] = set()
-            sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
-            for rrset in zone.rrsets:
-                if rrset.rdtype == dns.rdatatype.RRSIG:
-                    sigs[rrset.name, rrset.covers] = rrset
-                    continue
-                nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
-                name = rrset.name
-                while name != zone.origin and name not in names:
-                    names.add(name)
-                    name = name.parent()
-            names.add(zone.origin)
-            self.zones[zone.origin] = (zone, nodes, names)
-            if sigs:
-                self.signed[zone.origin] = _Signed(sigs, nodes)
+    def __init__(self, zones: _Zones) -> None:
+        self._zones = zones
 
     def zone_for(self, qname: dns.name.Name):
-        name = qname
+        """The zone with the longest origin holding qname: (zone, nodes,
+        names, its _Signed or None), or None."""
+        wire, i = qname.to_digestable(), 0
         while True:
-            if name in self.zones:
-                return self.zones[name]
-            if name == dns.name.root:
+            entry = self._zones.entries.get(wire[i:] if i else wire)
+            if entry is not None:
+                z = self._zones.ready(entry)
+                return z.zone, z.nodes, z.names, z.signed
+            if wire[i] == 0:
                 return None
-            name = name.parent()
+            i += wire[i] + 1
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
         if len(wire) < HEADER:
@@ -483,9 +556,10 @@ class _Resolver:
                 response.use_edns(0, response.ednsflags, PAYLOAD_MAX, options=[
                     dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
             return response
-        zone, nodes, names = found
+        zone, nodes, names, signed = found
         # RFC 4035 3.1: RRSIGs (and NSECs for denial) only when DO is set.
-        signed = self.signed.get(zone.origin) if query.ednsflags & dns.flags.DO else None
+        if not query.ednsflags & dns.flags.DO:
+            signed = None
         response = _response(query, dns.rcode.NOERROR)
         response.flags |= dns.flags.AA
         name = q.name

@@ -44,7 +44,7 @@ import dns.rrset
 import dns.tsig
 
 from . import tsig
-from .zone import Zone
+from .zone import Draft, Zone
 
 HISTORY = 16          # differences kept per zone for IXFR
 MESSAGE_MAX = 65535   # a TCP DNS message's largest size (2-octet length)
@@ -155,6 +155,7 @@ class Version:
     records: tuple[bytes, ...] | None = None
     diffs: tuple[Diff, ...] = ()
     source: Zone | None = None  # when signed: the zone before signing
+    draft: tuple | None = None  # what the zone was made from (_draft_key)
 
     @property
     def serial(self) -> int:
@@ -173,33 +174,50 @@ class Versions:
         return [v.zone for v in self.by_origin.values()]
 
     @classmethod
-    def first(cls, zones: Iterable[Zone], keep: bool, sign: Sign | None = None) -> "Versions":
-        versions = {z.origin: _version(z, keep, sign=sign) for z in zones}
+    def first(cls, zones: Iterable[Zone | Draft], keep: bool,
+              sign: Sign | None = None) -> "Versions":
+        versions = {}
+        for source in zones:
+            new = _whole(source)
+            versions[new.origin] = replace(_version(new, keep, sign=sign),
+                                           draft=_draft_key(source))
         return cls(versions, tuple(versions))
 
-    def next(self, zones: Iterable[Zone], keep: bool, sign: Sign | None = None,
+    def next(self, zones: Iterable[Zone | Draft], keep: bool, sign: Sign | None = None,
              resign: frozenset = frozenset()) -> "Versions":
-        """The versions after a reload built `zones`; `changed` names the
-        zones whose serial moved (new zones too). With `sign`, a zone is
-        signed once its serial is set: one whose records did not change
-        keeps its version (and signatures) unless its origin is in
-        `resign`, when it gets a new serial and new signatures."""
+        """The versions after a reload built `zones` (Zones, or Drafts made
+        whole here but for a draft whose records are those of its zone's
+        version: that one keeps its version without being made);
+        `changed` names the zones whose serial moved (new zones too). With
+        `sign`, a zone is signed once its serial is set: one whose records
+        did not change keeps its version (and signatures) unless its origin
+        is in `resign`, when it gets a new serial and new signatures."""
         out, changed = {}, []
-        for new in zones:
+        for source in zones:
+            draft = _draft_key(source)
+            if draft is not None:
+                old = self.by_origin.get(dns.name.from_text(source.origin))
+                if old is not None and (keep or sign is not None) and old.draft == draft \
+                        and old.zone.origin not in resign:
+                    out[old.zone.origin] = old
+                    continue
+            new = _whole(source)
             old = self.by_origin.get(new.origin)
             if old is None:
-                out[new.origin] = _version(new, keep, sign=sign)
+                out[new.origin] = replace(_version(new, keep, sign=sign), draft=draft)
                 changed.append(new.origin)
                 continue
+            if draft is None and source is old.source:
+                draft = old.draft  # signed again from its own zone (dns.Server.resign_due)
             records = None
             if sign is not None:
                 if new.origin not in resign and _same_records(old.source, new):
-                    out[new.origin] = old
+                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
                     continue
             elif keep:
                 records = _render(new)[1]
                 if records == old.records and _same_soa(old.zone, new):
-                    out[new.origin] = old
+                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
                     continue
             proposed = new.soa[0].serial
             serial = next_serial(old.serial, proposed)
@@ -207,9 +225,23 @@ class Versions:
             version = _version(zone, keep, records, sign)
             if keep and old.records is not None:
                 version = replace(version, diffs=_diffs(old, version))
-            out[new.origin] = version
+            out[new.origin] = replace(version, draft=draft)
             changed.append(new.origin)
         return Versions(out, tuple(changed))
+
+
+def _whole(source: Zone | Draft) -> Zone:
+    return source if isinstance(source, Zone) else source.zone()
+
+
+def _draft_key(source: Zone | Draft) -> tuple | None:
+    """A Draft's records and its SOA and NS but for the serial: equal for
+    two drafts that make the same zone (None for a Zone)."""
+    if isinstance(source, Zone):
+        return None
+    head = source.head
+    soa = head.soa.split()
+    return (head.ttl, tuple(soa[:2] + soa[3:]), head.ns, source.records)
 
 
 def _version(zone: Zone, keep: bool, records: tuple[bytes, ...] | None = None,

@@ -144,6 +144,41 @@ def test_dnsanswer_fast_path_matches_slow_path(index):
             and a.payload == b.payload and a.options == b.options, f"{a}\n---\n{b}"
 
 
+@pytest.mark.parametrize("loaded_max,answers_max", [(512, 16384), (1, 2)],
+                         ids=["default-bounds", "tiny-bounds"])
+def test_dnsanswer_index_of_drafts_answers_as_index_of_zones(monkeypatch, loaded_max,
+                                                             answers_max):
+    """The daemon's Index is built from zone.drafts, each zone made ready on
+    its first query: on random queries (fixed seed) its answers parse to
+    those of an Index of dnspython's zones (dnspython shuffles the records
+    of an RRset as it renders, so bytes may differ only in that order), and
+    building it made no zone. With tiny bounds on the zones kept ready and
+    the answers kept, zones and answers are let go and made again, and the
+    answers stay the same."""
+    monkeypatch.setattr(dnsanswer, "LOADED_MAX", loaded_max)
+    monkeypatch.setattr(dnsanswer, "ANSWERS_MAX", answers_max)
+    reference = dnsanswer.Index(zone.build(CONFIG, now=NOW))
+    drafts = zone.drafts(CONFIG, now=NOW)
+    lazy = dnsanswer.Index(drafts)
+    assert len(lazy) == len(drafts) == 4
+    ready = lazy._zones._ready
+    assert len(ready) == 0
+    names = [rs.name.to_text() for z in zone.build(CONFIG, now=NOW) for rs in z.rrsets]
+    names += ["9.100.51.198.in-addr.arpa", "a.b.c." + V6, V6, "example.com", "in-addr.arpa",
+              "99.32-27.2.0.192.in-addr.arpa", "33.2.0.192.in-addr.arpa"]
+    rng = random.Random(12)
+    for i in range(2000):  # bounded
+        wire = random_query(rng, names)
+        (got, outcome), (want, ref_outcome) = (lazy.answer(wire, bool(i % 2)),
+                                               reference.answer(wire, bool(i % 2)))
+        assert outcome == ref_outcome and len(got) == len(want)
+        a, b = dns.message.from_wire(got), dns.message.from_wire(want)
+        assert a == b and a.flags == b.flags and a.ednsflags == b.ednsflags \
+            and a.options == b.options, f"{a}\n---\n{b}"
+        assert len(ready) <= loaded_max and len(lazy._positive) <= answers_max
+    assert len(ready) == min(4, loaded_max)
+
+
 def test_dnsanswer_truncates_over_udp_only(index):
     big, _, wire = ask(index, "100.51.198.in-addr.arpa", "NS")
     assert big.flags & dns.flags.TC and not big.answer and len(wire) <= 512

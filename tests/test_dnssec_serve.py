@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,11 @@ def build(chains=CHAINS):
     return zone.build(config_of(chains), now=1_000_000)
 
 
+def drafts(chains=CHAINS):
+    """The zones as the daemon gives them to its server (zone.drafts)."""
+    return zone.drafts(config_of(chains), now=1_000_000)
+
+
 def ask(srv, name, rdtype, do=True, tcp=False) -> dns.message.Message:
     q = dns.message.make_query(name, rdtype, want_dnssec=do, use_edns=0)
     q.flags &= ~dns.flags.RD
@@ -108,7 +114,7 @@ def covers(nsec: dns.rrset.RRset, name: dns.name.Name, origin: dns.name.Name) ->
 @pytest.fixture
 def signed(tmp_path):
     signer = make_signer(tmp_path)
-    with rdns.Server(build(), [("127.0.0.1", 0)], signer=signer) as srv:
+    with rdns.Server(drafts(), [("127.0.0.1", 0)], signer=signer) as srv:
         yield srv
 
 
@@ -142,6 +148,7 @@ def test_dnssec_serve_without_do_is_byte_for_byte_unsigned(tmp_path):
     Index answers every query exactly as an unsigned one does."""
     zones = build()
     plain = dnsanswer.Index(zones)
+    lazy = dnsanswer.Index(drafts())  # the unsigned server's: drafts made on first query
     signer = make_signer(tmp_path)
     signed_index = dnsanswer.Index([signer.sign(z) for z in zones])
     compared = 0
@@ -152,7 +159,8 @@ def test_dnssec_serve_without_do_is_byte_for_byte_unsigned(tmp_path):
             for _ in range(2):  # the first query fills the memo, the second reads it
                 q = dns.message.make_query(name, rdtype, use_edns=edns, want_dnssec=False)
                 wire = q.to_wire()
-                assert signed_index.answer(wire, True) == plain.answer(wire, True)
+                assert signed_index.answer(wire, True) == plain.answer(wire, True) \
+                    == lazy.answer(wire, True)
                 compared += 1
     assert compared == 28
     # No query above had DO: the signed forms were never rendered.
@@ -191,7 +199,7 @@ def test_dnssec_serve_signatures_refreshed_before_expiry(tmp_path):
     and its answers validate at a time the first signatures had expired."""
     clock = Clock(2_000_000_000)
     signer = make_signer(tmp_path, clock, validity=120, refresh=60)
-    srv = rdns.Server(build(), [("127.0.0.1", 0)], signer=signer)
+    srv = rdns.Server(drafts(), [("127.0.0.1", 0)], signer=signer)
     before = {z.origin: (z.soa[0].serial, dnssec.expiration(z)) for z in srv.zones}
     clock.now += 59
     assert srv.resign_due() == 0
@@ -218,7 +226,7 @@ def test_dnssec_serve_refresh_thread_on_the_real_clock(tmp_path):
     # validity counts from now (the inception is an hour back): 4 s left.
     signer = dnssec.Signer(signer.keys, DnssecSettings(
         enabled=True, key_dir=str(tmp_path / "keys"), validity=4, refresh=2))
-    with rdns.Server(build(), [("127.0.0.1", 0)], signer=signer) as srv:
+    with rdns.Server(drafts(), [("127.0.0.1", 0)], signer=signer) as srv:
         first = {z.origin: dnssec.expiration(z) for z in srv.zones}
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline and srv.counters()["dnssec:resigned"] < len(first):
@@ -238,16 +246,16 @@ def test_dnssec_serve_signing_turned_on_by_reload_is_refreshed_too(tmp_path):
     keys = make_signer(tmp_path).keys
     signer = dnssec.Signer(keys, DnssecSettings(enabled=True, key_dir=str(tmp_path / "keys"),
                                                 validity=4, refresh=2))
-    with rdns.Server(build(), [("127.0.0.1", 0)]) as srv:
+    with rdns.Server(drafts(), [("127.0.0.1", 0)]) as srv:
         assert all(dnssec.expiration(z) is None for z in srv.zones)
         time.sleep(0.2)  # the thread is asleep, with nothing signed
-        srv.reload(build(), signer=signer)
+        srv.reload(drafts(), signer=signer)
         assert all(dnssec.expiration(z) is not None for z in srv.zones)
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline and srv.counters()["dnssec:resigned"] == 0:
             time.sleep(0.1)
         assert srv.counters()["dnssec:resigned"] >= 1
-        srv.reload(build(), signer=None)
+        srv.reload(drafts(), signer=None)
         assert all(dnssec.expiration(z) is None for z in srv.zones)
         assert not ask(srv, QUERIES[0][0], "PTR").answer[1:]  # no RRSIG
 
@@ -256,11 +264,11 @@ def test_dnssec_serve_reload_with_changed_story_is_resigned(tmp_path):
     """A changed hop name: its zone gets a greater serial and a PTR whose
     new RRSIG validates; a zone that did not change keeps its signatures."""
     signer = make_signer(tmp_path)
-    with rdns.Server(build(), [("127.0.0.1", 0)], signer=signer) as srv:
+    with rdns.Server(drafts(), [("127.0.0.1", 0)], signer=signer) as srv:
         old = {z.origin: z for z in srv.zones}
         story = list(STORY4)
         story[0] = "Twice.upon.a.time"
-        srv.reload(build([chain("198.51.100.33/27", story, suffix="story.example"),
+        srv.reload(drafts([chain("198.51.100.33/27", story, suffix="story.example"),
                           CHAINS[1]]))
         new = {z.origin: z for z in srv.zones}
         assert new[V6] is old[V6]
@@ -276,7 +284,7 @@ def test_dnssec_serve_axfr_carries_the_signed_zone(tmp_path):
     if shutil.which("dnssec-verify") is None:
         cannot_run("dnssec-verify is not installed (bind9-utils)")
     policy = xfr.policy([ipaddress.ip_network("127.0.0.0/8")], [], [], [])
-    with rdns.Server(build(), [("127.0.0.1", 0)], transfers=policy,
+    with rdns.Server(drafts(), [("127.0.0.1", 0)], transfers=policy,
                      signer=make_signer(tmp_path)) as srv:
         for origin in (CLASSLESS, V6):
             z = dns.zone.Zone(origin)
@@ -405,7 +413,9 @@ def test_dnssec_serve_fast_negative_equals_slow_path(tmp_path):
     signer = make_signer(tmp_path)
     index = dnsanswer.Index([signer.sign(z) for z in build()])
     names = set()
-    for origin, (z, nodes, all_names) in index._slow.zones.items():
+    for entry in list(index._zones.entries.values()):
+        loaded = index._zones.ready(entry)
+        origin, all_names = loaded.zone.origin, loaded.names
         for n in all_names:
             names.update({n, dns.name.from_text("zz", n), dns.name.from_text("0.a", n)})
         names.add(dns.name.from_text("9.9.9", origin))
@@ -421,4 +431,60 @@ def test_dnssec_serve_fast_negative_equals_slow_path(tmp_path):
             assert sections(fast) == sections(slow), name
             compared += 1
     assert compared > 200
-    assert all(z.denial is None or len(z.denial.memo) < compared for z in index._zones.values())
+    assert all(e.loaded.negative.denial is None or len(e.loaded.negative.denial.memo) < compared
+               for e in index._zones.entries.values())
+
+
+def test_dnssec_serve_signing_off_keeps_the_lazy_path(tmp_path, monkeypatch):
+    """Signing off (and no transfers): the server keeps no versions and
+    makes no zone whole before a query reaches it. Signing on: every zone
+    is made whole and signed at start; a reload signs again only the zone
+    whose story changed, and an unchanged draft keeps its signed zone
+    without being made whole again."""
+    with rdns.Server(drafts(), [("127.0.0.1", 0)]) as srv:
+        assert srv._versions is None
+        assert all(e.loaded is None for e in srv.index._zones.entries.values())
+        srv.reload(drafts())
+        assert srv._versions is None
+        assert all(e.loaded is None for e in srv.index._zones.entries.values())
+    with rdns.Server(drafts(), [("127.0.0.1", 0)], signer=make_signer(tmp_path)) as srv:
+        assert all(dnssec.expiration(z) is not None for z in srv.zones)
+        old = {z.origin: z for z in srv.zones}
+        made = []
+        real = zone.Draft.zone
+        monkeypatch.setattr(zone.Draft, "zone",
+                            lambda d: made.append(d.origin) or real(d))
+        story = list(STORY4)
+        story[1] = "a.big.packet"
+        srv.reload(drafts([chain("198.51.100.33/27", story, suffix="story.example"),
+                           CHAINS[1]]))
+        new = {z.origin: z for z in srv.zones}
+        # The classless zone and its /24 parent (whose draft holds the
+        # CNAMEs and the records under them) changed; the IPv6 zone did not.
+        assert sorted(made) == ["100.51.198.in-addr.arpa.", CLASSLESS.to_text()]
+        assert new[V6] is old[V6]
+        assert new[CLASSLESS] is not old[CLASSLESS]
+        assert dnssec.expiration(new[CLASSLESS]) is not None
+
+
+def test_dnssec_serve_signed_server_without_do_equals_unsigned_server(tmp_path):
+    """Over UDP and TCP, a signed server over drafts answers every query
+    without DO byte for byte as the unsigned (lazy) server does."""
+    with rdns.Server(drafts(), [("127.0.0.1", 0)]) as plain, \
+            rdns.Server(drafts(), [("127.0.0.1", 0)], signer=make_signer(tmp_path)) as signed:
+        compared = 0
+        for name, rdtype, _, _ in QUERIES:
+            if rdtype in ("DNSKEY", "CDS", "ANY"):
+                continue
+            for edns in (-1, 0):
+                wire = dns.message.make_query(name, rdtype, use_edns=edns,
+                                              want_dnssec=False).to_wire()
+                replies = []
+                for srv in (plain, signed):
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                        s.settimeout(5)
+                        s.sendto(wire, srv.addresses[0])
+                        replies.append(s.recv(65535))
+                assert replies[0] == replies[1], name
+                compared += 1
+        assert compared == 14

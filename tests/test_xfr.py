@@ -85,6 +85,56 @@ def test_xfr_unchanged_zone_keeps_its_version_and_serial():
         (1000, 1001, 1, 1)
 
 
+def test_xfr_drafts_make_the_versions_zones_make_and_unchanged_ones_are_not_made(monkeypatch):
+    """Versions from zone.drafts hold what they hold from zone.build (zones,
+    serials, differences); a draft whose records are unchanged keeps its
+    version without its zone being made again."""
+    two = lambda names, now: config(names, 2)  # noqa: E731 - two chains, two zones
+    built = xfr.Versions.first(zone.build(two(["a", "b"], 0), now=1000), keep=True)
+    drafted = xfr.Versions.first(zone.drafts(two(["a", "b"], 0), now=1000), keep=True)
+    assert [(z.origin, z.rrsets) for z in drafted.zones] == \
+        [(z.origin, z.rrsets) for z in built.zones]
+    made = []
+    monkeypatch.setattr(zone.Draft, "zone", lambda d, real=zone.Draft.zone: (
+        made.append(d.origin), real(d))[1])
+    cfg = two(["a", "b"], 0)
+    edited_cfg = Config(chains=(cfg.chains[0], Chain(parse_prefix("2001:db8:1::1/64"),
+                                                     (Hop(name="a"), Hop(name="c")), where="t")),
+                        dns=cfg.dns)
+    again = drafted.next(zone.drafts(cfg, now=2000), keep=True)
+    assert again.changed == () and made == []
+    assert [z.soa[0].serial for z in again.zones] == [1000, 1000]
+    edited = again.next(zone.drafts(edited_cfg, now=1000), keep=True)
+    changed = built.zones[1].origin  # 2001:db8:1::/64's
+    assert edited.changed == (changed,) and made == [changed.to_text()]
+    assert [z.soa[0].serial for z in edited.zones] == [1000, 1001]
+    (diff,) = edited.by_origin[changed].diffs
+    assert (diff.old_serial, diff.new_serial, len(diff.deleted), len(diff.added)) == \
+        (1000, 1001, 1, 1)
+
+
+def test_xfr_server_of_drafts_transfers_only_when_asked_to():
+    """With transfers off the server keeps no version and makes no zone
+    before a query; with them on, AXFR of a draft's zone is the zone
+    zone.build makes, and a reload that changes nothing moves no serial."""
+    c = config([f"hop{k}.story" for k in range(5)], 2)
+    with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)]) as srv:
+        assert srv._versions is None and not srv.index._zones._ready
+        origin = zone.build(c, now=1000)[0].origin
+        with pytest.raises(Exception):
+            pull(srv, origin)
+    with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)],
+                     transfers=POLICY_LOCAL) as srv:
+        for ref in zone.build(c, now=1000):
+            got = pull(srv, ref.origin)
+            ours = {(r.name, r.rdtype, str(rd)) for r in ref.rrsets for rd in r}
+            theirs = {(n.derelativize(ref.origin), rds.rdtype, str(rd))
+                      for n, node in got.nodes.items() for rds in node for rd in rds}
+            assert theirs == ours
+        srv.reload(zone.drafts(c, now=2000), transfers=POLICY_LOCAL)
+        assert [z.soa[0].serial for z in srv.zones] == [1000, 1000]
+
+
 def test_xfr_history_is_bounded():
     versions = xfr.Versions.first(zone.build(config(["a0", "b"]), now=1), keep=True)
     for k in range(1, xfr.HISTORY + 5):

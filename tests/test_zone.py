@@ -6,6 +6,7 @@ fails under CI=true."""
 from __future__ import annotations
 
 import ipaddress
+import random
 import shutil
 import subprocess
 
@@ -237,6 +238,125 @@ def test_zone_files_pass_checkers_with_default_ns(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+# --- the fast writer (zone.drafts) against dnspython (zone.build) -------------
+
+# Names as a story or a config can hand them over: plain host names, IDNA
+# (turned into A-labels by dnspython's own codec), characters a master file
+# must escape, labels of exactly 63 octets, names near the 255-octet limit.
+def random_name(rng) -> str:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return rng.choice(["café.example", "straße.example", "ü", "日本.example"])
+    if kind == 1:
+        return rng.choice(["a\\@b.example", "dollar$sign", "quote\\\"d", "semi\\;colon.x",
+                           "back\\\\slash", "paren\\(x\\)", "sp\\032ace", "star*",
+                           "under_score.-dash-", "trailing.dot."])
+    if kind == 2:
+        return ".".join("x" * 63 for _ in range(3)) + "." + "y" * rng.randrange(1, 62)
+    if kind == 3:
+        return "L" * 63
+    words = ["Once", "upon", "a", "time", "packet", "ROUTER", "hop-7", "x1", "Z"]
+    return ".".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
+
+
+def random_hop(rng, family: int, room: list[int]):
+    kind = rng.random()
+    if kind < 0.12:
+        return Hop(silent=True)
+    if kind < 0.2:
+        return Hop()
+    alternatives = ()
+    if rng.random() < 0.15 and room:
+        alts = []
+        for _ in range(rng.randrange(1, 3)):
+            r = rng.random()
+            if r < 0.3 and room:  # at an address written in the story
+                from routechain.hopprops import Props
+                alts.append(Hop(name=random_name(rng), props=Props(
+                    address=ipaddress.ip_address(room.pop()))))
+            elif r < 0.4:
+                alts.append(Hop(silent=True))
+            else:
+                alts.append(Hop(name=random_name(rng)))
+        alternatives = tuple(alts)
+    return Hop(name=random_name(rng), alternatives=alternatives)
+
+
+# (prefix template, hops at most): octet, classless (RFC 2317) and nibble
+# zones, prefixes on a boundary and between two (several zones per chain).
+SHAPES = [("198.18.{i}.1/24", 40), ("198.{j}.0.250/20", 12), ("198.18.{i}.{o}/27", 20),
+          ("198.18.{i}.{o}/29", 4), ("198.18.{i}.{o}/30", 2), ("198.18.{i}.{o}/25", 60),
+          ("10.{i}.0.1/16", 5), ("2001:db8:{i:x}::1/64", 40), ("2001:db8:{i:x}::ff/62", 30),
+          ("2001:db8:{i:x}::fff0/60", 20), ("2001:db8:{i:x}::1/124", 12),
+          ("2001:db8:{i:x}::1/56", 3), ("198.51.100.{q}/27", 25), ("198.51.100.{q}/27", 25)]
+
+
+def random_config(rng, n: int) -> Config:
+    chains = []
+    shared = rng.sample(range(0, 256, 32), 8)  # /27s sharing one /24: one stand-in parent zone
+    for i in range(n):
+        shape, most = rng.choice(SHAPES)
+        text = shape.format(i=i + 1, j=19 + i, q=shared.pop(),
+                            o=rng.choice([0, 64, 128]) if "/25" not in shape
+                            else rng.choice([0, 128]))
+        iface = parse_prefix(text)
+        if iface.version == 4 and iface.network.prefixlen > 24:
+            iface = parse_prefix(f"{iface.network.network_address + 1}/{iface.network.prefixlen}")
+        hops_n = rng.randrange(1, most + 1)
+        host = int(iface.ip)
+        last = int(iface.network.broadcast_address) - (1 if iface.version == 4 else 0)
+        room = list(range(host + hops_n + 3, min(last, host + hops_n + 10) + 1))
+        rng.shuffle(room)
+        hops = [random_hop(rng, iface.version, room) for _ in range(hops_n)]
+        hops[-1] = Hop(name=hops[-1].name, silent=hops[-1].silent)  # no '+' at the destination
+        suffix = rng.choice([None, None, "story.example.net"])
+        try:
+            chains.append(Chain(iface, tuple(hops), where=f"random {i}", suffix=suffix))
+        except Exception as e:  # noqa: BLE001 - e.g. no room left: a shape that cannot be
+            assert "no free address" in str(e) or "do not fit" in str(e), e
+    ns = rng.choice([None, ("ns1.example.net", "NS2.Example.org")])
+    return Config(chains=tuple(chains), dns=DnsSettings(ns=ns, ttl=rng.choice([60, 3600]),
+                                                        zone_name_form=rng.choice("-/_"))
+                  if ns else None)
+
+
+def test_zone_fast_writer_equals_dnspython_byte_for_byte():
+    """Random stories, fixed seed: every master file the fast writer makes
+    is the file dnspython writes, and the Zone it hands the server holds
+    the same RRsets; the files come in the same order with the same names."""
+    rng = random.Random(2317)
+    compared = 0
+    for round_ in range(40):  # bounded
+        c = random_config(rng, rng.randrange(1, 8))
+        reference = zone.build(c, now=NOW)
+        fast = zone.drafts(c, now=NOW)
+        assert [d.filename for d in fast] == [z.filename for z in reference]
+        for ref, draft in zip(reference, fast):
+            assert draft.to_text() == ref.to_text(), f"round {round_}: {ref.origin}"
+            assert draft.zone().rrsets == ref.rrsets
+            assert draft.zone().to_text() == ref.to_text()
+            compared += 1
+    assert compared > 100
+
+
+def test_zone_fast_writer_refuses_what_dnspython_refuses():
+    """A name dnspython cannot hold (a label over 63 octets, a name over 255)
+    fails the export as it fails the reference, with dnspython's error."""
+    import dns.exception
+    for name in ("x" * 64, ".".join(["y" * 63] * 4) + ".zz"):
+        c = config_of([chain("198.51.100.1/24", [name])])
+        with pytest.raises(dns.exception.DNSException) as ref:
+            zone.build(c, now=NOW)
+        with pytest.raises(type(ref.value)):
+            zone.drafts(c, now=NOW)  # at once: the server would make the zone on a query
+
+
+def test_zone_export_writes_what_the_fast_writer_renders(tmp_path):
+    c = config_of([chain("198.51.100.33/27", STORY), chain("2001:db8:5::1/64", ECMP)])
+    paths = zone.export(c, tmp_path)
+    assert [p.read_text() for p in paths] == [z.to_text() for z in zone.build(c)]
+
+
 @pytest.mark.parametrize("form, label, filename", [
     ("-", "32-27", "32-27.100.51.198.in-addr.arpa.zone"),
     ("/", "32/27", "32_27.100.51.198.in-addr.arpa.zone"),
@@ -257,6 +377,9 @@ def test_zone_rfc2317_name_forms(tmp_path, form, label, filename):
     assert lines[3] == f"32\tIN\tCNAME\t32.{label}"
     paths = zone.export(c, tmp_path)
     assert sorted(p.name for p in paths) == sorted([filename, "100.51.198.in-addr.arpa.zone"])
+    assert [d.to_text() for d in zone.drafts(c, now=NOW)] == \
+        [z.to_text() for z in zone.build(c, now=NOW)]
+    assert [d.filename for d in zone.drafts(c)] == [p.name for p in paths]
     if shutil.which("kzonecheck") is None:
         cannot_run("kzonecheck is not installed (knot-dnssecutils)")
     done = subprocess.run(["kzonecheck", "-o", child, str(tmp_path / filename)],
