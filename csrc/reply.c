@@ -49,8 +49,9 @@ struct probe {
     size_t upper_off;            /* upper-layer header, from ip */
     size_t upper_len;
     size_t next_header_off;      /* IPv6: the Next Header field naming proto */
-    const uint8_t *src;
+    const uint8_t *src;          /* dst follows it, in both headers */
     const uint8_t *dst;
+    const uint8_t *reply_to;     /* the sender: src, unless a NAT in front rewrote it */
     size_t addr_len;
     const struct rc_chain *chain;
     uint8_t family;
@@ -196,6 +197,7 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->upper_off = ihl;
     p->upper_len = total - ihl;
     p->src = ip + IPV4_SOURCE;
+    p->reply_to = p->src;
     p->dst = ip + IPV4_DESTINATION;
     p->addr_len = IPV4_ADDR_LEN;
     p->family = 4;
@@ -287,6 +289,7 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->ip = ip;
     p->ip_len = IPV6_HEADER_LEN + payload;
     p->src = ip + IPV6_SOURCE;
+    p->reply_to = p->src;
     p->dst = ip + IPV6_DESTINATION;
     p->addr_len = IPV6_ADDR_LEN;
     p->family = 6;
@@ -459,9 +462,10 @@ static int build_error(const struct probe *p, size_t headroom, const uint8_t *ho
         icmp[ICMPV6_LENGTH] = (uint8_t)(field / ICMPV6_LENGTH_UNIT);
     if (p->family == 4) {
         write_ipv4_header(h, header + body, derive_ipv4_id(p->ip), ttl, PROTO_ICMP,
-                          hop_addr, p->src);
+                          hop_addr, p->reply_to);
     } else {
-        write_ipv6_header(h, ICMP_HEADER_LEN + body, PROTO_ICMPV6, ttl, hop_addr, p->src);
+        write_ipv6_header(h, ICMP_HEADER_LEN + body, PROTO_ICMPV6, ttl, hop_addr,
+                          p->reply_to);
         sum = csum_add(0, h + IPV6_SOURCE, 2 * IPV6_ADDR_LEN) + ICMP_HEADER_LEN + body +
               PROTO_ICMPV6;
     }
@@ -818,13 +822,23 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
                        ICMPV6_UNKNOWN_NEXT_HEADER, (uint32_t)p->next_header_off, NULL, off);
 }
 
-/* What an ECMP router hashes (docs/replies.md): source and destination
- * address, the IPv6 flow label, the upper-layer protocol and the first four
- * octets of its header (ports for UDP and TCP; type, code and checksum for
- * ICMP, which Paris traceroute keeps constant). Absent octets count as 0. */
-static uint32_t hash_flow(const struct probe *p)
+/* What an ECMP router hashes (docs/replies.md), one hash per enum
+ * rc_balance:
+ *  - FLOW: source and destination address, the IPv6 flow label, the
+ *    upper-layer protocol and the first four octets of its header (ports
+ *    for UDP and TCP; type, code and checksum for ICMP, which Paris
+ *    traceroute keeps constant). Absent octets count as 0.
+ *  - PACKET: those, and what changes from one probe of a flow to the next:
+ *    the IPv4 Identification, the TTL / Hop Limit and upper-layer octets 4
+ *    to 7 (UDP length and checksum, ICMP identifier and sequence, TCP
+ *    sequence number). A balancer that sprays packets, as seen from the
+ *    probes: the core keeps no state, so a probe sent twice, byte for
+ *    byte, meets the same routers.
+ *  - DESTINATION: the destination address alone. */
+static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
 {
-    uint8_t l4[4] = {0, 0, 0, 0};
+    uint8_t l4[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint8_t ttl = p->ttl;
     uint32_t h = 2166136261u;
 
     /* Source and destination lie side by side in both headers. */
@@ -836,15 +850,20 @@ static uint32_t hash_flow(const struct probe *p)
         h = hash_bytes(h, flow, sizeof flow);
     }
     h = hash_bytes(h, &p->proto, 1);
-    memcpy(l4, p->ip + p->upper_off, p->upper_len < 4 ? p->upper_len : 4);
-    return hash_bytes(h, l4, sizeof l4);
+    memcpy(l4, p->ip + p->upper_off, p->upper_len < sizeof l4 ? p->upper_len : sizeof l4);
+    hash[RC_BALANCE_FLOW] = hash_bytes(h, l4, 4);
+    h = hash_bytes(hash[RC_BALANCE_FLOW], &ttl, 1);
+    if (p->family == 4)
+        h = hash_bytes(h, p->ip + IPV4_ID, 2);
+    hash[RC_BALANCE_PACKET] = hash_bytes(h, l4 + 4, 4);
+    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->dst, p->addr_len);
 }
 
-/* Which of n routers at hop k a flow meets: a different, independent
+/* Which of n routers at hop k a hash meets: a different, independent
  * choice at every hop, as routers seed their hashes differently. */
-static unsigned pick_branch(uint32_t flow, unsigned k, unsigned n)
+static unsigned pick_branch(uint32_t hash, unsigned k, unsigned n)
 {
-    uint32_t x = flow ^ (uint32_t)k * 0x9e3779b9u;
+    uint32_t x = hash ^ (uint32_t)k * 0x9e3779b9u;
 
     x ^= x >> 16;                                     /* murmur3's finaliser */
     x *= 0x85ebca6bu;
@@ -854,9 +873,11 @@ static unsigned pick_branch(uint32_t flow, unsigned k, unsigned n)
     return x % n;
 }
 
-/* The router of hop k that a flow meets; forced, when the probe is
- * addressed to an alternative of hop k, is that one. */
-static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k, uint32_t flow,
+/* The router of hop k that a probe meets, by the hash its balancer uses;
+ * forced, when the probe is addressed to an alternative of hop k, is that
+ * one. */
+static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k,
+                                     const uint32_t hash[RC_BALANCE_COUNT],
                                      const struct rc_hop *forced)
 {
     const struct rc_hop *hop = &chain->hops[k];
@@ -866,8 +887,147 @@ static const struct rc_hop *route_at(const struct rc_chain *chain, unsigned k, u
         return forced;
     if (hop->n_alts == 0)
         return hop;
-    b = pick_branch(flow, k, hop->n_alts + 1u);
+    /* balance is an enum rc_balance: rc_table_check() [BALANCE]. */
+    b = pick_branch(hash[hop->balance], k, hop->n_alts + 1u);
     return b ? &chain->hops[hop->first_alt + b - 1] : hop;
+}
+
+/* Branches of unequal length: the probe (t its TTL) crosses the routers
+ * further along each longer branch it takes in front of hop `last`, where
+ * it would arrive or expire. It expires at one of them, which is returned;
+ * or it comes out that many hops later, and *t is what is left of its TTL
+ * as if every branch were of equal length. */
+static const struct rc_hop *walk_branches(const struct rc_chain *chain, unsigned *t,
+                                          unsigned last, const uint32_t hash[RC_BALANCE_COUNT],
+                                          const struct rc_hop *forced)
+{
+    for (unsigned j = 1; j < last && j < *t; j++) {
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
+
+        if (r->longer == 0)
+            continue;
+        if (*t - j <= r->longer)                      /* [FURTHER] */
+            return &chain->hops[r->first_further + (*t - j) - 1];
+        *t -= r->longer;
+    }
+    return NULL;
+}
+
+/* RFC 1624: the 16-bit word at w becomes v, and the checksum at check
+ * (NULL: none) follows. */
+static void replace_word(uint8_t *w, uint16_t v, uint8_t *check)
+{
+    if (check)
+        store16(check, csum_replace2(load16(check), load16(w), v));
+    store16(w, v);
+}
+
+/* Where the probe's upper-layer checksum is, if it has one inside the
+ * bytes received and it covers the pseudo-header (pseudo) or not. A zero
+ * UDP checksum over IPv4 is none (RFC 768). */
+static uint8_t *find_upper_checksum(const struct probe *p, bool *pseudo)
+{
+    uint8_t *l4 = p->ip + p->upper_off;
+    size_t at;
+
+    *pseudo = true;
+    switch (p->proto) {
+    case PROTO_UDP:
+        at = UDP_CHECKSUM;
+        break;
+    case PROTO_TCP:
+        at = TCP_CHECKSUM;
+        break;
+    case PROTO_ICMP:
+        *pseudo = false;
+        /* fall through */
+    case PROTO_ICMPV6:
+        at = ICMP_CHECKSUM;
+        break;
+    default:
+        return NULL;
+    }
+    if (p->upper_len < at + 2 || (p->proto == PROTO_UDP && p->family == 4 &&
+                                  load16(l4 + at) == 0))
+        return NULL;
+    return l4 + at;
+}
+
+/* One router's rewrite of a probe it forwards, in place, every checksum
+ * patched (RFC 1624): the IPv4 header's, and the upper layer's where the
+ * changed words are in it or its pseudo-header. A UDP checksum the patch
+ * leaves zero is sent as all ones (RFC 768). */
+static void apply_rewrite(struct probe *p, const struct rc_hop *r)
+{
+    uint8_t *ip = p->ip, *l4 = ip + p->upper_off;
+    uint8_t *ip_check = p->family == 4 ? ip + IPV4_CHECKSUM : NULL;
+    bool pseudo;
+    uint8_t *check = find_upper_checksum(p, &pseudo);
+    uint8_t *addr = ip + (p->family == 4 ? IPV4_SOURCE : IPV6_SOURCE);
+
+    if (r->rewrite & (RC_REWRITE_DSCP | RC_REWRITE_ECN)) {
+        /* The DS field: IPv4 TOS octet; IPv6 Traffic Class, bits 4..11. */
+        uint16_t word = load16(ip), ds = p->family == 4 ? word & 0xff : (word >> 4) & 0xff;
+        uint16_t keep = (r->rewrite & RC_REWRITE_DSCP ? 0 : 0xfc) |
+                        (r->rewrite & RC_REWRITE_ECN ? 0 : 0x03);
+
+        ds = (uint16_t)((ds & keep) | (r->ds & ~keep & 0xff));
+        replace_word(ip, p->family == 4 ? (uint16_t)((word & 0xff00) | ds)
+                                        : (uint16_t)((word & 0xf00f) | ds << 4), ip_check);
+    }
+    if (r->rewrite & (RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR)) {
+        uint16_t frag = load16(ip + IPV4_FRAGMENT);
+
+        replace_word(ip + IPV4_FRAGMENT, r->rewrite & RC_REWRITE_DF_SET
+                     ? (uint16_t)(frag | IPV4_FRAG_DONT)
+                     : (uint16_t)(frag & ~IPV4_FRAG_DONT), ip_check);
+    }
+    if (r->rewrite & RC_REWRITE_SOURCE) {
+        for (size_t i = 0; i < p->addr_len; i += 2) {
+            uint16_t v = load16(r->nat_addr + i);
+
+            if (ip_check)
+                store16(ip_check, csum_replace2(load16(ip_check), load16(addr + i), v));
+            replace_word(addr + i, v, check && pseudo ? check : NULL);
+        }
+    }
+    if (r->rewrite & RC_REWRITE_PORT) {
+        if ((p->proto == PROTO_UDP && p->upper_len >= UDP_HEADER_LEN) ||
+            (p->proto == PROTO_TCP && p->upper_len >= TCP_HEADER_LEN))
+            replace_word(l4 + UDP_SOURCE_PORT, r->nat_port, check);
+        else if (is_icmp(p) && p->upper_len >= ICMP_HEADER_LEN &&
+                 l4[ICMP_TYPE] == (p->family == 4 ? ICMP_ECHO_REQUEST : ICMPV6_ECHO_REQUEST))
+            replace_word(l4 + ICMP_ECHO_ID, r->nat_port, check);
+    }
+    if (check && p->proto == PROTO_UDP && load16(check) == 0)
+        store16(check, 0xffff);
+}
+
+/* The probe as the router that answers it, after hop `last` - 1 on its
+ * path, receives it: each router in front that rewrites what it forwards
+ * has done so, in the order crossed. The sender's address, which the error
+ * goes back to, is kept in sender first (p->reply_to): a NAT translates the reply's
+ * outer header back, while the quote shows what crossed it (RFC 5508 4.2
+ * would translate the quote back as well; route-chain's NAT is one that
+ * tools such as dublin-traceroute and tracebox can see). */
+static void rewrite_probe(struct probe *p, const struct rc_chain *chain, unsigned last,
+                          const uint32_t hash[RC_BALANCE_COUNT], const struct rc_hop *forced,
+                          uint8_t sender[IPV6_ADDR_LEN])
+{
+    bool kept = false;
+
+    for (unsigned j = 1; j < last; j++) {
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
+
+        if (!r->rewrite)
+            continue;
+        if (!kept) {
+            memcpy(sender, p->src, p->addr_len);
+            p->reply_to = sender;
+            kept = true;
+        }
+        apply_rewrite(p, r);
+    }
 }
 
 /* The alternative whose address is dst, if any: a probe addressed to a
@@ -886,13 +1046,13 @@ static const struct rc_hop *find_alternative(const struct rc_chain *chain, const
  * drops the probe and says so. IPv4 without DF is fragmented and goes on,
  * which the destination's reassembly makes invisible: it passes. */
 static const struct rc_hop *find_too_big(const struct probe *p, const struct rc_chain *chain,
-                                         unsigned last, uint32_t flow,
+                                         unsigned last, const uint32_t hash[RC_BALANCE_COUNT],
                                          const struct rc_hop *forced)
 {
     if (chain->min_mtu == 0 || p->ip_len <= chain->min_mtu || !p->dont_fragment)
         return NULL;
     for (unsigned j = 1; j < last; j++) {
-        const struct rc_hop *r = route_at(chain, j, flow, forced);
+        const struct rc_hop *r = route_at(chain, j, hash, forced);
 
         if (r->mtu && p->ip_len > r->mtu)
             return r;
@@ -939,8 +1099,9 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    (RFC 8200 4.7).
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
  *    Unreachable never do.
- *  - A chain with per-hop properties (rc_hop): the flow picks the router of
- *    each hop that has ECMP alternatives; the first router in front of the
+ *  - A chain with per-hop properties (rc_hop): a hash of the probe picks
+ *    the router of each hop that has ECMP alternatives, of its flow, the
+ *    probe itself or its destination as the hop balances; the first router in front of the
  *    answering one whose MTU the probe exceeds answers instead (IPv4 only
  *    with DF: RFC 1191 4, RFC 1812 5.2.6; IPv6: RFC 8201 4); the last hop
  *    of a chain with an `end` answers Destination Unreachable with its code
@@ -952,12 +1113,12 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
 {
     struct probe p;
     const struct rc_chain *chain;
-    const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL;
+    const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL, *further = NULL;
     struct extension ext = {NULL, 0, 0, 0, 0};
-    uint8_t hop_addr[IPV6_ADDR_LEN];
+    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
     unsigned t, k, hop;
-    uint32_t flow = 0;
+    uint32_t hash[RC_BALANCE_COUNT] = {0, 0, 0};
     enum answer answer;
     int drop, ttl;
     bool silent;
@@ -989,14 +1150,17 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
     if (chain->hops && chain->n_hops > chain->length + 1u) {
-        /* Only a chain with ECMP alternatives hashes the flow. A probe to
+        /* Only a chain with ECMP alternatives hashes the probe. A probe to
          * an alternative's own address is for a router of hop k, reached
          * over the hops in front of it. */
-        flow = hash_flow(&p);
+        hash_probe(&p, hash);
         if (k == 0 || k > chain->length)
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
             k = forced->hop;
+        if (chain->longer && k > 0)
+            further = walk_branches(chain, &t, k <= chain->length ? k : chain->length,
+                                    hash, forced);
     }
     if (k == 0) {
         answer = ANSWER_HOST_UNREACH;                 /* at or below the host */
@@ -1023,14 +1187,18 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     } else {
         /* Hops in front of the one that answers forward the probe, and the
          * first whose MTU it exceeds answers instead (k > 0: forwarded). */
-        if (k > 0)
-            too_big = find_too_big(&p, chain, hop, flow, forced);
-        if (too_big) {
+        if (k > 0 && !further)
+            too_big = find_too_big(&p, chain, hop, hash, forced);
+        if (further) {
+            answer = ANSWER_TIME_EXCEEDED;
+            hop = further->hop;
+            router = further;
+        } else if (too_big) {
             answer = ANSWER_TOO_BIG;
             hop = too_big->hop;
             router = too_big;
         } else {
-            router = route_at(chain, hop, flow, forced);
+            router = route_at(chain, hop, hash, forced);
         }
         /* The last hop of a chain with an `end` is a router with no route
          * to what lies past it, its own address included. */
@@ -1047,11 +1215,18 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
             ext.n_labels = router->n_labels;
             /* Uniform model (RFC 3443): the label TTL is the TTL the probe
              * arrived with at this hop. */
-            ext.label_ttl = (uint8_t)(t - hop + 1 > 255 ? 255 : t - hop + 1);
+            ext.label_ttl = further ? 1 : (uint8_t)(t - hop + 1 > 255 ? 255 : t - hop + 1);
         }
     }
     if (silent)
         return -RC_DROP_SILENT;
+    /* What routers in front rewrote shows in the quotes of errors: every
+     * answer but the destination's, and of that, to UDP and other
+     * protocols (Port or Protocol Unreachable). Echo Replies, RSTs and
+     * SYN-ACKs go back through the NAT, which translates them back. */
+    if (chain->hops && chain->rewrites && k > 0 &&
+        (answer != ANSWER_DESTINATION || (!is_icmp(&p) && p.proto != PROTO_TCP)))
+        rewrite_probe(&p, chain, further ? hop + 1 : hop, hash, forced, sender);
     where->chain = (uint32_t)(chain - table->chains);
     /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
      * '+' alternatives. */

@@ -74,6 +74,28 @@ enum rc_udp {
     RC_UDP_PROHIBITED
 };
 
+/* How the router in front of hop k picks among hop k's routers
+ * (rc_hop.balance of branch 0; docs/stories.md, docs/replies.md). */
+enum rc_balance {
+    RC_BALANCE_FLOW = 0,     /* addresses, IPv6 flow label, protocol, first 4 upper octets */
+    RC_BALANCE_PACKET,       /* those and what changes from probe to probe */
+    RC_BALANCE_DESTINATION,  /* the destination address alone */
+    RC_BALANCE_COUNT
+};
+
+/* What a router changes in the probes it forwards (rc_hop.rewrite), as the
+ * quotes of the routers after it show: a NAT's source address and port
+ * (the ICMP Echo identifier), a DSCP or ECN re-mark, DF set or cleared. */
+enum rc_rewrite {
+    RC_REWRITE_SOURCE = 1,   /* source address := nat_addr */
+    RC_REWRITE_PORT = 2,     /* UDP/TCP source port, Echo identifier := nat_port */
+    RC_REWRITE_DSCP = 4,     /* DSCP := ds >> 2 */
+    RC_REWRITE_ECN = 8,      /* ECN := ds & 3 */
+    RC_REWRITE_DF_SET = 16,  /* IPv4 only */
+    RC_REWRITE_DF_CLEAR = 32,
+    RC_REWRITE_ALL = 63
+};
+
 /* One router at one hop of a chain with per-hop properties. Branch 0 of hop
  * k is hops[k]; the ECMP alternatives of hop k are hops[first_alt ..
  * first_alt + n_alts - 1], after hops[length]. ext_len bytes at ext + ext_off
@@ -90,6 +112,22 @@ enum rc_udp {
  *    alternative has n_alts 0 [ALTERNATIVES]. (reply.c route_at reads
  *    hops[first_alt + b - 1], b <= n_alts.)
  *  - reply_ttl >= 1 [REPLY_TTL]; flags holds only RC_HOP_SILENT [FLAGS].
+ *  - balance is an enum rc_balance, and RC_BALANCE_FLOW on an alternative
+ *    (reply.c route_at indexes its hashes by hops[k].balance) [BALANCE].
+ *  - Branches of unequal length: an alternative with longer = L > 0 is
+ *    followed on its branch by the L routers hops[first_further ..
+ *    first_further + L - 1] before the branch rejoins at hop k + 1. They
+ *    lie right after hop k's alternatives, alternative by alternative in
+ *    order (first_further is 0 where longer is 0), have hop k, and no
+ *    n_alts, longer or balance of their own; hop k itself has longer 0;
+ *    the chain's longer is the greatest longer, 0 without hops (reply.c
+ *    walk_branches reads hops[first_further + i], i < longer, only when
+ *    the chain's longer is nonzero) [FURTHER]. The [ALTERNATIVES] layout
+ *    counts them: the next hop's first_alt follows them.
+ *  - rewrite holds only enum rc_rewrite bits, not both DF bits, no DF bit
+ *    in an IPv6 chain, and none on a router further along a branch; the
+ *    chain's rewrites is nonzero exactly when some router's rewrite is
+ *    (reply.c rewrite_probe runs only then) [REWRITE].
  *  - mtu is 0 or at least the family's minimum (68, RFC 791; 1280, RFC
  *    8200 5); the chain's min_mtu is the least nonzero mtu [MTU].
  *  - ext_off + ext_len <= the chain's ext_bytes [EXT_RANGE].
@@ -113,6 +151,13 @@ struct rc_hop {
     uint8_t reply_ttl;       /* the TTL its replies leave with, 1 .. 255 */
     uint8_t flags;           /* RC_HOP_SILENT */
     uint8_t hop;             /* k: which hop it is */
+    uint8_t balance;         /* enum rc_balance; branch 0 only */
+    uint8_t longer;          /* an alternative's branch is this many hops longer */
+    uint16_t first_further;  /* ... through these routers ('++' lines) */
+    uint8_t rewrite;         /* enum rc_rewrite bits */
+    uint8_t ds;              /* the DS field's DSCP << 2 | ECN it re-marks to */
+    uint16_t nat_port;       /* host order */
+    uint8_t nat_addr[16];    /* IPv4 in the first 4 bytes */
 };
 
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
@@ -144,6 +189,8 @@ struct rc_chain {
     uint8_t hop_flags[256];  /* hop_flags[k] for hop host + k */
     uint8_t end;             /* enum rc_end */
     uint16_t min_mtu;        /* the smallest rc_hop.mtu in the chain; 0: none */
+    uint8_t longer;          /* the most hops a branch is longer; 0: all equal */
+    uint8_t rewrites;        /* nonzero: some router rewrites what it forwards */
     uint16_t n_hops;         /* entries in hops: length + 1 + alternatives */
     uint16_t n_timing;       /* entries in timing and hop_tat */
     uint8_t tcp;             /* enum rc_tcp: ports not in open_ports */
@@ -219,6 +266,9 @@ enum rc_fault {
     RC_FAULT_TIMING,
     RC_FAULT_LOSS,
     RC_FAULT_DESTINATION,
+    RC_FAULT_BALANCE,
+    RC_FAULT_FURTHER,
+    RC_FAULT_REWRITE,
     RC_FAULT_COUNT
 };
 

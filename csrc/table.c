@@ -42,6 +42,11 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
     [RC_FAULT_TIMING] = "timing without its rate-limit state, or shorter than the routers",
     [RC_FAULT_LOSS] = "a loss above 2^32",
     [RC_FAULT_DESTINATION] = "tcp or udp not an enum rc_tcp / rc_udp, or too many open ports",
+    [RC_FAULT_BALANCE] = "balance not an enum rc_balance, or set on an alternative",
+    [RC_FAULT_FURTHER] = "a longer branch's routers not laid out after its hop's alternatives, "
+                         "or the chain's longer not the greatest",
+    [RC_FAULT_REWRITE] = "unknown rewrite bits, both DF bits, DF over IPv6, a rewrite "
+                         "further along a branch, or the chain's rewrites wrong",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -120,7 +125,11 @@ static int check_extension(const struct rc_chain *c, const struct rc_hop *h)
 static int check_router(const struct rc_chain *c, const struct rc_hop *h)
 {
     unsigned min_mtu = c->family == 4 ? IPV4_MIN_MTU : IPV6_MIN_MTU;
+    unsigned df = RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR;
 
+    if (h->rewrite & ~RC_REWRITE_ALL || (h->rewrite & df) == df ||
+        (c->family == 6 && h->rewrite & df))
+        return RC_FAULT_REWRITE;
     if (h->reply_ttl == 0)
         return RC_FAULT_REPLY_TTL;
     if (h->flags & ~KNOWN_HOP_FLAGS)
@@ -130,10 +139,48 @@ static int check_router(const struct rc_chain *c, const struct rc_hop *h)
     return check_extension(c, h);
 }
 
+/* Hop k's alternatives (at *next) and the routers further along their
+ * branches, right after them; *next moves past both. */
+static int check_further(const struct rc_chain *c, unsigned k, unsigned *next,
+                         unsigned *longest, struct rc_table_fault *at)
+{
+    const struct rc_hop *h = &c->hops[k];
+    unsigned further = *next + h->n_alts;
+
+    for (unsigned i = *next; i < *next + h->n_alts; i++) {
+        const struct rc_hop *alt = &c->hops[i];
+
+        at->router = i;
+        if (alt->longer == 0) {
+            if (alt->first_further)
+                return RC_FAULT_FURTHER;
+            continue;
+        }
+        if (alt->first_further != further || alt->longer > c->n_hops - further)
+            return RC_FAULT_FURTHER;
+        for (unsigned j = further; j < further + alt->longer; j++) {
+            const struct rc_hop *f = &c->hops[j];
+
+            at->router = j;
+            if (f->hop != k)
+                return RC_FAULT_HOP_NUMBER;
+            if (f->n_alts || f->longer || f->first_further || f->balance)
+                return RC_FAULT_FURTHER;
+            if (f->rewrite)
+                return RC_FAULT_REWRITE;
+        }
+        further += alt->longer;
+        if (alt->longer > *longest)
+            *longest = alt->longer;
+    }
+    *next = further;
+    return RC_FAULT_NONE;
+}
+
 /* The per-hop array: hop numbers, the alternatives' layout, each router. */
 static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
 {
-    unsigned next_alt = c->length + 1u, least_mtu = 0;
+    unsigned next_alt = c->length + 1u, least_mtu = 0, longest = 0, rewrites = 0;
     int fault;
 
     if (c->n_hops < c->length + 1u)
@@ -144,6 +191,10 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
         at->router = k;
         if (h->hop != k)
             return RC_FAULT_HOP_NUMBER;
+        if (h->balance >= RC_BALANCE_COUNT)
+            return RC_FAULT_BALANCE;
+        if (h->longer || h->first_further)
+            return RC_FAULT_FURTHER;
         if (h->n_alts == 0)
             continue;
         if (h->first_alt != next_alt || h->n_alts > c->n_hops - next_alt)
@@ -154,21 +205,30 @@ static int check_hops(const struct rc_chain *c, struct rc_table_fault *at)
                 return RC_FAULT_HOP_NUMBER;
             if (c->hops[i].n_alts)
                 return RC_FAULT_ALTERNATIVES;
+            if (c->hops[i].balance != RC_BALANCE_FLOW)
+                return RC_FAULT_BALANCE;
         }
-        next_alt += h->n_alts;
+        fault = check_further(c, k, &next_alt, &longest, at);
+        if (fault)
+            return fault;
     }
     at->router = 0;
     if (next_alt != c->n_hops)
         return RC_FAULT_ALTERNATIVES;
+    if (longest != c->longer)
+        return RC_FAULT_FURTHER;
     for (unsigned i = 1; i < c->n_hops; i++) {
         at->router = i;
         fault = check_router(c, &c->hops[i]);
         if (fault)
             return fault;
+        rewrites |= c->hops[i].rewrite;
         if (c->hops[i].mtu && (least_mtu == 0 || c->hops[i].mtu < least_mtu))
             least_mtu = c->hops[i].mtu;
     }
     at->router = 0;
+    if (!rewrites != !c->rewrites)
+        return RC_FAULT_REWRITE;
     return least_mtu == c->min_mtu ? RC_FAULT_NONE : RC_FAULT_MTU;
 }
 
@@ -210,6 +270,10 @@ static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
     if (!c->hops) {
         if (c->n_hops || c->min_mtu)
             return RC_FAULT_N_HOPS;
+        if (c->longer)
+            return RC_FAULT_FURTHER;
+        if (c->rewrites)
+            return RC_FAULT_REWRITE;
         if (c->ext || c->ext_bytes)
             return RC_FAULT_EXT_RANGE;
     } else {

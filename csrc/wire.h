@@ -86,6 +86,7 @@ enum icmp_layout {
     ICMP_CODE = 1,
     ICMP_CHECKSUM = 2,
     ICMP_REST = 4,               /* unused, or ICMPv6 Parameter Problem pointer */
+    ICMP_ECHO_ID = 4,            /* Echo Request identifier: a NAT's "port" (RFC 5508 3.1) */
     ICMP_HEADER_LEN = 8
 };
 
@@ -142,6 +143,7 @@ enum icmpv6_code {
 
 /* RFC 768. */
 enum udp_layout {
+    UDP_SOURCE_PORT = 0,
     UDP_LENGTH = 4,
     UDP_CHECKSUM = 6,
     UDP_HEADER_LEN = 8

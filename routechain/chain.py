@@ -27,13 +27,16 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 class Hop:
     """One hop of a chain: its reverse-DNS name (None without a story),
     whether it stays silent, its properties (docs/stories.md), the routers
-    load-balanced with it ('+' lines), and where it was written."""
+    load-balanced with it ('+' lines), on an alternative the routers
+    further along its branch before it rejoins ('++' lines: the branch is
+    that many hops longer), and where it was written."""
 
     name: str | None = None
     silent: bool = False
     where: str = ""
     props: Props = NO_PROPS
     alternatives: tuple["Hop", ...] = ()
+    further: tuple["Hop", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,19 +77,32 @@ class Chain:
     def _check_properties(self) -> None:
         for k, hop in enumerate(self.hops, 1):
             for branch in (hop,) + hop.alternatives:
+                _check_rewrite(branch, self.family)
                 mtu = branch.props.mtu
                 if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
                     raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
                                      f"{MIN_MTU6} (RFC 8200 5)")
+            if hop.props.balance is not None and not hop.alternatives:
+                raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
+                                 "'+' alternatives: there is nothing to balance")
             if hop.alternatives and k == len(self.hops):
                 raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
                                  "cannot have '+' alternatives: it is one host")
             if len(hop.alternatives) > MAX_ALTERNATIVES:
                 raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
                                  f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
+            for alt in hop.alternatives:
+                for further in alt.further:
+                    if further.props.mtu is not None:
+                        raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
+                                         "hop of a branch is its '+' line")
+                    if rewrites(further.props):
+                        raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
+                                         "router: a branch rewrites at its '+' line")
         # The reply core scans a chain's alternatives for a probe addressed
         # past the chain: bounded per chain, that scan is bounded per packet.
-        alternatives = [a for hop in self.hops for a in hop.alternatives]
+        alternatives = [a for k in range(1, len(self.hops) + 1)
+                        for a in self.routers_at(k)[1:]]
         if len(alternatives) > MAX_ALTERNATIVES:
             raise UsageError(f"{alternatives[MAX_ALTERNATIVES].where}: more than "
                              f"{MAX_ALTERNATIVES} '+' alternatives in one chain")
@@ -96,8 +112,8 @@ class Chain:
         """(hop, branch) -> address of every '+' alternative: as written, or
         the next free address after the destination."""
         out: dict[tuple[int, int], Address] = {}
-        wanted = [(k, b, alt) for k, hop in enumerate(self.hops, 1)
-                  for b, alt in enumerate(hop.alternatives, 1)]
+        wanted = [(k, b, alt) for k in range(1, len(self.hops) + 1)
+                  for b, alt in enumerate(self.routers_at(k)[1:], 1)]
         if not wanted:
             return out  # most chains: no set of their addresses to build
         host = int(self.host)
@@ -159,15 +175,20 @@ class Chain:
     def destination(self) -> Address | None:
         return self.host + self.length if self.length else None
 
-    def branch(self, k: int, branch: int = 0) -> Hop:
-        """Hop k's router number `branch`: 0 is the hop itself, 1.. its '+'
-        alternatives in the order written."""
+    def routers_at(self, k: int) -> tuple[Hop, ...]:
+        """Hop k's routers as `branch` numbers them: the hop itself, its '+'
+        alternatives in the order written, then the '++' routers further
+        along those branches, branch by branch."""
         hop = self.hop(k)
-        if branch == 0:
-            return hop
-        if not 1 <= branch <= len(hop.alternatives):
+        return ((hop,) + hop.alternatives
+                + tuple(f for alt in hop.alternatives for f in alt.further))
+
+    def branch(self, k: int, branch: int = 0) -> Hop:
+        """Hop k's router number `branch` (routers_at)."""
+        routers = self.routers_at(k)
+        if not 0 <= branch < len(routers):
             raise IndexError(f"hop {k} of {self.interface} has no alternative {branch}")
-        return hop.alternatives[branch - 1]
+        return routers[branch]
 
     def branch_address(self, k: int, branch: int = 0) -> Address:
         if branch == 0:
@@ -206,15 +227,19 @@ class Chain:
                       jitter_us=pick("jitter_us") or 0, loss=pick("loss") or 0.0,
                       rate=rate, burst=burst if burst is not None else rate)
 
+    def balance(self, k: int) -> str:
+        """How the router in front of hop k picks among its routers: "flow",
+        "packet" or "destination" (hopprops.BALANCES)."""
+        return self.hop(k).props.balance or self.defaults.balance or "flow"
+
     @property
     def end(self) -> str:
         """How the story ends: "host", or the flag of the last hop's unreachable."""
         return self.defaults.end or "host"
 
     def _routers(self) -> Iterable[Hop]:
-        for hop in self.hops:
-            yield hop
-            yield from hop.alternatives
+        for k in range(1, len(self.hops) + 1):
+            yield from self.routers_at(k)
 
     @cached_property
     def has_timing(self) -> bool:
@@ -239,6 +264,20 @@ def last_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
     has none, RFC 3021)."""
     last = int(network.broadcast_address)
     return last - 1 if network.version == 4 and network.prefixlen <= 30 else last
+
+
+def rewrites(p: Props) -> bool:
+    """Whether a router changes the probes it forwards (nat, dscp, ecn, df)."""
+    return any(v is not None for v in (p.nat, p.dscp, p.ecn, p.df))
+
+
+def _check_rewrite(router: Hop, family: int) -> None:
+    p = router.props
+    if p.nat is not None and p.nat[0].version != family:
+        raise UsageError(f"{router.where}: nat={p.nat[0]}: an IPv{p.nat[0].version} address "
+                         f"in an IPv{family} chain")
+    if p.df is not None and family == 6:
+        raise UsageError(f"{router.where}: df={p.df}: IPv6 has no DF bit (RFC 8200 5)")
 
 
 def room_after(interface: Interface) -> int:

@@ -116,6 +116,7 @@ class Table:
 # The words of hopprops.TCP_ANSWERS and UDP_ANSWERS, from the C enums' names.
 TCP = {name.lower(): value for name, value in constants("TCP").items()}
 UDP = {name.lower(): value for name, value in constants("UDP").items()}
+BALANCE = {name.lower(): value for name, value in constants("BALANCE").items()}
 
 ENDS = {"host": lib.RC_END_HOST, "!N": lib.RC_END_NET, "!H": lib.RC_END_HOST_UNREACH,
         "!X": lib.RC_END_PROHIBITED}
@@ -177,10 +178,11 @@ def fill_timing_of(slot, chain: Chain) -> tuple:
 
 def routers_of(chain: Chain) -> list[tuple[int, int]]:
     """(hop, branch) of every router, numbered as struct rc_where numbers
-    them: index k is hop k itself (index 0 unused), then each hop's '+'
-    alternatives in the order written."""
+    them: index k is hop k itself (index 0 unused), then hop by hop its '+'
+    alternatives in the order written and the '++' routers further along
+    their branches (Chain.routers_at)."""
     alternatives = [(k, b) for k in range(1, chain.length + 1)
-                    for b in range(1, len(chain.hop(k).alternatives) + 1)]
+                    for b in range(1, len(chain.routers_at(k)))]
     return [(k, 0) for k in range(chain.length + 1)] + alternatives
 
 
@@ -222,6 +224,7 @@ def fill_routers(slot, chain: Chain) -> tuple:
         if router.props.mtu is not None:
             entry.mtu = router.props.mtu
             mtus.append(router.props.mtu)
+        fill_rewrite(entry, router.props)
         ext = extensions.build(router.props)
         if ext is not None:
             if ext.data not in offsets:
@@ -232,14 +235,27 @@ def fill_routers(slot, chain: Chain) -> tuple:
             entry.ext_sum = ext.sum
             entry.n_labels = ext.labels
 
+    further = {}                  # hop -> index of its first '++' router
     for n, (k, b) in enumerate(routers):
         if k == 0:
             continue
+        n_alts = len(chain.hop(k).alternatives)
         if b == 1:
             hops[k].first_alt = n
-        if b:
+            hops[k].balance = BALANCE[chain.balance(k)]
+        if 1 <= b <= n_alts:
             hops[k].n_alts = b
+        if b == n_alts + 1:
+            further[k] = n
         fill(hops[n], k, b)
+    longest = 0
+    for k, first in further.items():
+        for b, alt in enumerate(chain.hop(k).alternatives, 1):
+            entry = hops[hops[k].first_alt + b - 1]
+            entry.longer = len(alt.further)
+            entry.first_further = first if alt.further else 0
+            first += len(alt.further)
+            longest = max(longest, len(alt.further))
     data = ffi.new("uint8_t[]", max(1, len(blob)))
     ffi.memmove(data, bytes(blob), len(blob))
     slot.hops = hops
@@ -247,8 +263,30 @@ def fill_routers(slot, chain: Chain) -> tuple:
     slot.ext = data
     slot.ext_bytes = len(blob)
     slot.min_mtu = min(mtus, default=0)
+    slot.longer = longest
+    slot.rewrites = int(any(hops[n].rewrite for n in range(1, len(routers))))
     slot.end = ENDS[chain.end]
     return hops, data
+
+
+def fill_rewrite(entry, props) -> None:
+    """What a router changes in the probes it forwards (enum rc_rewrite)."""
+    bits = 0
+    if props.nat is not None:
+        addr, port = props.nat
+        ffi.memmove(entry.nat_addr, addr.packed, len(addr.packed))
+        bits |= lib.RC_REWRITE_SOURCE
+        if port is not None:
+            entry.nat_port = port
+            bits |= lib.RC_REWRITE_PORT
+    if props.dscp is not None:
+        bits |= lib.RC_REWRITE_DSCP
+    if props.ecn is not None:
+        bits |= lib.RC_REWRITE_ECN
+    entry.ds = ((props.dscp or 0) << 2) | (props.ecn or 0)
+    if props.df is not None:
+        bits |= lib.RC_REWRITE_DF_SET if props.df == "set" else lib.RC_REWRITE_DF_CLEAR
+    entry.rewrite = bits
 
 
 class Reply(bytes):

@@ -1,10 +1,13 @@
 """`route-chain demo`: the built-in story, told through a real traceroute
-in a throwaway pair of namespaces.
+in a throwaway pair of namespaces; then a short path that shows what a hop
+can do (latency, an MPLS label stack, a load-balanced fork), through
+`traceroute -e`.
 
     client ns                           router ns
     c0 192.0.2.2/24, 2001:db8:ff::2/64  r0 192.0.2.1/24, 2001:db8:ff::1/64
        resolv.conf -> the chain host       route-chain with its built-in DNS
                                            198.51.100.1/24, 2001:db8:5::1/64
+                                           the path: 198.18.0.1/24, 2001:db8:6::1/64
 
 The demo uses documentation prefixes (RFC 5737 TEST-NET-2, RFC 3849), with
 the built-in DNS server listening on each chain's host address. The story
@@ -52,6 +55,21 @@ at the end of the road
 """
 
 
+DEMO_PATH_V4 = "198.18.0.1/24"
+DEMO_PATH_V6 = "2001:db8:6::1/64"
+
+# A short path with a view: what traceroute -e shows of hop properties.
+DEMO_PATH = """\
+# Latency, labels and a fork (docs/stories.md)
+the edge of town              | iface=ge-0/0/1
+into the provider core        | mpls=16001 iface=xe-1/0/0
+across the ocean              | delay=+40ms mpls=24001,16001
++ or the northern cable       | mpls=24002,16001
+to the landing station        | mpls=16001
+and home at last
+"""
+
+
 def demo_config() -> Config:
     """Two chains telling DEMO_STORY, IPv4 and IPv6, served by the built-in
     DNS on both host addresses (port 53). The story's line-to-name warnings
@@ -69,11 +87,21 @@ MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 READY_TIMEOUT = 20.0
 
 
+def demo_path(family: int) -> Chain:
+    """The chain telling DEMO_PATH in this family."""
+    told = story.parse_text(DEMO_PATH, "demo path")
+    return Chain(parse_prefix(DEMO_PATH_V4 if family == 4 else DEMO_PATH_V6), told.hops,
+                 where="demo")
+
+
 def write_demo_files(directory: Path) -> Path:
-    """The demo's story and config, as a user would write them."""
+    """The demo's story, its path and config, as a user would write them."""
     (directory / "story.txt").write_text(DEMO_STORY)
-    chains = "".join(f'[[chain]]\naddress = "{prefix}"\nstory = "story.txt"\n\n'
-                     for prefix in (DEMO_V4, DEMO_V6))
+    (directory / "path.txt").write_text(DEMO_PATH)
+    chains = "".join(f'[[chain]]\naddress = "{prefix}"\nstory = "{told}"\n\n'
+                     for prefix, told in ((DEMO_V4, "story.txt"), (DEMO_V6, "story.txt"),
+                                          (DEMO_PATH_V4, "path.txt"),
+                                          (DEMO_PATH_V6, "path.txt")))
     listen = [f"{ipaddress.ip_interface(DEMO_V4).ip}:53",
               f"[{ipaddress.ip_interface(DEMO_V6).ip}]:53"]
     config = directory / "demo.toml"
@@ -82,8 +110,9 @@ def write_demo_files(directory: Path) -> Path:
 
 
 def run_demo(family: int = 4) -> str:
-    """Build the network, start the daemon, trace the story, tear it all down;
-    returns what traceroute printed, under the command that printed it."""
+    """Build the network, start the daemon, trace the story and the path,
+    tear it all down; returns what traceroute printed, under the commands
+    that printed it."""
     tag = os.getpid()
     client, router = f"rc-demo-client-{tag}", f"rc-demo-router-{tag}"
     chain = demo_config().chains[0 if family == 4 else 1]
@@ -114,14 +143,20 @@ def run_demo(family: int = 4) -> str:
             [sys.executable, "-m", "routechain", "--config", str(config)], cwd=tmp,
             preexec_fn=lambda: enter_namespace(router)))
         daemon.wait_for("READY=1", timeout=READY_TIMEOUT)
-        hops = chain.length + 2
-        command = ["traceroute", f"-{family}", "-q", "1", "-w", "2", "-m", str(hops),
-                   str(chain.destination)]
-        traced = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                                preexec_fn=lambda: _enter_client(client, tmp / "resolv.conf"))
-        if traced.returncode != 0:
-            raise SetupError(f"traceroute failed: {traced.stderr.strip()}")
-        return f"$ {' '.join(command)}\n{traced.stdout}"
+        out = []
+        path = demo_path(family)
+        # The story as names; the path with -e: its label stacks and
+        # interfaces (RFC 4950, RFC 5837) and, past the ocean, the delay.
+        for told, extra in ((chain, []), (path, ["-e"])):
+            command = ["traceroute", f"-{family}", *extra, "-q", "1", "-w", "2",
+                       "-m", str(told.length + 2), str(told.destination)]
+            traced = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                    preexec_fn=lambda: _enter_client(client,
+                                                                     tmp / "resolv.conf"))
+            if traced.returncode != 0:
+                raise SetupError(f"traceroute failed: {traced.stderr.strip()}")
+            out.append(f"$ {' '.join(command)}\n{traced.stdout}")
+        return "\n".join(out)
 
 
 def _interfaces(texts: list[str]):

@@ -22,6 +22,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SEPARATOR = "|"          # a story line's text | its properties
 ALTERNATIVE = "+"        # a line starting with '+ ' is another router at the hop above
+FURTHER = "++"           # ... '++ ', the next router on the '+' branch above: one hop longer
 MAX_DURATION_US = 10_000_000
 MAX_LABELS = 8
 MAX_LABEL = 2**20 - 1    # RFC 3032: 20 bits
@@ -37,6 +38,7 @@ ENDINGS = ("host", "!N", "!H", "!X")
 TCP_ANSWERS = ("closed", "rst", "silent", "prohibited", "open")  # enum rc_tcp, in order
 UDP_ANSWERS = ("unreachable", "silent", "prohibited")            # enum rc_udp, in order
 MAX_OPEN_PORTS = 16      # RC_MAX_OPEN_PORTS
+BALANCES = ("flow", "packet", "destination")                     # enum rc_balance, in order
 
 # Where a key may stand.
 CHAIN, HOP, BRANCH = "chain", "hop", "branch"
@@ -81,6 +83,11 @@ class Props:
     tcp: str | None = None
     tcp_open: tuple[int, ...] | None = None
     udp: str | None = None
+    balance: str | None = None
+    nat: tuple[Address, int | None] | None = None
+    dscp: int | None = None
+    ecn: int | None = None
+    df: str | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -194,6 +201,18 @@ def parse_end(text: str) -> str:
     return text
 
 
+def parse_nat(text: str) -> tuple[Address, int | None]:
+    """ADDR, ADDR:PORT or [ADDR]:PORT (IPv6): a NAT's outside address and,
+    if given, the port (or Echo identifier) it maps the probe's to."""
+    host, port = text, None
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:]+):(\d+)", text)
+    if m:
+        host, port = m.group(1) or m.group(3), int(m.group(2) or m.group(4))
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not 1..65535")
+    return parse_address(host), port
+
+
 def one_of(words: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in words:
@@ -264,6 +283,11 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("tcp_open", "tcp_open", parse_ports, frozenset({CHAIN}), "80,443", PLACE,
         integer=True, listed=True),
     Key("udp", "udp", one_of(UDP_ANSWERS), frozenset({CHAIN}), "silent", PLACE),
+    Key("balance", "balance", one_of(BALANCES), frozenset({CHAIN, HOP}), "packet", PLACE),
+    Key("nat", "nat", parse_nat, _HOPS, "198.51.100.200:40000", REPLY),
+    Key("dscp", "dscp", int_in(0, 63), _HOPS, "46", REPLY, integer=True),
+    Key("ecn", "ecn", int_in(0, 3), _HOPS, "1", REPLY, integer=True),
+    Key("df", "df", one_of(("set", "clear")), _HOPS, "clear", REPLY),
 )}
 
 # The Props fields that change what a hop's replies carry or who sends them.
@@ -346,14 +370,18 @@ def from_table(table: dict, where: Callable[[str], str], place: str,
     return build(pairs, place)
 
 
-def split_line(text: str) -> tuple[bool, str, str | None]:
-    """A story line as (is an alternative, its text, its property words or
-    None). The text is stripped; the marker `+` must be followed by white
-    space or the end of the line."""
+def split_line(text: str) -> tuple[int, str, str | None]:
+    """A story line as (0 for a hop, 1 for a '+' alternative, 2 for a '++'
+    router further on the branch above; its text; its property words or
+    None). The text is stripped; the marker must be followed by white space
+    or the end of the line."""
     stripped = text.strip()
-    alternative = stripped == ALTERNATIVE or (stripped.startswith(ALTERNATIVE) and
-                                              stripped[1:2].isspace())
-    if alternative:
-        stripped = stripped[1:].strip()
+    alternative = 0
+    for level, marker in ((2, FURTHER), (1, ALTERNATIVE)):
+        if stripped == marker or (stripped.startswith(marker) and
+                                  stripped[len(marker):len(marker) + 1].isspace()):
+            alternative = level
+            stripped = stripped[len(marker):].strip()
+            break
     body, sep, words = stripped.partition(SEPARATOR)
     return alternative, body.strip(), words if sep else None

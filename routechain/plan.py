@@ -348,11 +348,10 @@ def proxies_intact(desired: Desired, state: State, owned: Owned) -> bool:
 
 def chain_addresses(chain: Chain) -> list[Address]:
     """Every address a chain answers from: its host, its hops and their
-    alternatives."""
+    alternatives (and the routers further along their branches)."""
     out = [chain.host] + [chain.hop_address(k) for k in range(1, chain.length + 1)]
     for k in range(1, chain.length + 1):
-        alternatives = chain.hop(k).alternatives
-        out += [chain.branch_address(k, b) for b in range(1, len(alternatives) + 1)]
+        out += [chain.branch_address(k, b) for b in range(1, len(chain.routers_at(k)))]
     return out
 
 

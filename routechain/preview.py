@@ -55,8 +55,10 @@ def render_chain(chain: Chain) -> str:
             lines.append("   ...")
             continue
         no = _hopno(k + 1, maxttl)
-        for branch in range(len(chain.hop(k).alternatives) + 1):
-            lead = no if branch == 0 else " " * (len(no) - 1) + "+"   # as in the story
+        n_alts = len(chain.hop(k).alternatives)
+        for branch in range(len(chain.routers_at(k))):
+            mark = "" if branch == 0 else "+" if branch <= n_alts else "++"   # as in the story
+            lead = no if branch == 0 else " " * (len(no) - len(mark)) + mark
             lines.append(lead + _router_line(chain, k, branch))
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"
@@ -97,6 +99,19 @@ def _properties(chain: Chain, k: int, branch: int) -> list[str]:
                      + ("Fragmentation Needed]" if chain.family == 4 else "Packet Too Big]"))
     if p.reply_ttl is not None:
         parts.append(f"[replies leave with TTL {p.reply_ttl}]")
+    rewrites = []
+    if p.nat is not None:
+        addr, port = p.nat
+        shown = f"[{addr}]" if addr.version == 6 and port is not None else str(addr)
+        rewrites.append(f"NAT to {shown}" + (f":{port}" if port is not None else ""))
+    rewrites += [f"{name} {value}" for name, value in (("DSCP", p.dscp), ("ECN", p.ecn))
+                 if value is not None]
+    if p.df is not None:
+        rewrites.append(f"DF {p.df}")
+    if rewrites:
+        parts.append(f"[rewrites what it forwards: {', '.join(rewrites)}]")
+    if branch == 0 and chain.hop(k).alternatives and chain.balance(k) != "flow":
+        parts.append(f"[balanced per {chain.balance(k)}]")
     if k == chain.length and chain.end != "host":
         parts.append(chain.end)
     elif k == chain.length and branch == 0:

@@ -153,10 +153,17 @@ def parse_lines(lines: Iterable[tuple[str, str]], suffix: str | None = None) -> 
         if alternative and not hops:
             raise ConfigError(f"{where}: a '+' line is another router at the hop above it, "
                               "and there is no hop above")
+        if alternative == 2 and not hops[-1].alternatives:
+            raise ConfigError(f"{where}: a '++' line is the next router on the '+' branch "
+                              "above it, and there is no '+' line above")
         if not alternative and len(hops) == MAX_HOPS:
             raise ConfigError(f"{where}: more than {MAX_HOPS} hops: a chain holds at most {MAX_HOPS}")
         hop = _hop(where, text, props, suffix, warnings, rewrites)
-        if alternative:
+        if alternative == 2:
+            *others, branch = hops[-1].alternatives
+            branch = replace(branch, further=branch.further + (hop,))
+            hops[-1] = replace(hops[-1], alternatives=tuple(others) + (branch,))
+        elif alternative:
             hops[-1] = replace(hops[-1], alternatives=hops[-1].alternatives + (hop,))
         else:
             hops.append(hop)

@@ -194,7 +194,7 @@ def _chain_records(chain: Chain, form: str = "-"):
     each named '+' alternative, at its own address."""
     named = [(chain.branch_address(k, b), router.name)
              for k, hop in enumerate(chain.hops, 1)
-             for b, router in enumerate((hop,) + hop.alternatives)
+             for b, router in enumerate(chain.routers_at(k))
              if router.name and not router.silent]
     if not named:
         return

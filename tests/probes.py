@@ -4,6 +4,7 @@ fuzzers' seed corpus. Documentation prefixes only: 192.0.2.0/24,
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -14,7 +15,7 @@ from scapy.packet import Raw
 
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.errors import UsageError
-from routechain.hopprops import TCP_ANSWERS, UDP_ANSWERS, Label, Props
+from routechain.hopprops import BALANCES, TCP_ANSWERS, UDP_ANSWERS, Label, Props
 
 SOURCES_V4 = ["198.51.100.7", "192.0.2.200", "198.19.255.1"]
 SOURCES_V6 = ["2001:db8:ffff::7", "2001:db8:aaaa::1"]
@@ -47,11 +48,12 @@ def random_chains(rng: random.Random) -> list[Chain]:
             "tcp_open": rng.choice([None, (80,), (443, 80), (22, 80, 443, 8080)]),
             "udp": rng.choice(UDP_ANSWERS)}
         defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"]) if extended else None,
-                         **destination)
+                         balance=rng.choice((None,) + BALANCES), **destination)
         try:
             chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
         except UsageError:   # no room for the alternatives' addresses: go without
-            hops = tuple(Hop(silent=h.silent, where=h.where, props=h.props) for h in hops)
+            hops = tuple(Hop(silent=h.silent, where=h.where,
+                             props=dataclasses.replace(h.props, balance=None)) for h in hops)
             chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
     return chains
 
@@ -74,24 +76,40 @@ def random_props(rng: random.Random, family: int, extended: bool) -> Props:
         ifmtu=rng.choice([1500, 9000, 2**32 - 1]) if rng.random() < 0.3 else None,
         mtu=rng.choice([low, low + 1, max(low, 576), 1280, 1400, 1500])
         if rng.random() < 0.2 else None,
-        reply_ttl=rng.choice([1, 64, 255]) if rng.random() < 0.2 else None)
+        reply_ttl=rng.choice([1, 64, 255]) if rng.random() < 0.2 else None,
+        # What a router rewrites in what it forwards: a NAT, DS re-marks, DF.
+        nat=(ipaddress.ip_address("198.51.100.200" if family == 4 else "2001:db8:ffff::200"),
+             rng.choice([None, 1, 40000, 65535])) if rng.random() < 0.15 else None,
+        dscp=rng.choice([0, 10, 46, 63]) if rng.random() < 0.15 else None,
+        ecn=rng.randrange(4) if rng.random() < 0.15 else None,
+        df=rng.choice(["set", "clear"]) if family == 4 and rng.random() < 0.1 else None)
 
 
 def random_hop(rng: random.Random, family: int, k: int, extended: bool) -> Hop:
     """Hop k, and when extended sometimes one to three '+' alternatives."""
     alternatives = ()
     if extended and rng.random() < 0.2:
+        # Some branches are longer: '++' routers further along (no mtu).
         alternatives = tuple(Hop(silent=rng.random() < 0.1, where=f"random:{k}+{n}",
-                                 props=random_props(rng, family, True))
+                                 props=random_props(rng, family, True),
+                                 further=tuple(Hop(silent=rng.random() < 0.1,
+                                                   where=f"random:{k}+{n}+{m}",
+                                                   props=dataclasses.replace(
+                                                       random_props(rng, family, True), mtu=None,
+                                                       nat=None, dscp=None, ecn=None, df=None))
+                                               for m in range(rng.choice([0, 0, 1, 2]))))
                              for n in range(rng.randint(1, 3)))
-    return Hop(silent=rng.random() < 0.1, where=f"random:{k}",
-               props=random_props(rng, family, extended), alternatives=alternatives)
+    props = random_props(rng, family, extended)
+    if alternatives and rng.random() < 0.5:
+        props = dataclasses.replace(props, balance=rng.choice(BALANCES))
+    return Hop(silent=rng.random() < 0.1, where=f"random:{k}", props=props,
+               alternatives=alternatives)
 
 
 def pick_destination(rng: random.Random, chains: list[Chain]) -> str:
     chain = rng.choice(chains)
-    branches = [(k, b) for k, hop in enumerate(chain.hops, 1)
-                for b in range(1, len(hop.alternatives) + 1)]
+    branches = [(k, b) for k in range(1, len(chain.hops) + 1)
+                for b in range(1, len(chain.routers_at(k)))]
     if branches and rng.random() < 0.2:
         return str(chain.branch_address(*rng.choice(branches)))
     roll = rng.random()

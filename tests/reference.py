@@ -8,6 +8,7 @@ with it byte for byte.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import struct
 from typing import Sequence
@@ -67,6 +68,7 @@ class Probe:
         self.next_header_at = next_header_at
         self.dont_fragment = dont_fragment    # IPv6 routers never fragment
         self.flow_label = flow_label
+        self.reply_to = src           # the sender, unless a NAT in front rewrote src
 
 
 def find_chain(chains: Sequence[Chain], family: int, dst: bytes) -> Chain | None:
@@ -174,10 +176,10 @@ def error_reply(probe: Probe, hop: bytes, ttl: int, icmp_type: int, code: int,
     message = struct.pack("!BBHI", icmp_type, code, 0, rest) + quote
     if v4:
         message = message[:2] + struct.pack("!H", checksum(message)) + message[4:]
-        return ipv4_header(20 + len(message), probe.ident, ttl, 1, hop, probe.src) + message
-    total = checksum(pseudo_v6(hop, probe.src, 58, len(message)) + message)
+        return ipv4_header(20 + len(message), probe.ident, ttl, 1, hop, probe.reply_to) + message
+    total = checksum(pseudo_v6(hop, probe.reply_to, 58, len(message)) + message)
     message = message[:2] + struct.pack("!H", total) + message[4:]
-    return ipv6_header(len(message), 58, ttl, hop, probe.src) + message
+    return ipv6_header(len(message), 58, ttl, hop, probe.reply_to) + message
 
 
 def with_ip_header(probe: Probe, ttl: int, proto: int, upper: bytes) -> bytes:
@@ -309,14 +311,20 @@ def fnv1a(data: bytes, h: int = 2166136261) -> int:
     return h
 
 
-def flow_hash(probe: Probe) -> int:
-    """What an ECMP router hashes: addresses, the IPv6 flow label, the
-    protocol and the first four octets of the upper-layer header."""
+def balance_hashes(probe: Probe) -> dict[str, int]:
+    """What an ECMP router hashes, by its balance mode. "flow": addresses,
+    the IPv6 flow label, the protocol and the first four octets of the
+    upper-layer header; "packet": those, the TTL, the IPv4 Identification
+    and upper-layer octets 4..7; "destination": the destination address."""
     key = probe.src + probe.dst
     if probe.family == 6:
         key += probe.flow_label.to_bytes(3, "big")
-    key += bytes([probe.proto]) + probe.upper[:4].ljust(4, b"\0")
-    return fnv1a(key)
+    upper = probe.upper[:8].ljust(8, b"\0")
+    flow = key + bytes([probe.proto]) + upper[:4]
+    ident = probe.packet[4:6] if probe.family == 4 else b""
+    return {"flow": fnv1a(flow),
+            "packet": fnv1a(flow + bytes([probe.ttl]) + ident + upper[4:8]),
+            "destination": fnv1a(probe.dst)}
 
 
 def choose(flow: int, k: int, n: int) -> int:
@@ -327,6 +335,72 @@ def choose(flow: int, k: int, n: int) -> int:
     x = (x * 0xc2b2ae35) & 0xffffffff
     x ^= x >> 16
     return x % n
+
+
+def csum_replace(check: int, old: int, new: int) -> int:
+    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
+    s = (~check & 0xffff) + (~old & 0xffff) + new
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+def rewritten(probe: Probe, props) -> Probe:
+    """The probe after a router with nat / dscp / ecn / df forwards it: the
+    fields changed word by word, each checksum that covers a word (the
+    IPv4 header's; the upper layer's, with its pseudo-header for UDP, TCP
+    and ICMPv6) patched as RFC 1624 says; a UDP checksum left 0 becomes
+    0xffff; a zero IPv4 UDP checksum (none) stays zero."""
+    v4 = probe.family == 4
+    pkt = bytearray(probe.packet)
+    up = len(pkt) - len(probe.upper)
+    at = {17: 6, 6: 16, 1: 2, 58: 2}.get(probe.proto)
+    pseudo = probe.proto != 1
+    if at is not None and (len(probe.upper) < at + 2 or
+                           (probe.proto == 17 and v4 and probe.upper[at:at + 2] == b"\0\0")):
+        at = None
+
+    def word(off: int, value: int, ip_header: bool, upper: bool) -> None:
+        old = int.from_bytes(pkt[off:off + 2], "big")
+        if ip_header and v4:
+            pkt[10:12] = csum_replace(int.from_bytes(pkt[10:12], "big"), old, value).to_bytes(2, "big")
+        if upper and at is not None:
+            c = up + at
+            pkt[c:c + 2] = csum_replace(int.from_bytes(pkt[c:c + 2], "big"), old, value).to_bytes(2, "big")
+        pkt[off:off + 2] = value.to_bytes(2, "big")
+
+    if props.dscp is not None or props.ecn is not None:
+        w = int.from_bytes(pkt[0:2], "big")
+        ds = w & 0xff if v4 else (w >> 4) & 0xff
+        if props.dscp is not None:
+            ds = (ds & 0x03) | props.dscp << 2
+        if props.ecn is not None:
+            ds = (ds & 0xfc) | props.ecn
+        word(0, (w & 0xff00) | ds if v4 else (w & 0xf00f) | ds << 4, True, False)
+    if props.df is not None:
+        f = int.from_bytes(pkt[6:8], "big")
+        word(6, f | 0x4000 if props.df == "set" else f & ~0x4000, True, False)
+    if props.nat is not None:
+        addr, port = props.nat
+        base = 12 if v4 else 8
+        for i in range(0, len(addr.packed), 2):
+            word(base + i, int.from_bytes(addr.packed[i:i + 2], "big"), True, pseudo)
+        if port is not None:
+            if (probe.proto == 17 and len(probe.upper) >= 8) or (probe.proto == 6 and
+                                                                  len(probe.upper) >= 20):
+                word(up, port, False, True)
+            elif (probe.proto == (1 if v4 else 58) and len(probe.upper) >= 8
+                  and probe.upper[0] == (8 if v4 else 128)):
+                word(up + 4, port, False, True)
+    if at is not None and probe.proto == 17 and pkt[up + at:up + at + 2] == b"\0\0":
+        pkt[up + at:up + at + 2] = b"\xff\xff"
+    out = copy.copy(probe)
+    out.packet = bytes(pkt)
+    out.upper = bytes(pkt[up:])
+    out.src = bytes(pkt[12:16] if v4 else pkt[8:24])
+    if v4:
+        out.ident = int.from_bytes(pkt[4:6], "big") ^ int.from_bytes(pkt[10:12], "big")
+    return out
 
 
 def extension(props, label_ttl: int) -> bytes:
@@ -390,12 +464,37 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
     routed = chain.has_extensions
     forced = None           # (hop, branch) of an alternative the probe is addressed to
     if routed and not 1 <= k <= chain.length:
-        for j, hop_j in enumerate(chain.hops, 1):
-            for b in range(1, len(hop_j.alternatives) + 1):
+        for j in range(1, chain.length + 1):
+            for b in range(1, len(chain.routers_at(j))):
                 if chain.branch_address(j, b).packed == probe.dst:
                     forced = (j, b)
         if forced:
             k = forced[0]
+    hashes = balance_hashes(probe)
+
+    def branch_at(j: int) -> int:
+        if forced and forced[0] == j:
+            return forced[1]
+        return choose(hashes[chain.balance(j)], j, 1 + len(chain.hop(j).alternatives))
+
+    further = None          # (hop, branch) of a '++' router the probe expires at
+    if routed and k > 0:
+        # A longer branch: its '++' routers come after its '+' router.
+        for j in range(1, min(k, chain.length)):
+            if j >= t:
+                break
+            b = branch_at(j)
+            if b == 0:
+                continue
+            alt = chain.hop(j).alternatives[b - 1]
+            if not alt.further:
+                continue
+            if t - j <= len(alt.further):
+                n_alts = len(chain.hop(j).alternatives)
+                before = sum(len(a.further) for a in chain.hop(j).alternatives[:b - 1])
+                further = (j, n_alts + before + t - j)
+                break
+            t -= len(alt.further)
     if k <= 0:
         answer, hop = "unreachable", 1
     elif k <= chain.length:
@@ -411,15 +510,10 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
         ext = b""
         address = chain.hop_address(hop).packed
     else:
-        flow = flow_hash(probe)
-
-        def branch_at(j: int) -> int:
-            if forced and forced[0] == j:
-                return forced[1]
-            return choose(flow, j, 1 + len(chain.hop(j).alternatives))
-
         branch = branch_at(hop)
-        if k > 0 and probe.dont_fragment:
+        if further:
+            answer, (hop, branch) = "time exceeded", further
+        elif k > 0 and probe.dont_fragment:
             for j in range(1, hop):
                 mtu = chain.branch(j, branch_at(j)).props.mtu
                 if mtu is not None and len(probe.packet) > mtu:
@@ -433,9 +527,15 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
             return Drop.SILENT
         own = router.props.reply_ttl      # its own way back, not the chain's
         ttl = own if own is not None else max(1, chain.reply_ttl - (hop - 1))
-        ext = extension(router.props, min(255, t - hop + 1))
+        ext = extension(router.props, 1 if further else min(255, t - hop + 1))
         address = chain.branch_address(hop, branch).packed
     room = len(packet) + slack
+    if routed and k > 0 and (answer != "host" or probe.proto not in (1 if v4 else 58, 6)):
+        # Routers in front that rewrite what they forward: the quote shows it.
+        for j in range(1, hop + 1 if further else hop):
+            props = chain.branch(j, branch_at(j)).props
+            if any(v is not None for v in (props.nat, props.dscp, props.ecn, props.df)):
+                probe = rewritten(probe, props)
     if answer == "host":
         d = chain.defaults
         return host_reply(probe, ttl, headroom, ext, room, d.tcp or "closed", d.tcp_open or (),

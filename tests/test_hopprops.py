@@ -196,6 +196,11 @@ def test_hopprops_chain_hop_tables(tmp_path: Path) -> None:
     ("a\n+ b | address=198.51.100.3\nc\n", "", "",
      "story.txt:2: address 198.51.100.3 is already the host, a hop"),
     ("a | rate=5\n", "", "", "story.txt:1: rate '5'"),
+    ("a | balance=packet\nb\n", "", "", "story.txt:1: balance=packet on a hop with no '+'"),
+    ("a | balance=round\n+ b\nc\n", "", "",
+     "balance 'round': write one of flow, packet, destination"),
+    ("a\n+ b | balance=packet\nc\n", "", "", "balance belongs on"),
+    (STORY, 'balance = "hash"\n', "", "balance 'hash': write one of flow, packet"),
 ])
 def test_hopprops_config_errors(tmp_path: Path, story_text, chain_keys, extra,
                                 fragment) -> None:
@@ -254,21 +259,25 @@ def test_hopprops_every_field_has_one_key():
 def test_hopprops_each_key_changes_what_it_declares(key):
     """One hop with only `key` set (its example value): a chain has
     extensions exactly when the key changes replies, and timing only when
-    it is a timing key (burst alone limits nothing, and so times nothing)."""
+    it is a timing key (burst alone limits nothing, and so times nothing).
+    IPv4, so that every example fits (df, an IPv4 nat); balance needs a
+    '+' alternative to balance, which is itself an extension."""
     from routechain.chain import Chain, Hop, parse_prefix
     k = hopprops.KEYS[key]
+    forked = (Hop("c"),) if key == "balance" else ()
     if hopprops.HOP in k.where:
         props = hopprops.build([(key, k.example, "t")], hopprops.HOP)
-        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a", props=props), Hop("b")))
+        chain = Chain(parse_prefix("198.51.100.1/24"),
+                      (Hop("a", props=props, alternatives=forked), Hop("b")))
     elif hopprops.CHAIN in k.where:
         props = hopprops.build([(key, k.example, "t")], hopprops.CHAIN)
-        chain = Chain(parse_prefix("2001:db8::1/64"), (Hop("a"), Hop("b")), defaults=props)
+        chain = Chain(parse_prefix("198.51.100.1/24"), (Hop("a"), Hop("b")), defaults=props)
     else:  # an alternative's own address: the alternative is the extension
-        props = hopprops.build([(key, "2001:db8::40", "t")], hopprops.BRANCH)
-        chain = Chain(parse_prefix("2001:db8::1/64"),
+        props = hopprops.build([(key, "198.51.100.40", "t")], hopprops.BRANCH)
+        chain = Chain(parse_prefix("198.51.100.1/24"),
                       (Hop("a", alternatives=(Hop("c", props=props),)), Hop("b")))
     assert chain.has_extensions == (k.changes == hopprops.REPLY
-                                    or key in ("end", "address")), key
+                                    or key in ("end", "address", "balance")), key
     assert chain.has_timing == (k.changes == hopprops.TIMING and key != "burst"), key
 
 

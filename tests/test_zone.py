@@ -317,7 +317,7 @@ def random_config(rng, n: int) -> Config:
     ns = rng.choice([None, ("ns1.example.net", "NS2.Example.org")])
     return Config(chains=tuple(chains), dns=DnsSettings(ns=ns, ttl=rng.choice([60, 3600]),
                                                         zone_name_form=rng.choice("-/_"))
-                  if ns else None)
+                  if ns else DnsSettings())
 
 
 def test_zone_fast_writer_equals_dnspython_byte_for_byte():

@@ -41,8 +41,9 @@ static void set_timing(struct rc_chain *c, struct rc_hop_timing *timing, uint64_
 
 /* tests/test_reply_ext.py's EXT4 and EXT6: hops 1 and 2 with an extension
  * structure (two labels, an interface name), hop 3 with an MTU and one
- * alternative (host + 7) that has the extension too, hop 4 with reply TTL
- * 255; EXT6 also ends with !X. */
+ * alternative (host + 7) that has the extension too, balanced per packet,
+ * hop 4 with reply TTL 255; EXT6 also ends with !X. Hop 2 is also a NAT
+ * that re-marks DSCP and ECN (and clears DF over IPv4). */
 enum { EXT_HOPS = 6, EXT_ROUTERS = EXT_HOPS + 2 };
 static struct rc_hop ext_hops[2][EXT_ROUTERS];
 static const uint8_t ext_blob[] = {
@@ -85,7 +86,16 @@ static void set_routers(struct rc_chain *c, struct rc_hop *hops, uint16_t mtu, u
     hops[3].mtu = mtu;
     hops[3].n_alts = 1;
     hops[3].first_alt = EXT_ROUTERS - 1;
+    hops[3].balance = RC_BALANCE_PACKET;
     hops[4].reply_ttl = 255;
+    /* Hop 2 is a NAT that re-marks: the quotes of hops 3 on are rewritten. */
+    hops[2].rewrite = RC_REWRITE_SOURCE | RC_REWRITE_PORT | RC_REWRITE_DSCP | RC_REWRITE_ECN |
+                      (c->family == 4 ? RC_REWRITE_DF_CLEAR : 0);
+    hops[2].nat_addr[0] = c->family == 4 ? 198 : 0x20;
+    hops[2].nat_addr[1] = c->family == 4 ? 51 : 0x01;
+    hops[2].nat_port = 40000;
+    hops[2].ds = 46 << 2 | 1;
+    c->rewrites = 1;
     c->hops = hops;
     c->ext = ext_blob;
     c->ext_bytes = sizeof ext_blob;

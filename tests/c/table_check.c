@@ -308,6 +308,48 @@ int main(void)
     chain(EXT4)->n_open = RC_MAX_OPEN_PORTS + 1;
     EXPECT(RC_FAULT_DESTINATION, EXT4, 0);
 
+    /* [BALANCE]: a mode past the enum; any mode but flow on an alternative. */
+    fresh();
+    ext_hops[0][3].balance = RC_BALANCE_DESTINATION;
+    EXPECT(RC_FAULT_NONE, 0, 0);
+    ext_hops[0][3].balance = RC_BALANCE_COUNT;
+    EXPECT(RC_FAULT_BALANCE, EXT4, 3);
+    fresh();
+    ext_hops[0][7].balance = RC_BALANCE_PACKET;
+    EXPECT(RC_FAULT_BALANCE, EXT4, 7);
+
+    /* [FURTHER]: a longer branch whose routers lie past the array; a hop
+     * (not an alternative) claiming to be longer; a chain's longer that is
+     * not the greatest. */
+    fresh();
+    ext_hops[0][7].longer = 1;
+    ext_hops[0][7].first_further = EXT_ROUTERS;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 7);
+    fresh();
+    ext_hops[0][3].longer = 1;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 3);
+    fresh();
+    chain(EXT4)->longer = 1;
+    EXPECT(RC_FAULT_FURTHER, EXT4, 0);
+    fresh();
+    chain(SMALL4)->longer = 1;
+    EXPECT(RC_FAULT_FURTHER, SMALL4, 0);
+
+    /* [REWRITE]: unknown bits, both DF bits, the chain's flag without a
+     * rewriting router. */
+    fresh();
+    ext_hops[0][2].rewrite = RC_REWRITE_ALL + 1;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 2);
+    fresh();
+    ext_hops[0][2].rewrite = RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 2);
+    fresh();
+    chain(EXT4)->rewrites = 0;
+    EXPECT(RC_FAULT_REWRITE, EXT4, 0);
+    fresh();
+    chain(SMALL4)->rewrites = 1;
+    EXPECT(RC_FAULT_REWRITE, SMALL4, 0);
+
     /* The table is good again for whoever comes next. */
     fresh();
     EXPECT(RC_FAULT_NONE, 0, 0);
