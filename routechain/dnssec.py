@@ -43,11 +43,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from .settings import DnssecSettings
+from .settings import DNSSEC_ALGORITHMS as ALGORITHMS, DnssecSettings
 from .errors import ConfigError
 from .zone import Zone
 
-ALGORITHMS = {13: "ECDSAP256SHA256", 15: "ED25519"}
 INCEPTION_SLACK = 3600
 DEFAULT_KEY_DIR = "/var/lib/route-chain/keys"
 KSK_FLAGS, ZSK_FLAGS = 257, 256
