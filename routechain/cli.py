@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from . import __version__, settings
@@ -118,8 +119,17 @@ def cmd_zone(argv: list[str]) -> int:
     config = config_file.load(args.config)
     for warning in config.log_lines:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
-        print(path)
+    if config.dnssec.enabled:
+        from . import dnssec
+        keys = _dnssec_keys(config)
+        zones = zone.build(config) + names.build(config)
+        for path in dnssec.export(zones, keys, config.dnssec, args.output_dir, time.time()):
+            print(path)
+        print(f"; DS records for the parent zones ({keys.describe()}):")
+        print(dnssec.ds_lines(zones, keys), end="")
+    else:
+        for path in zone.export(config, args.output_dir) + names.export(config, args.output_dir):
+            print(path)
     parent = zone.parent_records(config)
     if parent:
         print(parent, end="" if parent.endswith("\n") else "\n")
@@ -150,8 +160,22 @@ def cmd_registry(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from . import config as config_file, registry
     config = config_file.load(args.config)
-    print(registry.render(config, args.source), end="")
+    ds = {}
+    if config.dnssec.enabled:
+        from . import dnssec, zone
+        keys = _dnssec_keys(config)
+        ds = {z.origin: dnssec.ds(z.origin, keys).to_text() for z in zone.build(config)}
+    print(registry.render(config, args.source, ds), end="")
     return 0
+
+
+def _dnssec_keys(config: Config):
+    """The DNSSEC keys of [dnssec], made (and said so) when none exist."""
+    from . import dnssec
+    keys = dnssec.load_keys(config.dnssec)
+    if keys.made:
+        print(f"made DNSSEC keys: {keys.describe()}", file=sys.stderr)
+    return keys
 
 
 def cmd_demo(argv: list[str]) -> int:

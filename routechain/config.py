@@ -35,7 +35,8 @@ from .hopprops import MIN_MTU6
 from .notify import Secondary
 # The tables' dataclasses are declared in settings.py, with their settings;
 # a Config holds one of each.
-from .settings import ChainTable, Daemon, DnsSettings, Limits, Metrics, Registry, Route
+from .settings import (ChainTable, Daemon, DnsSettings, DnssecSettings, Limits, Metrics,
+                       Registry, Route)
 from .tsig import Key as TsigKey, read_secret
 
 
@@ -57,6 +58,7 @@ class Config:
     limits: Limits = Limits()
     metrics: Metrics = Metrics()
     registry: Registry = Registry()
+    dnssec: DnssecSettings = DnssecSettings()
     keys: tuple[TsigKey, ...] = ()              # [[tsig]], their secrets read
     secondaries: tuple[Secondary, ...] = ()     # [[secondary]]
     warnings: tuple[str, ...] = ()
@@ -297,8 +299,22 @@ def ipv6_mtu(config: Config, source: str | None) -> None:
         raise UsageError(f"{said}: IPv6 chains need an MTU of at least {MIN_MTU6}")
 
 
+def dnssec_refresh_before_expiry(config: Config, source: str | None) -> None:
+    """[dnssec] refresh must be less than validity, or every signature is
+    due again as soon as it is made."""
+    s = config.dnssec
+    if s.refresh < s.validity:
+        return
+    why = "or every signature is due again as soon as it is made"
+    if "dnssec.refresh" in config.origins or "dnssec.validity" not in config.origins:
+        said = config.origins.get("dnssec.refresh", f"[dnssec] refresh {s.refresh}")
+        raise ConfigError(f"{said} must be less than validity {s.validity}, {why}")
+    raise ConfigError(f"{config.origins['dnssec.validity']} must be more than refresh "
+                      f"{s.refresh} (the default), {why}")
+
+
 # Run in this order by load and by merge; each raises naming the setting.
-CHECKS = (chains_apart, zone_names_fit, ipv6_mtu)
+CHECKS = (chains_apart, zone_names_fit, ipv6_mtu, dnssec_refresh_before_expiry)
 
 
 def check(config: Config, source: str | None = None) -> None:

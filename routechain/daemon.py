@@ -294,11 +294,12 @@ class DnsSide:
             return
         from . import dns
         # Drafts: a zone's records are made on its first query (or at once,
-        # by the server, when it keeps versions for transfers), so that the
-        # server answers every zone from the start at a cost per zone.
+        # by the server, when it keeps versions for transfers or signs), so
+        # that the server answers every zone from the start at a cost per zone.
         self._zones = _zones(config)
+        self._keys = None
         self._server = dns.Server(self._zones, self._listen, config.dns,
-                                  *_dns_transfers(config))
+                                  *_dns_transfers(config), signer=self._signer(config))
         self._server.bind()
 
     def start(self) -> None:
@@ -310,7 +311,24 @@ class DnsSide:
         """New zones and limits for the running server; listeners stay as
         they were bound (dns.listen is restart-only)."""
         if self._server is not None:
-            self._server.reload(_zones(config), config.dns, *_dns_transfers(config))
+            self._server.reload(_zones(config), config.dns, *_dns_transfers(config),
+                                signer=self._signer(config))
+
+    def _signer(self, config: Config):
+        """A dnssec.Signer for [dnssec], or None when signing is off. The
+        keys are read (or made, the first time) once, and again only when
+        key_dir or algorithm change; a problem with them is a ConfigError
+        (start fails, or a reload keeps the old config)."""
+        s = config.dnssec
+        if not s.enabled:
+            return None
+        from . import dnssec
+        if self._keys is None or (self._keys[0].key_dir, self._keys[0].algorithm) != (
+                s.key_dir, s.algorithm):
+            keys = dnssec.load_keys(s)
+            log.info("DNSSEC: %s %s", "made" if keys.made else "using", keys.describe())
+            self._keys = (s, keys)
+        return dnssec.Signer(self._keys[1], s)
 
     def alive(self) -> bool:
         return self._server is None or self._server.alive()
@@ -336,7 +354,7 @@ class DnsSide:
 
 def _zones(config: Config) -> list:
     """Every zone the server holds: the reverse zones as drafts (made
-    whole on a query, or by the server when it keeps versions) and the
+    whole on a query, or by the server when it keeps versions or signs) and the
     stories' forward names (a zone each, a few records)."""
     from . import names, zone
     return zone.drafts(config) + names.build(config)

@@ -65,7 +65,7 @@ _ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "ts
 
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
-            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS)
+            "internal_errors", *xfr.COUNTERS, *notify.COUNTERS, "dnssec:resigned")
 
 
 class Server:
@@ -84,11 +84,18 @@ class Server:
 
     def __init__(self, zones: Iterable[Zone | Draft], listen: Iterable[tuple[str, int]],
                  settings: DnsSettings = DnsSettings(), transfers: xfr.Policy = xfr.Policy(),
-                 secondaries: tuple[notify.Secondary, ...] = ()) -> None:
+                 secondaries: tuple[notify.Secondary, ...] = (), signer=None) -> None:
         self._transfers, self._secondaries = transfers, secondaries
+        self._signer = signer  # dnssec.Signer or None
+        # Reload (main thread) and re-signing (its own thread) each make
+        # the next versions from the current ones: one at a time.
+        self._lock = threading.Lock()
         self._versions: xfr.Versions | None = None
         self._sources: list[Zone | Draft] = []
         self._serve(zones)
+        self._resigner: threading.Thread | None = None
+        self._stop_resign = threading.Event()
+        self._resign_wake = threading.Event()
         self._listen = tuple(listen)
         self._rrl = rrl.RateLimiter(settings)
         self._settings = settings
@@ -135,38 +142,112 @@ class Server:
         self._thread.start()
         self._started.wait(timeout=10)
         self._send_notify(self._versions)
+        self._resigner = threading.Thread(target=self._resign_loop,
+                                          name="route-chain-dnssec", daemon=True)
+        self._resigner.start()
 
     def reload(self, zones: Iterable[Zone | Draft], settings: DnsSettings | None = None,
                transfers: xfr.Policy | None = None,
-               secondaries: tuple[notify.Secondary, ...] | None = None) -> None:
-        """Serve `zones` from now on (when transfers or secondaries are set,
-        a zone that changed gets a greater serial, and its secondaries a
-        NOTIFY), with the limits of `settings` and the transfer policy and
-        secondaries given; the sockets stay as they are, and so do the rate
-        limiter's buckets if its limits do."""
-        if transfers is not None:
-            self._transfers, self._secondaries = transfers, secondaries or ()
-        self._serve(zones)
-        self._send_notify(self._versions)
+               secondaries: tuple[notify.Secondary, ...] | None = None,
+               signer=False) -> None:
+        """Serve `zones` from now on (when transfers, secondaries or
+        signing are set, a zone that changed gets a greater serial, new
+        signatures when signing, and its secondaries a NOTIFY), with the
+        limits of `settings` and the transfer policy and secondaries given;
+        the sockets stay as they are, and so do the rate limiter's buckets
+        if its limits do. `signer`: a dnssec.Signer, None to stop signing,
+        False (the default) to keep the one in use."""
+        with self._lock:
+            if transfers is not None:
+                self._transfers, self._secondaries = transfers, secondaries or ()
+            resign = frozenset()
+            if signer is not False and signer != self._signer:
+                # Other keys or times: every zone is signed again now.
+                self._signer = signer
+                resign = frozenset(self._versions.by_origin if self._versions else ())
+            self._serve(zones, resign)
+            versions = self._versions
+        self._resign_wake.set()
+        self._send_notify(versions)
         if settings is not None:
             if not self._rrl.same(settings):
                 self._rrl = rrl.RateLimiter(settings)
             self._settings = settings
 
-    def _serve(self, zones: Iterable[Zone | Draft]) -> None:
-        """Answer from `zones`. With nobody to transfer to, the Index takes
-        them as they come (a Draft's records made on its first query) and
-        no version is kept. With transfers or secondaries, every zone is
-        made whole (xfr.Versions: serials that rise only on a change, the
-        records rendered for AXFR and the differences for IXFR)."""
+    def _serve(self, zones: Iterable[Zone | Draft], resign: frozenset = frozenset()) -> None:
+        """Answer from `zones`. With nobody to transfer to and no signing,
+        the Index takes them as they come (a Draft's records made on its
+        first query) and no version is kept. With transfers or secondaries,
+        or signing, every zone is made whole (xfr.Versions: serials that
+        rise only on a change, the records rendered for AXFR and the
+        differences for IXFR, each zone signed once its serial is set),
+        but for a draft unchanged since the last version, which keeps it
+        (and its signatures) unless its origin is in `resign`."""
         sources = list(zones)
-        if self._keep_versions:
-            versions = (xfr.Versions.first(sources, True) if self._versions is None
-                        else self._versions.next(sources, True))
+        if self._keep_versions or self._signer is not None:
+            keep, sign = self._keep_versions, self._sign
+            versions = (xfr.Versions.first(sources, keep, sign) if self._versions is None
+                        else self._versions.next(sources, keep, sign, resign))
             index = Index(versions.zones)
         else:
             versions, index = None, Index(sources)
         self.index, self._versions, self._sources = index, versions, sources
+
+    @property
+    def _sign(self):
+        return self._signer.sign if self._signer is not None else None
+
+    # DNSSEC: signatures made again before they expire.
+
+    RESIGN_WAIT_MAX = 3600.0
+
+    def _resign_wait(self) -> float:
+        """Seconds until the first zone's signatures are due again (at most
+        RESIGN_WAIT_MAX, so a signer set by reload is looked at)."""
+        signer, versions = self._signer, self._versions
+        if signer is None or versions is None:
+            return self.RESIGN_WAIT_MAX
+        due = [signer.due_at(v.zone) for v in versions.by_origin.values()]
+        due = [d for d in due if d is not None]
+        if not due:
+            return 1.0 if versions.by_origin else self.RESIGN_WAIT_MAX
+        return min(self.RESIGN_WAIT_MAX, max(0.0, min(due) - signer.clock()))
+
+    def _resign_loop(self) -> None:
+        """Sleep until the first zone is due (or a reload wakes it: new
+        signatures, maybe new times), sign what is due, again."""
+        while True:
+            self._resign_wake.wait(self._resign_wait())
+            self._resign_wake.clear()
+            if self._stop_resign.is_set():
+                return
+            try:
+                self.resign_due()
+            except Exception as e:  # the old signatures serve on; counted and logged
+                self._internal_error(e)
+                self._stop_resign.wait(10.0)
+
+    def resign_due(self) -> int:
+        """Sign again every zone whose signatures are within the refresh
+        margin of expiry (each gets a new serial, and its secondaries a
+        NOTIFY); returns how many."""
+        with self._lock:
+            signer, versions = self._signer, self._versions
+            if signer is None or versions is None:
+                return 0
+            now = signer.clock()
+            due = frozenset(o for o, v in versions.by_origin.items()
+                            if (signer.due_at(v.zone) or now) <= now)
+            if not due:
+                return 0
+            sources = [v.source or v.zone for v in versions.by_origin.values()]
+            versions = versions.next(sources, self._keep_versions, signer.sign, resign=due)
+            self.index = Index(versions.zones)
+            self._versions = versions
+            self._counts["dnssec:resigned"] += len(due)
+        log.info("DNSSEC: signed %d zones again before their signatures expire", len(due))
+        self._send_notify(versions)
+        return len(due)
 
     @property
     def _keep_versions(self) -> bool:
@@ -196,6 +277,10 @@ class Server:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
+        self._stop_resign.set()
+        self._resign_wake.set()
+        if self._resigner is not None:
+            self._resigner.join(timeout=2.0)
         if self._loop is not None and self.alive():
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(timeout=2.0)

@@ -19,6 +19,10 @@ What it answers (RFC 1034 4.3.2 for an authoritative-only server):
 - EDNS (RFC 6891): an OPT in the answer only when the query had one, the DO
   bit copied (RFC 3225); the answer fits the requester's UDP payload size, at
   most PAYLOAD_MAX (the DNS Flag Day 2020 value); version > 0 is BADVERS;
+- DNSSEC (RFC 4035 3.1), for zones given signed (dnssec.py signs them):
+  with DO, each RRset's RRSIG, and for NODATA/NXDOMAIN the SOA's RRSIG
+  and the NSECs that prove it; the RRSIGs are kept apart from the other
+  RRsets (`_Signed`), so without DO nothing of them is seen;
 - over UDP an answer too large goes out with TC set and empty sections, so
   the client asks again over TCP (RFC 2181 9);
 - a message too short for a header, or a response, is dropped; a query that
@@ -37,7 +41,12 @@ reload stays cheap however many names there are) for a lower-case question
 as long as the query's, so that every compression pointer stays valid when
 the query's own question is copied in; and, per zone, the negative answer's
 SOA record. Then a query is: check the header, look the question up, copy,
-patch the ID, RD, CD and DO. `tests/test_dnsanswer.py` holds both paths to
+patch the ID, RD, CD and DO. The prepared answer with DO (signed, when the
+zone is) is a form of its own beside the one without, so a query without
+DO copies the same bytes as from an unsigned zone. A negative answer with
+DO in a signed zone finds its proving NSECs by bisecting the zone's NSEC
+owners (as label tuples, in RFC 4034 6.1 order) and copies the authority
+section rendered for that set of NSECs on its first use (`_Denial`). `tests/test_dnsanswer.py` holds both paths to
 the same parsed answers.
 
 `answer()` returns (reply or None, outcome); outcome is a counter name:
@@ -46,7 +55,9 @@ the same parsed answers.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import io
 import ipaddress
 from collections.abc import Iterable
 
@@ -93,29 +104,36 @@ _RCODE_KEY = {int(r): f"rcode:{r.name}" for r in dns.rcode.Rcode}
 
 class _Positive:
     """A rendered answer with data, cut after its question: (header bytes
-    4..12, the rest) without EDNS, with EDNS and DO clear, and DO set."""
+    4..12, the rest) without EDNS and with EDNS and DO clear; with DO set
+    (signed, in a signed zone) only once a query with DO asks (`do_form`),
+    so a query without DO never pays for the signed form."""
 
-    __slots__ = ("flags", "plain", "edns", "edns_do", "outcome")
+    __slots__ = ("flags", "plain", "edns", "edns_do", "outcome", "qend", "key")
 
-    def __init__(self, plain: bytes, edns: bytes, edns_do: bytes, qend: int,
-                 outcome: str) -> None:
+    def __init__(self, plain: bytes, edns: bytes, qend: int, outcome: str,
+                 key: bytes) -> None:  # key: the question as a query carries it
         self.flags = int.from_bytes(plain[2:4], "big")
         self.plain = plain[4:12], plain[qend:]
         self.edns = edns[4:12], edns[qend:]
-        self.edns_do = edns_do[4:12], edns_do[qend:]
+        self.edns_do: tuple[bytes, bytes] | None = None
         self.outcome = outcome
+        self.qend, self.key = qend, key
+
+    def do_form(self, wire: bytes) -> None:
+        self.edns_do = wire[4:12], wire[self.qend:]
 
 
 class _Zone:
     """What a negative answer in one zone needs: the origin's length as wire
     and the SOA record after its owner, with the negative TTL."""
 
-    __slots__ = ("origin_len", "soa_tail")
+    __slots__ = ("origin_len", "soa_tail", "denial")
 
     def __init__(self, zone: Zone) -> None:
         soa = zone.soa
         ttl = min(soa.ttl, soa[0].minimum)  # RFC 2308 3
         rdata = soa[0].to_digestable()  # uncompressed, names as written
+        self.denial: _Denial | None = None  # set for a signed zone
         self.origin_len = len(zone.origin.to_wire())
         self.soa_tail = (int(dns.rdatatype.SOA).to_bytes(2, "big") + b"\x00\x01"
                          + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata)
@@ -125,12 +143,17 @@ class _Loaded:
     """One zone made ready for answering, on its first query: the slow
     path's nodes and names, and the fast path's sets, all lower-case wire."""
 
-    __slots__ = ("zone", "nodes", "names", "negative", "wire_names", "cnames", "types")
+    __slots__ = ("zone", "nodes", "names", "negative", "wire_names", "cnames", "types",
+                 "signed")
 
     def __init__(self, zone: Zone) -> None:
         nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         names: set[dns.name.Name] = set()
+        sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         for rrset in zone.rrsets:
+            if rrset.rdtype == dns.rdatatype.RRSIG:  # kept apart: seen only with DO
+                sigs[rrset.name, rrset.covers] = rrset
+                continue
             nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
             name = rrset.name
             while name != zone.origin and name not in names:
@@ -139,6 +162,10 @@ class _Loaded:
         names.add(zone.origin)
         self.zone, self.nodes, self.names = zone, nodes, names
         self.negative = _Zone(zone)
+        # A signed zone's RRSIGs and NSECs (dnssec.py signed it), or None.
+        self.signed = _Signed(sigs, nodes) if sigs else None
+        if self.signed is not None:
+            self.negative.denial = _Denial(zone, self.signed)
         self.wire_names = {_key(n) for n in names}
         self.cnames: set[bytes] = set()          # CNAME owners: other types go slow
         self.types: dict[bytes, frozenset[int]] = {}  # name -> types with an answer
@@ -221,19 +248,26 @@ class Index:
 
     def _precompute(self, qname: bytes, rdtype: int) -> _Positive:
         """The slow path's answer to a query of qname (lower-case wire) with
-        RD and CD clear: without EDNS, with it, and with DO set. The three
-        queries are written here, as a client's library would (ID 0, one
-        question, an OPT offering PAYLOAD_MAX), not made by dnspython: on a
-        name's first query that was a third of the time."""
+        RD and CD clear: without EDNS and with it, DO clear (the DO form is
+        rendered on the first query with DO: `_with_do`). The queries are
+        written here, as a client's library would (ID 0, one question, an
+        OPT offering PAYLOAD_MAX), not made by dnspython: on a name's first
+        query that was a third of the time."""
         question = qname + rdtype.to_bytes(2, "big") + b"\x00\x01"
-        wires = []
-        outcome = ""
-        for opt in (b"", _opt(0), _opt(_DO_BYTE)):
-            query = (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
-                     + (b"\x00\x01" if opt else b"\x00\x00") + question + opt)
-            wire, outcome = self._slow.answer(query, udp=False)
-            wires.append(wire)
-        return _Positive(*wires, HEADER + len(question), outcome)
+        (plain, _), (edns, outcome) = (self._render(question, opt) for opt in (b"", _opt(0)))
+        return _Positive(plain, edns, HEADER + len(question), outcome, question)
+
+    def _render(self, question: bytes, opt: bytes) -> tuple[bytes, str]:
+        query = (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00"
+                 + (b"\x00\x01" if opt else b"\x00\x00") + question + opt)
+        return self._slow.answer(query, udp=False)
+
+    def _with_do(self, entry: _Positive) -> tuple[bytes, bytes]:
+        """entry's form with DO set, rendered on the first query with DO
+        (signed, in a signed zone: a query without DO never pays for it)."""
+        if entry.edns_do is None:
+            entry.do_form(self._render(entry.key, _opt(_DO_BYTE))[0])
+        return entry.edns_do
 
     def answer(self, wire: bytes, udp: bool) -> tuple[bytes | None, str]:
         """The reply to one message and its outcome; None to send nothing."""
@@ -281,10 +315,12 @@ class Index:
                         self._positive.popitem(last=False)
                 elif qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR) or qname in zone.cnames:
                     return self._slow.answer(wire, udp)
+                elif do and zone.negative.denial is not None:
+                    return self._negative_signed(wire, qend, zone, qname, do, limit)
                 else:
                     return self._negative(wire, qend, zone.negative, qname in zone.wire_names,
                                           do, limit)
-        counts, rest = entry.plain if do is None else entry.edns_do if do else entry.edns
+        counts, rest = entry.plain if do is None else self._with_do(entry) if do else entry.edns
         flags = entry.flags | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3
         reply = b"".join((wire[:2], flags.to_bytes(2, "big"), counts, wire[HEADER:qend], rest))
         if len(reply) > limit:
@@ -324,6 +360,87 @@ class Index:
         if len(reply) > limit:
             return _truncated(reply, qend, wire, do), outcome
         return reply, outcome
+
+
+    def _negative_signed(self, wire: bytes, qend: int, zone: _Loaded, qname: bytes, do: int,
+                         limit: int) -> tuple[bytes, str]:
+        """NODATA or NXDOMAIN with DO in a signed zone: the authority section
+        the slow path gives (SOA, NSECs, their RRSIGs), rendered once per
+        set of proving NSECs and copied after the question."""
+        denial, names = zone.negative.denial, zone.wire_names
+        exists = qname in names
+        proofs = [denial.covering(qname)]
+        if not exists:
+            i = 0
+            while True:  # the closest encloser: the longest suffix that exists
+                i += qname[i] + 1
+                if qname[i:] in names:
+                    break
+            proofs.append(denial.covering(b"\x01*" + qname[i:]))
+        count, body = denial.authority(tuple(dict.fromkeys(proofs)), qend,
+                                       qend - 4 - zone.negative.origin_len)
+        rcode = 0 if exists else dns.rcode.NXDOMAIN
+        flags = _QR | _AA | (wire[2] & _RD_BYTE2) << 8 | wire[3] & _CD_BYTE3 | rcode
+        reply = b"".join((wire[:2], flags.to_bytes(2, "big"), b"\x00\x01\x00\x00",
+                          count.to_bytes(2, "big"), b"\x00\x01", wire[HEADER:qend], body,
+                          _opt(do)))
+        outcome = "rcode:NOERROR" if exists else "rcode:NXDOMAIN"
+        if len(reply) > limit:
+            return _truncated(reply, qend, wire, do), outcome
+        return reply, outcome
+
+
+class _Denial:
+    """A signed zone's NSEC owners in canonical order as the fast path
+    compares names (the labels of lower-case wire, last first: RFC 4034
+    6.1's order is that of these tuples), and the authority sections of
+    its negative answers with DO, rendered on first use per set of proving
+    NSECs (at most MEMO_MAX of them; more are rendered each time)."""
+
+    MEMO_MAX = 4096
+    __slots__ = ("keys", "owners", "zone", "signed", "memo")
+
+    def __init__(self, zone: Zone, signed: "_Signed") -> None:
+        pairs = sorted((_order(_key(o)), o) for o in signed.owners)
+        self.keys = [k for k, _ in pairs]
+        self.owners = [o for _, o in pairs]
+        self.zone, self.signed = zone, signed
+        self.memo: dict[tuple, tuple[int, bytes]] = {}
+
+    def covering(self, name: bytes) -> int:
+        """The index of the NSEC that matches or covers name (lower-case
+        wire in the zone; the apex sorts first, so there is one)."""
+        return bisect.bisect_right(self.keys, _order(name)) - 1
+
+    def authority(self, proofs: tuple[int, ...], at: int, origin_at: int) -> tuple[int, bytes]:
+        """(records, wire) of the SOA, the NSECs at those indexes, and the
+        RRSIG of each, to be put at offset `at` of a reply whose question
+        holds the zone's origin at `origin_at`: names are compressed
+        against it and each other (signed answers stay as small as the
+        slow path's), so the memo keys on both offsets too."""
+        key = (proofs, at)
+        found = self.memo.get(key)
+        if found is not None:
+            return found
+        response = dns.message.Message()
+        _deny_proofs(response, self.zone, self.signed, [self.owners[i] for i in proofs])
+        out = io.BytesIO()
+        out.write(bytes(at))  # compression pointers count from the reply's start
+        compress = {self.zone.origin: origin_at}
+        count = sum(rrset.to_wire(out, compress) for rrset in response.authority)
+        found = count, out.getvalue()[at:]
+        if len(self.memo) < self.MEMO_MAX:
+            self.memo[key] = found
+        return found
+
+
+def _order(wire: bytes) -> tuple[bytes, ...]:
+    """A well-formed uncompressed name's labels, last first."""
+    labels, i = [], 0
+    while wire[i]:
+        labels.append(wire[i + 1:i + 1 + wire[i]])
+        i += 1 + wire[i]
+    return tuple(reversed(labels))
 
 
 def _ignorable_options(wire: bytes, i: int) -> bool:
@@ -394,13 +511,13 @@ class _Resolver:
 
     def zone_for(self, qname: dns.name.Name):
         """The zone with the longest origin holding qname: (zone, nodes,
-        names), or None."""
+        names, its _Signed or None), or None."""
         wire, i = qname.to_digestable(), 0
         while True:
             entry = self._zones.entries.get(wire[i:] if i else wire)
             if entry is not None:
                 z = self._zones.ready(entry)
-                return z.zone, z.nodes, z.names
+                return z.zone, z.nodes, z.names, z.signed
             if wire[i] == 0:
                 return None
             i += wire[i] + 1
@@ -439,7 +556,10 @@ class _Resolver:
                 response.use_edns(0, response.ednsflags, PAYLOAD_MAX, options=[
                     dns.edns.EDEOption(dns.edns.EDECode.NOT_AUTHORITATIVE)])
             return response
-        zone, nodes, names = found
+        zone, nodes, names, signed = found
+        # RFC 4035 3.1: RRSIGs (and NSECs for denial) only when DO is set.
+        if not query.ednsflags & dns.flags.DO:
+            signed = None
         response = _response(query, dns.rcode.NOERROR)
         response.flags |= dns.flags.AA
         name = q.name
@@ -449,23 +569,23 @@ class _Resolver:
                 if name in names:
                     break  # an empty non-terminal: NODATA
                 response.set_rcode(dns.rcode.NXDOMAIN)
-                response.authority.append(_negative_soa(zone))
+                _deny(response, zone, names, signed, name, nxdomain=True)
                 return response
             if q.rdtype == dns.rdatatype.ANY:
                 rdtype = next(t for t in (*_ANY_ORDER, *node) if t in node)
-                response.answer.append(_named(node[rdtype], name))
+                _add(response.answer, node[rdtype], name, signed)
                 return response
             if q.rdtype in node:
-                response.answer.append(_named(node[q.rdtype], name))
+                _add(response.answer, node[q.rdtype], name, signed)
                 return response
             cname = node.get(dns.rdatatype.CNAME)
             if cname is None:
                 break
-            response.answer.append(_named(cname, name))
+            _add(response.answer, cname, name, signed)
             name = cname[0].target
             if not name.is_subdomain(zone.origin):
                 return response  # out of zone: the resolver follows it
-        response.authority.append(_negative_soa(zone))
+        _deny(response, zone, names, signed, name, nxdomain=False)
         return response
 
     def _render(self, response: dns.message.Message, query: dns.message.Message,
@@ -482,6 +602,70 @@ class _Resolver:
             response.additional.clear()
             response.flags |= dns.flags.TC
             return response.to_wire(max_size=limit)
+
+
+class _Signed:
+    """A signed zone's RRSIGs by (owner, type covered), and its NSEC owners
+    in canonical order (dns.name.Name orders as RFC 4034 6.1 does)."""
+
+    __slots__ = ("sigs", "nsec", "owners")
+
+    def __init__(self, sigs: dict, nodes: dict) -> None:
+        self.sigs = sigs
+        self.nsec = {name: node[dns.rdatatype.NSEC] for name, node in nodes.items()
+                     if dns.rdatatype.NSEC in node}
+        self.owners = sorted(self.nsec)
+
+    def covering(self, name: dns.name.Name) -> dns.name.Name:
+        """The owner of the NSEC that matches or covers name (the apex
+        sorts first, so a name in the zone always has one)."""
+        return self.owners[bisect.bisect_right(self.owners, name) - 1]
+
+
+def _add(section: list, rrset: dns.rrset.RRset, name: dns.name.Name,
+         signed: _Signed | None, ttl: int | None = None) -> None:
+    """rrset under the owner name as reached, and its RRSIG when signed."""
+    section.append(_named(rrset, name) if ttl is None else _with_ttl(rrset, ttl))
+    if signed is not None:
+        sig = signed.sigs.get((rrset.name, rrset.rdtype))
+        if sig is not None:
+            section.append(_named(sig, name) if ttl is None else _with_ttl(sig, ttl))
+
+
+def _deny(response: dns.message.Message, zone: Zone, names: set, signed: _Signed | None,
+          name: dns.name.Name, nxdomain: bool) -> None:
+    """The authority section of NODATA or NXDOMAIN: the SOA and, signed,
+    the NSECs that prove it (RFC 4035 3.1.3): for NODATA the name's own
+    NSEC (or, for an empty non-terminal, the one covering it); for NXDOMAIN
+    the NSEC covering the name and the one covering the wildcard at its
+    closest encloser."""
+    if signed is None:
+        soa = _negative_soa(zone)
+        _add(response.authority, soa, soa.name, None, soa.ttl)
+        return
+    proofs = [signed.covering(name)]
+    if nxdomain:
+        encloser = name.parent()
+        while encloser not in names and encloser != zone.origin:
+            encloser = encloser.parent()
+        proofs.append(signed.covering(dns.name.Name((b"*",)).concatenate(encloser)))
+    _deny_proofs(response, zone, signed, list(dict.fromkeys(proofs)))
+
+
+def _deny_proofs(response: dns.message.Message, zone: Zone, signed: _Signed,
+                 owners: list) -> None:
+    """The signed authority section: SOA and RRSIG, then each NSEC and RRSIG."""
+    soa = _negative_soa(zone)
+    _add(response.authority, soa, soa.name, signed, soa.ttl)
+    for owner in owners:
+        _add(response.authority, signed.nsec[owner], owner, signed)
+
+
+def _with_ttl(rrset: dns.rrset.RRset, ttl: int) -> dns.rrset.RRset:
+    out = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers)
+    out.update(rrset)
+    out.ttl = ttl
+    return out
 
 
 def _response(query: dns.message.Message, rcode: int) -> dns.message.Message:
@@ -507,7 +691,7 @@ def _named(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
     """rrset under the owner name as the chain reached it (the query's case)."""
     if rrset.name == name and rrset.name.to_text() == name.to_text():
         return rrset
-    out = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+    out = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype, rrset.covers)
     out.update(rrset)
     out.ttl = rrset.ttl
     return out

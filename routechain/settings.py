@@ -83,7 +83,8 @@ class Setting:
     fills. `kind` is one of KINDS ("strings" takes a lone string as a list
     of one, and gives a tuple; "table" is a sub-table whose reader checks
     it); a number is checked against low..high; `parse(text, where)` turns
-    a string (each string, for "strings") into the value, raising
+    a string (each string, for "strings") into the value, or checks an
+    int further (a set of allowed numbers), raising
     UsageError; `flag` is the command-line option that sets it too;
     `restart`: a running daemon keeps its value until restarted;
     `required`: what the refusal of a table without it says is missing."""
@@ -140,7 +141,8 @@ class Setting:
             if self.kind == "rate":
                 return self._rate(value, where)
             value = self._in_range(value)
-            return self.parse(value, where) if self.parse and self.kind == "str" else value
+            return self.parse(value, where) if self.parse and self.kind in ("str", "int") \
+                else value
         except ConfigError:
             raise
         except UsageError as e:
@@ -157,9 +159,10 @@ class Setting:
                 raise UsageError(f"{where}: {self.name} must be "
                                  f"{KINDS[self.kind][1]}") from None
             try:
-                return self._in_range(value)
+                value = self._in_range(value)
             except UsageError as e:
                 raise UsageError(f"{where}: {e}") from None
+            return self.parse(value, where) if self.parse and self.kind == "int" else value
         return self.parse(text, where) if self.parse else text
 
     def _in_range(self, value: Any) -> Any:
@@ -627,10 +630,40 @@ class Registry:
                                   "(default: none printed)")
 
 
+DNSSEC_ALGORITHMS = {13: "ECDSAP256SHA256", 15: "ED25519"}
+
+
+def parse_dnssec_algorithm(number: int, where: str) -> int:
+    """An algorithm route-chain signs with (RFC 8624's MUST and RECOMMENDED)."""
+    if number not in DNSSEC_ALGORITHMS:
+        raise ConfigError(f"{where}: algorithm {number}: route-chain signs with "
+                          + " or ".join(f"{n} ({a})" for n, a in DNSSEC_ALGORITHMS.items()))
+    return number
+
+
+@section("dnssec", "signing the zones of the built-in server and `route-chain zone`")
+class DnssecSettings:
+    """[dnssec]: whether to sign, the algorithm, where the keys live (None:
+    dnssec.key_directory's default), and in seconds how long a signature
+    is valid and how long before its expiry it is made again (less than
+    validity: config.CHECKS). dnssec.py reads and checks the key files."""
+
+    enabled: bool = declare("bool", "sign every zone (DNSKEY, CDS, CDNSKEY, NSEC, RRSIG); "
+                            "keys are made at the first start", False)
+    algorithm: int = declare("int", "13 (ECDSAP256SHA256, the default) or 15 (ED25519)",
+                             13, 13, 15, parse=parse_dnssec_algorithm)
+    key_dir: str | None = declare("str", "where ksk.pem and zsk.pem live (default: "
+                                  "$STATE_DIRECTORY/keys, else /var/lib/route-chain/keys)")
+    validity: int = declare("int", "seconds a signature is valid (default 14 days)",
+                            14 * 86400, 60, DNS_TTL_MAX)
+    refresh: int = declare("int", "seconds before expiry a signature is made again "
+                           "(default 7 days; less than validity)", 7 * 86400, 10, DNS_TTL_MAX)
+
+
 # The file's tables, in the order they are checked.
 TABLES: tuple[Table, ...] = tuple(c.TABLE for c in (Daemon, Route, ChainTable, DnsSettings,
                                                    Limits, Metrics, TsigTable, SecondaryTable,
-                                                   Registry))
+                                                   Registry, DnssecSettings))
 SETTINGS: tuple[Setting, ...] = tuple(s for t in TABLES for s in t.settings)
 
 

@@ -53,6 +53,9 @@ _TO_ORIGIN = b"\xc0\x0c"  # a pointer to the question's name, which is the origi
 _QR_AA = 0x8400
 _OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"  # root, OPT, 1232, no flags, no data
 
+# Signs a zone whose serial is set (dnssec.Signer.sign), or None.
+Sign = Callable[[Zone], Zone]
+
 AXFR, IXFR = int(dns.rdatatype.AXFR), int(dns.rdatatype.IXFR)
 REASONS = ("udp", "address", "unsigned", "badkey", "badsig", "badtime", "zone", "malformed")
 KINDS = ("axfr", "ixfr", "ixfr_full", "uptodate")
@@ -151,6 +154,7 @@ class Version:
     soa: bytes = b""
     records: tuple[bytes, ...] | None = None
     diffs: tuple[Diff, ...] = ()
+    source: Zone | None = None  # when signed: the zone before signing
     draft: tuple | None = None  # what the zone was made from (_draft_key)
 
     @property
@@ -170,34 +174,47 @@ class Versions:
         return [v.zone for v in self.by_origin.values()]
 
     @classmethod
-    def first(cls, zones: Iterable[Zone | Draft], keep: bool) -> "Versions":
+    def first(cls, zones: Iterable[Zone | Draft], keep: bool,
+              sign: Sign | None = None) -> "Versions":
         versions = {}
         for source in zones:
             new = _whole(source)
-            versions[new.origin] = replace(_version(new, keep), draft=_draft_key(source))
+            versions[new.origin] = replace(_version(new, keep, sign=sign),
+                                           draft=_draft_key(source))
         return cls(versions, tuple(versions))
 
-    def next(self, zones: Iterable[Zone | Draft], keep: bool) -> "Versions":
+    def next(self, zones: Iterable[Zone | Draft], keep: bool, sign: Sign | None = None,
+             resign: frozenset = frozenset()) -> "Versions":
         """The versions after a reload built `zones` (Zones, or Drafts made
         whole here but for a draft whose records are those of its zone's
         version: that one keeps its version without being made);
-        `changed` names the zones whose serial moved (new zones too)."""
+        `changed` names the zones whose serial moved (new zones too). With
+        `sign`, a zone is signed once its serial is set: one whose records
+        did not change keeps its version (and signatures) unless its origin
+        is in `resign`, when it gets a new serial and new signatures."""
         out, changed = {}, []
         for source in zones:
             draft = _draft_key(source)
             if draft is not None:
                 old = self.by_origin.get(dns.name.from_text(source.origin))
-                if old is not None and keep and old.draft == draft:
+                if old is not None and (keep or sign is not None) and old.draft == draft \
+                        and old.zone.origin not in resign:
                     out[old.zone.origin] = old
                     continue
             new = _whole(source)
             old = self.by_origin.get(new.origin)
             if old is None:
-                out[new.origin] = replace(_version(new, keep), draft=draft)
+                out[new.origin] = replace(_version(new, keep, sign=sign), draft=draft)
                 changed.append(new.origin)
                 continue
+            if draft is None and source is old.source:
+                draft = old.draft  # signed again from its own zone (dns.Server.resign_due)
             records = None
-            if keep:
+            if sign is not None:
+                if new.origin not in resign and _same_records(old.source, new):
+                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
+                    continue
+            elif keep:
                 records = _render(new)[1]
                 if records == old.records and _same_soa(old.zone, new):
                     out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
@@ -205,7 +222,7 @@ class Versions:
             proposed = new.soa[0].serial
             serial = next_serial(old.serial, proposed)
             zone = new if serial == proposed else _with_serial(new, serial)
-            version = _version(zone, keep, records)
+            version = _version(zone, keep, records, sign)
             if keep and old.records is not None:
                 version = replace(version, diffs=_diffs(old, version))
             out[new.origin] = replace(version, draft=draft)
@@ -227,14 +244,24 @@ def _draft_key(source: Zone | Draft) -> tuple | None:
     return (head.ttl, tuple(soa[:2] + soa[3:]), head.ns, source.records)
 
 
-def _version(zone: Zone, keep: bool, records: tuple[bytes, ...] | None = None) -> Version:
-    """zone's version; rendered when transfers are on (records: its
-    records already rendered, the SOA aside)."""
+def _version(zone: Zone, keep: bool, records: tuple[bytes, ...] | None = None,
+             sign: Sign | None = None) -> Version:
+    """zone's version, signed by `sign` if given; rendered when transfers
+    are on (records: its records already rendered, the SOA aside)."""
+    if sign is not None:
+        return replace(_version(sign(zone), keep), source=zone)
     if not keep:
         return Version(zone)
     if records is None:
         return Version(zone, *_render(zone))
     return Version(zone, _render(zone, soa_only=True)[0], records)
+
+
+def _same_records(old: Zone | None, new: Zone) -> bool:
+    """Two unsigned zones hold the same records (TTLs too), serials aside."""
+    if old is None or not _same_soa(old, new) or len(old.rrsets) != len(new.rrsets):
+        return False
+    return all(a == b and a.ttl == b.ttl for a, b in zip(old.rrsets[1:], new.rrsets[1:]))
 
 
 def _with_serial(zone: Zone, serial: int) -> Zone:
