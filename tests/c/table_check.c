@@ -10,17 +10,7 @@
 #include <string.h>
 
 #include "chains.h"
-
-static unsigned checks;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        checks++;                                                                \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);   \
-            exit(1);                                                             \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 /* The table's chains, in order (chains.h): CHAIN4, LONG4, SMALL4, EXT4,
  * CHAIN6, EXT6. */
