@@ -77,6 +77,19 @@ class TestNet:
             raise
         return net
 
+    def add_router(self, name: str) -> str:
+        """One more namespace NAME (its name should hold the pid), removed
+        with the rest: lo up, forwarding on, no DAD and no ICMP rate limit,
+        as the router's. Returns NAME."""
+        sh("ip", "netns", "add", name)
+        self._made.append(name)
+        self.run(name, "ip", "link", "set", "lo", "up")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                 "net.ipv6.conf.default.accept_dad=0", "net.ipv4.ip_forward=1",
+                 "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
+                 "net.ipv6.icmp.ratelimit=0")
+        return name
+
     def run(self, ns: str, *args: str, check: bool = True, timeout: float = 60,
             **kw) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout, **kw)

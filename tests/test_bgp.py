@@ -141,13 +141,7 @@ def peering(tmp_path_factory):
     a = f"rc-bgp-a{os.getpid()}"
     birds: list[Bird] = []
     try:
-        sh("ip", "netns", "add", a)
-        net._made.append(a)
-        net.run(a, "ip", "link", "set", "lo", "up")
-        net.run(a, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0", "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
-                "net.ipv6.icmp.ratelimit=0")
+        net.add_router(a)
         sh("ip", "-n", net.router, "link", "add", "b0", "mtu", str(TUNNEL_MTU), "type", "veth",
            "peer", "name", "a0", "mtu", str(TUNNEL_MTU), "netns", a)
         for ns, dev, v4, v6 in ((net.router, "b0", B4, B6), (a, "a0", A4, A6)):
