@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,20 @@ from routechain.supervisor import Supervisor
 GATEWAY4, CLIENT4 = "192.0.2.1", "192.0.2.2"
 GATEWAY6, CLIENT6 = "2001:db8:ff::1", "2001:db8:ff::2"
 CHAIN4, CHAIN6 = "198.18.0.1/24", "2001:db8::1/64"
+
+
+def wait_until(check, timeout: float = 10.0, what="", step: float = 0.05):
+    """Call check() every step seconds until it returns something true, and
+    return that; past timeout, AssertionError naming what (a string, or a
+    function that says it then, with the logs of the moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what() if callable(what) else what}")
+        time.sleep(step)
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cannot_run
-from netns import CHAIN4, CHAIN6, Daemon, TestNet, sh
-from test_desired import hops, wait_until
+from netns import CHAIN4, CHAIN6, Daemon, TestNet, sh, wait_until
+from test_desired import hops
 
 pytestmark = pytest.mark.netns
 

@@ -26,8 +26,8 @@ import signal
 
 import pytest
 
-from netns import Daemon, TestNet, sh
-from test_desired import hops, wait_until
+from netns import Daemon, TestNet, sh, wait_until
+from test_desired import hops
 
 pytestmark = pytest.mark.netns
 

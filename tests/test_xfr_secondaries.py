@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import CHAIN4, CHAIN6, Daemon, TestNet
+from netns import CHAIN4, CHAIN6, Daemon, TestNet, wait_until
 from test_dns_limits import counters as logged_counters
 
 pytestmark = pytest.mark.netns
@@ -224,16 +224,6 @@ print(dns.rcode.to_text(r.rcode()))
 """
 
 
-def wait_for(what, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(step)
-    return what()
-
-
 def write_config(path: Path, story: Path, key_file: Path) -> None:
     path.write_text(f"""\
 [[chain]]
@@ -289,9 +279,9 @@ def test_xfr_secondaries_follow_the_primary(primary):
         # After start: every zone, record for record, on every secondary.
         for name, addr in SECONDARIES.items():
             for z in ZONES:
-                got = wait_for(lambda: serial(net, addr, z) == ours[z], 20)
-                assert got, f"{name} never served {z} serial {ours[z]}:\n" \
-                            f"{(base / name / 'log').read_text()[-3000:]}"
+                wait_until(lambda: serial(net, addr, z) == ours[z], 20,
+                           lambda: f"{name} never served {z} serial {ours[z]}:\n"
+                                   f"{(base / name / 'log').read_text()[-3000:]}", 0.1)
                 assert axfr(net, addr, z, key=False) == axfr(net, PRIMARY, z, key=True), name
         before = counters(daemon)
         assert before["xfr:axfr"] + before["xfr:ixfr_full"] >= len(SECONDARIES) * len(ZONES)
@@ -302,15 +292,15 @@ def test_xfr_secondaries_follow_the_primary(primary):
         def moved() -> dict[str, int]:
             now = {z: serial(net, PRIMARY, z) for z in ZONES}
             return now if all(now[z] != ours[z] for z in ZONES) else {}
-        changed = wait_for(moved, 10)
+        changed = wait_until(moved, 10, "every zone's serial raised", 0.1)
         assert set(changed) == set(ZONES), "the reload did not raise every zone's serial"
         start = time.monotonic()
         for name, addr in SECONDARIES.items():
             for z, new in changed.items():
-                assert wait_for(lambda: serial(net, addr, z) == new, 5 - (time.monotonic()
-                                                                          - start), 0.05), \
-                    f"{name} did not serve {z} serial {new} within 5 s of the reload:\n" \
-                    f"{(base / name / 'log').read_text()[-3000:]}\n{daemon.output()[-3000:]}"
+                wait_until(lambda: serial(net, addr, z) == new, 5 - (time.monotonic() - start),
+                           lambda: f"{name} did not serve {z} serial {new} within 5 s of the "
+                                   f"reload:\n{(base / name / 'log').read_text()[-3000:]}\n"
+                                   f"{daemon.output()[-3000:]}")
         took = time.monotonic() - start
         for name, addr in SECONDARIES.items():
             for z in ZONES:
