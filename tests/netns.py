@@ -44,6 +44,16 @@ def wait_until(check, timeout: float = 10.0, what="", step: float = 0.05):
         time.sleep(step)
 
 
+def knot_head(rundir, db, listen: str, log: str) -> str:
+    """The start of a knotd.conf for a test: one worker of each kind, its
+    database in db, logging to stderr at level log; the zones and the rest
+    follow it."""
+    return (f'server:\n    rundir: "{rundir}"\n    listen: {listen}\n'
+            "    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
+            f'database:\n    storage: "{db}"\n'
+            f"log:\n  - target: stderr\n    any: {log}\n")
+
+
 def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, timeout=timeout, capture_output=True, text=True, **kw)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import CHAIN4, CHAIN6, Daemon, TestNet, wait_until
+from netns import CHAIN4, CHAIN6, Daemon, TestNet, knot_head, wait_until
 from test_dns_limits import counters as logged_counters
 
 pytestmark = pytest.mark.netns
@@ -46,18 +46,7 @@ SECRET = base64.b64encode(bytes(range(7, 39))).decode()
 WRONG = base64.b64encode(bytes(range(100, 132))).decode()
 
 KNOT = """\
-server:
-    rundir: "{dir}"
-    listen: {addr}@53
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{dir}/db"
-log:
-  - target: stderr
-    any: info
-key:
+{head}key:
   - id: xfr
     algorithm: hmac-sha256
     secret: {secret}
@@ -153,8 +142,9 @@ def start_secondary(net: TestNet, name: str, base: Path) -> subprocess.Popen:
     fill = dict(dir=work, addr=addr, primary=PRIMARY, secret=SECRET)
     if name == "knotd":
         conf = work / "knot.conf"
-        conf.write_text(KNOT.format(**fill, zones="\n".join(f'  - domain: "{z}"'
-                                                              for z in ZONES)))
+        head = knot_head(work, work / "db", f"{addr}@53", "info")
+        conf.write_text(KNOT.format(**fill, head=head, zones="\n".join(f'  - domain: "{z}"'
+                                                                       for z in ZONES)))
         args = ["knotd", "-c", str(conf)]
     elif name == "named":
         conf = work / "named.conf"
