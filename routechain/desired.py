@@ -113,16 +113,22 @@ class Applier:
         not done: the put-backs that failed and the route keys refused."""
         link = self._link
         not_done: set = set()
+
+        def add(things: list, run: list, send, owned: set, what: str) -> None:
+            # An address or proxy entry: ours once added; a failure is settled.
+            failed = send(things)
+            for thing, action in zip(things, run):
+                if thing in failed:
+                    not_done.add(f"{what} {thing}")
+                    self._settled(settle(action, failed[thing], link.name), strict, notes)
+                else:
+                    owned.add(thing)
+
         for kind, run in groupby(actions, type):
             run = list(run)
             if kind is AddAddress:
-                failed = link.add_addresses(a.interface for a in run)
-                for a in run:
-                    if a.interface in failed:
-                        not_done.add(f"address {a.interface}")
-                        self._settled(settle(a, failed[a.interface], link.name), strict, notes)
-                    else:
-                        self.owned_addresses.add(a.interface)
+                add([a.interface for a in run], run, link.add_addresses, self.owned_addresses,
+                    "address")
             elif kind is AddRoute:
                 failed = link.add_routes(a.key for a in run)
                 for a in run:
@@ -145,13 +151,8 @@ class Applier:
             elif kind is Forget:
                 self.owned_addresses.difference_update(a.interface for a in run)
             elif kind is AddProxy:
-                failed = link.add_proxies(a.proxy for a in run)
-                for a in run:
-                    if a.proxy in failed:
-                        not_done.add(f"proxy entry {a.proxy}")
-                        self._settled(settle(a, failed[a.proxy], link.name), strict, notes)
-                    else:
-                        self.owned_proxies.add(a.proxy)
+                add([a.proxy for a in run], run, link.add_proxies, self.owned_proxies,
+                    "proxy entry")
             elif kind is DeleteProxy:
                 _delete([a.proxy for a in run], link.del_proxies, self.owned_proxies,
                         "proxy entry")

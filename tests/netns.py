@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,30 @@ from routechain.supervisor import Supervisor
 GATEWAY4, CLIENT4 = "192.0.2.1", "192.0.2.2"
 GATEWAY6, CLIENT6 = "2001:db8:ff::1", "2001:db8:ff::2"
 CHAIN4, CHAIN6 = "198.18.0.1/24", "2001:db8::1/64"
+
+
+def wait_until(check, timeout: float = 10.0, what="", step: float = 0.05):
+    """Call check() every step seconds until it returns something true, and
+    return that; past timeout, AssertionError naming what (a string, or a
+    function that says it then, with the logs of the moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what() if callable(what) else what}")
+        time.sleep(step)
+
+
+def knot_head(rundir, db, listen: str, log: str) -> str:
+    """The start of a knotd.conf for a test: one worker of each kind, its
+    database in db, logging to stderr at level log; the zones and the rest
+    follow it."""
+    return (f'server:\n    rundir: "{rundir}"\n    listen: {listen}\n'
+            "    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
+            f'database:\n    storage: "{db}"\n'
+            f"log:\n  - target: stderr\n    any: {log}\n")
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
@@ -76,6 +101,19 @@ class TestNet:
             net.close()
             raise
         return net
+
+    def add_router(self, name: str) -> str:
+        """One more namespace NAME (its name should hold the pid), removed
+        with the rest: lo up, forwarding on, no DAD and no ICMP rate limit,
+        as the router's. Returns NAME."""
+        sh("ip", "netns", "add", name)
+        self._made.append(name)
+        self.run(name, "ip", "link", "set", "lo", "up")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                 "net.ipv6.conf.default.accept_dad=0", "net.ipv4.ip_forward=1",
+                 "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
+                 "net.ipv6.icmp.ratelimit=0")
+        return name
 
     def run(self, ns: str, *args: str, check: bool = True, timeout: float = 60,
             **kw) -> subprocess.CompletedProcess:

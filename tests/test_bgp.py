@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cannot_run
-from netns import CHAIN4, CHAIN6, Daemon, TestNet, sh
-from test_desired import hops, wait_until
+from netns import CHAIN4, CHAIN6, Daemon, TestNet, sh, wait_until
+from test_desired import hops
 
 pytestmark = pytest.mark.netns
 
@@ -141,13 +141,7 @@ def peering(tmp_path_factory):
     a = f"rc-bgp-a{os.getpid()}"
     birds: list[Bird] = []
     try:
-        sh("ip", "netns", "add", a)
-        net._made.append(a)
-        net.run(a, "ip", "link", "set", "lo", "up")
-        net.run(a, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0", "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
-                "net.ipv6.icmp.ratelimit=0")
+        net.add_router(a)
         sh("ip", "-n", net.router, "link", "add", "b0", "mtu", str(TUNNEL_MTU), "type", "veth",
            "peer", "name", "a0", "mtu", str(TUNNEL_MTU), "netns", a)
         for ns, dev, v4, v6 in ((net.router, "b0", B4, B6), (a, "a0", A4, A6)):
@@ -262,31 +256,12 @@ def withdrawn_after(bird: Bird, since: float) -> float:
     return time.monotonic() - since
 
 
-def test_kill_9_withdraws_and_a_restart_announces_again(peering):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT], ids=["kill-9", "watchdog-abort"])
+def test_a_killed_daemon_withdraws_and_a_restart_announces_again(peering, sig):
     """A killed daemon takes its TUN and its routes along: B's table loses
     the prefixes within 5 s with no help from anyone; the next daemon
-    brings them back."""
-    net, a, bird_a, bird_b, tmp = peering
-    daemon = start(net, a, tmp)
-    try:
-        wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced")
-        killed = time.monotonic()
-        os.kill(daemon.proc.pid, signal.SIGKILL)
-        withdrawn_after(bird_b, killed)
-        assert daemon.proc.wait(10) == -signal.SIGKILL
-        assert "route-chain" not in net.run(a, "ip", "link").stdout
-    finally:
-        daemon.close()
-    with start(net, a, tmp) as again:
-        wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced again")
-        assert hops(net, "198.18.0.3") == ["192.0.2.1", A4, "198.18.0.2", "198.18.0.3"]
-        assert again.stop() == 0, again.output()
-
-
-def test_watchdog_abort_withdraws(peering):
-    """What systemd's watchdog sends a hung daemon, SIGABRT, ends it at
-    once (nothing catches or blocks it), and the announcement goes with
-    the TUN within 5 s."""
+    brings them back. SIGKILL, and SIGABRT, what systemd's watchdog sends
+    a hung daemon: it ends it at once (nothing catches or blocks it)."""
     net, a, bird_a, bird_b, tmp = peering
     no_core = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (0, no_core[1]))  # no core file from the test
@@ -296,12 +271,17 @@ def test_watchdog_abort_withdraws(peering):
         resource.setrlimit(resource.RLIMIT_CORE, no_core)
     try:
         wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced")
-        aborted = time.monotonic()
-        os.kill(daemon.proc.pid, signal.SIGABRT)
-        withdrawn_after(bird_b, aborted)
-        assert daemon.proc.wait(10) == -signal.SIGABRT
+        killed = time.monotonic()
+        os.kill(daemon.proc.pid, sig)
+        withdrawn_after(bird_b, killed)
+        assert daemon.proc.wait(10) == -sig
+        assert "route-chain" not in net.run(a, "ip", "link").stdout
     finally:
         daemon.close()
+    with start(net, a, tmp) as again:
+        wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced again")
+        assert hops(net, "198.18.0.3") == ["192.0.2.1", A4, "198.18.0.2", "198.18.0.3"]
+        assert again.stop() == 0, again.output()
 
 
 def test_a_stopping_daemon_withdraws_before_it_stops(peering):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import CHAIN4, CHAIN6, CLIENT4, CLIENT6, Daemon, TestNet
+from netns import CHAIN4, CHAIN6, CLIENT4, CLIENT6, Daemon, TestNet, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -64,14 +64,6 @@ def hops(net: TestNet, dst: str, six: bool = False, max_hops: int = 30,
     trace = net.run(net.client, "traceroute", "-6" if six else "-4", *([] if names else ["-n"]),
                     "-q", "1", "-w", "1", "-m", str(max_hops), dst, timeout=120).stdout
     return re.findall(r"^\s*\d+\s+(\S+)", trace, re.MULTILINE)
-
-
-def wait_until(check, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -28,6 +28,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import cannot_run
+from netns import knot_head
 from routechain import dns as rdns
 from routechain import dnsanswer
 from routechain import config, zone
@@ -353,18 +354,7 @@ def test_dns_stop_does_not_wait_for_idle_clients(zones):
 # --- the same answers from knotd --------------------------------------------
 
 KNOT_CONF = """\
-server:
-    rundir: "{dir}/run"
-    listen: [ "127.0.0.1@{port}", "::1@{port}" ]
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{dir}/db"
-log:
-  - target: stderr
-    any: warning
-template:
+{head}template:
   - id: default
     storage: "{dir}/zones"
     file: "%s.zone"
@@ -389,7 +379,9 @@ def knotd(zones, tmp_path_factory):
         path.write_text(z.to_text())
     port = free_port()
     conf = base / "knot.conf"
-    conf.write_text(KNOT_CONF.format(dir=base, port=port, zones="\n".join(
+    head = knot_head(base / "run", base / "db", f'[ "127.0.0.1@{port}", "::1@{port}" ]',
+                     "warning")
+    conf.write_text(KNOT_CONF.format(head=head, dir=base, zones="\n".join(
         f'  - domain: "{z.origin.to_text()}"' for z in zones)))
     log = open(base / "knotd.log", "w")
     proc = subprocess.Popen(["knotd", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)

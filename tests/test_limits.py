@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -56,6 +57,17 @@ def probes(flood: str, secs: float, rate: int, source: str = FLOOD_SOURCE,
     secs, from source."""
     return [flood, "-4", "-d", dest, "-n", str(count), "-t", str(ttl), "-p", proto,
             "-s", str(secs), "-r", str(rate), "-b", source]
+
+
+@contextmanager
+def limited(tmp_path, tag: str, limits: str, chain: str = ""):
+    """A TestNet and a daemon on 2 queues serving CHAIN4 (plus the chain
+    lines given) under these [limits] lines; (net, daemon)."""
+    config = tmp_path / "rc.toml"
+    config.write_text(f'[limits]\n{limits}\n\n[[chain]]\naddress = "{CHAIN4}"\n{chain}')
+    with TestNet.create(tag) as net, Daemon(net, "--config", str(config),
+                                            "--queues", "2") as daemon:
+        yield net, daemon
 
 
 def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
@@ -99,11 +111,7 @@ def test_flood_from_one_source_is_cut_while_another_source_loses_nothing(flood):
 
 def test_limits_off_when_written(flood, tmp_path):
     """`rate = "off"` and `source_rate = 0`: the same flood comes back whole."""
-    config = tmp_path / "rc.toml"
-    config.write_text(f'[limits]\nrate = "off"\nsource_rate = 0\n\n[[chain]]\n'
-                      f'address = "{CHAIN4}"\n')
-    with TestNet.create("lo") as net, Daemon(net, "--config", str(config),
-                                              "--queues", "2") as daemon:
+    with limited(tmp_path, "lo", 'rate = "off"\nsource_rate = 0') as (net, daemon):
         daemon.wait_for("READY=1")
         before = tun_replies(net)
         done = net.run(net.client, *probes(flood, 1, 5000))
@@ -122,11 +130,7 @@ def test_flood_from_many_sources_is_cut_to_the_daemon_limit(flood, tmp_path):
     of the 2 queues holds half the limit, so if the kernel's flow hash put
     every flood on one queue only half would: the lower bound allows it."""
     sources = [f"192.0.2.{10 + i}" for i in range(8)]
-    config = tmp_path / "rc.toml"
-    config.write_text(f'[limits]\nrate = "2000/s"\nsource_rate = "off"\n\n[[chain]]\n'
-                      f'address = "{CHAIN4}"\n')
-    with TestNet.create("lg") as net, Daemon(net, "--config", str(config),
-                                              "--queues", "2") as daemon:
+    with limited(tmp_path, "lg", 'rate = "2000/s"\nsource_rate = "off"') as (net, daemon):
         for source in sources:
             net.run(net.client, "ip", "addr", "add", f"{source}/24", "dev", "c0")
         daemon.wait_for("READY=1")
@@ -184,11 +188,8 @@ def test_echo_replies_are_limited_per_source_too(flood, tmp_path):
     source limit at 500/s with bursts of 500: Echo Replies obey it as
     errors do (RFC 4443 2.4(f) speaks of errors; a flood of pings is no
     less a way to make the daemon send)."""
-    config = tmp_path / "rc.toml"
-    config.write_text(f'[limits]\nsource_rate = "500/s"\nsource_burst = 500\n\n[[chain]]\n'
-                      f'address = "{CHAIN4}"\nhops = ["a", "b", "c"]\n')
-    with TestNet.create("le") as net, Daemon(net, "--config", str(config),
-                                              "--queues", "2") as daemon:
+    with limited(tmp_path, "le", 'source_rate = "500/s"\nsource_burst = 500',
+                 'hops = ["a", "b", "c"]\n') as (net, daemon):
         daemon.wait_for("READY=1")
         before = tun_replies(net)
         started = time.monotonic()

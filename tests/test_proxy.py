@@ -26,8 +26,8 @@ import signal
 
 import pytest
 
-from netns import Daemon, TestNet, sh
-from test_desired import hops, wait_until
+from netns import Daemon, TestNet, sh, wait_until
+from test_desired import hops
 
 pytestmark = pytest.mark.netns
 
@@ -56,13 +56,7 @@ def onlink():
     net = TestNet.create("px")
     vps = f"rc-px-v{os.getpid()}"
     try:
-        sh("ip", "netns", "add", vps)
-        net._made.append(vps)
-        net.run(vps, "ip", "link", "set", "lo", "up")
-        net.run(vps, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0", "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0",
-                "net.ipv6.icmp.ratelimit=0")
+        net.add_router(vps)
         sh("ip", "-n", net.router, "link", "add", "u0", "type", "veth", "peer", "name", "e0",
            "netns", vps)
         net.run(vps, "sysctl", "-qw", "net.ipv6.conf.e0.proxy_ndp=1")

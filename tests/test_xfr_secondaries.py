@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import CHAIN4, CHAIN6, Daemon, TestNet
+from netns import CHAIN4, CHAIN6, Daemon, TestNet, knot_head, wait_until
 from test_dns_limits import counters as logged_counters
 
 pytestmark = pytest.mark.netns
@@ -46,18 +46,7 @@ SECRET = base64.b64encode(bytes(range(7, 39))).decode()
 WRONG = base64.b64encode(bytes(range(100, 132))).decode()
 
 KNOT = """\
-server:
-    rundir: "{dir}"
-    listen: {addr}@53
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "{dir}/db"
-log:
-  - target: stderr
-    any: info
-key:
+{head}key:
   - id: xfr
     algorithm: hmac-sha256
     secret: {secret}
@@ -153,8 +142,9 @@ def start_secondary(net: TestNet, name: str, base: Path) -> subprocess.Popen:
     fill = dict(dir=work, addr=addr, primary=PRIMARY, secret=SECRET)
     if name == "knotd":
         conf = work / "knot.conf"
-        conf.write_text(KNOT.format(**fill, zones="\n".join(f'  - domain: "{z}"'
-                                                              for z in ZONES)))
+        head = knot_head(work, work / "db", f"{addr}@53", "info")
+        conf.write_text(KNOT.format(**fill, head=head, zones="\n".join(f'  - domain: "{z}"'
+                                                                       for z in ZONES)))
         args = ["knotd", "-c", str(conf)]
     elif name == "named":
         conf = work / "named.conf"
@@ -224,16 +214,6 @@ print(dns.rcode.to_text(r.rcode()))
 """
 
 
-def wait_for(what, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(step)
-    return what()
-
-
 def write_config(path: Path, story: Path, key_file: Path) -> None:
     path.write_text(f"""\
 [[chain]]
@@ -289,9 +269,9 @@ def test_xfr_secondaries_follow_the_primary(primary):
         # After start: every zone, record for record, on every secondary.
         for name, addr in SECONDARIES.items():
             for z in ZONES:
-                got = wait_for(lambda: serial(net, addr, z) == ours[z], 20)
-                assert got, f"{name} never served {z} serial {ours[z]}:\n" \
-                            f"{(base / name / 'log').read_text()[-3000:]}"
+                wait_until(lambda: serial(net, addr, z) == ours[z], 20,
+                           lambda: f"{name} never served {z} serial {ours[z]}:\n"
+                                   f"{(base / name / 'log').read_text()[-3000:]}", 0.1)
                 assert axfr(net, addr, z, key=False) == axfr(net, PRIMARY, z, key=True), name
         before = counters(daemon)
         assert before["xfr:axfr"] + before["xfr:ixfr_full"] >= len(SECONDARIES) * len(ZONES)
@@ -302,15 +282,15 @@ def test_xfr_secondaries_follow_the_primary(primary):
         def moved() -> dict[str, int]:
             now = {z: serial(net, PRIMARY, z) for z in ZONES}
             return now if all(now[z] != ours[z] for z in ZONES) else {}
-        changed = wait_for(moved, 10)
+        changed = wait_until(moved, 10, "every zone's serial raised", 0.1)
         assert set(changed) == set(ZONES), "the reload did not raise every zone's serial"
         start = time.monotonic()
         for name, addr in SECONDARIES.items():
             for z, new in changed.items():
-                assert wait_for(lambda: serial(net, addr, z) == new, 5 - (time.monotonic()
-                                                                          - start), 0.05), \
-                    f"{name} did not serve {z} serial {new} within 5 s of the reload:\n" \
-                    f"{(base / name / 'log').read_text()[-3000:]}\n{daemon.output()[-3000:]}"
+                wait_until(lambda: serial(net, addr, z) == new, 5 - (time.monotonic() - start),
+                           lambda: f"{name} did not serve {z} serial {new} within 5 s of the "
+                                   f"reload:\n{(base / name / 'log').read_text()[-3000:]}\n"
+                                   f"{daemon.output()[-3000:]}")
         took = time.monotonic() - start
         for name, addr in SECONDARIES.items():
             for z in ZONES:

@@ -14,17 +14,7 @@
 #include "pace.h"
 #include "pool.h"
 #include "book.h"
-
-static unsigned checks;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        checks++;                                                                \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);   \
-            exit(1);                                                             \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 static const uint64_t MS = 1000000;
 
