@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from routechain import config, settings
+from routechain import config, files, settings
 from routechain.chain import Chain, parse_prefix
 from routechain.errors import ConfigError, UsageError
 
@@ -611,10 +611,30 @@ def test_config_transfer_errors_name_file_line_and_value(in_tmp, edit, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("mode, group_may_read, reason", [
+    (0o100600, False, None),
+    (0o100400, False, None),
+    (0o100640, False, "readable or writable by group (mode 0640); chmod 600 it"),
+    (0o100604, False, "readable or writable by others (mode 0604); chmod 600 it"),
+    (0o100666, False, "readable or writable by group and others (mode 0666); chmod 600 it"),
+    (0o100640, True, None),
+    (0o100600, True, None),
+    (0o100660, True, "readable or writable by group (mode 0660); chmod g-wx,o-rwx it"),
+    (0o100644, True, "readable or writable by others (mode 0644); chmod g-wx,o-rwx it"),
+    (0o100602, True, "readable or writable by others (mode 0602); chmod g-wx,o-rwx it"),
+    (0o040700, True, "not a regular file"),
+    (0o010600, False, "not a regular file"),
+])
+def test_files_secret_mode_rule(mode, group_may_read, reason):
+    """The one rule for secret files: the owner alone, and the group may
+    read a TSIG secret (group_may_read) but never a DNSSEC key."""
+    assert files.secret_mode_refusal(mode, group_may_read) == reason
+
+
 def test_config_tsig_key_file_readable_by_others_is_refused(in_tmp):
     keys(in_tmp, 0o604)
-    with pytest.raises(ConfigError, match=r"xfr.key: TSIG key file is readable or writable by "
-                                          r"others \(mode 0604\)"):
+    with pytest.raises(ConfigError, match=r"xfr.key: refusing TSIG key file: readable or "
+                                          r"writable by others \(mode 0604\)"):
         config.load(write(in_tmp, TRANSFERS))
 
 @pytest.mark.parametrize("text, expected", [

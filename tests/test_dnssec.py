@@ -49,11 +49,15 @@ def test_dnssec_ed25519_on_request(tmp_path):
     assert keys.ksk.algorithm == keys.zsk.algorithm == 15
 
 
-def test_dnssec_key_readable_by_others_refused(tmp_path):
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_dnssec_key_readable_by_group_or_others_refused(tmp_path, mode):
+    """The daemon's own key: not even its group may read it (a TSIG secret's
+    may: files.secret_mode_refusal)."""
     s = settings(tmp_path)
     dnssec.load_keys(s)
-    os.chmod(tmp_path / "keys" / "zsk.pem", 0o644)
-    with pytest.raises(ConfigError, match=r"zsk.pem: refusing DNSSEC key: readable .*0644"):
+    os.chmod(tmp_path / "keys" / "zsk.pem", mode)
+    with pytest.raises(ConfigError, match=rf"zsk.pem: refusing DNSSEC key file: readable or "
+                                          rf"writable by \w+ \(mode {mode:04o}\); chmod 600 it"):
         dnssec.load_keys(s)
 
 
