@@ -36,7 +36,7 @@ from routechain import dnsanswer
 from routechain import config, zone
 from routechain.chain import Chain, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
-from routechain.errors import ConfigError, SetupError
+from routechain.errors import SetupError
 
 NOW = 1_700_000_000
 NS = tuple(f"ns-{k}-{'x' * 40}.example.net" for k in range(12))  # an NS answer > 512 octets
