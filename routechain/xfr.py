@@ -383,10 +383,12 @@ def _soa_rdata(text: str) -> bytes:
     return dns.rdata.from_text("IN", "SOA", text).to_wire()
 
 
+@functools.lru_cache(maxsize=65536)
 def _text_wire(text: str) -> bytes:
     """An absolute name's wire, its case kept: split at the dots where
     the text has no escape (dnspython's from_text does the same), else
-    dnspython's."""
+    dnspython's. Kept: stories repeat their names from chain to chain, and
+    chains their owners' low labels from zone to zone."""
     if "\\" in text:
         return dns.name.from_text(text).to_wire()
     return b"".join([len(label).to_bytes(1, "big") + label
