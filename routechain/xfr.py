@@ -185,8 +185,7 @@ class Version:
     def origin(self) -> dns.name.Name:
         if self._origin is None:
             source = self.source
-            self._origin = source.origin if isinstance(source, Zone) \
-                else dns.name.from_text(source.origin)
+            self._origin = source.origin if isinstance(source, Zone) else source.origin_name
         return self._origin
 
     @property

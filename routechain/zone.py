@@ -326,6 +326,11 @@ class Draft:
             + b"\x00"
 
     @property
+    def origin_name(self) -> dns.name.Name:
+        """The origin as a dns.name.Name (Zone.origin), made when asked."""
+        return dns.name.from_text(self.origin)
+
+    @property
     def serial(self) -> int:
         """The serial its SOA proposes (the build's)."""
         return int(self.head.soa.split()[2])
