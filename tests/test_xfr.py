@@ -150,16 +150,21 @@ def test_xfr_draft_renders_as_its_zone_byte_for_byte():
             assert xfr._render_draft(d, 4242) == xfr._render(xfr._with_serial(d.zone(), 4242))
 
 
-def test_xfr_server_of_drafts_transfers_only_when_asked_to():
+def test_xfr_server_of_drafts_transfers_only_when_asked_to(monkeypatch):
     """With transfers off the server keeps no version and makes no zone
-    before a query; with them on, AXFR of a draft's zone is the zone
-    zone.build makes, and a reload that changes nothing moves no serial."""
+    before a query; with them on, neither the start, the transfers nor a
+    reload make a zone of dnspython objects (AXFR is rendered from the
+    drafts' text), AXFR of a draft's zone is the zone zone.build makes, and
+    a reload that changes nothing moves no serial."""
     c = config([f"hop{k}.story" for k in range(5)], 2)
     with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)]) as srv:
         assert srv._versions is None and not srv.index._zones._ready
         origin = zone.build(c, now=1000)[0].origin
         with pytest.raises(Exception):
             pull(srv, origin)
+    made = []
+    real = zone.Draft.zone
+    monkeypatch.setattr(zone.Draft, "zone", lambda d: made.append(d.origin) or real(d))
     with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)],
                      transfers=POLICY_LOCAL) as srv:
         for ref in zone.build(c, now=1000):
@@ -169,6 +174,7 @@ def test_xfr_server_of_drafts_transfers_only_when_asked_to():
                       for n, node in got.nodes.items() for rds in node for rd in rds}
             assert theirs == ours
         srv.reload(zone.drafts(c, now=2000), transfers=POLICY_LOCAL)
+        assert made == []
         assert [z.soa[0].serial for z in srv.zones] == [1000, 1000]
 
 
