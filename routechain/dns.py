@@ -152,7 +152,7 @@ class Server:
                signer=False) -> None:
         """Serve `zones` from now on (when transfers, secondaries or
         signing are set, a zone that changed gets a greater serial, new
-        signatures when signing, and its secondaries a NOTIFY), with the
+        signatures when next needed, and its secondaries a NOTIFY), with the
         limits of `settings` and the transfer policy and secondaries given;
         the sockets stay as they are, and so do the rate limiter's buckets
         if its limits do. `signer`: a dnssec.Signer, None to stop signing,
@@ -162,7 +162,8 @@ class Server:
                 self._transfers, self._secondaries = transfers, secondaries or ()
             resign = frozenset()
             if signer is not False and signer != self._signer:
-                # Other keys or times: every zone is signed again now.
+                # Other keys or times: every zone gets a new version, signed
+                # again when next needed (its serial moves, and a NOTIFY goes).
                 self._signer = signer
                 resign = frozenset(self._versions.by_origin if self._versions else ())
             self._serve(zones, resign)
@@ -256,7 +257,8 @@ class Server:
 
     @property
     def _keep_versions(self) -> bool:
-        """Whether versions keep their records (for transfers and IXFR)."""
+        """Whether versions are kept for transfers (serials, and what AXFR
+        and IXFR send, made when a transfer first asks)."""
         return self._transfers.enabled or bool(self._secondaries)
 
     @property
