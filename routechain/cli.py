@@ -164,7 +164,9 @@ def cmd_registry(argv: list[str]) -> int:
     if config.dnssec.enabled:
         from . import dnssec, zone
         keys = _dnssec_keys(config)
-        ds = {z.origin: dnssec.ds(z.origin, keys).to_text() for z in zone.build(config)}
+        # The origins alone, from the drafts: no zone is built for them.
+        ds = {d.origin_name: dnssec.ds(d.origin_name, keys).to_text()
+              for d in zone.drafts(config)}
     print(registry.render(config, args.source, ds), end="")
     return 0
 

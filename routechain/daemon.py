@@ -293,9 +293,9 @@ class DnsSide:
         if not self._listen:
             return
         from . import dns
-        # Drafts: a zone's records are made on its first query (or at once,
-        # by the server, when it keeps versions for transfers or signs), so
-        # that the server answers every zone from the start at a cost per zone.
+        # Drafts: a zone's records are made on its first query (signed then,
+        # or on its first transfer, when the server signs), so that the
+        # server answers every zone from the start at a cost per zone.
         self._zones = _zones(config)
         self._keys = None
         self._server = dns.Server(self._zones, self._listen, config.dns,
@@ -354,7 +354,7 @@ class DnsSide:
 
 def _zones(config: Config) -> list:
     """Every zone the server holds: the reverse zones as drafts (made
-    whole on a query, or by the server when it keeps versions or signs) and the
+    whole, and signed, when a query or transfer first needs one) and the
     stories' forward names (a zone each, a few records)."""
     from . import names, zone
     return zone.drafts(config) + names.build(config)

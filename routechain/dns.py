@@ -152,7 +152,7 @@ class Server:
                signer=False) -> None:
         """Serve `zones` from now on (when transfers, secondaries or
         signing are set, a zone that changed gets a greater serial, new
-        signatures when signing, and its secondaries a NOTIFY), with the
+        signatures when next needed, and its secondaries a NOTIFY), with the
         limits of `settings` and the transfer policy and secondaries given;
         the sockets stay as they are, and so do the rate limiter's buckets
         if its limits do. `signer`: a dnssec.Signer, None to stop signing,
@@ -162,7 +162,8 @@ class Server:
                 self._transfers, self._secondaries = transfers, secondaries or ()
             resign = frozenset()
             if signer is not False and signer != self._signer:
-                # Other keys or times: every zone is signed again now.
+                # Other keys or times: every zone gets a new version, signed
+                # again when next needed (its serial moves, and a NOTIFY goes).
                 self._signer = signer
                 resign = frozenset(self._versions.by_origin if self._versions else ())
             self._serve(zones, resign)
@@ -178,17 +179,17 @@ class Server:
         """Answer from `zones`. With nobody to transfer to and no signing,
         the Index takes them as they come (a Draft's records made on its
         first query) and no version is kept. With transfers or secondaries,
-        or signing, every zone is made whole (xfr.Versions: serials that
-        rise only on a change, the records rendered for AXFR and the
-        differences for IXFR, each zone signed once its serial is set),
-        but for a draft unchanged since the last version, which keeps it
-        (and its signatures) unless its origin is in `resign`."""
+        or signing, each zone has an xfr.Version: a serial that rises only
+        when its draft changes, made whole, signed and rendered only when
+        first needed (a query, a transfer, the re-signing thread), never
+        here; a zone whose draft is unchanged keeps its version (and its
+        signatures) unless its origin is in `resign`."""
         sources = list(zones)
         if self._keep_versions or self._signer is not None:
-            keep, sign = self._keep_versions, self._sign
-            versions = (xfr.Versions.first(sources, keep, sign) if self._versions is None
-                        else self._versions.next(sources, keep, sign, resign))
-            index = Index(versions.zones)
+            sign = self._sign
+            versions = (xfr.Versions.first(sources, sign) if self._versions is None
+                        else self._versions.next(sources, sign, resign))
+            index = Index(versions.by_origin.values())
         else:
             versions, index = None, Index(sources)
         self.index, self._versions, self._sources = index, versions, sources
@@ -200,6 +201,7 @@ class Server:
     # DNSSEC: signatures made again before they expire.
 
     RESIGN_WAIT_MAX = 3600.0
+    RESIGN_IDLE = 1.0  # seconds between looks while no zone is signed yet
 
     def _resign_wait(self) -> float:
         """Seconds until the first zone's signatures are due again (at most
@@ -207,10 +209,11 @@ class Server:
         signer, versions = self._signer, self._versions
         if signer is None or versions is None:
             return self.RESIGN_WAIT_MAX
-        due = [signer.due_at(v.zone) for v in versions.by_origin.values()]
+        due = [signer.due_at(v.signed) for v in versions.by_origin.values()
+               if v.signed is not None]  # a zone not signed yet is signed when asked
         due = [d for d in due if d is not None]
         if not due:
-            return 1.0 if versions.by_origin else self.RESIGN_WAIT_MAX
+            return self.RESIGN_WAIT_MAX if not versions.by_origin else self.RESIGN_IDLE
         return min(self.RESIGN_WAIT_MAX, max(0.0, min(due) - signer.clock()))
 
     def _resign_loop(self) -> None:
@@ -230,19 +233,22 @@ class Server:
     def resign_due(self) -> int:
         """Sign again every zone whose signatures are within the refresh
         margin of expiry (each gets a new serial, and its secondaries a
-        NOTIFY); returns how many."""
+        NOTIFY); returns how many. A zone never signed yet is not due: it
+        is signed, with fresh times, when first asked for."""
         with self._lock:
             signer, versions = self._signer, self._versions
             if signer is None or versions is None:
                 return 0
             now = signer.clock()
-            due = frozenset(o for o, v in versions.by_origin.items()
-                            if (signer.due_at(v.zone) or now) <= now)
+            due = frozenset(o for o, v in versions.by_origin.items() if v.signed is not None
+                            and (signer.due_at(v.signed) or now) <= now)
             if not due:
                 return 0
-            sources = [v.source or v.zone for v in versions.by_origin.values()]
-            versions = versions.next(sources, self._keep_versions, signer.sign, resign=due)
-            self.index = Index(versions.zones)
+            sources = [v.source for v in versions.by_origin.values()]
+            versions = versions.next(sources, signer.sign, resign=due)
+            for origin in due:  # signed again now, not on the next query
+                versions.by_origin[origin].zone()
+            self.index = Index(versions.by_origin.values())
             self._versions = versions
             self._counts["dnssec:resigned"] += len(due)
         log.info("DNSSEC: signed %d zones again before their signatures expire", len(due))
@@ -251,20 +257,22 @@ class Server:
 
     @property
     def _keep_versions(self) -> bool:
-        """Whether versions keep their records (for transfers and IXFR)."""
+        """Whether versions are kept for transfers (serials, and what AXFR
+        and IXFR send, made when a transfer first asks)."""
         return self._transfers.enabled or bool(self._secondaries)
 
     @property
     def zones(self) -> list[Zone]:
-        """The zones served, with the serials they are served with (made
-        whole here when no transfer keeps them: for tests and tools)."""
+        """The zones served, with the serials they are served with, made
+        whole (signed when signing) here: for tests and tools."""
         if self._versions is not None:
             return self._versions.zones
         return [s if isinstance(s, Zone) else s.zone() for s in self._sources]
 
     def _send_notify(self, versions: xfr.Versions | None) -> None:
         if versions is not None and self._secondaries and versions.changed and self.alive():
-            zones = [versions.by_origin[o].zone for o in versions.changed]
+            # Versions: a NOTIFY needs the origin and the SOA, not the zone.
+            zones = [versions.by_origin[o] for o in versions.changed]
             try:
                 self._loop.call_soon_threadsafe(
                     self._notify.send, zones, self._secondaries, self._transfers.keys,

@@ -179,9 +179,11 @@ class _Loaded:
 
 
 class _Entry:
-    """A zone of the Index: a Zone, or a zone.Draft whose dnspython objects
-    are made on the first query that reaches it (so that building an Index
-    costs one dict entry per zone, however many records the zones hold)."""
+    """A zone of the Index: a Zone, or a zone.Draft (or an xfr.Version: a
+    zone as the server keeps it for transfers or signing) whose dnspython
+    objects are made by its zone() on the first query that reaches it (so
+    that building an Index costs one dict entry per zone, however many
+    records the zones hold)."""
 
     __slots__ = ("source", "loaded")
 
@@ -217,13 +219,10 @@ class _Zones:
         return len(self.entries)
 
 
-def _origin_key(source: Zone | Draft) -> bytes:
-    """A zone's origin as lower-case wire, without building a Name for a
-    Draft (its origin is plain text: digits, hex, '-' and dots)."""
-    if isinstance(source, Zone):
-        return _key(source.origin)
-    return b"".join(len(label).to_bytes(1, "big") + label
-                    for label in source.origin.lower().encode("ascii").split(b".")[:-1]) + b"\x00"
+def _origin_key(source) -> bytes:
+    """A zone's origin as lower-case wire: Zone.origin_key, or a Draft's
+    (or an xfr.Version's), made without a dns.name.Name."""
+    return source.origin_key
 
 
 class Index:

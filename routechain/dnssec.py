@@ -8,7 +8,7 @@ the key directory (`[dnssec] key_dir`, default `$STATE_DIRECTORY/keys`,
 i.e. the unit's StateDirectory=, else /var/lib/route-chain/keys). Both are
 made when neither exists (mode 0600, in a directory made 0700). They are
 never replaced silently: one file without the other, a file that cannot be
-read, one readable by group or others, or keys of another algorithm than
+read, one readable by group or others (files.check_secret_mode), or keys of another algorithm than
 the configured one each stop the start with one line naming the file. A
 private key never appears in a message or a repr.
 
@@ -26,7 +26,6 @@ hour before signing (INCEPTION_SLACK, for clocks behind ours) for
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from . import files
 from .settings import DNSSEC_ALGORITHMS as ALGORITHMS, DnssecSettings
 from .errors import ConfigError
 from .zone import Zone
@@ -117,25 +117,16 @@ def load_keys(settings: Settings, create: bool = True) -> Keys:
     return Keys(ksk, zsk, directory)
 
 
-def unsafe_mode_reason(mode: int) -> str | None:
-    """Why a key file with this st_mode must not be used, or None."""
-    if not stat.S_ISREG(mode):
-        return "not a regular file"
-    if mode & 0o077:
-        return (f"readable or writable by others (mode {stat.S_IMODE(mode):04o}); "
-                "chmod 600 it")
-    return None
-
-
 def _load(path: Path, role: str, algorithm: int) -> Key:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read DNSSEC key: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:
-        reason = unsafe_mode_reason(os.fstat(f.fileno()).st_mode)
-        if reason:
-            raise ConfigError(f"{path}: refusing DNSSEC key: {reason}")
+        # The daemon's own key: its owner alone may read it (no group, as a
+        # TSIG secret's may; files.secret_mode_refusal says why).
+        files.check_secret_mode(os.fstat(f.fileno()).st_mode, str(path), "DNSSEC key file",
+                                group_may_read=False)
         data = f.read()
     try:
         private = serialization.load_pem_private_key(data, password=None)

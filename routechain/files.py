@@ -8,7 +8,10 @@ files) with bounds, so that no file can hang or exhaust the daemon:
   that a file swapped in between is caught);
 - the file is opened with O_NONBLOCK, so that even a FIFO that appears
   between the two checks returns at once instead of waiting for a writer;
-- at most MAX_FILE_BYTES are read; a larger file is refused, never cut.
+- at most MAX_FILE_BYTES are read; a larger file is refused, never cut;
+- a file holding a secret (a TSIG secret, a DNSSEC private key) is refused
+  when its mode lets anyone in but its owner (and, for a TSIG secret, its
+  group): `check_secret_mode`, the one rule both follow.
 
 Errors are ConfigError naming the file as the user wrote it.
 """
@@ -53,6 +56,37 @@ def read_bytes(path: Path, source: str, what: str, limit: int = MAX_FILE_BYTES) 
         raise ConfigError(f"{source}: {what} file is larger than {_size(limit)}: "
                           f"route-chain reads at most {_size(limit)}")
     return b"".join(chunks)
+
+
+def secret_mode_refusal(mode: int, group_may_read: bool) -> str | None:
+    """Why a file holding a secret, of this st_mode, must not be used (its
+    end ready for "refusing <what>: "), or None. Only its owner may write
+    it; only its owner may read it, and its group too when
+    `group_may_read`.
+
+    The allowance is the one difference between the secrets route-chain
+    reads. A TSIG secret is shared by design: the same key sits in the
+    secondaries' configs, and on one host the file is commonly kept
+    0640 root:bind (or knot) so that the name server's group reads it too;
+    so its group may read it (never write it). A DNSSEC private key is the
+    daemon's own: made by it, read by nobody else, and whoever reads it can
+    sign for the zones; so only its owner may (0600, as the daemon makes it)."""
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    bad = mode & 0o077 & ~(0o040 if group_may_read else 0)
+    if not bad:
+        return None
+    who = " and ".join(w for w, bits in (("group", 0o070), ("others", 0o007)) if bad & bits)
+    fix = "g-wx,o-rwx" if group_may_read else "600"
+    return f"readable or writable by {who} (mode {stat.S_IMODE(mode):04o}); chmod {fix} it"
+
+
+def check_secret_mode(mode: int, source: str, what: str, group_may_read: bool) -> None:
+    """ConfigError "<source>: refusing <what>: <reason>" when
+    `secret_mode_refusal` refuses the file of st_mode `mode`."""
+    reason = secret_mode_refusal(mode, group_may_read)
+    if reason is not None:
+        raise ConfigError(f"{source}: refusing {what}: {reason}")
 
 
 def _check_regular(mode: int, source: str, what: str) -> None:

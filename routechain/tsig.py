@@ -5,8 +5,9 @@ TSIG record, and compares MACs in constant time (hmac.compare_digest); the
 time window (the request's fudge, RFC 8945 5.2.3) is checked here too.
 
 A key's secret is read from a file the config names: the file must not be
-readable or writable by others (a TSIG secret is a password), and the
-secret is never logged or shown in a repr.
+readable by others nor writable but by its owner (a TSIG secret is a
+password; its group, a name server's, may read it: files.secret_mode_refusal
+says why), and the secret is never logged or shown in a repr.
 """
 
 from __future__ import annotations
@@ -64,14 +65,14 @@ class Key:
 def read_secret(path: Path, shown: str) -> bytes:
     """The secret in a key file: base64 alone on a line, or the `secret`
     of a BIND/Knot key clause (what tsig-keygen and keymgr print). Refused
-    when others may read or write the file."""
+    when anyone but its owner and group may read it, or anyone but its
+    owner write it (files.check_secret_mode)."""
     try:
         mode = os.stat(path).st_mode
     except OSError as e:
         raise ConfigError(f"{shown}: cannot read TSIG key file: {e.strerror}") from None
-    if stat.S_ISREG(mode) and mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ConfigError(f"{shown}: TSIG key file is readable or writable by others "
-                          f"(mode {stat.S_IMODE(mode):04o}): chmod o-rw it")
+    if stat.S_ISREG(mode):  # anything else: read_bytes says what it is
+        files.check_secret_mode(mode, shown, "TSIG key file", group_may_read=True)
     text = files.read_bytes(path, shown, "TSIG key file", limit=64 * 1024).decode(
         "ascii", "replace")
     m = re.search(r"secret\s*:?\s*\"?([A-Za-z0-9+/=]+)\"?", text)

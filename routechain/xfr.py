@@ -8,12 +8,17 @@ Versions and serials. Each reload hands `Versions.next` the zones just
 built. A zone whose records are the same as before keeps its version and
 its serial; a zone that changed gets a serial greater than the one it had
 (RFC 1982: the build's serial if that is greater, else the old one plus
-one), or secondaries would never refresh. When transfers are on, every
-version keeps its records rendered, and the differences between the last
-HISTORY versions of a zone, from which IXFR answers; a client whose serial
-is older than that history gets the whole zone (RFC 1995 4). `Versions` is
-never changed after it is made: a transfer takes the one in force when it
-starts, and a reload in the middle does not touch what it streams.
+one), or secondaries would never refresh. "The same" is decided on the
+zone.Draft (what its records are made of), never on dnspython objects, so a
+start or reload costs one Version per zone: each is made whole, signed and
+rendered only when a query, a transfer or the re-signing thread first needs
+it, and kept then. A version once rendered for a transfer keeps the
+differences between the last HISTORY versions of its zone, from which IXFR
+answers; a client whose serial is older than that history gets the whole
+zone (RFC 1995 4). `Versions` is never changed after it is made (a
+Version only fills in what it makes lazily, the same each time it is
+asked): a transfer takes the one in force when it starts, and a reload in
+the middle does not touch what it streams.
 
 Policy (off by default: no rule, no transfer). A transfer is allowed when
 a rule matches the client: its address in the rule's prefix and, when the
@@ -30,8 +35,10 @@ labels below the origin and a pointer to the question's name.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +46,7 @@ import dns.exception
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
@@ -145,116 +153,171 @@ class Diff:
     added: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
-class Version:
-    """A zone as served, and (when transfers are on) its records rendered:
-    the SOA and the rest in zone order, and the differences that led here."""
+_MAKING = threading.Lock()  # one zone made (built, signed, rendered) at a time
 
-    zone: Zone
-    soa: bytes = b""
-    records: tuple[bytes, ...] | None = None
-    diffs: tuple[Diff, ...] = ()
-    source: Zone | None = None  # when signed: the zone before signing
-    draft: tuple | None = None  # what the zone was made from (_draft_key)
+
+class Version:
+    """One zone as served: what it is made from (a zone.Draft, or a Zone as
+    built), its serial, the differences that led here (IXFR), and what is
+    made of it only when first needed, then kept: the zone signed (`zone()`,
+    when signing: a query with DO, a transfer, the re-signing thread) and
+    its records rendered for AXFR (`rendered()`). An unsigned zone is made
+    as dnspython objects only for the Index that asks (which keeps a bounded
+    number), and rendered for transfers straight from its draft. So a start
+    or reload costs one object per zone, however many records; the DNS
+    thread, a reload and the re-signing thread may each make a version
+    first, and the first one made is the one kept."""
+
+    __slots__ = ("source", "serial", "diffs", "_sign", "_origin", "_signed", "_rendered")
+
+    def __init__(self, source: Zone | Draft, serial: int, sign: Sign | None = None,
+                 diffs: tuple[Diff, ...] = ()) -> None:
+        self.source, self.serial, self.diffs, self._sign = source, serial, diffs, sign
+        self._origin: dns.name.Name | None = None
+        self._signed: Zone | None = None
+        self._rendered: tuple[bytes, tuple[bytes, ...]] | None = None
 
     @property
-    def serial(self) -> int:
-        return self.zone.soa[0].serial
+    def origin_key(self) -> bytes:
+        return self.source.origin_key
+
+    @property
+    def origin(self) -> dns.name.Name:
+        if self._origin is None:
+            source = self.source
+            self._origin = source.origin if isinstance(source, Zone) else source.origin_name
+        return self._origin
+
+    @property
+    def signed(self) -> Zone | None:
+        """The zone signed, if it has been (None unsigned or not yet)."""
+        return self._signed
+
+    @property
+    def rendered_yet(self) -> bool:
+        return self._rendered is not None
+
+    def zone(self) -> Zone:
+        """The zone as served, with this version's serial; signed (once,
+        then kept) when signing."""
+        if self._signed is not None:
+            return self._signed
+        if self._sign is None:
+            return self._unsigned()
+        with _MAKING:
+            if self._signed is None:
+                self._signed = self._sign(self._unsigned())
+        return self._signed
+
+    def _unsigned(self) -> Zone:
+        source = self.source
+        whole = source if isinstance(source, Zone) else source.zone()
+        return whole if whole.soa[0].serial == self.serial else _with_serial(whole, self.serial)
+
+    @property
+    def soa(self) -> dns.rrset.RRset:
+        """The SOA RRset with this version's serial (for NOTIFY), made
+        without the rest of the zone."""
+        if self._signed is not None:
+            return self._signed.soa
+        source = self.source
+        if isinstance(source, Zone):
+            soa = source.soa
+        else:
+            soa = dns.rrset.from_text(self.origin, source.head.ttl, "IN", "SOA", source.head.soa)
+        return soa if soa[0].serial == self.serial else _with_serial(Zone(self.origin, (soa,)),
+                                                                    self.serial).soa
+
+    def rendered(self) -> tuple[bytes, tuple[bytes, ...]]:
+        """(the SOA record, the other records in zone order) as a transfer
+        writes them; made once. An unsigned draft is rendered from its
+        records' text, the bytes `_render` gives of its zone (a test holds
+        the two equal)."""
+        if self._rendered is None:
+            source = self.source
+            if self._sign is None and isinstance(source, Draft):
+                made = _render_draft(source, self.serial)
+            else:
+                made = _render(self.zone())
+            with _MAKING:
+                if self._rendered is None:
+                    self._rendered = made
+        return self._rendered
+
+    def same_source(self, source: Zone | Draft) -> bool:
+        """True when source makes this version's zone again (its serial
+        aside): drafts compare as zone.Draft.same_records does, built zones
+        record by record."""
+        mine = self.source
+        if source is mine:
+            return True
+        if isinstance(mine, Draft) and isinstance(source, Draft):
+            return mine.same_records(source)
+        if isinstance(mine, Zone) and isinstance(source, Zone):
+            return _same_records(mine, source)
+        return False
+
+
+def _proposed(source: Zone | Draft) -> int:
+    """The serial a zone's build proposes."""
+    return source.soa[0].serial if isinstance(source, Zone) else source.serial
 
 
 @dataclass(frozen=True)
 class Versions:
-    """Every zone's current version by lower-case origin; never changed."""
+    """Every zone's current version by origin (lower-case wire, as
+    Zone.origin_key); never changed but for what a Version makes lazily."""
 
-    by_origin: dict = field(default_factory=dict)  # dns.name.Name -> Version
-    changed: tuple[dns.name.Name, ...] = ()
+    by_origin: dict = field(default_factory=dict)  # bytes -> Version
+    changed: tuple[bytes, ...] = ()
 
     @property
     def zones(self) -> list[Zone]:
-        return [v.zone for v in self.by_origin.values()]
+        """Every zone whole (signed when signing): for tests and tools."""
+        return [v.zone() for v in self.by_origin.values()]
+
+    def get(self, name: dns.name.Name) -> Version | None:
+        return self.by_origin.get(name.to_digestable())
 
     @classmethod
-    def first(cls, zones: Iterable[Zone | Draft], keep: bool,
-              sign: Sign | None = None) -> "Versions":
+    def first(cls, zones: Iterable[Zone | Draft], sign: Sign | None = None) -> "Versions":
+        """The first versions: each zone with the serial its build proposes,
+        nothing made yet."""
         versions = {}
         for source in zones:
-            new = _whole(source)
-            versions[new.origin] = replace(_version(new, keep, sign=sign),
-                                           draft=_draft_key(source))
+            versions[source.origin_key] = Version(source, _proposed(source), sign)
         return cls(versions, tuple(versions))
 
-    def next(self, zones: Iterable[Zone | Draft], keep: bool, sign: Sign | None = None,
+    def next(self, zones: Iterable[Zone | Draft], sign: Sign | None = None,
              resign: frozenset = frozenset()) -> "Versions":
-        """The versions after a reload built `zones` (Zones, or Drafts made
-        whole here but for a draft whose records are those of its zone's
-        version: that one keeps its version without being made);
-        `changed` names the zones whose serial moved (new zones too). With
-        `sign`, a zone is signed once its serial is set: one whose records
-        did not change keeps its version (and signatures) unless its origin
-        is in `resign`, when it gets a new serial and new signatures."""
+        """The versions after a reload built `zones`. A zone made from the
+        same records as its version's keeps that version (and its serial,
+        and its signatures) unless its origin is in `resign`; any other gets
+        a new version with a greater serial, made when needed. `changed`
+        names the zones whose serial moved (new zones too).
+
+        The differences to the new version (IXFR) are made only where a
+        secondary may want them: for a zone whose old version was rendered
+        for a transfer, unsigned. A signed zone is signed whole again, every
+        RRSIG new, so the step is as large as the zone and a client gets
+        AXFR anyway (`_diffs`); nothing is signed here."""
         out, changed = {}, []
         for source in zones:
-            draft = _draft_key(source)
-            if draft is not None:
-                old = self.by_origin.get(dns.name.from_text(source.origin))
-                if old is not None and (keep or sign is not None) and old.draft == draft \
-                        and old.zone.origin not in resign:
-                    out[old.zone.origin] = old
-                    continue
-            new = _whole(source)
-            old = self.by_origin.get(new.origin)
+            key = source.origin_key
+            old = self.by_origin.get(key)
             if old is None:
-                out[new.origin] = replace(_version(new, keep, sign=sign), draft=draft)
-                changed.append(new.origin)
+                out[key] = Version(source, _proposed(source), sign)
+                changed.append(key)
                 continue
-            if draft is None and source is old.source:
-                draft = old.draft  # signed again from its own zone (dns.Server.resign_due)
-            records = None
-            if sign is not None:
-                if new.origin not in resign and _same_records(old.source, new):
-                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
-                    continue
-            elif keep:
-                records = _render(new)[1]
-                if records == old.records and _same_soa(old.zone, new):
-                    out[new.origin] = old if old.draft == draft else replace(old, draft=draft)
-                    continue
-            proposed = new.soa[0].serial
-            serial = next_serial(old.serial, proposed)
-            zone = new if serial == proposed else _with_serial(new, serial)
-            version = _version(zone, keep, records, sign)
-            if keep and old.records is not None:
-                version = replace(version, diffs=_diffs(old, version))
-            out[new.origin] = replace(version, draft=draft)
-            changed.append(new.origin)
+            if key not in resign and old.same_source(source):
+                out[key] = old
+                continue
+            new = Version(source, next_serial(old.serial, _proposed(source)), sign)
+            if sign is None and old.rendered_yet:
+                new.diffs = _diffs(old, new)
+            out[key] = new
+            changed.append(key)
         return Versions(out, tuple(changed))
-
-
-def _whole(source: Zone | Draft) -> Zone:
-    return source if isinstance(source, Zone) else source.zone()
-
-
-def _draft_key(source: Zone | Draft) -> tuple | None:
-    """A Draft's records and its SOA and NS but for the serial: equal for
-    two drafts that make the same zone (None for a Zone)."""
-    if isinstance(source, Zone):
-        return None
-    head = source.head
-    soa = head.soa.split()
-    return (head.ttl, tuple(soa[:2] + soa[3:]), head.ns, source.records)
-
-
-def _version(zone: Zone, keep: bool, records: tuple[bytes, ...] | None = None,
-             sign: Sign | None = None) -> Version:
-    """zone's version, signed by `sign` if given; rendered when transfers
-    are on (records: its records already rendered, the SOA aside)."""
-    if sign is not None:
-        return replace(_version(sign(zone), keep), source=zone)
-    if not keep:
-        return Version(zone)
-    if records is None:
-        return Version(zone, *_render(zone))
-    return Version(zone, _render(zone, soa_only=True)[0], records)
 
 
 def _same_records(old: Zone | None, new: Zone) -> bool:
@@ -283,13 +346,52 @@ def _same_soa(a: Zone, b: Zone) -> bool:
 def _diffs(old: Version, new: Version) -> tuple[Diff, ...]:
     """old's history and the step from old to new, at most HISTORY long;
     none when the step is larger than the zone (then AXFR is cheaper)."""
-    before, after = set(old.records), set(new.records)
-    deleted = tuple(r for r in old.records if r not in after)
-    added = tuple(r for r in new.records if r not in before)
-    if len(deleted) + len(added) >= max(1, len(new.records)):
+    old_soa, old_records = old.rendered()
+    new_soa, new_records = new.rendered()
+    before, after = set(old_records), set(new_records)
+    deleted = tuple(r for r in old_records if r not in after)
+    added = tuple(r for r in new_records if r not in before)
+    if len(deleted) + len(added) >= max(1, len(new_records)):
         return ()
-    step = Diff(old.soa, new.soa, old.serial, new.serial, deleted, added)
+    step = Diff(old_soa, new_soa, old.serial, new.serial, deleted, added)
     return (*old.diffs, step)[-HISTORY:]
+
+
+def _render_draft(draft: Draft, serial: int) -> tuple[bytes, tuple[bytes, ...]]:
+    """`_render` of draft.zone() with `serial`, from the draft's text: no
+    dnspython object but the SOA's rdata, once per build."""
+    head = draft.head
+    rdata = _soa_rdata(head.soa)
+    soa = rdata[:-20] + serial.to_bytes(4, "big") + rdata[-16:]  # RFC 1035 3.3.13
+    ttl = struct.pack("!HI", 1, head.ttl)  # class IN, the TTL
+    apex = _TO_ORIGIN
+    records = [apex + b"\x00\x06" + ttl + len(soa).to_bytes(2, "big") + soa]
+    for target in head.ns:
+        rd = _text_wire(target)
+        records.append(apex + b"\x00\x02" + ttl + len(rd).to_bytes(2, "big") + rd)
+    types = {"PTR": b"\x00\x0c", "CNAME": b"\x00\x05"}
+    for owner, rdtype, target in draft.records:
+        rd = _text_wire(target)
+        below = b"" if owner == "@" else _text_wire(f"{owner}.")[:-1]
+        records.append(below + apex + types[rdtype] + ttl + len(rd).to_bytes(2, "big") + rd)
+    return records[0], tuple(records[1:])
+
+
+@functools.lru_cache(maxsize=16)
+def _soa_rdata(text: str) -> bytes:
+    return dns.rdata.from_text("IN", "SOA", text).to_wire()
+
+
+@functools.lru_cache(maxsize=65536)
+def _text_wire(text: str) -> bytes:
+    """An absolute name's wire, its case kept: split at the dots where
+    the text has no escape (dnspython's from_text does the same), else
+    dnspython's. Kept: stories repeat their names from chain to chain, and
+    chains their owners' low labels from zone to zone."""
+    if "\\" in text:
+        return dns.name.from_text(text).to_wire()
+    return b"".join([len(label).to_bytes(1, "big") + label
+                     for label in text.encode().split(b".")])
 
 
 def _render(zone: Zone, soa_only: bool = False) -> tuple[bytes, tuple[bytes, ...]]:
@@ -361,8 +463,8 @@ def respond(wire: bytes, client: str, versions: Versions,
         return f"xfr_refused:{reason}", iter((tsig.error_response(request,
                                                                   dns.rcode.REFUSED),))
     question = query.question[0]
-    version = versions.by_origin.get(question.name)
-    if version is None or version.records is None or question.rdclass != 1:
+    version = versions.get(question.name)
+    if version is None or question.rdclass != 1:
         return "xfr_refused:zone", iter((tsig.error_response(request, dns.rcode.NOTAUTH),))
     signer = tsig.Stream(request.key, query.mac, query.id) if request.key else None
     z = wire.find(0, 12)
@@ -373,7 +475,7 @@ def respond(wire: bytes, client: str, versions: Versions,
     if client_serial is None:
         return "xfr_refused:malformed", iter((_formerr(wire),))
     if not serial_gt(version.serial, client_serial):
-        return "xfr:uptodate", frame.messages(iter((version.soa,)))
+        return "xfr:uptodate", frame.messages(iter((version.rendered()[0],)))
     steps = _steps(version, client_serial)
     if steps is None:
         return "xfr:ixfr_full", frame.messages(_axfr(version))
@@ -422,22 +524,25 @@ def _steps(version: Version, serial: int) -> tuple[Diff, ...] | None:
 
 
 def _axfr(version: Version) -> Iterator[bytes]:
-    """RFC 5936 2.2: the SOA, every other record, the SOA again."""
-    yield version.soa
-    yield from version.records
-    yield version.soa
+    """RFC 5936 2.2: the SOA, every other record, the SOA again (rendered,
+    signed first when signing, on the transfer's first message)."""
+    soa, records = version.rendered()
+    yield soa
+    yield from records
+    yield soa
 
 
 def _ixfr(version: Version, steps: tuple[Diff, ...]) -> Iterator[bytes]:
     """RFC 1995 4: the new SOA, then per step the old SOA and the records
     deleted, the new SOA and the records added; the new SOA last."""
-    yield version.soa
+    soa = version.rendered()[0]
+    yield soa
     for step in steps:
         yield step.old_soa
         yield from step.deleted
         yield step.new_soa
         yield from step.added
-    yield version.soa
+    yield soa
 
 
 @dataclass

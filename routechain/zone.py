@@ -74,6 +74,12 @@ class Zone:
     def soa(self) -> dns.rrset.RRset:
         return self.rrsets[0]
 
+    @property
+    def origin_key(self) -> bytes:
+        """The origin as lower-case uncompressed wire: how the server and
+        its transfers look a zone up."""
+        return self.origin.to_digestable()
+
     def to_text(self) -> str:
         """The zone as an RFC 1035 master file."""
         ttl = self.soa.ttl
@@ -302,12 +308,51 @@ class Draft:
     for, and the dnspython Zone too (`zone()`), so that a daemon with ten
     thousand zones builds none of them before a query."""
 
-    __slots__ = ("origin", "head", "sources")
+    __slots__ = ("origin", "head", "sources", "_shape")
 
     def __init__(self, origin: str, head: Head, sources: tuple) -> None:
         self.origin = origin
         self.head = head
         self.sources = sources
+        self._shape: tuple | None = None
+
+    @property
+    def origin_key(self) -> bytes:
+        """The origin as lower-case uncompressed wire (Zone.origin_key),
+        without a dns.name.Name (the origin is plain text: digits, hex,
+        '-', '/', '_' and dots)."""
+        return b"".join(len(label).to_bytes(1, "big") + label
+                        for label in self.origin.lower().encode("ascii").split(b".")[:-1]) \
+            + b"\x00"
+
+    @property
+    def origin_name(self) -> dns.name.Name:
+        """The origin as a dns.name.Name (Zone.origin), made when asked."""
+        return dns.name.from_text(self.origin)
+
+    @property
+    def serial(self) -> int:
+        """The serial its SOA proposes (the build's)."""
+        return int(self.head.soa.split()[2])
+
+    def same_records(self, other: "Draft") -> bool:
+        """True when other makes the same zone but for the serial: the same
+        SOA and NS otherwise, and the same records. Compared first by what
+        the records are made of (each source chain's part, prefix and
+        named addresses, kept once worked out), which is per hop, not per
+        record; only drafts whose makings differ have their records
+        rendered and compared (two stories may name a hop alike)."""
+        if other is self:
+            return True
+        if self.origin_key != other.origin_key or _head_key(self.head) != _head_key(other.head):
+            return False
+        return self._making() == other._making() or self.records == other.records
+
+    def _making(self) -> tuple:
+        if self._shape is None:
+            self._shape = tuple((part, chain.network, tuple(_named(chain)))
+                                for chain, part in self.sources)
+        return self._shape
 
     @property
     def filename(self) -> str:
@@ -347,6 +392,13 @@ class Draft:
             rrsets.append(dns.rrset.from_text(name, h.ttl, "IN", rdtype, target))
             last = owner, rdtype
         return Zone(origin, tuple(rrsets))
+
+
+def _head_key(head: Head) -> tuple:
+    """A Head but for its serial: equal for two builds whose SOA and NS
+    differ at most in the serial."""
+    soa = head.soa.split()
+    return head.ttl, tuple(soa[:2] + soa[3:]), head.ns, head.form
 
 
 def drafts(config: Config, now: float | None = None) -> list[Draft]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import textwrap
 import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from routechain import config, settings
+from configfile import refusal, write
+from routechain import config, files, settings
 from routechain.chain import Chain, parse_prefix
 from routechain.errors import ConfigError, UsageError
 
@@ -49,13 +49,6 @@ soa_rname = "hostmaster@example.net"
 ttl = 600
 serial = 42
 """
-
-
-def write(tmp_path: Path, text: str, story: str = "one\ntwo,\n") -> Path:
-    (tmp_path / "story.txt").write_text(story)
-    path = tmp_path / "route-chain.toml"
-    path.write_text(textwrap.dedent(text))
-    return Path(os.path.relpath(path))  # messages name the file as the user gave it
 
 
 @pytest.fixture
@@ -606,15 +599,33 @@ def test_config_transfers_are_off_without_keys():
 ])
 def test_config_transfer_errors_name_file_line_and_value(in_tmp, edit, message):
     keys(in_tmp)
-    with pytest.raises(ConfigError) as info:
-        config.load(write(in_tmp, edit(TRANSFERS)))
-    assert message in str(info.value)
+    assert message in refusal(in_tmp, edit(TRANSFERS))
+
+
+@pytest.mark.parametrize("mode, group_may_read, reason", [
+    (0o100600, False, None),
+    (0o100400, False, None),
+    (0o100640, False, "readable or writable by group (mode 0640); chmod 600 it"),
+    (0o100604, False, "readable or writable by others (mode 0604); chmod 600 it"),
+    (0o100666, False, "readable or writable by group and others (mode 0666); chmod 600 it"),
+    (0o100640, True, None),
+    (0o100600, True, None),
+    (0o100660, True, "readable or writable by group (mode 0660); chmod g-wx,o-rwx it"),
+    (0o100644, True, "readable or writable by others (mode 0644); chmod g-wx,o-rwx it"),
+    (0o100602, True, "readable or writable by others (mode 0602); chmod g-wx,o-rwx it"),
+    (0o040700, True, "not a regular file"),
+    (0o010600, False, "not a regular file"),
+])
+def test_files_secret_mode_rule(mode, group_may_read, reason):
+    """The one rule for secret files: the owner alone, and the group may
+    read a TSIG secret (group_may_read) but never a DNSSEC key."""
+    assert files.secret_mode_refusal(mode, group_may_read) == reason
 
 
 def test_config_tsig_key_file_readable_by_others_is_refused(in_tmp):
     keys(in_tmp, 0o604)
-    with pytest.raises(ConfigError, match=r"xfr.key: TSIG key file is readable or writable by "
-                                          r"others \(mode 0604\)"):
+    with pytest.raises(ConfigError, match=r"xfr.key: refusing TSIG key file: readable or "
+                                          r"writable by others \(mode 0604\)"):
         config.load(write(in_tmp, TRANSFERS))
 
 @pytest.mark.parametrize("text, expected", [
@@ -642,9 +653,7 @@ def test_config_routing(in_tmp, text, expected):
 def test_config_routing_refuses(in_tmp, text, message):
     """Protocols 0..4 mean something to the kernel (RTPROT_STATIC and
     below): never ours."""
-    with pytest.raises(ConfigError) as info:
-        config.load(write(in_tmp, text))
-    assert message in str(info.value)
+    assert message in refusal(in_tmp, text)
 
 
 def test_config_merge_keeps_the_files_routing(in_tmp):

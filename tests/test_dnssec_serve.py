@@ -437,34 +437,52 @@ def test_dnssec_serve_fast_negative_equals_slow_path(tmp_path):
 
 def test_dnssec_serve_signing_off_keeps_the_lazy_path(tmp_path, monkeypatch):
     """Signing off (and no transfers): the server keeps no versions and
-    makes no zone whole before a query reaches it. Signing on: every zone
-    is made whole and signed at start; a reload signs again only the zone
-    whose story changed, and an unchanged draft keeps its signed zone
-    without being made whole again."""
+    makes no zone whole before a query reaches it."""
     with rdns.Server(drafts(), [("127.0.0.1", 0)]) as srv:
         assert srv._versions is None
         assert all(e.loaded is None for e in srv.index._zones.entries.values())
         srv.reload(drafts())
         assert srv._versions is None
         assert all(e.loaded is None for e in srv.index._zones.entries.values())
+
+
+def test_dnssec_serve_signs_a_zone_when_first_asked_never_at_start(tmp_path, monkeypatch):
+    """Signing on: neither the start nor a reload makes or signs a zone; the
+    first DO query to a zone signs that one, and its answer validates at
+    once; a reload with one story changed gives that zone a new version,
+    signed again when next asked, while the zones that did not change keep
+    their versions (and the signatures they have)."""
+    made = []
+    real = zone.Draft.zone
+    monkeypatch.setattr(zone.Draft, "zone", lambda d: made.append(d.origin) or real(d))
     with rdns.Server(drafts(), [("127.0.0.1", 0)], signer=make_signer(tmp_path)) as srv:
-        assert all(dnssec.expiration(z) is not None for z in srv.zones)
-        old = {z.origin: z for z in srv.zones}
-        made = []
-        real = zone.Draft.zone
-        monkeypatch.setattr(zone.Draft, "zone",
-                            lambda d: made.append(d.origin) or real(d))
+        versions = srv._versions.by_origin
+        assert made == [] and all(v.signed is None for v in versions.values())
+        response = ask(srv, QUERIES[0][0], "PTR")
+        assert check_signed(response, keys_of(srv, CLASSLESS)) == 1
+        assert made == [CLASSLESS.to_text()]
+        assert [v.origin for v in versions.values() if v.signed is not None] == [CLASSLESS]
+        first = versions[CLASSLESS.to_digestable()].signed
+        ask(srv, V6, "SOA")  # the IPv6 zone signed too (a query without DO)
+        v6 = versions[V6.to_digestable()]
+        assert v6.signed is not None
         story = list(STORY4)
         story[1] = "a.big.packet"
         srv.reload(drafts([chain("198.51.100.33/27", story, suffix="story.example"),
                            CHAINS[1]]))
-        new = {z.origin: z for z in srv.zones}
+        assert made == [CLASSLESS.to_text(), V6.to_text()]  # the reload made nothing
+        after = srv._versions.by_origin
+        assert after[V6.to_digestable()] is v6
         # The classless zone and its /24 parent (whose draft holds the
-        # CNAMEs and the records under them) changed; the IPv6 zone did not.
-        assert sorted(made) == ["100.51.198.in-addr.arpa.", CLASSLESS.to_text()]
-        assert new[V6] is old[V6]
-        assert new[CLASSLESS] is not old[CLASSLESS]
-        assert dnssec.expiration(new[CLASSLESS]) is not None
+        # CNAMEs and the records under them) changed: new versions, unsigned yet.
+        changed = {v.origin for k, v in after.items() if v is not versions[k]}
+        assert changed == {CLASSLESS, dns.name.from_text("100.51.198.in-addr.arpa.")}
+        assert after[CLASSLESS.to_digestable()].signed is None
+        response = ask(srv, "35.32-27.100.51.198.in-addr.arpa.", "PTR")
+        assert response.answer[0][0].target.to_text() == "a.big.packet."
+        assert check_signed(response, keys_of(srv, CLASSLESS)) == 1
+        assert after[CLASSLESS.to_digestable()].signed is not first
+        assert xfr.serial_gt(after[CLASSLESS.to_digestable()].serial, first.soa[0].serial)
 
 
 def test_dnssec_serve_signed_server_without_do_equals_unsigned_server(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import socket
 import struct
 import threading
@@ -73,56 +74,97 @@ def test_xfr_transfers_are_off_by_default():
     assert not xfr.Policy().enabled and xfr.Policy().refusal("127.0.0.1", None) == "address"
 
 
+def transferred(versions: xfr.Versions) -> xfr.Versions:
+    """versions, every one rendered as a transfer would."""
+    for v in versions.by_origin.values():
+        v.rendered()
+    return versions
+
+
 def test_xfr_unchanged_zone_keeps_its_version_and_serial():
-    first = xfr.Versions.first(zone.build(config(["a", "b"]), now=1000), keep=True)
-    again = first.next(zone.build(config(["a", "b"]), now=2000), keep=True)
+    first = transferred(xfr.Versions.first(zone.build(config(["a", "b"]), now=1000)))
+    again = first.next(zone.build(config(["a", "b"]), now=2000))
     assert again.changed == () and again.zones[0].soa[0].serial == 1000
-    edited = again.next(zone.build(config(["a", "c"]), now=1000), keep=True)
-    assert edited.changed == (first.zones[0].origin,)
+    edited = again.next(zone.build(config(["a", "c"]), now=1000))
+    key = first.zones[0].origin_key
+    assert edited.changed == (key,)
     assert edited.zones[0].soa[0].serial == 1001
-    (diff,) = edited.by_origin[first.zones[0].origin].diffs
+    (diff,) = edited.by_origin[key].diffs
     assert (diff.old_serial, diff.new_serial, len(diff.deleted), len(diff.added)) == \
         (1000, 1001, 1, 1)
 
 
-def test_xfr_drafts_make_the_versions_zones_make_and_unchanged_ones_are_not_made(monkeypatch):
+def test_xfr_version_nobody_transferred_leaves_no_differences():
+    """A changed zone whose version was never rendered for a transfer gets
+    a greater serial and no differences (no secondary can hold it: IXFR
+    from an older serial falls back to AXFR), and nothing is rendered."""
+    first = xfr.Versions.first(zone.build(config(["a", "b"]), now=1000))
+    edited = first.next(zone.build(config(["a", "c"]), now=1000))
+    (version,) = edited.by_origin.values()
+    assert version.serial == 1001 and version.diffs == () and not version.rendered_yet
+
+
+def test_xfr_drafts_make_the_versions_zones_make_and_no_zone_is_made(monkeypatch):
     """Versions from zone.drafts hold what they hold from zone.build (zones,
-    serials, differences); a draft whose records are unchanged keeps its
-    version without its zone being made again."""
+    serials, rendered records, differences), and neither a first build nor
+    a reload, changed or not, makes a zone of dnspython objects: drafts are
+    compared and rendered as text."""
     two = lambda names, now: config(names, 2)  # noqa: E731 - two chains, two zones
-    built = xfr.Versions.first(zone.build(two(["a", "b"], 0), now=1000), keep=True)
-    drafted = xfr.Versions.first(zone.drafts(two(["a", "b"], 0), now=1000), keep=True)
-    assert [(z.origin, z.rrsets) for z in drafted.zones] == \
-        [(z.origin, z.rrsets) for z in built.zones]
+    built = transferred(xfr.Versions.first(zone.build(two(["a", "b"], 0), now=1000)))
     made = []
     monkeypatch.setattr(zone.Draft, "zone", lambda d, real=zone.Draft.zone: (
         made.append(d.origin), real(d))[1])
+    drafted = transferred(xfr.Versions.first(zone.drafts(two(["a", "b"], 0), now=1000)))
+    assert made == []
+    assert [v.rendered() for v in drafted.by_origin.values()] == \
+        [v.rendered() for v in built.by_origin.values()]
     cfg = two(["a", "b"], 0)
     edited_cfg = Config(chains=(cfg.chains[0], Chain(parse_prefix("2001:db8:1::1/64"),
                                                      (Hop(name="a"), Hop(name="c")), where="t")),
                         dns=cfg.dns)
-    again = drafted.next(zone.drafts(cfg, now=2000), keep=True)
-    assert again.changed == () and made == []
-    assert [z.soa[0].serial for z in again.zones] == [1000, 1000]
-    edited = again.next(zone.drafts(edited_cfg, now=1000), keep=True)
-    changed = built.zones[1].origin  # 2001:db8:1::/64's
-    assert edited.changed == (changed,) and made == [changed.to_text()]
+    again = drafted.next(zone.drafts(cfg, now=2000))
+    assert again.changed == ()
+    edited = again.next(zone.drafts(edited_cfg, now=1000))
+    built_edited = built.next(zone.build(edited_cfg, now=1000))
+    changed = built.zones[1].origin_key  # 2001:db8:1::/64's
+    assert made == [] and edited.changed == (changed,) == built_edited.changed
+    assert edited.by_origin[changed].diffs == built_edited.by_origin[changed].diffs
     assert [z.soa[0].serial for z in edited.zones] == [1000, 1001]
+    assert [(z.origin, z.rrsets) for z in edited.zones] == \
+        [(z.origin, z.rrsets) for z in built_edited.zones]
     (diff,) = edited.by_origin[changed].diffs
     assert (diff.old_serial, diff.new_serial, len(diff.deleted), len(diff.added)) == \
         (1000, 1001, 1, 1)
 
 
-def test_xfr_server_of_drafts_transfers_only_when_asked_to():
+def test_xfr_draft_renders_as_its_zone_byte_for_byte():
+    """A draft's records rendered from its text (for AXFR and IXFR) are the
+    bytes its dnspython zone renders, on random stories (RFC 2317 zones in
+    each name form, '+' alternatives, names dnspython escapes), at a serial
+    other than the build's."""
+    from test_zone import random_config
+    rng = random.Random(1995)
+    for _ in range(40):
+        c = random_config(rng, rng.randrange(1, 8))
+        for d in zone.drafts(c, now=1000):
+            assert xfr._render_draft(d, 4242) == xfr._render(xfr._with_serial(d.zone(), 4242))
+
+
+def test_xfr_server_of_drafts_transfers_only_when_asked_to(monkeypatch):
     """With transfers off the server keeps no version and makes no zone
-    before a query; with them on, AXFR of a draft's zone is the zone
-    zone.build makes, and a reload that changes nothing moves no serial."""
+    before a query; with them on, neither the start, the transfers nor a
+    reload make a zone of dnspython objects (AXFR is rendered from the
+    drafts' text), AXFR of a draft's zone is the zone zone.build makes, and
+    a reload that changes nothing moves no serial."""
     c = config([f"hop{k}.story" for k in range(5)], 2)
     with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)]) as srv:
         assert srv._versions is None and not srv.index._zones._ready
         origin = zone.build(c, now=1000)[0].origin
         with pytest.raises(Exception):
             pull(srv, origin)
+    made = []
+    real = zone.Draft.zone
+    monkeypatch.setattr(zone.Draft, "zone", lambda d: made.append(d.origin) or real(d))
     with rdns.Server(zone.drafts(c, now=1000), [("127.0.0.1", 0)],
                      transfers=POLICY_LOCAL) as srv:
         for ref in zone.build(c, now=1000):
@@ -132,14 +174,15 @@ def test_xfr_server_of_drafts_transfers_only_when_asked_to():
                       for n, node in got.nodes.items() for rds in node for rd in rds}
             assert theirs == ours
         srv.reload(zone.drafts(c, now=2000), transfers=POLICY_LOCAL)
+        assert made == []
         assert [z.soa[0].serial for z in srv.zones] == [1000, 1000]
 
 
 def test_xfr_history_is_bounded():
-    versions = xfr.Versions.first(zone.build(config(["a0", "b"]), now=1), keep=True)
+    versions = transferred(xfr.Versions.first(zone.build(config(["a0", "b"]), now=1)))
     for k in range(1, xfr.HISTORY + 5):
-        versions = versions.next(zone.build(config([f"a{k}", "b"]), now=1), keep=True)
-    assert len(versions.by_origin[versions.zones[0].origin].diffs) == xfr.HISTORY
+        versions = versions.next(zone.build(config([f"a{k}", "b"]), now=1))
+    assert len(versions.by_origin[versions.zones[0].origin_key].diffs) == xfr.HISTORY
 
 
 @pytest.fixture
@@ -179,7 +222,9 @@ def test_xfr_axfr_equals_the_zone_and_is_signed(server):
 
 
 def test_xfr_ixfr_sends_the_difference_and_old_clients_get_everything(server):
+    """A secondary that transferred serial 1000 gets the step to 1001."""
     origin = server.zones[0].origin
+    pull(server, origin)  # the secondary's first AXFR: serial 1000 is held
     names = [f"hop{k}.story" for k in range(30)]
     names[4] = "changed.story"
     server.reload(zone.build(config(names, 3), now=1000), transfers=POLICY_LOCAL)
@@ -193,7 +238,8 @@ def test_xfr_ixfr_sends_the_difference_and_old_clients_get_everything(server):
     up = pull(server, origin, "IXFR", serial=1001)
     assert [r.rdtype for m in up for r in m.answer] == [dns.rdatatype.SOA]
     c = server.counters()
-    assert (c["xfr:ixfr"], c["xfr:ixfr_full"], c["xfr:uptodate"]) == (1, 1, 1)
+    assert (c["xfr:axfr"], c["xfr:ixfr"], c["xfr:ixfr_full"], c["xfr:uptodate"]) == \
+        (1, 1, 1, 1)
 
 
 def test_xfr_wrong_key_unsigned_and_udp_are_refused_and_counted(server):
@@ -253,9 +299,10 @@ def test_tsig_key_file_readable_by_others_is_refused(tmp_path):
     path = tmp_path / "k"
     path.write_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n")
     os.chmod(path, 0o644)
-    with pytest.raises(ConfigError, match="readable or writable by others"):
+    with pytest.raises(ConfigError, match=r"^k: refusing TSIG key file: readable or writable "
+                                          r"by others \(mode 0644\); chmod g-wx,o-rwx it$"):
         tsig.read_secret(path, "k")
-    os.chmod(path, 0o640)
+    os.chmod(path, 0o640)  # a name server's group may read it
     assert tsig.read_secret(path, "k") == SECRET
     assert "AAEC" not in repr(tsig.Key("xfr", "hmac-sha256", SECRET))
 
