@@ -52,6 +52,8 @@ struct probe {
     const uint8_t *src;          /* dst follows it, in both headers */
     const uint8_t *dst;
     const uint8_t *reply_to;     /* the sender: src, unless a NAT in front rewrote it */
+    const uint8_t *route_dst;    /* what routers route by: dst, or a chapter's destination */
+    uint8_t route_ttl;           /* what balancers hash: ttl, or a chapter's */
     size_t addr_len;
     const struct rc_chain *chain;
     uint8_t family;
@@ -199,10 +201,12 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->src = ip + IPV4_SOURCE;
     p->reply_to = p->src;
     p->dst = ip + IPV4_DESTINATION;
+    p->route_dst = p->dst;
     p->addr_len = IPV4_ADDR_LEN;
     p->family = 4;
     p->proto = ip[IPV4_PROTOCOL];
     p->ttl = ip[IPV4_TTL];
+    p->route_ttl = p->ttl;
 
     if (is_bad_ipv4_source(p->src))                   /* RFC 1812 4.3.2.7 */
         return RC_DROP_BAD_SOURCE;
@@ -291,9 +295,11 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->src = ip + IPV6_SOURCE;
     p->reply_to = p->src;
     p->dst = ip + IPV6_DESTINATION;
+    p->route_dst = p->dst;
     p->addr_len = IPV6_ADDR_LEN;
     p->family = 6;
     p->ttl = ip[IPV6_HOP_LIMIT];
+    p->route_ttl = p->ttl;
     p->first_fragment = false;
     p->dont_fragment = true;
 
@@ -838,11 +844,13 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
 static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
 {
     uint8_t l4[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    uint8_t ttl = p->ttl;
+    uint8_t ttl = p->route_ttl;
     uint32_t h = 2166136261u;
 
-    /* Source and destination lie side by side in both headers. */
-    h = hash_bytes(h, p->src, 2 * p->addr_len);
+    /* The destination and TTL the routers see (a chapter's are its
+     * destination's and the TTL it would arrive with there). */
+    h = hash_bytes(h, p->src, p->addr_len);
+    h = hash_bytes(h, p->route_dst, p->addr_len);
     if (p->family == 6) {
         uint32_t label = ipv6_flow_label(p->ip);
         uint8_t flow[3] = {(uint8_t)(label >> 16), (uint8_t)(label >> 8), (uint8_t)label};
@@ -856,7 +864,7 @@ static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
     if (p->family == 4)
         h = hash_bytes(h, p->ip + IPV4_ID, 2);
     hash[RC_BALANCE_PACKET] = hash_bytes(h, l4 + 4, 4);
-    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->dst, p->addr_len);
+    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->route_dst, p->addr_len);
 }
 
 /* Which of n routers at hop k a hash meets: a different, independent
@@ -1041,6 +1049,17 @@ static const struct rc_hop *find_alternative(const struct rc_chain *chain, const
     return NULL;
 }
 
+/* The chapter whose address is dst, if any: a probe past the chain. At
+ * most RC_MAX_CHAPTERS, sorted (rc_table_check [CHAPTERS]). */
+static const struct rc_chapter *find_chapter(const struct rc_chain *chain, const uint8_t *dst,
+                                             size_t addr_len)
+{
+    for (uint32_t i = 0; i < chain->n_chapters; i++)
+        if (memcmp(chain->chapters[i].addr, dst, addr_len) == 0)
+            return &chain->chapters[i];
+    return NULL;
+}
+
 /* RFC 1191 4, RFC 8201 4 (RFC 1812 5.2.6 (DF), RFC 8200 5): the first router
  * before `last` on the flow's path whose next-hop MTU the probe exceeds; it
  * drops the probe and says so. IPv4 without DF is fragmented and goes on,
@@ -1114,8 +1133,9 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     struct probe p;
     const struct rc_chain *chain;
     const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL, *further = NULL;
+    const struct rc_chapter *chapter = NULL;
     struct extension ext = {NULL, 0, 0, 0, 0};
-    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN];
+    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN], chapter_dst[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
     unsigned t, k, hop;
     uint32_t hash[RC_BALANCE_COUNT] = {0, 0, 0};
@@ -1149,6 +1169,21 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     chain = p.chain;
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
+    /* A chapter: only a probe past the chain looks (the plain path does
+     * not), and one to a chapter's address is decided as a probe to the
+     * destination with the TTL it would have there, start - 1 hops on.
+     * Only the host that answers at the end answers from dst, as a host
+     * does, and the quotes show the probe as received. */
+    if (k > chain->length && chain->n_chapters) {
+        chapter = find_chapter(chain, p.dst, p.addr_len);
+        if (chapter) {
+            add_to_address(chapter_dst, chain->host, p.addr_len, chain->length);
+            k = chain->length;
+            t += chapter->start - 1u;
+            p.route_dst = chapter_dst;
+            p.route_ttl = (uint8_t)(t > 255 ? 255 : t);
+        }
+    }
     if (chain->hops && chain->n_hops > chain->length + 1u) {
         /* Only a chain with ECMP alternatives hashes the probe. A probe to
          * an alternative's own address is for a router of hop k, reached
@@ -1228,6 +1263,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         (answer != ANSWER_DESTINATION || (!is_icmp(&p) && p.proto != PROTO_TCP)))
         rewrite_probe(&p, chain, further ? hop + 1 : hop, hash, forced, sender);
     where->chain = (uint32_t)(chain - table->chains);
+    where->chapter = chapter ? (uint32_t)(chapter - chain->chapters) + 1u : 0;
     /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
      * '+' alternatives. */
     where->router = router ? (uint32_t)(router - chain->hops) : hop;

@@ -60,6 +60,11 @@ def render_chain(chain: Chain) -> str:
             mark = "" if branch == 0 else "+" if branch <= n_alts else "++"   # as in the story
             lead = no if branch == 0 else " " * (len(no) - len(mark)) + mark
             lines.append(lead + _router_line(chain, k, branch))
+    for chapter in chain.chapters:
+        # Behind the router in front, line k is the trace's second hop.
+        lines.append(f"chapter {chapter.label}.{chain.name} "
+                     f"({chain.chapter_address(chapter)}): starts at line {chapter.start}, "
+                     f"the destination {chain.length - chapter.start + 2} hops away")
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"
 
