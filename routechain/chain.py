@@ -177,7 +177,9 @@ class Chain:
         first, last = used + 1, used + len(self.chapters)
         if last > last_host(self.network):
             room = max(0, last_host(self.network) - used)
-            raise UsageError(f"{self.where}: {len(self.chapters)} chapters do not fit in "
+            n = len(self.chapters)
+            raise UsageError(f"{self.where}: {n} chapter{'s' * (n > 1)} do{'es' * (n == 1)} "
+                             f"not fit in "
                              f"{self.network}: it has room for {room} after the chain's last "
                              f"address {type(self.host)(used)}")
         return tuple(type(self.host)(a) for a in range(first, last + 1))
