@@ -321,6 +321,19 @@ def zone_names_fit(config: Config, source: str | None) -> None:
                 "soa_rname, or shorten the chain's suffix")
 
 
+def chapter_names_apart(config: Config, source: str | None) -> None:
+    """A chapter's name (LABEL.NAME) is a record in NAME's zone: a chain
+    whose own name is the same would be a zone below it, and its records
+    would hide the chapter's."""
+    names = {c.name: c for c in config.chains if c.name is not None}
+    for chain in config.chains:
+        for chapter in chain.chapters:
+            other = names.get(f"{chapter.label}.{chain.name}")
+            if other is not None:
+                raise ConfigError(f"{chapter.where}: chapter {chapter.label}.{chain.name} is "
+                                  f"also the name of the chain at {other.where}")
+
+
 def ipv6_mtu(config: Config, source: str | None) -> None:
     """An IPv6 chain needs the TUN's MTU at RFC 8200's minimum or more."""
     mtu = config.daemon.mtu
@@ -344,7 +357,8 @@ def dnssec_refresh_before_expiry(config: Config, source: str | None) -> None:
 
 
 # Run in this order by load and by merge; each raises naming the setting.
-CHECKS = (chains_apart, zone_names_fit, ipv6_mtu, dnssec_refresh_before_expiry)
+CHECKS = (chains_apart, zone_names_fit, chapter_names_apart, ipv6_mtu,
+          dnssec_refresh_before_expiry)
 
 
 def check(config: Config, source: str | None = None) -> None:

@@ -100,6 +100,8 @@ def test_names_files_pass_checker(tmp_path, checker):
      "c.toml:5: chapter 'End' = '2': write the hop it starts at, an integer"),
     (lambda t: t.replace('{ End = 2 }', '{ End = 2, end = 2 }'),
      "c.toml:5: chapter 'end' is given twice"),
+    (lambda t: t.replace('"other.example.net"', '"end.story.example.net"'),
+     "c.toml:5: chapter end.story.example.net is also the name of the chain at "),
     (lambda t: t.replace('"198.51.100.1/24"', '"198.51.100.4/29"'),
      "c.toml:1: 1 chapter does not fit in 198.51.100.0/29: it has room for 0 after the "
      "chain's last address 198.51.100.6"),
