@@ -52,8 +52,6 @@ struct probe {
     const uint8_t *src;          /* dst follows it, in both headers */
     const uint8_t *dst;
     const uint8_t *reply_to;     /* the sender: src, unless a NAT in front rewrote it */
-    const uint8_t *route_dst;    /* what routers route by: dst, or a chapter's destination */
-    uint8_t route_ttl;           /* what balancers hash: ttl, or a chapter's */
     size_t addr_len;
     const struct rc_chain *chain;
     uint8_t family;
@@ -201,12 +199,10 @@ static int parse_ipv4(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->src = ip + IPV4_SOURCE;
     p->reply_to = p->src;
     p->dst = ip + IPV4_DESTINATION;
-    p->route_dst = p->dst;
     p->addr_len = IPV4_ADDR_LEN;
     p->family = 4;
     p->proto = ip[IPV4_PROTOCOL];
     p->ttl = ip[IPV4_TTL];
-    p->route_ttl = p->ttl;
 
     if (is_bad_ipv4_source(p->src))                   /* RFC 1812 4.3.2.7 */
         return RC_DROP_BAD_SOURCE;
@@ -295,11 +291,9 @@ static int parse_ipv6(uint8_t *ip, size_t len, const struct rc_table *table, str
     p->src = ip + IPV6_SOURCE;
     p->reply_to = p->src;
     p->dst = ip + IPV6_DESTINATION;
-    p->route_dst = p->dst;
     p->addr_len = IPV6_ADDR_LEN;
     p->family = 6;
     p->ttl = ip[IPV6_HOP_LIMIT];
-    p->route_ttl = p->ttl;
     p->first_fragment = false;
     p->dont_fragment = true;
 
@@ -841,16 +835,16 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
  *    probes: the core keeps no state, so a probe sent twice, byte for
  *    byte, meets the same routers.
  *  - DESTINATION: the destination address alone. */
-static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
+static void hash_probe(const struct probe *p, const uint8_t *dst, uint8_t ttl,
+                       uint32_t hash[RC_BALANCE_COUNT])
 {
     uint8_t l4[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    uint8_t ttl = p->route_ttl;
     uint32_t h = 2166136261u;
 
-    /* The destination and TTL the routers see (a chapter's are its
-     * destination's and the TTL it would arrive with there). */
+    /* dst and ttl are what the routers see: the probe's, or for a chapter
+     * its destination's and the TTL the probe would arrive with there. */
     h = hash_bytes(h, p->src, p->addr_len);
-    h = hash_bytes(h, p->route_dst, p->addr_len);
+    h = hash_bytes(h, dst, p->addr_len);
     if (p->family == 6) {
         uint32_t label = ipv6_flow_label(p->ip);
         uint8_t flow[3] = {(uint8_t)(label >> 16), (uint8_t)(label >> 8), (uint8_t)label};
@@ -864,7 +858,7 @@ static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
     if (p->family == 4)
         h = hash_bytes(h, p->ip + IPV4_ID, 2);
     hash[RC_BALANCE_PACKET] = hash_bytes(h, l4 + 4, 4);
-    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->route_dst, p->addr_len);
+    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, dst, p->addr_len);
 }
 
 /* Which of n routers at hop k a hash meets: a different, independent
@@ -1180,15 +1174,16 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
             add_to_address(chapter_dst, chain->host, p.addr_len, chain->length);
             k = chain->length;
             t += chapter->start - 1u;
-            p.route_dst = chapter_dst;
-            p.route_ttl = (uint8_t)(t > 255 ? 255 : t);
         }
     }
     if (chain->hops && chain->n_hops > chain->length + 1u) {
         /* Only a chain with ECMP alternatives hashes the probe. A probe to
          * an alternative's own address is for a router of hop k, reached
          * over the hops in front of it. */
-        hash_probe(&p, hash);
+        if (chapter)
+            hash_probe(&p, chapter_dst, (uint8_t)(t > 255 ? 255 : t), hash);
+        else
+            hash_probe(&p, p.dst, p.ttl, hash);
         if (k == 0 || k > chain->length)
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
