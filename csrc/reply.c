@@ -1112,6 +1112,10 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    (RFC 8200 4.7).
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
  *    Unreachable never do.
+ *  - A probe past the chain to a chapter's address (rc_chapter) is decided
+ *    as a probe to the destination arriving with its TTL + start - 1; the
+ *    destination then answers from the chapter's address, and quotes show
+ *    the probe as received.
  *  - A chain with per-hop properties (rc_hop): a hash of the probe picks
  *    the router of each hop that has ECMP alternatives, of its flow, the
  *    probe itself or its destination as the hop balances; the first router in front of the
