@@ -136,3 +136,14 @@ def test_preview_shows_each_chapter_its_address_and_line():
         "chapter last.story.example.net (198.51.100.7): starts at line 4, "
         "the destination 2 hops away",
     ]
+
+
+def test_preview_warns_of_a_chapter_past_30_hops():
+    """A chapter is there to fit traceroute's 30 hops: one that does not
+    is told which line would."""
+    long = chain("2001:db8::1/64", [f"h{k}" for k in range(40)])
+    long = Chain(long.interface, long.hops, where="test", name="s.example",
+                 chapters=(Chapter("early", 5, "rc.toml:7"), Chapter("late", 12, "rc.toml:7")))
+    found = [w for w in preview.warnings(long) if w.startswith("chapter")]
+    assert found == ["chapter early (rc.toml:7): the destination is 37 hops away and "
+                     "traceroute stops at 30: start it at line 12 or later to fit"]
