@@ -835,14 +835,16 @@ static int answer_as_host(const struct probe *p, size_t headroom, uint8_t ttl,
  *    probes: the core keeps no state, so a probe sent twice, byte for
  *    byte, meets the same routers.
  *  - DESTINATION: the destination address alone. */
-static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
+static void hash_probe(const struct probe *p, const uint8_t *dst, uint8_t ttl,
+                       uint32_t hash[RC_BALANCE_COUNT])
 {
     uint8_t l4[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    uint8_t ttl = p->ttl;
     uint32_t h = 2166136261u;
 
-    /* Source and destination lie side by side in both headers. */
-    h = hash_bytes(h, p->src, 2 * p->addr_len);
+    /* dst and ttl are what the routers see: the probe's, or for a chapter
+     * its destination's and the TTL the probe would arrive with there. */
+    h = hash_bytes(h, p->src, p->addr_len);
+    h = hash_bytes(h, dst, p->addr_len);
     if (p->family == 6) {
         uint32_t label = ipv6_flow_label(p->ip);
         uint8_t flow[3] = {(uint8_t)(label >> 16), (uint8_t)(label >> 8), (uint8_t)label};
@@ -856,7 +858,7 @@ static void hash_probe(const struct probe *p, uint32_t hash[RC_BALANCE_COUNT])
     if (p->family == 4)
         h = hash_bytes(h, p->ip + IPV4_ID, 2);
     hash[RC_BALANCE_PACKET] = hash_bytes(h, l4 + 4, 4);
-    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, p->dst, p->addr_len);
+    hash[RC_BALANCE_DESTINATION] = hash_bytes(2166136261u, dst, p->addr_len);
 }
 
 /* Which of n routers at hop k a hash meets: a different, independent
@@ -1041,6 +1043,17 @@ static const struct rc_hop *find_alternative(const struct rc_chain *chain, const
     return NULL;
 }
 
+/* The chapter whose address is dst, if any: a probe past the chain. At
+ * most RC_MAX_CHAPTERS, sorted (rc_table_check [CHAPTERS]). */
+static const struct rc_chapter *find_chapter(const struct rc_chain *chain, const uint8_t *dst,
+                                             size_t addr_len)
+{
+    for (uint32_t i = 0; i < chain->n_chapters; i++)
+        if (memcmp(chain->chapters[i].addr, dst, addr_len) == 0)
+            return &chain->chapters[i];
+    return NULL;
+}
+
 /* RFC 1191 4, RFC 8201 4 (RFC 1812 5.2.6 (DF), RFC 8200 5): the first router
  * before `last` on the flow's path whose next-hop MTU the probe exceeds; it
  * drops the probe and says so. IPv4 without DF is fragmented and goes on,
@@ -1099,6 +1112,10 @@ static uint8_t ending_code(uint8_t family, uint8_t end)
  *    (RFC 8200 4.7).
  *  - Routers do not check upper-layer checksums: Time Exceeded and Host
  *    Unreachable never do.
+ *  - A probe past the chain to a chapter's address (rc_chapter) is decided
+ *    as a probe to the destination arriving with its TTL + start - 1; the
+ *    destination then answers from the chapter's address, and quotes show
+ *    the probe as received.
  *  - A chain with per-hop properties (rc_hop): a hash of the probe picks
  *    the router of each hop that has ECMP alternatives, of its flow, the
  *    probe itself or its destination as the hop balances; the first router in front of the
@@ -1114,8 +1131,9 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     struct probe p;
     const struct rc_chain *chain;
     const struct rc_hop *router = NULL, *forced = NULL, *too_big = NULL, *further = NULL;
+    const struct rc_chapter *chapter = NULL;
     struct extension ext = {NULL, 0, 0, 0, 0};
-    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN];
+    uint8_t hop_addr[IPV6_ADDR_LEN], sender[IPV6_ADDR_LEN], chapter_dst[IPV6_ADDR_LEN];
     const uint8_t *source = hop_addr;
     unsigned t, k, hop;
     uint32_t hash[RC_BALANCE_COUNT] = {0, 0, 0};
@@ -1149,11 +1167,27 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
     chain = p.chain;
     t = p.ttl ? p.ttl : 1;
     k = measure_distance(p.dst, chain->host, p.addr_len);
+    /* A chapter: only a probe past the chain looks (the plain path does
+     * not), and one to a chapter's address is decided as a probe to the
+     * destination with the TTL it would have there, start - 1 hops on.
+     * Only the host that answers at the end answers from dst, as a host
+     * does, and the quotes show the probe as received. */
+    if (k > chain->length && chain->n_chapters) {
+        chapter = find_chapter(chain, p.dst, p.addr_len);
+        if (chapter) {
+            add_to_address(chapter_dst, chain->host, p.addr_len, chain->length);
+            k = chain->length;
+            t += chapter->start - 1u;
+        }
+    }
     if (chain->hops && chain->n_hops > chain->length + 1u) {
         /* Only a chain with ECMP alternatives hashes the probe. A probe to
          * an alternative's own address is for a router of hop k, reached
          * over the hops in front of it. */
-        hash_probe(&p, hash);
+        if (chapter)
+            hash_probe(&p, chapter_dst, (uint8_t)(t > 255 ? 255 : t), hash);
+        else
+            hash_probe(&p, p.dst, p.ttl, hash);
         if (k == 0 || k > chain->length)
             forced = find_alternative(chain, p.dst, p.addr_len);
         if (forced)
@@ -1228,6 +1262,7 @@ int rc_reply(uint8_t *buf, size_t headroom, size_t len, size_t cap,
         (answer != ANSWER_DESTINATION || (!is_icmp(&p) && p.proto != PROTO_TCP)))
         rewrite_probe(&p, chain, further ? hop + 1 : hop, hash, forced, sender);
     where->chain = (uint32_t)(chain - table->chains);
+    where->chapter = chapter ? (uint32_t)(chapter - chain->chapters) + 1u : 0;
     /* rc_hop and rc_hop_timing number routers alike: k for hop k, then the
      * '+' alternatives. */
     where->router = router ? (uint32_t)(router - chain->hops) : hop;

@@ -44,7 +44,8 @@ enum rc_limits {
     RC_HEADROOM = 64,        /* >= IPv6 + ICMPv6 header (48), rounded up */
     RC_MAX_HOPS = 255,
     RC_HOP_SILENT = 1,       /* hop_flags bit: the hop never answers */
-    RC_MAX_OPEN_PORTS = 16   /* rc_chain.open_ports */
+    RC_MAX_OPEN_PORTS = 16,  /* rc_chain.open_ports */
+    RC_MAX_CHAPTERS = 32     /* rc_chain.chapters */
 };
 
 /* How a chain ends (rc_chain.end): its last hop answers as a host, or as a
@@ -160,6 +161,19 @@ struct rc_hop {
     uint8_t nat_addr[16];    /* IPv4 in the first 4 bytes */
 };
 
+/* A chapter (docs/stories.md): an address of the chain's prefix, past
+ * every address the chain uses, that behaves as an alias of the chain's
+ * destination (host + length) entered at hop `start`: a probe to addr
+ * arriving with TTL t is answered as a probe to host + length arriving
+ * with TTL t + start - 1 (the same routers, branches, balancing, NAT and
+ * timing), except that at the destination the host answers from addr,
+ * and the quote holds the probe as received. A trace to addr shows the
+ * story from line `start` on at its first hop. */
+struct rc_chapter {
+    uint8_t addr[16];        /* IPv4 in the first 4 bytes */
+    uint8_t start;           /* k: the hop a TTL of 1 meets, 2 .. length */
+};
+
 /* One chain: host address and prefix, as assigned to the TUN. Hop k
  * (1 <= k <= length) has the address host + k; a probe to D arriving with
  * TTL t has arrived when D <= host + t.
@@ -178,7 +192,13 @@ struct rc_hop {
  *  - timing and hop_tat are both NULL or both set, and then n_timing
  *    covers every router rc_where can name: n_hops with hops, else
  *    length + 1 (serve.c / pace.c read timing[where.router]) [TIMING];
- *    each loss <= 2^32 [LOSS]. */
+ *    each loss <= 2^32 [LOSS].
+ *  - chapters is NULL exactly when n_chapters is 0, and n_chapters <=
+ *    RC_MAX_CHAPTERS; each chapter's addr lies inside the prefix (not its
+ *    IPv4 broadcast address, RFC 919), past host + length and past every
+ *    router's address, the chapters in increasing address order without
+ *    repeats; 2 <= start <= length (reply.c find_chapter scans them only
+ *    for a probe past the chain) [CHAPTERS]. */
 struct rc_chain {
     uint8_t family;          /* 4 or 6 */
     uint8_t prefix_len;
@@ -206,6 +226,8 @@ struct rc_chain {
      * written by every queue (atomically) while the table lives. */
     const struct rc_hop_timing *timing;
     uint64_t *hop_tat;
+    uint32_t n_chapters;     /* entries in chapters */
+    const struct rc_chapter *chapters;  /* NULL: none */
 };
 
 /* A token bucket in the GCRA form (ITU-T I.371 virtual scheduling): one
@@ -269,6 +291,7 @@ enum rc_fault {
     RC_FAULT_BALANCE,
     RC_FAULT_FURTHER,
     RC_FAULT_REWRITE,
+    RC_FAULT_CHAPTERS,
     RC_FAULT_COUNT
 };
 
@@ -289,12 +312,14 @@ const char *rc_table_fault_text(int fault);
 
 /* Who answered a probe and how: the chain (index into table->chains), its
  * router, numbered as rc_chain.timing is: k for hop k itself, and past
- * length the hops' '+' alternatives, hop by hop in the order written; and
- * the reply's enum rc_kind, as the core decided it. */
+ * length the hops' '+' alternatives, hop by hop in the order written; the
+ * reply's enum rc_kind, as the core decided it; and the chapter the probe
+ * was addressed to (index into the chain's chapters, plus one; 0: none). */
 struct rc_where {
     uint32_t chain;
     uint32_t router;
     uint32_t kind;
+    uint32_t chapter;
 };
 
 /* Build the reply to the packet at buf + headroom (len bytes) in place, in
@@ -332,6 +357,7 @@ struct rc_stats {
     uint64_t paced[8];       /* by enum rc_pace */
     uint64_t late[RC_LATE_BUCKETS]; /* delayed replies by how late they went out */
     uint64_t late_ns;        /* the sum of that lateness */
+    uint64_t chapters;       /* replies to a probe addressed to a chapter */
     uint64_t write_errors;
     uint64_t read_errors;    /* reads that failed other than EAGAIN / EINTR */
     int32_t last_write_errno;

@@ -206,6 +206,8 @@ int rc_serve(struct rc_worker *w)
             continue;
         }
         bump(&w->stats.replies[where.kind < RC_KIND_COUNT ? where.kind : 0]);
+        if (where.chapter)
+            bump(&w->stats.chapters);
         /* Only what needs pacing reads the clock: a chain without timing,
          * with the limits off, is served exactly as before. */
         if (table->limited || table->chains[where.chain].timing) {

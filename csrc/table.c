@@ -47,6 +47,9 @@ static const char *const fault_text[RC_FAULT_COUNT] = {
                          "or the chain's longer not the greatest",
     [RC_FAULT_REWRITE] = "unknown rewrite bits, both DF bits, DF over IPv6, a rewrite "
                          "further along a branch, or the chain's rewrites wrong",
+    [RC_FAULT_CHAPTERS] = "chapters missing, too many, out of order, outside the prefix, "
+                          "not past every address the chain uses, or starting outside "
+                          "2..length",
 };
 
 const char *rc_table_fault_text(int fault)
@@ -249,6 +252,52 @@ static int check_timing(const struct rc_chain *c, struct rc_table_fault *at)
     return RC_FAULT_NONE;
 }
 
+/* Whether a lies past b, both of the chain's family (network order). */
+static bool is_past(const struct rc_chain *c, const uint8_t *a, const uint8_t *b)
+{
+    return memcmp(a, b, address_len(c)) > 0;
+}
+
+/* [CHAPTERS]: reply.c find_chapter matches a probe past the chain against
+ * each chapter; these keep a chapter from shadowing a hop, an alternative
+ * or another chapter, and from naming a hop the chain does not have. */
+static int check_chapters(const struct rc_chain *c, struct rc_table_fault *at)
+{
+    size_t n = address_len(c);
+    uint8_t last[IPV6_ADDR_LEN];
+    unsigned carry = c->length;
+
+    if (!c->chapters != !c->n_chapters || c->n_chapters > RC_MAX_CHAPTERS)
+        return RC_FAULT_CHAPTERS;
+    /* host + length, over every bit with carry: the destination. */
+    for (size_t i = n; i-- > 0;) {
+        carry += c->host[i];
+        last[i] = (uint8_t)carry;
+        carry >>= 8;
+    }
+    for (uint32_t j = 0; j < c->n_chapters; j++) {
+        const struct rc_chapter *ch = &c->chapters[j];
+        bool broadcast = c->family == 4 && c->prefix_len <= 30;
+
+        at->router = j;
+        if (ch->start < 2 || ch->start > c->length)
+            return RC_FAULT_CHAPTERS;
+        for (size_t i = 0; i < n; i++) {
+            if ((ch->addr[i] ^ c->host[i]) & c->mask[i])
+                return RC_FAULT_CHAPTERS;
+            if ((ch->addr[i] | c->mask[i]) != 0xff)
+                broadcast = false;
+        }
+        if (broadcast || !is_past(c, ch->addr, j ? c->chapters[j - 1].addr : last))
+            return RC_FAULT_CHAPTERS;
+        for (unsigned r = c->hops ? c->length + 1u : c->n_hops; r < c->n_hops; r++)
+            if (!is_past(c, ch->addr, c->hops[r].addr))
+                return RC_FAULT_CHAPTERS;
+    }
+    at->router = 0;
+    return RC_FAULT_NONE;
+}
+
 static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
 {
     int fault;
@@ -283,6 +332,9 @@ static int check_chain(const struct rc_chain *c, struct rc_table_fault *at)
         if (fault)
             return fault;
     }
+    fault = check_chapters(c, at);
+    if (fault)
+        return fault;
     return check_timing(c, at);
 }
 

@@ -65,6 +65,7 @@ void rc_worker_read_stats(const struct rc_worker *w, struct rc_stats *out)
     for (size_t i = 0; i < RC_LATE_BUCKETS; i++)
         out->late[i] = __atomic_load_n(&s->late[i], __ATOMIC_RELAXED);
     out->late_ns = __atomic_load_n(&s->late_ns, __ATOMIC_RELAXED);
+    out->chapters = __atomic_load_n(&s->chapters, __ATOMIC_RELAXED);
     out->write_errors = __atomic_load_n(&s->write_errors, __ATOMIC_RELAXED);
     out->read_errors = __atomic_load_n(&s->read_errors, __ATOMIC_RELAXED);
     out->last_write_errno = __atomic_load_n(&s->last_write_errno, __ATOMIC_RELAXED);

@@ -17,6 +17,7 @@ from .hopprops import MAX_REPLY_TTL, MIN_MTU6, NO_PROPS, REPLY_FIELDS, Props
 
 MAX_HOPS = 255
 MAX_ALTERNATIVES = 255   # routers of one hop besides itself (rc_hop.n_alts), and of a chain
+MAX_CHAPTERS = 32        # RC_MAX_CHAPTERS: the reply core scans them for a probe past the chain
 DEFAULT_REPLY_TTL = 64
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -52,6 +53,17 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Chapter:
+    """A chapter of a named chain: `<label>.<name>` is an address of the
+    chain's prefix (Chain.chapter_address) that a trace enters at hop
+    `start`, so that it shows the story from that line on (docs/stories.md)."""
+
+    label: str
+    start: int
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class Chain:
     interface: Interface
     hops: tuple[Hop, ...] = ()
@@ -60,6 +72,7 @@ class Chain:
     suffix: str | None = field(default=None, compare=False)
     defaults: Props = NO_PROPS
     name: str | None = field(default=None, compare=False)  # forward name (names.py)
+    chapters: tuple[Chapter, ...] = ()
 
     def __post_init__(self) -> None:
         check_host(self.interface, self.where)
@@ -73,6 +86,7 @@ class Chain:
                              f"1..{MAX_REPLY_TTL}")
         self._check_properties()
         self._branch_addresses  # allocate now: a bad address is an error at load
+        self._chapter_addresses
 
     def _check_properties(self) -> None:
         for k, hop in enumerate(self.hops, 1):
@@ -143,6 +157,36 @@ class Chain:
             taken.add(nxt)
             out[(k, b)] = ipaddress.ip_address(nxt)
         return out
+
+    @cached_property
+    def _chapter_addresses(self) -> tuple[Address, ...]:
+        """The address of each chapter, in order: the first free addresses
+        past every address the chain uses (hops, '+' and '++' routers)."""
+        if not self.chapters:
+            return ()
+        if len(self.chapters) > MAX_CHAPTERS:
+            raise UsageError(f"{self.chapters[MAX_CHAPTERS].where}: more than {MAX_CHAPTERS} "
+                             "chapters in one chain")
+        for chapter in self.chapters:
+            if not 2 <= chapter.start <= self.length:
+                raise UsageError(f"{chapter.where}: chapter {chapter.label!r} starts at hop "
+                                 f"{chapter.start}: the chain has hops 1..{self.length}, and "
+                                 "a chapter starts at 2 or later")
+        used = max([int(self.host) + self.length]
+                   + [int(a) for a in self._branch_addresses.values()])
+        first, last = used + 1, used + len(self.chapters)
+        if last > last_host(self.network):
+            room = max(0, last_host(self.network) - used)
+            n = len(self.chapters)
+            raise UsageError(f"{self.where}: {n} chapter{'s' * (n > 1)} do{'es' * (n == 1)} "
+                             f"not fit in "
+                             f"{self.network}: it has room for {room} after the chain's last "
+                             f"address {type(self.host)(used)}")
+        return tuple(type(self.host)(a) for a in range(first, last + 1))
+
+    def chapter_address(self, chapter: Chapter) -> Address:
+        """The address a trace to this chapter is sent to."""
+        return self._chapter_addresses[self.chapters.index(chapter)]
 
     @property
     def family(self) -> int:

@@ -98,7 +98,9 @@ class Table:
             chain = self.chains[at.chain]
             where = f"chain {chain.host}/{chain.network.prefixlen}"
             routers = routers_of(chain)
-            if 0 < at.router < len(routers):
+            if fault == Fault.CHAPTERS and at.router < len(chain.chapters):
+                where += f" chapter {chain.chapters[at.router].label}"
+            elif 0 < at.router < len(routers):
                 k, branch = routers[at.router]
                 where += f" hop {k}" + (f" branch {branch}" if branch else "")
         raise ConfigError(f"{where}: the C core refuses the table "
@@ -144,7 +146,22 @@ def fill_chain(slot, chain: Chain) -> tuple:
         if hop.silent:
             slot.hop_flags[k] = lib.RC_HOP_SILENT
     fill_destination(slot, chain)
-    return fill_timing_of(slot, chain) + fill_routers(slot, chain)
+    return fill_timing_of(slot, chain) + fill_routers(slot, chain) + fill_chapters(slot, chain)
+
+
+def fill_chapters(slot, chain: Chain) -> tuple:
+    """The chain's chapters (struct rc_chapter: address and start hop), in
+    the order of their addresses; () and NULL for a chain without."""
+    if not chain.chapters:
+        return ()
+    entries = ffi.new("struct rc_chapter[]", len(chain.chapters))
+    for entry, chapter in zip(entries, chain.chapters):
+        addr = chain.chapter_address(chapter).packed
+        ffi.memmove(entry.addr, addr, len(addr))
+        entry.start = chapter.start
+    slot.chapters = entries
+    slot.n_chapters = len(chain.chapters)
+    return (entries,)
 
 
 def fill_destination(slot, chain: Chain) -> None:

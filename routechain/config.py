@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import files, hopprops, settings, story, tomlpos
-from .chain import Chain, check_overlap
+from .chain import Chain, Chapter, check_overlap
 from .errors import ConfigError, RouteChainError, UsageError
 from .hopprops import MIN_MTU6
 from .notify import Secondary
@@ -222,14 +222,44 @@ def chain_of(t: ChainTable, i: int, at: settings.At, source: str,
     hops = told.hops if told is not None else ()
     if t.hop is not None:
         hops = hop_tables(t.hop, at("chain", i, "hop"), hops)
+    chapters = chapters_of(t, at("chain", i, "chapters"))
     try:
-        chain = Chain(t.address, hops, t.reply_ttl, t.where, t.suffix, t.props, t.name)
+        chain = Chain(t.address, hops, t.reply_ttl, t.where, t.suffix, t.props, t.name,
+                      chapters)
     except UsageError as e:
         raise ConfigError(str(e)) from None
     if chain.name is not None and chain.destination is None:
         raise ConfigError(f"{at('chain', i, 'name')}: the chain has no hop after its host "
                           "to name")
     return chain, shown, told
+
+
+def chapters_of(t: ChainTable, where: str) -> tuple[Chapter, ...]:
+    """A [[chain]]'s `chapters = { LABEL = HOP, ... }`, in the order
+    written: each LABEL one DNS label (kept in lower case, as `name`), each
+    HOP an integer (Chain checks it against the chain's length)."""
+    if t.chapters is None:
+        return ()
+    if t.name is None:
+        raise ConfigError(f"{where}: chapters need the chain's name: each chapter is "
+                          "LABEL.NAME")
+    out, seen = [], set()
+    for label, start in t.chapters.items():
+        low = label.lower()
+        if not story.host_name_ok(low) or "." in low:
+            raise ConfigError(f"{where}: chapter {label!r} is not one DNS label (letters, "
+                              f"digits and inner '-', at most {story.MAX_LABEL})")
+        if len(f"{low}.{t.name}") > story.MAX_NAME:
+            raise ConfigError(f"{where}: chapter name {low}.{t.name} is longer than "
+                              f"{story.MAX_NAME} characters")
+        if low in seen:
+            raise ConfigError(f"{where}: chapter {label!r} is given twice")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise ConfigError(f"{where}: chapter {label!r} = {start!r}: write the hop it "
+                              "starts at, an integer")
+        seen.add(low)
+        out.append(Chapter(low, start, where))
+    return tuple(out)
 
 
 def hop_tables(tables: dict, where: str, hops: tuple) -> tuple:
@@ -291,6 +321,19 @@ def zone_names_fit(config: Config, source: str | None) -> None:
                 "soa_rname, or shorten the chain's suffix")
 
 
+def chapter_names_apart(config: Config, source: str | None) -> None:
+    """A chapter's name (LABEL.NAME) is a record in NAME's zone: a chain
+    whose own name is the same would be a zone below it, and its records
+    would hide the chapter's."""
+    names = {c.name: c for c in config.chains if c.name is not None}
+    for chain in config.chains:
+        for chapter in chain.chapters:
+            other = names.get(f"{chapter.label}.{chain.name}")
+            if other is not None:
+                raise ConfigError(f"{chapter.where}: chapter {chapter.label}.{chain.name} is "
+                                  f"also the name of the chain at {other.where}")
+
+
 def ipv6_mtu(config: Config, source: str | None) -> None:
     """An IPv6 chain needs the TUN's MTU at RFC 8200's minimum or more."""
     mtu = config.daemon.mtu
@@ -314,7 +357,8 @@ def dnssec_refresh_before_expiry(config: Config, source: str | None) -> None:
 
 
 # Run in this order by load and by merge; each raises naming the setting.
-CHECKS = (chains_apart, zone_names_fit, ipv6_mtu, dnssec_refresh_before_expiry)
+CHECKS = (chains_apart, zone_names_fit, chapter_names_apart, ipv6_mtu,
+          dnssec_refresh_before_expiry)
 
 
 def check(config: Config, source: str | None = None) -> None:

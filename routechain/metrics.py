@@ -12,6 +12,7 @@ nothing per packet and a scrape sees one consistent moment of each source.
     routechain_drops_total{queue,reason}                packets not answered, by reason
     routechain_write_errors_total{queue}                replies the TUN refused
     routechain_read_errors_total{queue}                 failed reads from the TUN
+    routechain_chapter_replies_total{queue}             replies to probes addressed to a chapter
     routechain_paced_total{queue,outcome}               what pacing did: delayed, lost, rate limited,
                                                         pool full, overloaded
     routechain_delay_lateness_seconds{queue}            histogram: how late delayed replies went out
@@ -129,6 +130,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield per_queue("received_packets", "Packets read from the TUN", lambda s: s.received)
     yield per_queue("write_errors", "Replies the TUN refused", lambda s: s.write_errors)
     yield per_queue("read_errors", "Failed reads from the TUN", lambda s: s.read_errors)
+    yield per_queue("chapter_replies", "Replies to probes addressed to a chapter",
+                    lambda s: s.chapters)
     replies = CounterMetricFamily(f"{PREFIX}_replies", "Replies written, by kind",
                                   labels=["queue", "kind"])
     drops = CounterMetricFamily(f"{PREFIX}_drops", "Packets not answered, by reason",

@@ -2,7 +2,10 @@
 answers A or AAAA with the chain's destination, so that `traceroute
 story.example.dn42` tells the story. Each name is the apex of a zone of
 its own, with the same SOA and NS as the reverse zones; two chains (IPv4
-and IPv6) may share a name, which then has both records. Pure data, like
+and IPv6) may share a name, which then has both records. A chapter
+(`chapters = { LABEL = HOP }`) is `LABEL.NAME` in the same zone, answering
+with the chapter's address (Chain.chapter_address), which a trace enters
+at hop HOP. Pure data, like
 zone.py, whose Zone it returns: the built-in server serves these zones
 beside the reverse ones, and `route-chain zone` writes them too.
 """
@@ -29,8 +32,12 @@ def build(config: Config, now: float | None = None) -> list[Zone]:
     serial = settings.serial if settings.serial is not None else int(
         now if now is not None else time.time())
     addresses: dict[str, list[str]] = {}
+    chapters: dict[str, dict[str, list[str]]] = {}
     for chain in named:  # config.chain_of: a named chain has a destination
         addresses.setdefault(chain.name, []).append(str(chain.destination))
+        for chapter in chain.chapters:
+            chapters.setdefault(chain.name, {}).setdefault(chapter.label, []).append(
+                str(chain.chapter_address(chapter)))
     zones = []
     for name, found in sorted(addresses.items()):
         origin = dns.name.from_text(name)
@@ -39,10 +46,14 @@ def build(config: Config, now: float | None = None) -> list[Zone]:
                                       f"{mname}. {rname}. {serial} {s.refresh} {s.retry} "
                                       f"{s.expire} {s.minimum}"),
                   dns.rrset.from_text_list(origin, s.ttl, "IN", "NS", [f"{n}." for n in ns])]
-        for rdtype in ("A", "AAAA"):
-            these = [a for a in found if (":" in a) == (rdtype == "AAAA")]
-            if these:
-                rrsets.append(dns.rrset.from_text_list(origin, s.ttl, "IN", rdtype, these))
+        owners = [(origin, found)] + [
+            (dns.name.Name((label.encode(),)).concatenate(origin), at)
+            for label, at in sorted(chapters.get(name, {}).items())]
+        for owner, at in owners:
+            for rdtype in ("A", "AAAA"):
+                these = [a for a in at if (":" in a) == (rdtype == "AAAA")]
+                if these:
+                    rrsets.append(dns.rrset.from_text_list(owner, s.ttl, "IN", rdtype, these))
         zones.append(Zone(origin, tuple(rrsets)))
     return zones
 

@@ -348,11 +348,12 @@ def proxies_intact(desired: Desired, state: State, owned: Owned) -> bool:
 
 def chain_addresses(chain: Chain) -> list[Address]:
     """Every address a chain answers from: its host, its hops and their
-    alternatives (and the routers further along their branches)."""
+    alternatives (and the routers further along their branches), and its
+    chapters (whose destination answers from the chapter's address)."""
     out = [chain.host] + [chain.hop_address(k) for k in range(1, chain.length + 1)]
     for k in range(1, chain.length + 1):
         out += [chain.branch_address(k, b) for b in range(1, len(chain.routers_at(k)))]
-    return out
+    return out + [chain.chapter_address(c) for c in chain.chapters]
 
 
 def settle(action: AddAddress | AddRoute | AddProxy, code: int, link: str,

@@ -60,6 +60,11 @@ def render_chain(chain: Chain) -> str:
             mark = "" if branch == 0 else "+" if branch <= n_alts else "++"   # as in the story
             lead = no if branch == 0 else " " * (len(no) - len(mark)) + mark
             lines.append(lead + _router_line(chain, k, branch))
+    for chapter in chain.chapters:
+        # Behind the router in front, line k is the trace's second hop.
+        lines.append(f"chapter {chapter.label}.{chain.name} "
+                     f"({chain.chapter_address(chapter)}): starts at line {chapter.start}, "
+                     f"the destination {chain.length - chapter.start + 2} hops away")
     lines.extend(f"warning: {w}" for w in warnings(chain))
     return "\n".join(lines) + "\n"
 
@@ -170,6 +175,12 @@ def warnings(chain: Chain) -> list[str]:
     elif maxttl > TRACEROUTE_MAX_HOPS:
         out.append(f"the destination is {maxttl} hops away and traceroute stops at "
                    f"{TRACEROUTE_MAX_HOPS}: use `traceroute -m {maxttl}` (mtr: `mtr -m {maxttl}`)")
+    for chapter in chain.chapters:
+        away = chain.length - chapter.start + 2
+        if TRACEROUTE_MAX_HOPS < away <= IP_TTL_MAX:
+            out.append(f"chapter {chapter.label} ({chapter.where}): the destination is {away} "
+                       f"hops away and traceroute stops at {TRACEROUTE_MAX_HOPS}: start it "
+                       f"at line {chain.length - TRACEROUTE_MAX_HOPS + 2} or later to fit")
     wide = [(k, h.name) for k, h in enumerate(chain.hops, 1)
             if h.name and len(_unicode(h.name)) > MTR_REPORT_WIDTH]
     if wide:

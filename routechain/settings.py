@@ -466,6 +466,9 @@ class ChainTable:
     name: str | None = declare(
         "str", "forward name of the story: A/AAAA of the chain's destination, served by the "
         "built-in server (traceroute NAME)", parse=parse_story_name)
+    chapters: dict | None = declare(
+        "table", "chapters of a named story, { LABEL = HOP, ... }: LABEL.NAME answers with an "
+        "address a trace enters at hop HOP (2..length), so it starts the story there")
     hop: dict | None = declare("table", "[chain.hop.N]: properties of hop N (hopprops.py)")
     props: Props = NO_PROPS
     where: str = ""

@@ -42,6 +42,7 @@ class Stats:
     late: tuple[int, ...] = (0,) * (len(LATE_EDGES) + 1)  # delayed replies, by LATE_EDGES
     late_ns: int = 0
     last_read_errno: int = 0
+    chapters: int = 0    # replies to probes addressed to a chapter (rc_where.chapter)
 
     @classmethod
     def total(cls, many: Iterable["Stats"]) -> "Stats":
@@ -54,7 +55,8 @@ class Stats:
                       s.last_write_errno or out.last_write_errno,
                       tuple(a + b for a, b in zip(out.paced, s.paced)),
                       tuple(a + b for a, b in zip(out.late, s.late)), out.late_ns + s.late_ns,
-                      s.last_read_errno or out.last_read_errno)
+                      s.last_read_errno or out.last_read_errno,
+                      out.chapters + s.chapters)
         return out
 
     @property
@@ -83,6 +85,8 @@ class Stats:
             paced = ", ".join(f"{Pace(i).name.lower()}={n}" for i, n in enumerate(self.paced) if n)
             text += (f"; replies: {kinds or 'none'}; drops: {drops or 'none'}; "
                      f"paced: {paced or 'none'}")
+            if self.chapters:
+                text += f"; to chapters: {self.chapters}"
             if any(self.late):
                 names = [f"<={_duration(e)}" for e in LATE_EDGES] + [f">{_duration(LATE_EDGES[-1])}"]
                 text += "; late: " + ", ".join(f"{k}={n}" for k, n in zip(names, self.late) if n)
@@ -202,4 +206,5 @@ class Worker:
         return Stats(out.received, out.sent, tuple(out.replies[0:len(Kind)]),
                      tuple(out.drops[0:len(Drop)]), out.write_errors, out.read_errors,
                      out.last_write_errno, tuple(out.paced[0:len(Pace)]),
-                     tuple(out.late[0:lib.RC_LATE_BUCKETS]), out.late_ns, out.last_read_errno)
+                     tuple(out.late[0:lib.RC_LATE_BUCKETS]), out.late_ns, out.last_read_errno,
+                     out.chapters)

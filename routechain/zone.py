@@ -26,7 +26,8 @@ Which zones:
 
 Every zone has SOA and NS at its apex and a PTR for each hop (and each
 load-balanced '+' alternative, at its own address) that has a name; silent
-and unnamed hops have no record.
+and unnamed hops have no record. A chapter's address has the destination's
+PTR (the story's last line), as the host answering there is the destination.
 
 Defaults: NS `ns.<suffix of the first chain with one>`, else
 `ns.route-chain.invalid` (set [dns] ns for a real delegation); SOA mname the
@@ -202,6 +203,11 @@ def _chain_records(chain: Chain, form: str = "-"):
              for k, hop in enumerate(chain.hops, 1)
              for b, router in enumerate(chain.routers_at(k))
              if router.name and not router.silent]
+    last = chain.hops[-1] if chain.hops else None
+    if last is not None and last.name and not last.silent:
+        # A chapter's address is the story's end as well: the host that
+        # answers there is the destination (docs/stories.md, chapters).
+        named += [(chain.chapter_address(c), last.name) for c in chain.chapters]
     if not named:
         return
     if _classless(chain):
@@ -431,6 +437,9 @@ def _named(chain: Chain) -> list[tuple[int, str]]:
         for b, alt in enumerate(hop.alternatives, 1):
             if alt.name and not alt.silent:
                 out.append((int(chain.branch_address(k, b)), alt.name))
+    last = chain.hops[-1] if chain.hops else None
+    if chain.chapters and last.name and not last.silent:
+        out.extend((int(chain.chapter_address(c)), last.name) for c in chain.chapters)
     return out
 
 

@@ -13,7 +13,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6Unknown, IPv6, IPv6ExtH
                                 IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.packet import Raw
 
-from routechain.chain import Chain, Hop, parse_prefix
+from routechain.chain import Chain, Chapter, Hop, parse_prefix
 from routechain.errors import UsageError
 from routechain.hopprops import BALANCES, TCP_ANSWERS, UDP_ANSWERS, Label, Props
 
@@ -49,8 +49,16 @@ def random_chains(rng: random.Random) -> list[Chain]:
             "udp": rng.choice(UDP_ANSWERS)}
         defaults = Props(end=rng.choice(["host", "!N", "!H", "!X"]) if extended else None,
                          balance=rng.choice((None,) + BALANCES), **destination)
+        length = len(hops) or room
+        chapters = () if length < 2 or rng.random() < 0.5 else tuple(
+            Chapter(f"c{n}", rng.randint(2, length), f"random:chapter {n}")
+            for n in range(rng.choice([1, 1, 2, 3])))
         try:
-            chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
+            try:
+                chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults,
+                                    chapters=chapters))
+            except UsageError:   # no room for the chapters: go without
+                chains.append(Chain(interface, hops, reply_ttl=reply_ttl, defaults=defaults))
         except UsageError:   # no room for the alternatives' addresses: go without
             hops = tuple(Hop(silent=h.silent, where=h.where,
                              props=dataclasses.replace(h.props, balance=None)) for h in hops)
@@ -112,6 +120,8 @@ def pick_destination(rng: random.Random, chains: list[Chain]) -> str:
                 for b in range(1, len(chain.routers_at(k)))]
     if branches and rng.random() < 0.2:
         return str(chain.branch_address(*rng.choice(branches)))
+    if chain.chapters and rng.random() < 0.25:
+        return str(chain.chapter_address(rng.choice(chain.chapters)))
     roll = rng.random()
     if roll < 0.7:
         k = rng.randint(-3, chain.length + 3)

@@ -311,20 +311,22 @@ def fnv1a(data: bytes, h: int = 2166136261) -> int:
     return h
 
 
-def balance_hashes(probe: Probe) -> dict[str, int]:
+def balance_hashes(probe: Probe, dst: bytes, ttl: int) -> dict[str, int]:
     """What an ECMP router hashes, by its balance mode. "flow": addresses,
     the IPv6 flow label, the protocol and the first four octets of the
     upper-layer header; "packet": those, the TTL, the IPv4 Identification
-    and upper-layer octets 4..7; "destination": the destination address."""
-    key = probe.src + probe.dst
+    and upper-layer octets 4..7; "destination": the destination address.
+    dst and ttl are what the routers see: the probe's, or for a chapter
+    its destination's and the TTL the probe would have there."""
+    key = probe.src + dst
     if probe.family == 6:
         key += probe.flow_label.to_bytes(3, "big")
     upper = probe.upper[:8].ljust(8, b"\0")
     flow = key + bytes([probe.proto]) + upper[:4]
     ident = probe.packet[4:6] if probe.family == 4 else b""
     return {"flow": fnv1a(flow),
-            "packet": fnv1a(flow + bytes([probe.ttl]) + ident + upper[4:8]),
-            "destination": fnv1a(probe.dst)}
+            "packet": fnv1a(flow + bytes([ttl]) + ident + upper[4:8]),
+            "destination": fnv1a(dst)}
 
 
 def choose(flow: int, k: int, n: int) -> int:
@@ -470,7 +472,17 @@ def reference_reply(packet: bytes, chains: Sequence[Chain],
                     forced = (j, b)
         if forced:
             k = forced[0]
-    hashes = balance_hashes(probe)
+    # A chapter: a probe to its address is a probe to the destination that
+    # entered start - 1 hops on; only the host at the end answers from
+    # the chapter's address (probe.dst), and the quote is the probe as sent.
+    route_dst, route_ttl = probe.dst, probe.ttl
+    if k > chain.length:
+        for chapter in chain.chapters:
+            if chain.chapter_address(chapter).packed == probe.dst:
+                k = chain.length
+                t += chapter.start - 1
+                route_dst, route_ttl = chain.destination.packed, min(t, 255)
+    hashes = balance_hashes(probe, route_dst, route_ttl)
 
     def branch_at(j: int) -> int:
         if forced and forced[0] == j:

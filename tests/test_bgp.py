@@ -176,6 +176,7 @@ zone "0.18.198.in-addr.arpa" {{ type forward; forward only; forwarders {{ 198.18
 zone "0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa" {{
   type forward; forward only; forwarders {{ 2001:db8::1; }};
 }};
+zone "tale.example" {{ type forward; forward only; forwarders {{ 198.18.0.1; }}; }};
 '''
 
 
@@ -339,6 +340,33 @@ def test_the_host_behind_b_reads_the_story_through_its_resolver(peering, resolve
                  "a.narrow.gate.story.example", "home.story.example"]
         for dest, six in (("198.18.0.5", False), ("2001:db8::5", True)):
             assert hops(net, dest, six=six, names=True)[2:] == story, daemon.output()
+        assert daemon.stop() == 0, daemon.output()
+
+
+def test_the_host_behind_b_traces_a_chapter_by_name_through_its_resolver(peering, resolver):
+    """The chains' forward name and a chapter, resolved by B's resolver
+    (forwarding tale.example to A's built-in server): `traceroute
+    midway.tale.example` shows the story from line 3 right behind the two
+    routers, ending at the chapter's address with the last line's name;
+    `traceroute tale.example` still shows it whole."""
+    net, a, bird_a, bird_b, tmp = peering
+    named = CHAINS.replace('suffix = "story.example"\n',
+                           'suffix = "story.example"\nname = "tale.example"\n'
+                           'chapters = { midway = 3 }\n')
+    with start(net, a, tmp, named) as daemon:
+        wait_until(lambda: announced(bird_b) == {PREFIX4, PREFIX6}, what="announced")
+        story = ["over.the.hill.story.example", "down.the.lane.story.example",
+                 "a.narrow.gate.story.example", "home.story.example"]
+        for six in (False, True):
+            assert hops(net, "tale.example", six=six, names=True)[2:] == story, daemon.output()
+            assert hops(net, "midway.tale.example", six=six, names=True)[2:] == story[2:], \
+                daemon.output()
+        trace = net.run(net.client, "traceroute", "-4", "-q", "1", "-w", "1", "-m", "10",
+                        "midway.tale.example", timeout=120).stdout
+        assert trace.splitlines()[0].startswith("traceroute to midway.tale.example "
+                                                "(198.18.0.6)"), trace
+        assert re.search(r"^\s*4\s+home\.story\.example \(198\.18\.0\.6\)", trace,
+                         re.MULTILINE), trace
         assert daemon.stop() == 0, daemon.output()
 
 

@@ -7,10 +7,13 @@ refusal at Table() and Live.publish()."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from routechain import chaintable, config
-from routechain.errors import ConfigError
+from routechain.chain import MAX_CHAPTERS, Chapter
+from routechain.errors import ConfigError, UsageError
 from routechain.workers import Live
 from test_reply_ext import EXT4, EXT6
 
@@ -38,6 +41,31 @@ def test_table_check_names_chain_router_and_invariant(breakage, fault, where):
     assert message.startswith(f"chain {EXT4.host}/25{' ' + where if where else ''}: "
                               f"the C core refuses the table ({fault}): "), message
     assert "\n" not in message
+
+
+def test_table_check_names_the_chapter():
+    """A chapter whose start the table breaks is named by its label."""
+    chain = dataclasses.replace(EXT4, chapters=(Chapter("intro", 2), Chapter("finale", 5)))
+    table = chaintable.Table([chain])
+    entries = table.ptr.chains[0].chapters
+    assert table.ptr.chains[0].n_chapters == 2
+    assert [bytes(entries[i].addr[0:4]) for i in range(2)] == [
+        chain.chapter_address(c).packed for c in chain.chapters]
+    assert chain.chapter_address(chain.chapters[0]) == EXT4.host + 8   # past the '+' at +7
+    entries[1].start = 7
+    with pytest.raises(ConfigError) as raised:
+        table.check()
+    assert str(raised.value).startswith(f"chain {EXT4.host}/25 chapter finale: the C core "
+                                        "refuses the table (chapters): "), raised.value
+
+
+def test_chapters_are_refused_past_the_limit_of_the_core():
+    """The C core scans at most RC_MAX_CHAPTERS: the model refuses more."""
+    assert MAX_CHAPTERS == chaintable.lib.RC_MAX_CHAPTERS
+    many = tuple(Chapter(f"c{i}", 2, f"rc.toml:{i}") for i in range(MAX_CHAPTERS + 1))
+    with pytest.raises(UsageError, match=rf"^rc.toml:{MAX_CHAPTERS}: more than "
+                                         rf"{MAX_CHAPTERS} chapters in one chain$"):
+        dataclasses.replace(EXT4, chapters=many)
 
 
 def test_live_publish_refuses_a_bad_table_and_keeps_serving_the_old():

@@ -17,8 +17,8 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from routechain import dnsanswer, zone
-from routechain.chain import Chain, Hop, parse_prefix
+from routechain import daemon, dnsanswer, zone
+from routechain.chain import Chain, Chapter, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
 
 NOW = 1_700_000_000
@@ -243,3 +243,30 @@ def test_dnsanswer_notify_is_ignored(index):
     q = dns.message.make_query("100.51.198.in-addr.arpa", "SOA")
     q.set_opcode(dns.opcode.NOTIFY)
     assert index.answer(q.to_wire(), True) == (None, "drop:notify")
+
+
+def test_dnsanswer_answers_chapters():
+    """The server's zones (the daemon's: reverse drafts and forward names)
+    answer a chapter: LABEL.NAME with its address, and that address's PTR
+    with the story's last line, as the destination's."""
+    story = Chain(parse_prefix("198.51.100.1/24"),
+                  (Hop(name="Once.upon.a.time"), Hop(name="a.little.Packet"), Hop(name="The.end")),
+                  where="t", name="story.example.net",
+                  chapters=(Chapter("second", 2), Chapter("last", 3)))
+    config = Config(chains=(story,), dns=DnsSettings(ns=("ns1.example.net",)))
+    index = dnsanswer.Index(daemon._zones(config))
+    for name, rdtype, want in [
+            ("second.story.example.net", "A", "198.51.100.5"),
+            ("LAST.story.example.net", "A", "198.51.100.6"),
+            ("story.example.net", "A", "198.51.100.4"),
+            ("5.100.51.198.in-addr.arpa", "PTR", "The.end."),
+            ("6.100.51.198.in-addr.arpa", "PTR", "The.end."),
+            ("4.100.51.198.in-addr.arpa", "PTR", "The.end.")]:
+        r, outcome, _ = ask(index, name, rdtype)
+        assert outcome == "rcode:NOERROR" and [rs[0].to_text() for rs in r.answer] == [want], name
+    r, outcome, _ = ask(index, "second.story.example.net", "AAAA")
+    assert outcome == "rcode:NOERROR" and r.answer == []           # NODATA: IPv4 only
+    r, outcome, _ = ask(index, "third.story.example.net", "A")
+    assert outcome == "rcode:NXDOMAIN"
+    r, outcome, _ = ask(index, "7.100.51.198.in-addr.arpa", "PTR")
+    assert outcome == "rcode:NXDOMAIN"                            # past the chapters

@@ -233,6 +233,26 @@ def test_dnssec_zone_command_exports_signed_zones_and_ds(tmp_path):
                      ds["0.0.0.0.4.3.2.1.2.4.2.4.2.4.d.f.ip6.arpa."]]
 
 
+def test_dnssec_zone_command_signs_the_chapters(tmp_path):
+    """A story's name and its chapters: the signed forward zone and the
+    reverse zone holding the chapter's PTR pass dnssec-verify, and both
+    chapter records are signed."""
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(keys=tmp_path / "keys").replace(
+        'suffix = "story.dn42"\n', 'suffix = "story.dn42"\nname = "tale.dn42"\n'
+        'chapters = { mid = 2 }\n', 1))
+    done = cli("zone", "--config", config, "--output-dir", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    files = {p.name: p for p in (tmp_path / "out").iterdir()}
+    for name, owner, rdtype in [("tale.dn42.zone", "mid", "A"),
+                                ("240-28.130.22.172.in-addr.arpa.zone", "244", "PTR")]:
+        text = files[name].read_text()
+        assert re.search(rf"^{owner}\t\d+\tIN\t{rdtype}\t", text, re.MULTILINE), text
+        assert re.search(rf"^{owner}\t\d+\tIN\tRRSIG\t{rdtype} ", text, re.MULTILINE), text
+        result = verify("dnssec-verify", name[:-len(".zone")] + ".", files[name])
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
 def test_dnssec_own_signing_equals_dnspython(tmp_path):
     """Ed25519 signatures are deterministic (RFC 8032), so every RRSIG of a
     signed zone must equal, byte for byte, the one dnspython's sign() makes

@@ -10,6 +10,7 @@ RC_FUZZ_SECONDS lengthens the libFuzzer run (default 20)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from probes import random_probe
+from routechain.chain import Chapter
 from routechain.chaintable import Kind
-from test_reply import CHAINS, PARAMS
+from test_reply import CHAIN4, CHAIN6, CHAINS, PARAMS
 from test_reply_ext import EXT4, EXT6
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +58,13 @@ def seed_probes() -> list[bytes]:
     the chains with per-hop properties tests/c/chains.h mirrors."""
     rng = random.Random(7)
     chains = [c for c in CHAINS if c.length > 0]
+    # The chapters tests/c/chains.h gives CHAIN4, EXT4 and CHAIN6.
+    chaptered = [dataclasses.replace(CHAIN4, chapters=(Chapter("a", 2), Chapter("b", 5))),
+                 dataclasses.replace(EXT4, chapters=(Chapter("a", 3),)),
+                 dataclasses.replace(CHAIN6, chapters=(Chapter("a", 4),))]
     return ([param.values[0] for param in PARAMS] + [random_probe(rng, chains) for _ in range(300)]
-            + [random_probe(rng, [EXT4, EXT6]) for _ in range(150)])
+            + [random_probe(rng, [EXT4, EXT6]) for _ in range(150)]
+            + [random_probe(rng, chaptered) for _ in range(150)])
 
 
 def sanitizer_env() -> dict[str, str]:

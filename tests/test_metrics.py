@@ -101,13 +101,16 @@ def test_metrics_per_queue_counters():
     paced[Pace.SOURCE_LIMITED] = 3
     snap = metrics.Snapshot(queues=(Stats(received=6, sent=4, replies=tuple(replies),
                                           write_errors=1, paced=tuple(paced),
-                                          late=(3, 0, 0, 0, 0, 1, 0, 0, 2), late_ns=25_000_000),
+                                          late=(3, 0, 0, 0, 0, 1, 0, 0, 2), late_ns=25_000_000,
+                                          chapters=2),
                                     Stats(received=2)))
     found = render(snap)
     assert found[("routechain_received_packets_total", (("queue", "0"),))] == 6
     assert found[("routechain_received_packets_total", (("queue", "1"),))] == 2
     assert found[("routechain_replies_total", (("kind", "echo_reply"), ("queue", "0")))] == 4
     assert found[("routechain_write_errors_total", (("queue", "0"),))] == 1
+    assert found[("routechain_chapter_replies_total", (("queue", "0"),))] == 2
+    assert found[("routechain_chapter_replies_total", (("queue", "1"),))] == 0
     assert total(found, "routechain_replies_total") == 4
     assert found[("routechain_paced_total",
                   (("outcome", "source_limited"), ("queue", "0")))] == 3
@@ -195,6 +198,30 @@ def test_metrics_scrape_shows_what_the_daemon_counted(tmp_path):
         assert after[("routechain_reloads_total", (("result", "ok"),))] == 1
         assert after[("routechain_last_reload_success", ())] == 1
         assert after[("routechain_address_repairs_total", ())] == 0
+
+
+@pytest.mark.netns
+def test_metrics_count_replies_to_chapters(tmp_path):
+    """Replies to a chapter's address are counted where the core decides
+    it is one (rc_where.chapter), and among their kinds; replies to the
+    story's own addresses are not chapter replies."""
+    conf = tmp_path / "rc.toml"
+    conf.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nhops = ["a", "b", "c"]\n'
+                    'name = "story.example.net"\nchapters = { two = 2 }\n\n'
+                    f'[metrics]\nlisten = "{LISTEN}"\n')
+    pings = 5
+    with TestNet.create("mc") as net, Daemon(net, "--config", str(conf)) as d:
+        d.wait_for("READY=1")
+        before = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
+        for target in ("198.18.0.5", "198.18.0.4"):      # the chapter, the destination
+            out = net.run(net.client, "ping", "-c", str(pings), "-i", "0.05", "-W", "2",
+                          target).stdout
+            assert f"{pings} received" in out and f"from {target}" in out, out
+        found = samples(net.run(net.router, sys.executable, "-c", SCRAPE).stdout)
+        assert (total(found, "routechain_chapter_replies_total")
+                - total(before, "routechain_chapter_replies_total")) == pings
+        assert (total(found, "routechain_replies_total", kind="echo_reply")
+                - total(before, "routechain_replies_total", kind="echo_reply")) == 2 * pings
 
 
 @pytest.mark.netns

@@ -84,6 +84,13 @@ def test_stats_sum_and_say_what_pacing_did():
     assert "late: <=50us=5, <=1ms=1, <=2.5ms=3, >10ms=2" in text
 
 
+def test_stats_sum_and_show_replies_to_chapters():
+    total = workers.Stats.total([workers.Stats(chapters=3), workers.Stats(chapters=4)])
+    assert total.chapters == 7
+    assert "; to chapters: 7" in total.summary(detail=True)
+    assert "to chapters" not in workers.Stats().summary(detail=True)
+
+
 def test_stats_show_read_errors_and_the_last_one():
     """A failed read of the TUN is counted and its errno seen in the log."""
     one = workers.Stats(read_errors=2, last_read_errno=errno.EIO)

@@ -241,7 +241,7 @@ def test_settle(action, code, want):
 
 # --- proxy entries (NTF_PROXY) on the uplinks
 
-from routechain.chain import Hop  # noqa: E402
+from routechain.chain import Chapter, Hop  # noqa: E402
 from routechain.hopprops import Props  # noqa: E402
 from routechain.plan import (AddProxy, DeleteProxy, ForgetProxy, Proxy,  # noqa: E402
                              proxies_intact)
@@ -339,6 +339,18 @@ def test_plan_proxies_cover_the_alternatives():
     wanted = Desired((chain,), (), uplinks=("e0",)).proxies()
     assert sorted(str(p.address) for p in wanted) == sorted(
         HOPS6 + ["2001:db8:88::1:4", "2001:db8:88::1:99"])
+
+
+def test_plan_proxies_cover_the_chapters():
+    """A chapter's destination answers from the chapter's address: answered
+    for too, after the alternative's."""
+    alt = Hop("b", alternatives=(Hop("b2"),))
+    chain = Chain(iface(P6), hops=(Hop("a"), alt, Hop("c")), where="rc.toml:9",
+                  name="story.example.net", chapters=(Chapter("x", 2), Chapter("y", 3)))
+    wanted = Desired((chain,), (), uplinks=("e0",)).proxies()
+    assert sorted(str(p.address) for p in wanted) == sorted(
+        HOPS6 + ["2001:db8:88::1:4", "2001:db8:88::1:5",      # hop 3, the '+' router
+                 "2001:db8:88::1:6", "2001:db8:88::1:7"])     # the chapters
 
 
 def test_settle_proxy_on_a_missing_uplink_is_tried_again():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routechain import config, demo, preview, zone
-from routechain.chain import Chain, Hop, parse_prefix
+from routechain.chain import Chain, Chapter, Hop, parse_prefix
 from routechain.config import Config
 from routechain.hopprops import Props
 from routechain.story import parse_text
@@ -123,3 +123,27 @@ def test_preview_says_what_the_destination_answers(props, shown):
     c = Chain(parse_prefix("198.51.100.1/24"), (Hop(name="a"), Hop(name="www")), where="test",
               defaults=props)
     assert preview.render_chain(c).splitlines()[-1] == " 3  www (198.51.100.3)" + shown
+
+
+def test_preview_shows_each_chapter_its_address_and_line():
+    told = chain("198.51.100.1/24", ["a", "b", "c", "d"])
+    told = Chain(told.interface, told.hops, where="test", name="story.example.net",
+                 chapters=(Chapter("two", 2), Chapter("last", 4)))
+    lines = preview.render_chain(told).splitlines()
+    assert lines[-2:] == [
+        "chapter two.story.example.net (198.51.100.6): starts at line 2, "
+        "the destination 4 hops away",
+        "chapter last.story.example.net (198.51.100.7): starts at line 4, "
+        "the destination 2 hops away",
+    ]
+
+
+def test_preview_warns_of_a_chapter_past_30_hops():
+    """A chapter is there to fit traceroute's 30 hops: one that does not
+    is told which line would."""
+    long = chain("2001:db8::1/64", [f"h{k}" for k in range(40)])
+    long = Chain(long.interface, long.hops, where="test", name="s.example",
+                 chapters=(Chapter("early", 5, "rc.toml:7"), Chapter("late", 12, "rc.toml:7")))
+    found = [w for w in preview.warnings(long) if w.startswith("chapter")]
+    assert found == ["chapter early (rc.toml:7): the destination is 37 hops away and "
+                     "traceroute stops at 30: start it at line 12 or later to fit"]

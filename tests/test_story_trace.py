@@ -28,10 +28,15 @@ and came home
 NEW_STORY = """\
 Later that day
 the packet rested
+and slept
 """
 STORY_NAME = "story.example.net"  # the chains' forward name (routechain.names)
 NAMES = ["Once.upon.a.time", "a.packet.crossed.the.sea", None, "and.came.home"]
-NEW_NAMES = ["Later.that.day", "the.packet.rested"]
+NEW_NAMES = ["Later.that.day", "the.packet.rested", "and.slept"]
+# Chapters of the story (LABEL: the line it starts at): a trace to
+# LABEL.story.example.net shows the story from that line on, right behind
+# the gateway, and ends at the chapter's own address with the last line.
+CHAPTERS = {"crossing": 2, "home": 3}
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +46,11 @@ def story_net(tmp_path_factory):
     config = tmp / "rc.toml"
     host4 = ipaddress.ip_interface(CHAIN4).ip
     host6 = ipaddress.ip_interface(CHAIN6).ip
+    chapters = ", ".join(f"{label} = {k}" for label, k in CHAPTERS.items())
     config.write_text(f'[[chain]]\naddress = "{CHAIN4}"\nstory = "story.txt"\n'
-                      f'name = "{STORY_NAME}"\n\n'
+                      f'name = "{STORY_NAME}"\nchapters = {{ {chapters} }}\n\n'
                       f'[[chain]]\naddress = "{CHAIN6}"\nstory = "story.txt"\n'
-                      f'name = "{STORY_NAME}"\n\n'
+                      f'name = "{STORY_NAME}"\nchapters = {{ {chapters} }}\n\n'
                       f'[dns]\nlisten = ["{host4}:53", "[{host6}]:53"]\n')
     with TestNet.create("st") as net:
         resolv = Path("/etc/netns", net.client)
@@ -63,17 +69,22 @@ def hop_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if re.match(r"^\s*\d+\s", line)]
 
 
-def check_story(out: str, family: int, names: list[str | None]) -> None:
+def check_story(out: str, family: int, names: list[str | None], first: int = 1,
+                last=None) -> None:
+    """The trace shows the gateway, then the story from line `first` on,
+    line k from host + k, the last line from `last` (default: host + k)."""
     host = ipaddress.ip_interface(CHAIN4 if family == 4 else CHAIN6).ip
     lines = hop_lines(out)
-    assert len(lines) == len(names) + 1, out
+    assert len(lines) == len(names) - first + 2, out
     gateway = GATEWAY4 if family == 4 else GATEWAY6
     assert lines[0].split()[1:3] == [gateway, f"({gateway})"], out
-    for k, (line, name) in enumerate(zip(lines[1:], names), start=1):
+    for k, line in enumerate(lines[1:], start=first):
+        name = names[k - 1]
+        address = last if last is not None and k == len(names) else host + k
         if name is None:
             assert line.split()[1:] == ["*", "*", "*"], out
         else:
-            assert line.split()[1:3] == [name, f"({host + k})"], out
+            assert line.split()[1:3] == [name, f"({address})"], out
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -104,6 +115,23 @@ def test_traceroute_by_the_story_name(story_net, family):
     dest = ipaddress.ip_interface(CHAIN4 if family == 4 else CHAIN6).ip + len(NAMES)
     assert out.splitlines()[0].startswith(f"traceroute to {STORY_NAME} ({dest})"), out
     check_story(out, family, NAMES)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("label", list(CHAPTERS))
+def test_traceroute_by_a_chapter_name(story_net, family, label):
+    """`traceroute LABEL.story.example.net`: the chapter's name resolves to
+    an address past the chain, and the trace shows the story from the
+    chapter's line on, behind the gateway, to the last line, answered from
+    the chapter's address with the last line's name."""
+    net, _, _ = story_net
+    name = f"{label}.{STORY_NAME}"
+    out = net.run(net.client, "traceroute", f"-{family}", "-w", "1", "-m", "8", name,
+                  timeout=120).stdout
+    host = ipaddress.ip_interface(CHAIN4 if family == 4 else CHAIN6).ip
+    chapter = host + len(NAMES) + 1 + list(CHAPTERS).index(label)   # the first free addresses
+    assert out.splitlines()[0].startswith(f"traceroute to {name} ({chapter})"), out
+    check_story(out, family, NAMES, first=CHAPTERS[label], last=chapter)
 
 
 def test_sighup_rereads_the_story(story_net):

@@ -5,6 +5,7 @@ fails under CI=true."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 import shutil
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import cannot_run
 from routechain import zone
-from routechain.chain import Chain, Hop, parse_prefix
+from routechain.chain import Chain, Chapter, Hop, parse_prefix
 from routechain.config import Config, DnsSettings
 
 NOW = 1_700_000_000
@@ -310,8 +311,16 @@ def random_config(rng, n: int) -> Config:
         hops = [random_hop(rng, iface.version, room) for _ in range(hops_n)]
         hops[-1] = Hop(name=hops[-1].name, silent=hops[-1].silent)  # no '+' at the destination
         suffix = rng.choice([None, None, "story.example.net"])
+        # Chapters: their addresses carry the destination's PTR.
+        chapters = () if hops_n < 2 or rng.random() < 0.5 else tuple(
+            Chapter(f"c{n}", rng.randint(2, hops_n)) for n in range(rng.randint(1, 3)))
         try:
-            chains.append(Chain(iface, tuple(hops), where=f"random {i}", suffix=suffix))
+            try:
+                chains.append(Chain(iface, tuple(hops), where=f"random {i}", suffix=suffix,
+                                    chapters=chapters))
+            except Exception as e:  # noqa: BLE001 - no room for the chapters: go without
+                assert "fit in" in str(e) or "no free address" in str(e), e
+                chains.append(Chain(iface, tuple(hops), where=f"random {i}", suffix=suffix))
         except Exception as e:  # noqa: BLE001 - e.g. no room left: a shape that cannot be
             assert "no free address" in str(e) or "do not fit" in str(e), e
     ns = rng.choice([None, ("ns1.example.net", "NS2.Example.org")])
@@ -325,9 +334,11 @@ def test_zone_fast_writer_equals_dnspython_byte_for_byte():
     is the file dnspython writes, and the Zone it hands the server holds
     the same RRsets; the files come in the same order with the same names."""
     rng = random.Random(2317)
-    compared = 0
+    compared = chapters = 0
     for round_ in range(40):  # bounded
         c = random_config(rng, rng.randrange(1, 8))
+        chapters += sum(len(ch.chapters) for ch in c.chains
+                        if ch.hops[-1].name and not ch.hops[-1].silent)
         reference = zone.build(c, now=NOW)
         fast = zone.drafts(c, now=NOW)
         assert [d.filename for d in fast] == [z.filename for z in reference]
@@ -337,6 +348,24 @@ def test_zone_fast_writer_equals_dnspython_byte_for_byte():
             assert draft.zone().to_text() == ref.to_text()
             compared += 1
     assert compared > 100
+    assert chapters > 20, chapters
+
+
+def test_zone_chapter_addresses_carry_the_last_line():
+    """A chapter's address has the destination's PTR (the story's last
+    line), in both writers; a silent destination gives it none."""
+    named = chain("198.51.100.1/27", ["one", "two", "the.end"])
+    told = dataclasses.replace(named, chapters=(Chapter("a", 2), Chapter("b", 3)))
+    silent = dataclasses.replace(
+        chain("2001:db8:7::1/64", ["one", "two", "*"]), chapters=(Chapter("a", 2),))
+    c = Config(chains=(told, silent))
+    records = {(str(owner), target) for z in zone.build(c, now=NOW)
+               for owner, _, target in [(r.name, r.rdtype, r[0].to_text()) for r in z.rrsets]}
+    assert ("5.0-27.100.51.198.in-addr.arpa.", "the.end.") in records
+    assert ("6.0-27.100.51.198.in-addr.arpa.", "the.end.") in records
+    assert not any(owner.startswith("5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.") for owner, _ in records)
+    drafts = {d.origin: d.to_text() for d in zone.drafts(c, now=NOW)}
+    assert "\n6\t3600\tIN\tPTR\tthe.end.\n" in drafts["0-27.100.51.198.in-addr.arpa."]
 
 
 def test_zone_fast_writer_refuses_what_dnspython_refuses():

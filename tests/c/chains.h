@@ -18,6 +18,7 @@ static struct rc_table test_table = {
     .n_chains = 6, .chains = test_chains, .limited = 1,
     .daemon = {1000, 100000}, .source = {2000, 50000},
 };
+static struct rc_chapter test_chapters[3][RC_MAX_CHAPTERS + 1];
 static struct rc_hop_timing test_timing[2][RC_MAX_HOPS + 1];
 static uint64_t test_hop_tat[2][RC_MAX_HOPS + 1];
 static uint64_t test_source_tat[64];
@@ -158,6 +159,30 @@ static const struct rc_table *make_test_table(void)
     test_chains[5].open_ports[0] = 80;
     set_timing(&test_chains[0], test_timing[0], test_hop_tat[0]);
     set_timing(&test_chains[1], test_timing[1], test_hop_tat[1]);
+    /* Chapters (tests/test_reply_chapters.py): CHAIN4 at host + 6 (from hop
+     * 2) and + 7 (from hop 5), EXT4 past its alternative (+ 7) at + 8
+     * (from hop 3), CHAIN6 at host + 6, carrying across bytes (from 4). */
+    memset(test_chapters, 0, sizeof test_chapters);
+    memcpy(test_chapters[0][0].addr, chain4, 4);
+    test_chapters[0][0].addr[3] += 6;
+    test_chapters[0][0].start = 2;
+    memcpy(test_chapters[0][1].addr, chain4, 4);
+    test_chapters[0][1].addr[3] += 7;
+    test_chapters[0][1].start = 5;
+    memcpy(test_chapters[1][0].addr, ext4, 4);
+    test_chapters[1][0].addr[3] += 8;
+    test_chapters[1][0].start = 3;
+    memcpy(test_chapters[2][0].addr, chain6, 16);
+    memset(test_chapters[2][0].addr + 10, 0, 6);
+    test_chapters[2][0].addr[9] = 1;
+    test_chapters[2][0].addr[15] = 4;                /* ...:ffff:fffe + 6 */
+    test_chapters[2][0].start = 4;
+    test_chains[0].chapters = test_chapters[0];
+    test_chains[0].n_chapters = 2;
+    test_chains[3].chapters = test_chapters[1];
+    test_chains[3].n_chapters = 1;
+    test_chains[4].chapters = test_chapters[2];
+    test_chains[4].n_chapters = 1;
     if (!test_worker.pool.slots) {
         static uint8_t pool_mem[1 << 16];
         static uint32_t book_mem[RC_BOOK_BINS * 2];
@@ -200,7 +225,7 @@ static int run_sized(const uint8_t *data, size_t len, size_t headroom, size_t sl
                      const struct rc_table *t)
 {
     size_t cap = headroom + len + slack, off = (size_t)-1;
-    struct rc_where where = {0, 0, RC_KIND_COUNT};
+    struct rc_where where = {0, 0, RC_KIND_COUNT, 0};
     uint8_t *buf = malloc(cap ? cap : 1);
     int n;
 

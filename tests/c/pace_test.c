@@ -192,7 +192,7 @@ static void test_reload_while_replies_wait(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2, 0};
+    struct rc_where hop2 = {0, 2, 0, 0};
     uint8_t reply[80];
     struct test_table *old = make_table(10, 0, 0.0), *new_table;
 
@@ -240,7 +240,7 @@ static void test_source_and_daemon_limits(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop1 = {0, 1, 0};
+    struct rc_where hop1 = {0, 1, 0, 0};
     uint64_t cells[1024] = {0};
     uint8_t a[40], b[40];
     struct test_table *t = make_table(0, 0, 0.0);
@@ -271,7 +271,7 @@ static void test_loss_and_jitter(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2, 0};
+    struct rc_where hop2 = {0, 2, 0, 0};
     uint8_t reply[40];
     struct test_table *t = make_table(3, 5, 0.25);
     uint64_t lost = 0, n = 200000, lowest = UINT64_MAX, highest = 0;
@@ -311,7 +311,7 @@ static void test_book(void)
 {
     struct rc_worker w;
     struct pool_mem m;
-    struct rc_where hop2 = {0, 2, 0};
+    struct rc_where hop2 = {0, 2, 0, 0};
     uint8_t reply[40];
     struct test_table *near = make_table(10, 0, 0.0), *far = make_table(2000, 0, 0.0);
     const uint64_t slice = (uint64_t)1 << RC_BOOK_SHIFT, t0 = 4000 * slice;

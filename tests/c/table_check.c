@@ -150,6 +150,9 @@ static const struct one_break breaks[] = {
     BREAK_CHAIN(SMALL4, rewrites, 1, RC_FAULT_REWRITE, 0),
     BREAK_HOP(EXT4, 2, rewrite, RC_REWRITE_ALL + 1, RC_FAULT_REWRITE, 2),
     BREAK_HOP(EXT4, 2, rewrite, RC_REWRITE_DF_SET | RC_REWRITE_DF_CLEAR, RC_FAULT_REWRITE, 2),
+    /* [CHAPTERS]: a count without chapters, or past RC_MAX_CHAPTERS. */
+    BREAK_CHAIN(SMALL4, n_chapters, 1, RC_FAULT_CHAPTERS, 0),
+    BREAK_CHAIN(CHAIN4, n_chapters, RC_MAX_CHAPTERS + 1, RC_FAULT_CHAPTERS, 0),
 };
 
 /* Build a fresh table, write b's value into its field (little or big
@@ -316,6 +319,50 @@ int main(void)
     ext_hops[0][7].longer = 1;
     ext_hops[0][7].first_further = EXT_ROUTERS;
     EXPECT(RC_FAULT_FURTHER, EXT4, 7);
+
+    /* [CHAPTERS]: chapters without a count; a start of 1 (hop 1 is
+     * where every trace starts) and past the length; an address outside
+     * the prefix, at the destination, at or below an alternative, at the
+     * IPv4 broadcast address; out of order, repeated. The good ones: the
+     * last host address, and 32 of them. */
+    fresh();
+    chain(SMALL4)->chapters = test_chapters[0];
+    EXPECT(RC_FAULT_CHAPTERS, SMALL4, 0);
+    fresh();
+    test_chapters[0][1].start = 1;
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    test_chapters[0][1].start = 6;                  /* CHAIN4 has 5 hops */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    test_chapters[0][1].start = 5;
+    EXPECT(RC_FAULT_NONE, 0, 0);
+    test_chapters[0][1].addr[2] = 3;                /* 192.0.3.8: outside the /24 */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    fresh();
+    test_chapters[0][0].addr[3] = 6;                /* 192.0.2.6: the destination */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 0);
+    test_chapters[0][0].addr[3] = 7;
+    test_chapters[0][1].addr[3] = 255;              /* the /24's broadcast address */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    test_chapters[0][1].addr[3] = 254;
+    EXPECT(RC_FAULT_NONE, 0, 0);
+    test_chapters[0][1].addr[3] = 7;                /* repeated */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    test_chapters[0][1].addr[3] = 6;                /* before the one before it */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN4, 1);
+    fresh();
+    test_chapters[1][0].addr[3] -= 1;               /* EXT4's alternative, host + 7 */
+    EXPECT(RC_FAULT_CHAPTERS, EXT4, 0);
+    fresh();
+    test_chapters[2][0].addr[9] = 0;                /* CHAIN6: below its destination */
+    EXPECT(RC_FAULT_CHAPTERS, CHAIN6, 0);
+    fresh();
+    for (unsigned i = 0; i < RC_MAX_CHAPTERS; i++) {
+        memcpy(test_chapters[0][i].addr, test_chains[CHAIN4].host, 4);
+        test_chapters[0][i].addr[3] = (uint8_t)(7 + i);
+        test_chapters[0][i].start = 2;
+    }
+    chain(CHAIN4)->n_chapters = RC_MAX_CHAPTERS;
+    EXPECT(RC_FAULT_NONE, 0, 0);
 
     /* The table is good again for whoever comes next. */
     fresh();
