@@ -10,7 +10,8 @@
 enum {
     RC_BOOK_SHIFT = 18,      /* a slice of the book: 2^18 ns, 262 us */
     RC_BOOK_BINS = 4096,     /* 1.07 s ahead; replies due later are not booked */
-    RC_BOOK_SHARE = 75       /* percent of a slice the writes due in it may take */
+    RC_BOOK_SHARE = 75,      /* percent of a slice the writes due in it may take */
+    RC_BOOK_REACH = 32       /* slices either side a full one's reply may move to */
 };
 
 /* Writes booked for one slice of time. */
@@ -31,9 +32,14 @@ size_t rc_book_bytes(void);
 /* An empty book over mem (rc_book_bytes() long, 4-byte aligned). */
 void rc_book_init(struct rc_book *b, void *mem);
 
-/* Book a write for a reply due at due_ns in the slice it falls in; false
- * when that slice is booked full. */
-bool rc_book_take(struct rc_book *b, uint64_t due_ns, uint64_t now_ns);
+/* Book a write for a reply due at due_ns in the slice it falls in or, when
+ * that one is booked full, in the nearest slice with room (at most
+ * RC_BOOK_REACH away) that still holds a time within [early_ns, late_ns]:
+ * the range of delays its hop may draw (early_ns >= now_ns). Returns the
+ * time booked, due_ns or that moved to the other slice and kept within the
+ * range; 0 when every slice within reach of the range is full. */
+uint64_t rc_book_take(struct rc_book *b, uint64_t due_ns, uint64_t early_ns, uint64_t late_ns,
+                      uint64_t now_ns);
 
 /* n replies were just written in ns nanoseconds: update the measured cost
  * of a write, and with it how many writes a slice takes. */

@@ -86,6 +86,14 @@ static bool take_source(struct rc_worker *w, const struct rc_table *t, const uin
     return rc_pace_take(&w->source_tat[cell], &t->source, now_ns);
 }
 
+/* The hop's delay less or plus its jitter (+1 or -1), never below 0. */
+static uint64_t edge_ns(const struct rc_hop_timing *h, int sign)
+{
+    int64_t us = (int64_t)h->delay_us + sign * (int64_t)h->jitter_us;
+
+    return us > 0 ? (uint64_t)us * 1000 : 0;
+}
+
 /* delay_us, moved uniformly within +/- jitter_us and never below 0. */
 static uint64_t draw_delay_ns(struct rc_worker *w, const struct rc_hop_timing *h)
 {
@@ -103,7 +111,7 @@ int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc
 {
     const struct rc_chain *c = &t->chains[where->chain];
     const struct rc_hop_timing *h = c->timing ? &c->timing[where->router] : NULL;
-    uint64_t delay_ns = 0;
+    uint64_t delay_ns = 0, due_ns;
 
     if (h && h->loss && rc_pace_random(&w->rng) >> 32 < h->loss)
         return RC_PACE_LOST;
@@ -117,8 +125,9 @@ int rc_pace_reply(struct rc_worker *w, const struct rc_table *t, const struct rc
         delay_ns = draw_delay_ns(w, h);
     if (delay_ns == 0)
         return -1;
-    if (!rc_book_take(&w->book, now_ns + delay_ns, now_ns))
+    due_ns = rc_book_take(&w->book, now_ns + delay_ns, now_ns + edge_ns(h, -1),
+                          now_ns + edge_ns(h, 1), now_ns);
+    if (due_ns == 0)
         return RC_PACE_OVERLOADED;
-    return rc_pool_add(&w->pool, reply, len, now_ns + delay_ns) ? RC_PACE_DELAYED
-                                                                 : RC_PACE_POOL_FULL;
+    return rc_pool_add(&w->pool, reply, len, due_ns) ? RC_PACE_DELAYED : RC_PACE_POOL_FULL;
 }

@@ -55,6 +55,11 @@ bool rc_pool_add(struct rc_pool *p, const uint8_t *reply, size_t len, uint64_t d
  * its length. It stays in the pool until rc_pool_remove_first(). */
 const uint8_t *rc_pool_first_due(const struct rc_pool *p, uint64_t now_ns, size_t *len);
 
+/* Ask the CPU for the replies that may come after the soonest: a reply
+ * waits for milliseconds, long enough to leave the caches, and its write
+ * would otherwise wait for memory while the kernel copies it. */
+void rc_pool_prefetch_next(const struct rc_pool *p);
+
 /* Free the soonest waiting reply's slot. The pool must not be empty. */
 void rc_pool_remove_first(struct rc_pool *p);
 

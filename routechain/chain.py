@@ -294,6 +294,13 @@ class Chain:
         return timed(self.defaults) or any(timed(h.props) for h in self._routers())
 
     @cached_property
+    def has_delay(self) -> bool:
+        """Any reply of the chain waits: a delay, step, slow hop or jitter."""
+        def waits(p: Props) -> bool:
+            return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us)
+        return waits(self.defaults) or any(waits(h.props) for h in self._routers())
+
+    @cached_property
     def has_extensions(self) -> bool:
         """Anything that changes what a reply carries or who sends it."""
         def extended(p: Props) -> bool:

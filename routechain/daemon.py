@@ -25,7 +25,7 @@ from .chaintable import Table
 from .config import Config, one_line
 from .desired import Keeper
 from .netlink import Link
-from .tun import DEFAULT_MTU, Tun
+from .tun import DEFAULT_MTU, DEFAULT_TXQUEUELEN, Tun
 from .workers import Live, Pacing, Stats, Worker
 
 log = logging.getLogger("route-chain")
@@ -117,7 +117,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(started.interface, started.queues))
         link = stack.enter_context(Link(started.interface, config.daemon.route_protocol))
-        link.set_up(config.daemon.mtu, config.daemon.txqueuelen)
+        link.set_up(config.daemon.mtu, config.txqueuelen)
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         asked = config
@@ -254,12 +254,14 @@ class Running:
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)
-            mtu, txqueuelen = new.daemon.mtu, new.daemon.txqueuelen
+            mtu, txqueuelen = new.daemon.mtu, new.txqueuelen
             if mtu and mtu != old.daemon.mtu:
                 self.link.set_mtu(mtu)
                 undo.append(lambda: self.link.set_mtu(old.daemon.mtu or DEFAULT_MTU))
-            if txqueuelen and txqueuelen != old.daemon.txqueuelen:
-                self.link.set_txqueuelen(txqueuelen)
+            # A length given and then no longer said stays; the one delays
+            # chose goes back to the kernel's when no chain delays any more.
+            if txqueuelen != old.txqueuelen and (txqueuelen or not old.daemon.txqueuelen):
+                self.link.set_txqueuelen(txqueuelen or DEFAULT_TXQUEUELEN)
         except Exception as e:  # noqa: BLE001 - whatever fails, the daemon serves on
             for step in reversed(undo):
                 try:

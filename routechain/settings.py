@@ -416,8 +416,8 @@ class Daemon:
         None, MIN_MTU, MAX_MTU, flag="--mtu", metavar="BYTES")
     txqueuelen: int | None = declare(
         "int", "probes each TUN queue holds for its worker before the kernel drops more "
-        "(default: the kernel's, 500); under a flood each probe waits behind a full "
-        "queue, so a shorter one keeps delays true",
+        "(default: 64 when a chain delays its replies, else the kernel's, 500); under a "
+        "flood each probe waits behind a full queue, so a shorter one keeps delays true",
         None, 1, MAX_TXQUEUELEN, flag="--txqueuelen", metavar="PACKETS")
     route_protocol: int = declare(
         "int", "routing protocol number (`proto`) of every route route-chain adds, chains' "

@@ -19,6 +19,7 @@ from .settings import MAX_QUEUES
 
 TUN_PATH = "/dev/net/tun"
 DEFAULT_MTU = 1500  # a new TUN's MTU, as the kernel sets it
+DEFAULT_TXQUEUELEN = 500  # a new TUN's queue length, as the kernel sets it
 
 _FLAGS = pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_MULTI_QUEUE
 

@@ -189,6 +189,22 @@ def test_config_limits(in_tmp, text, expected):
     assert config.load(write(in_tmp, text)).limits == expected
 
 
+@pytest.mark.parametrize("text,expected", [
+    ('[[chain]]\naddress = "192.0.2.1/27"\n', None),
+    ('[[chain]]\naddress = "192.0.2.1/27"\nloss = "10%"\nrate = "5/s"\n', None),
+    ('[[chain]]\naddress = "192.0.2.1/27"\ndelay = "10ms"\n', config.DELAY_TXQUEUELEN),
+    ('[[chain]]\naddress = "192.0.2.1/27"\nhops = ["a", "b | delay=+3ms"]\n',
+     config.DELAY_TXQUEUELEN),
+    ('[[chain]]\naddress = "192.0.2.1/27"\nstep = "1ms"\n', config.DELAY_TXQUEUELEN),
+    ('[daemon]\ntxqueuelen = 900\n[[chain]]\naddress = "192.0.2.1/27"\njitter = "1ms"\n', 900),
+    ('[daemon]\ntxqueuelen = 900\n', 900),
+])
+def test_config_txqueuelen_is_short_where_replies_wait(in_tmp, text, expected):
+    """A delay anywhere (not loss or a rate) shortens the queue, unless the
+    config gives a length itself."""
+    assert config.load(write(in_tmp, text)).txqueuelen == expected
+
+
 def test_config_limits_defaults_resolve():
     """Bursts default to a second's worth, the pool to a second at the rate."""
     assert (config.Limits().global_burst, config.Limits().per_source_burst,

@@ -68,3 +68,27 @@ def test_options_mtu_and_txqueuelen_follow_a_reload(tmp_path):
             daemon.reload()
             assert f"mtu {mtu}" in link() and f"qlen {qlen}" in link(), (text, link())
 
+
+
+def test_delays_shorten_the_queue_unless_told(tmp_path):
+    """A chain that delays replies gets a 64-probe queue (a probe behind a
+    full 500 waits milliseconds before its delay even starts); the queue
+    goes back to the kernel's 500 when no chain delays any more, and a
+    length the config gives wins over both."""
+    conf = tmp_path / "rc.toml"
+    chain = f'[[chain]]\naddress = "{CHAIN4}"\n'
+    conf.write_text(chain + 'delay = "10ms"\n')
+    with TestNet.create("oq") as net, Daemon(net, "--config", str(conf)) as daemon:
+        daemon.wait_for("READY=1")
+
+        def qlen() -> str:
+            out = net.run(net.router, "ip", "-o", "link", "show", "route-chain").stdout
+            return re.search(r"qlen (\d+)", out).group(1)
+
+        assert qlen() == "64"
+        for text, want in ((chain, "500"), (chain + 'jitter = "1ms"\n', "64"),
+                           ("[daemon]\ntxqueuelen = 300\n\n" + chain + 'delay = "5ms"\n', "300"),
+                           (chain, "300")):
+            conf.write_text(text)
+            daemon.reload()
+            assert qlen() == want, (text, qlen())

@@ -358,6 +358,71 @@ static void test_book(void)
     free_pool(&m);
 }
 
+/* A full slice: its reply moves to the nearest slice with room, later
+ * first, at the same place within that slice and never outside the hop's
+ * [early, late]; with no room anywhere in the range (or within
+ * RC_BOOK_REACH) it is refused; without jitter nothing moves. Every slice
+ * keeps to its cap. */
+static void test_book_moves_within_jitter(void)
+{
+    struct rc_book b;
+    void *mem = malloc(rc_book_bytes());
+    const uint64_t slice = (uint64_t)1 << RC_BOOK_SHIFT, now = 4000 * slice + 77;
+    const uint64_t due = now + 40 * slice, early = due - 3 * slice - 5, late = due + 2 * slice + 9;
+    uint32_t per_slice[8] = {0};
+    uint64_t at;
+
+    CHECK(mem != NULL);
+    rc_book_init(&b, mem);
+    rc_book_note_writes(&b, 10, 20000);
+    for (uint32_t i = 0; i < b.cap; i++)
+        CHECK(rc_book_take(&b, due, due, due, now) == due);
+    CHECK(rc_book_take(&b, due, due, due, now) == 0);           /* no jitter: refused */
+    /* Nearest first, later before sooner: +1, -1, +2, -2, then -3 (where
+     * early lies, after the place the reply keeps), then none. */
+    for (int n = 0; n < 6; n++) {
+        for (uint32_t i = 0; i < b.cap; i++) {
+            at = rc_book_take(&b, due, early, late, now);
+            if (n == 5) {
+                CHECK(at == 0);
+                continue;
+            }
+            CHECK(at >= early && at <= late);
+            CHECK((at & (slice - 1)) == (due & (slice - 1)) || at == early || at == late);
+            per_slice[(at >> RC_BOOK_SHIFT) - (due >> RC_BOOK_SHIFT) + 4]++;
+        }
+    }
+    CHECK(per_slice[5] == b.cap && per_slice[3] == b.cap && per_slice[6] == b.cap);
+    CHECK(per_slice[2] == b.cap && per_slice[1] == b.cap && per_slice[4] == 0);
+    CHECK(rc_book_take(&b, due, early, late, now) == 0);
+    /* In slice -1 the same offset falls before early: moved to early. */
+    {
+        struct rc_book c;
+        void *m2 = malloc(rc_book_bytes());
+        const uint64_t e = due - slice + 100;
+
+        CHECK(m2 != NULL);
+        rc_book_init(&c, m2);
+        rc_book_note_writes(&c, 10, 20000);
+        for (uint32_t i = 0; i < c.cap; i++)
+            CHECK(rc_book_take(&c, due, e, due, now) == due);
+        CHECK(rc_book_take(&c, due, e, due, now) == e);
+        free(m2);
+    }
+    /* A range wider than the reach: only RC_BOOK_REACH slices either side. */
+    rc_book_init(&b, mem);
+    rc_book_note_writes(&b, 10, 20000);
+    {
+        const uint64_t d2 = now + 200 * slice;
+        uint32_t taken = 0;
+
+        for (uint32_t i = 0; i < b.cap * (2 * RC_BOOK_REACH + 3); i++)
+            taken += rc_book_take(&b, d2, now, d2 + 100 * slice, now) != 0;
+        CHECK(taken == b.cap * (2 * RC_BOOK_REACH + 1));
+    }
+    free(mem);
+}
+
 int main(void)
 {
     test_order_and_fifo();
@@ -368,6 +433,7 @@ int main(void)
     test_source_and_daemon_limits();
     test_loss_and_jitter();
     test_book();
+    test_book_moves_within_jitter();
     printf("ok %u\n", checks);
     return 0;
 }
