@@ -75,47 +75,23 @@ class Chain:
         self._branch_addresses  # allocate now: a bad address is an error at load
 
     def _check_properties(self) -> None:
-        for k, hop in enumerate(self.hops, 1):
-            for branch in (hop,) + hop.alternatives:
-                _check_rewrite(branch, self.family)
-                mtu = branch.props.mtu
-                if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
-                    raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
-                                     f"{MIN_MTU6} (RFC 8200 5)")
-            if hop.props.balance is not None and not hop.alternatives:
-                raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
-                                 "'+' alternatives: there is nothing to balance")
-            if hop.alternatives and k == len(self.hops):
-                raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
-                                 "cannot have '+' alternatives: it is one host")
-            if len(hop.alternatives) > MAX_ALTERNATIVES:
-                raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
-                                 f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
-            for alt in hop.alternatives:
-                for further in alt.further:
-                    if further.props.mtu is not None:
-                        raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
-                                         "hop of a branch is its '+' line")
-                    if rewrites(further.props):
-                        raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
-                                         "router: a branch rewrites at its '+' line")
-        # The reply core scans a chain's alternatives for a probe addressed
-        # past the chain: bounded per chain, that scan is bounded per packet.
-        alternatives = [a for k in range(1, len(self.hops) + 1)
-                        for a in self.routers_at(k)[1:]]
-        if len(alternatives) > MAX_ALTERNATIVES:
-            raise UsageError(f"{alternatives[MAX_ALTERNATIVES].where}: more than "
-                             f"{MAX_ALTERNATIVES} '+' alternatives in one chain")
+        """What a chain's hops may not hold, checked once per story and
+        family: chains telling one story share its hops (config.Stories),
+        so 10,000 chains of 10 stories check 10 (StoryFacts)."""
+        facts = StoryFacts.of(self.hops)
+        if self.family not in facts.checked:
+            check_hops(self.hops, self.family)
+            facts.checked.add(self.family)
 
     @cached_property
     def _branch_addresses(self) -> dict[tuple[int, int], Address]:
         """(hop, branch) -> address of every '+' alternative: as written, or
         the next free address after the destination."""
         out: dict[tuple[int, int], Address] = {}
+        if not StoryFacts.of(self.hops).alternatives:
+            return out  # most chains: no '+' line, no set of their addresses to build
         wanted = [(k, b, alt) for k in range(1, len(self.hops) + 1)
                   for b, alt in enumerate(self.routers_at(k)[1:], 1)]
-        if not wanted:
-            return out  # most chains: no set of their addresses to build
         host = int(self.host)
         taken = set(range(host, host + self.length + 1))
         for k, b, alt in wanted:
@@ -148,9 +124,9 @@ class Chain:
     def family(self) -> int:
         return self.interface.version
 
-    @property
+    @cached_property
     def host(self) -> Address:
-        return self.interface.ip
+        return self.interface.ip  # a new object each time ipaddress is asked
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -168,7 +144,8 @@ class Chain:
 
     def hop(self, k: int) -> Hop:
         """Hop k (1-based); a chain without a story has anonymous hops."""
-        self.hop_address(k)
+        if not 1 <= k <= self.length:
+            self.hop_address(k)  # the IndexError, worded once
         return self.hops[k - 1] if self.hops else Hop()
 
     @property
@@ -237,25 +214,108 @@ class Chain:
         """How the story ends: "host", or the flag of the last hop's unreachable."""
         return self.defaults.end or "host"
 
-    def _routers(self) -> Iterable[Hop]:
-        for k in range(1, len(self.hops) + 1):
-            yield from self.routers_at(k)
-
     @cached_property
     def has_timing(self) -> bool:
         """Any delay, jitter, loss or rate limit anywhere in the chain."""
-        def timed(p: Props) -> bool:
-            return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
-                        or p.loss or p.rate)
-        return timed(self.defaults) or any(timed(h.props) for h in self._routers())
+        return timed(self.defaults) or StoryFacts.of(self.hops).timed
 
     @cached_property
     def has_extensions(self) -> bool:
         """Anything that changes what a reply carries or who sends it."""
-        def extended(p: Props) -> bool:
-            return any(getattr(p, name) is not None for name in REPLY_FIELDS)
-        return (self.end != "host" or any(h.alternatives for h in self.hops)
-                or any(extended(h.props) for h in self._routers()))
+        facts = StoryFacts.of(self.hops)
+        return self.end != "host" or facts.alternatives or facts.extended
+
+
+def timed(p: Props) -> bool:
+    """Whether properties delay, jitter, lose or rate-limit replies."""
+    return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
+                or p.loss or p.rate)
+
+
+def extended(p: Props) -> bool:
+    """Whether properties change what a reply carries or who sends it."""
+    return any(getattr(p, name) is not None for name in REPLY_FIELDS)
+
+
+def routers(hops: tuple[Hop, ...]) -> Iterable[Hop]:
+    """Every router of a story: each hop, its '+' alternatives and the '++'
+    routers further along their branches (Chain.routers_at, hop by hop)."""
+    for hop in hops:
+        yield hop
+        yield from hop.alternatives
+        for alt in hop.alternatives:
+            yield from alt.further
+
+
+class StoryFacts:
+    """What a story's hops say whichever chain tells them, worked out once
+    per hops tuple (chains telling one story share it: config.Stories reads
+    each file once, and a reload keeps an unchanged file's Story): whether
+    any router is timed or changes its replies, whether any hop has '+'
+    alternatives, and the families the hops were checked for (check_hops).
+    Kept by identity, with the tuple itself so that its id is not reused,
+    at most MEMO of them."""
+
+    MEMO = 4096
+    _memo: dict[int, tuple[tuple[Hop, ...], "StoryFacts"]] = {}
+
+    __slots__ = ("timed", "extended", "alternatives", "checked")
+
+    def __init__(self, hops: tuple[Hop, ...]) -> None:
+        every = list(routers(hops))
+        self.timed = any(timed(h.props) for h in every)
+        self.extended = any(extended(h.props) for h in every)
+        self.alternatives = any(h.alternatives for h in hops)
+        self.checked: set[int] = set()
+
+    @classmethod
+    def of(cls, hops: tuple[Hop, ...]) -> "StoryFacts":
+        held = cls._memo.get(id(hops))
+        if held is not None and held[0] is hops:
+            return held[1]
+        if len(cls._memo) >= cls.MEMO:
+            cls._memo.clear()
+        facts = cls(hops)
+        cls._memo[id(hops)] = (hops, facts)
+        return facts
+
+
+def check_hops(hops: tuple[Hop, ...], family: int) -> None:
+    """A story's hops as a chain of `family` may tell them: rewrites of
+    that family, MTUs IPv6 carries, balance only where there is a choice,
+    no '+' at the destination, alternatives within MAX_ALTERNATIVES."""
+    alternatives = 0
+    for k, hop in enumerate(hops, 1):
+        for branch in (hop,) + hop.alternatives:
+            _check_rewrite(branch, family)
+            mtu = branch.props.mtu
+            if mtu is not None and family == 6 and mtu < MIN_MTU6:
+                raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
+                                 f"{MIN_MTU6} (RFC 8200 5)")
+        if hop.props.balance is not None and not hop.alternatives:
+            raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
+                             "'+' alternatives: there is nothing to balance")
+        if hop.alternatives and k == len(hops):
+            raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
+                             "cannot have '+' alternatives: it is one host")
+        if len(hop.alternatives) > MAX_ALTERNATIVES:
+            raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
+                             f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
+        for alt in hop.alternatives:
+            for further in alt.further:
+                if further.props.mtu is not None:
+                    raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
+                                     "hop of a branch is its '+' line")
+                if rewrites(further.props):
+                    raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
+                                     "router: a branch rewrites at its '+' line")
+        # The reply core scans a chain's alternatives for a probe addressed
+        # past the chain: bounded per chain, that scan is bounded per packet.
+        for router in hop.alternatives + tuple(f for a in hop.alternatives for f in a.further):
+            if alternatives == MAX_ALTERNATIVES:
+                raise UsageError(f"{router.where}: more than {MAX_ALTERNATIVES} '+' "
+                                 "alternatives in one chain")
+            alternatives += 1
 
 
 def last_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
