@@ -122,6 +122,8 @@ class Desired:
         """The proxy entries of `chains` (default: all) on every uplink:
         each chain's host, hops and their alternatives."""
         wanted: dict[Proxy, Chain] = {}
+        if not self.uplinks:
+            return wanted  # no uplinks: no chain's 30 hops to list
         for chain in self.chains if chains is None else chains:
             for address in chain_addresses(chain):
                 for uplink in self.uplinks:
