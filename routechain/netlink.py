@@ -126,7 +126,7 @@ class Link:
         except NetlinkError as e:
             raise SetupError(f"cannot list interfaces: {reason(e.code)}") from None
         mine, elsewhere = set(), {}
-        for msg in self._bulk.dump(_addr_dump(), self._bulk.fields_only):
+        for msg in self._bulk.dump_raw(_addr_dump(), IFADDRMSG, IFADDRMSG_FIELDS):
             packed = _local_address(msg)
             if packed is None:
                 continue
@@ -136,8 +136,8 @@ class Link:
                 elsewhere.setdefault(packed, names.get(msg["index"], f"#{msg['index']}"))
         routes = set()
         for table in set(tables):
-            for msg in self._bulk.dump(_route_dump(table, self.index, self.protocol),
-                                       self._bulk.route_fields):
+            for msg in self._bulk.dump_raw(_route_dump(table, self.index, self.protocol),
+                                           RTMSG, RTMSG_FIELDS):
                 fields = _route_fields(msg)
                 if fields is not None and fields[1] == self.index \
                         and msg["proto"] == self.protocol and fields[0].table == table:
@@ -409,29 +409,6 @@ def _route_dump(table: int, oif: int | None, proto: int = 0) -> rtmsg:
     return msg
 
 
-class _ifaddr_fields(ifaddrmsg):
-    """An RTM_NEWADDR decoded by pyroute2 as far as its fixed fields: for
-    10,000 addresses in a dump, decoding every attribute as an object costs
-    a reload a quarter of a second, and only the address is wanted."""
-
-    nla_map = ()
-
-
-class _rtmsg_fields(rtmsg):
-    """An RTM_NEWROUTE decoded as far as its fixed fields, for the same
-    reason: a dump of our routes holds one per chain."""
-
-    nla_map = ()
-
-
-class _AddressFields(MarshalRtnl):
-    msg_map = {**MarshalRtnl.msg_map, RTM_NEWADDR: _ifaddr_fields}
-
-
-class _RouteFields(MarshalRtnl):
-    msg_map = {**MarshalRtnl.msg_map, RTM_NEWROUTE: _rtmsg_fields}
-
-
 IFA_ADDRESS, IFA_LOCAL = 1, 2   # linux/if_addr.h
 RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 4, 6, 15   # linux/rtnetlink.h
 NLA_HEADER = struct.Struct("=HH")  # struct nlattr: nla_len, nla_type
@@ -440,8 +417,45 @@ IFADDRMSG_END = 16 + 8          # struct nlmsghdr, struct ifaddrmsg
 RTMSG_END = 16 + 12             # struct nlmsghdr, struct rtmsg
 
 
+I32 = struct.Struct("=i")        # struct nlmsgerr's error
+IFADDRMSG_FIELDS = ("family", "prefixlen", "flags", "scope", "index")
+RTMSG_FIELDS = ("family", "dst_len", "src_len", "tos", "table", "proto", "scope", "type",
+                "flags")
+
+
+class _Raw:
+    """One message of a dump as _Bulk.dump_raw gives it: the buffer, where
+    the message starts, and its fixed fields by pyroute2's names (what
+    _local_address and _route_fields read)."""
+
+    __slots__ = ("data", "offset", "_fields")
+
+    def __init__(self, data: bytes, offset: int, fields: dict) -> None:
+        self.data, self.offset, self._fields = data, offset, fields
+
+    def __getitem__(self, name: str):
+        return self._fields[name]
+
+
+def _split(data: bytes, layout: struct.Struct, names: tuple[str, ...]
+           ) -> Iterator[tuple[int, int, _Raw]]:
+    """(sequence number, type, message) of each netlink message in a
+    buffer, its fixed part after the header read as `layout` (`names`)
+    when it is long enough for it: linux/netlink.h, NLMSG_ALIGN."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
+            return
+        fields: dict = {"header": {"length": length, "type": kind}}
+        if length >= NLMSGHDR.size + layout.size:
+            fields.update(zip(names, layout.unpack_from(data, offset + NLMSGHDR.size)))
+        yield seq, kind, _Raw(data, offset, fields)
+        offset += (length + 3) & ~3
+
+
 def _attributes(msg, start: int, kinds: set[int]) -> dict[int, bytes]:
-    """The raw values of the attributes `kinds` of a fields-only message:
+    """The raw values of the attributes `kinds` of a message (_Raw):
     they follow its fixed part (`start` octets), each a struct nlattr
     header and a value, padded to 4 bytes (linux/netlink.h, NLA_ALIGN)."""
     data, offset = msg.data, msg.offset + start
@@ -458,13 +472,13 @@ def _attributes(msg, start: int, kinds: set[int]) -> dict[int, bytes]:
 
 
 def _local_address(msg) -> bytes | None:
-    """The packed IFA_LOCAL (else IFA_ADDRESS) of an _ifaddr_fields message."""
+    """The packed IFA_LOCAL (else IFA_ADDRESS) of an address message (_Raw)."""
     found = _attributes(msg, IFADDRMSG_END, {IFA_ADDRESS, IFA_LOCAL})
     return found.get(IFA_LOCAL, found.get(IFA_ADDRESS))
 
 
 def _route_fields(msg) -> tuple[RouteKey, int | None] | None:
-    """The RouteKey and RTA_OIF of an _rtmsg_fields message, as _route_key
+    """The RouteKey and RTA_OIF of a route message (_Raw), as _route_key
     and _route_oif read them from a fully decoded one."""
     family = msg["family"]
     if family not in (socket.AF_INET, socket.AF_INET6):
@@ -520,8 +534,6 @@ class _Bulk:
             self._sock.close()
             raise
         self._marshal = MarshalRtnl()
-        self.fields_only = _AddressFields()
-        self.route_fields = _RouteFields()
         self._seq = 0
 
     def close(self) -> None:
@@ -582,6 +594,37 @@ class _Bulk:
                         raise SetupError(f"netlink dump refused: {reason(abs(answer['error']))}")
                     return
                 yield answer
+
+    def dump_raw(self, msg, layout: struct.Struct, names: tuple[str, ...]) -> Iterator["_Raw"]:
+        """Every message of a dump, undecoded past its fixed part (`layout`,
+        its fields called `names`): a dump of 10,000 addresses or routes
+        decoded by pyroute2, even as far as the fixed fields, cost a reload
+        a quarter of a second. SetupError if the kernel refuses it."""
+        self._seq += 1
+        seq = msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        self._send(msg.data)
+        while True:
+            for answer_seq, kind, msg in _split(self._receive_bytes(), layout, names):
+                if answer_seq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    code = I32.unpack_from(msg.data, msg.offset + NLMSGHDR.size)[0]
+                    if code:
+                        raise SetupError(f"netlink dump refused: {reason(abs(code))}")
+                    return
+                yield msg
+
+    def _receive_bytes(self) -> bytes:
+        try:
+            return self._sock.recv(RCVBUF)
+        except socket.timeout:
+            raise SetupError(f"netlink: no answer from the kernel within {TIMEOUT:.0f} s") \
+                from None
+        except OSError as e:
+            raise SetupError(f"netlink: {os.strerror(e.errno)}") from None
 
     def _send(self, data: bytes) -> None:
         try:

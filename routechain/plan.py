@@ -270,7 +270,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     kept: list[Chain] = []
     for chain in desired.chains:
         iface = chain.interface
-        holder = state.elsewhere.get(iface.ip.packed)
+        holder = state.elsewhere.get(chain.host.packed)
         if holder is not None and address_key(iface) not in state.addresses:
             refusals.append(Refusal(
                 f"chain {iface}", f"chain {iface} ({chain.where}): address {iface.ip} is "
@@ -280,8 +280,8 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
         kept.append(chain)
     want = {c.interface: c for c in kept}
 
-    ours = [i for i in sorted(owned.addresses, key=_order)
-            if address_key(i) in state.addresses]
+    ours = sorted((i for i in owned.addresses if address_key(i) in state.addresses),
+                  key=_order)
     clashes = {_clash_key(i) for i in want if address_key(i) not in state.addresses}
     first = [i for i in ours if i not in want and _clash_key(i) in clashes]
     present = state.addresses - {address_key(i) for i in first}
@@ -302,10 +302,12 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     proxies, notices = _plan_proxies(desired, kept, state, owned)
     actions += [a for a in proxies if isinstance(a, AddProxy)]
     actions += [a for a in proxies if not isinstance(a, AddProxy)]
-    actions += [DeleteRoute(k) for k in sorted(owned.routes, key=_order) if k not in by_key]
+    actions += [DeleteRoute(k) for k in sorted((k for k in owned.routes if k not in by_key),
+                                               key=_order)]
     actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
-    actions += [Forget(i) for i in sorted(owned.addresses, key=_order)
-                if i not in want and address_key(i) not in state.addresses]
+    actions += [Forget(i) for i in sorted((i for i in owned.addresses if i not in want
+                                           and address_key(i) not in state.addresses),
+                                          key=_order)]
     return Plan(tuple(actions), tuple(refusals), tuple(kept), desired.extra_routes(),
                 tuple(notices))
 
@@ -395,8 +397,12 @@ def _clash_key(iface: Interface) -> object:
 
 def _order(item: Interface | RouteKey | Proxy) -> tuple:
     """A stable order for what comes from a set: the same plan every time."""
+    # Packed addresses sort as the addresses do, without ipaddress's
+    # comparisons in Python (a reload sorts the 10,000 addresses it owns).
     if isinstance(item, RouteKey):
-        return (item.prefix.version, item.prefix, item.table, item.metric)
+        net = item.prefix
+        return (net.version, net.network_address.packed, net.prefixlen, item.table,
+                item.metric)
     if isinstance(item, Proxy):
-        return (item.address.version, item.uplink, item.address)
-    return (item.version, item.ip, item.network.prefixlen)
+        return (item.address.version, item.uplink, item.address.packed)
+    return (item.version, item.ip.packed, item.network.prefixlen)
