@@ -682,10 +682,14 @@ def setting(table_name: str, key: str) -> Setting:
 
 # --- the walk -----------------------------------------------------------------
 
-def walk(tree: Mapping[str, Any], at: At) -> tuple[dict[str, Any], dict[str, str]]:
+def walk(tree: Mapping[str, Any], at: At, kept: Callable[[tuple, Callable[[], Any]], Any]
+         | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """A parsed TOML file's tables, checked against the declarations:
     ({table: its dataclass, or a tuple of them for an array}, {setting name:
-    where its value was written}). Raises ConfigError `file:line: reason`."""
+    where its value was written}). Raises ConfigError `file:line: reason`.
+    `kept(key, read)`, when given, may return the element of an array
+    that the last walk read from the same key (the array's name, the
+    element's TOML value as repr, its place) instead of calling read()."""
     names = {t.name for t in TABLES}
     for key in tree:
         if key not in names:
@@ -699,7 +703,12 @@ def walk(tree: Mapping[str, Any], at: At) -> tuple[dict[str, Any], dict[str, str
             if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
                 raise ConfigError(f"{at(None, None, t.name)}: {t.name} must be an array of "
                                   f"tables [[{t.name}]]")
-            out[t.name] = tuple(t.read(x, i, at) for i, x in enumerate(raw))
+            if kept is None:
+                out[t.name] = tuple(t.read(x, i, at) for i, x in enumerate(raw))
+            else:
+                out[t.name] = tuple(kept((t.name, repr(x), at(t.name, i)),
+                                         lambda x=x, i=i: t.read(x, i, at))
+                                    for i, x in enumerate(raw))
         elif t.name not in tree:
             out[t.name] = t.cls()  # every default, and no `where`: the file has no such table
         else:
