@@ -63,14 +63,26 @@ class Table:
     their prefix, and must not overlap (chain.check_overlap)."""
 
     def __init__(self, chains: Iterable[Chain], limits: Limits = Limits(),
-                 queues: int = 1) -> None:
+                 queues: int = 1, previous: "Table | None" = None) -> None:
         self.chains: tuple[Chain, ...] = tuple(sorted((c for c in chains if c.length > 0),
                                                       key=lambda c: span(c)[:2]))
         self.limits = limits
         # ffi.new never hands out a zero-length array: keep one unused slot.
         self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
+        # Each chain's row, compiled once per Chain object: a reload keeps
+        # the rows of the chains it kept (config.Memo) from `previous`,
+        # and copies all rows in with one memmove.
+        self._rows = rows(self.chains, previous._rows if previous is not None else {})
+        ffi.memmove(self._array, b"".join(self._rows[id(c)][1] for c in self.chains),
+                    ROW * len(self.chains))
         # The per-hop arrays, extension bytes and timing the slots point into.
-        self._keep = [fill_chain(slot, chain) for slot, chain in zip(self._array, self.chains)]
+        self._keep = [self._rows[id(c)][2] for c in self.chains]
+        for slot, chain in zip(self._array, self.chains):
+            if chain.has_timing:
+                # A table's rate-limit state is its own, as a new table's
+                # always was: never shared with the one it replaces.
+                slot.hop_tat = tat = ffi.new("uint64_t[]", slot.n_timing)
+                self._keep.append(tat)
         self._table = ffi.new("struct rc_table *")
         self._table.n_chains = len(self.chains)
         self._table.chains = self._array
@@ -127,6 +139,26 @@ def fill_bucket(bucket, rate: float, burst: int) -> None:
     interval = max(1, round(NS / rate))
     bucket.interval_ns = interval
     bucket.tolerance_ns = (burst - 1) * interval
+
+
+ROW = ffi.sizeof("struct rc_chain")
+Row = tuple  # (Chain, its struct rc_chain as bytes, the memory those point into)
+
+
+def rows(chains: Iterable[Chain], kept: dict[int, Row]) -> dict[int, Row]:
+    """id(chain) -> Row of each chain: kept for the very Chain objects
+    `kept` has them for, else compiled (fill_chain) into a scratch slot."""
+    out: dict[int, Row] = {}
+    scratch = ffi.new("struct rc_chain *")
+    zero = bytes(ROW)
+    for chain in chains:
+        row = kept.get(id(chain))
+        if row is None or row[0] is not chain:
+            ffi.memmove(scratch, zero, ROW)
+            memory = fill_chain(scratch[0], chain)
+            row = (chain, bytes(ffi.buffer(scratch, ROW)), memory)
+        out[id(chain)] = row
+    return out
 
 
 def fill_chain(slot, chain: Chain) -> tuple:

@@ -239,7 +239,7 @@ class Running:
                 log.warning("%s", warning)
             for kept in self.started.kept(new):
                 log.warning("reload: %s", kept)
-            table = Table(new.chains, new.limits, self.started.queues)
+            table = Table(new.chains, new.limits, self.started.queues, self.live.table)
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
@@ -247,7 +247,7 @@ class Running:
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = Table(applied.chains, new.limits, self.started.queues)
+                table = Table(applied.chains, new.limits, self.started.queues, table)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))
