@@ -92,6 +92,7 @@ class Server:
         self._lock = threading.Lock()
         self._versions: xfr.Versions | None = None
         self._sources: list[Zone | Draft] = []
+        self.index: Index | None = None
         self._serve(zones)
         self._resigner: threading.Thread | None = None
         self._stop_resign = threading.Event()
@@ -190,7 +191,7 @@ class Server:
                         else self._versions.next(sources, keep, sign, resign))
             index = Index(versions.zones)
         else:
-            versions, index = None, Index(sources)
+            versions, index = None, Index(sources, self.index if isinstance(self.index, Index) else None)
         self.index, self._versions, self._sources = index, versions, sources
 
     @property

@@ -315,6 +315,15 @@ class Draft:
         Zone.filename."""
         return f"{self.origin[:-1].replace('/', '_')}.zone"
 
+    def same(self, other: object) -> bool:
+        """Whether `other` is a Draft of the same records: the same origin
+        and head, from the very same Chain objects (config.Memo keeps a
+        reload's unchanged chains as they were) with the same parts."""
+        return (isinstance(other, Draft) and other.origin == self.origin
+                and other.head == self.head and len(other.sources) == len(self.sources)
+                and all(a[0] is b[0] and a[1] == b[1]
+                        for a, b in zip(other.sources, self.sources)))
+
     @property
     def records(self) -> tuple[tuple[str, str, str], ...]:
         """(owner relative to the origin, type, target absolute) of every
