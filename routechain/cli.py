@@ -105,10 +105,12 @@ def cmd_run(argv: list[str]) -> int:
             file = config_file.load(args.config, memo)
         return check_runnable(config_file.merge(cli, file))
 
-    first = load()  # refuse bad input before touching the system
     from . import daemon, service
+    took = daemon.Phases()
+    first = load()  # refuse bad input before touching the system
+    took("load")
     service.setup_logging(args.verbose)
-    return daemon.run(load, user=args.user, config=first)
+    return daemon.run(load, user=args.user, config=first, took=took)
 
 
 def cmd_zone(argv: list[str]) -> int:
