@@ -484,13 +484,12 @@ def _route_fields(msg) -> tuple[RouteKey, int | None] | None:
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     found = _attributes(msg, RTMSG_END, {RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_TABLE})
-    size = 4 if family == socket.AF_INET else 16
-    dst = ipaddress.ip_address(found.get(RTA_DST, bytes(size)))
+    network = ipaddress.IPv4Network if family == socket.AF_INET else ipaddress.IPv6Network
+    dst = int.from_bytes(found.get(RTA_DST, b""), "big")
     table = U32.unpack(found[RTA_TABLE])[0] if RTA_TABLE in found else msg["table"]
     metric = U32.unpack(found[RTA_PRIORITY])[0] if RTA_PRIORITY in found else 0
     oif = U32.unpack(found[RTA_OIF])[0] if RTA_OIF in found else None
-    return RouteKey(ipaddress.ip_network((dst, msg["dst_len"])), table or msg["table"],
-                    metric), oif
+    return RouteKey(network((dst, msg["dst_len"])), table or msg["table"], metric), oif
 
 
 def _interface(msg) -> Interface | None:

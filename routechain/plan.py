@@ -55,6 +55,18 @@ class RouteKey:
     table: int
     metric: int
 
+    def __hash__(self) -> int:
+        """Worked out once per key (a plan hashes each of 10,000 several
+        times; ipaddress hashes a network anew each time), from what
+        equality compares."""
+        got = self.__dict__.get("_hash")
+        if got is None:
+            net = self.prefix
+            got = hash((net.version, net.network_address.packed, net.prefixlen, self.table,
+                        self.metric))
+            object.__setattr__(self, "_hash", got)
+        return got
+
     @classmethod
     def of(cls, route: Route) -> "RouteKey":
         metric = route.metric or 0
@@ -100,8 +112,9 @@ class State:
 
 
 def address_key(interface: Interface) -> tuple[bytes, int]:
-    """An Interface as State holds addresses."""
-    return interface.ip.packed, interface.network.prefixlen
+    """An Interface as State holds addresses (an interface is its address:
+    ipaddress's Interface classes derive from the Address ones)."""
+    return interface.packed, interface.network.prefixlen
 
 
 @dataclass(frozen=True)
