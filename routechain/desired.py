@@ -303,7 +303,8 @@ class Keeper:
             events, self._events = list(self._events), deque()
         if not events or self.config is None:
             return
-        wanted = {c.interface for c in self.config.chains}
+        wanted = {c.interface for c in self.config.chains} \
+            if self.config.daemon.assign != "route" else set()
         routes = set(_desired(self.config).route_keys())
         losses = [e for e in events if e.kind in ("down", "gone", "overrun", "retry")
                   or (e.kind == "address" and e.item in wanted)
@@ -339,7 +340,7 @@ class Keeper:
 def _desired(config: Config) -> Desired:
     d = config.daemon
     return Desired(config.chains, config.routes, d.route_table, d.route_metric,
-                   tuple(dict.fromkeys(d.proxy_uplinks)))
+                   tuple(dict.fromkeys(d.proxy_uplinks)), d.assign != "route")
 
 
 def _listed(items: list[str]) -> str:

@@ -17,6 +17,9 @@ The rules, each a reason:
 - A chain's prefix route is ours, not the kernel's (its address is added
   with IFA_F_NOPREFIXROUTE): it carries our protocol, table and metric, so
   a routing daemon can learn it and announce it while the TUN lives.
+  With `addresses` off ([daemon] assign = "route") the route is all a
+  chain takes: no address is added, and ours that are there go (after
+  the routes, as any address no longer wanted).
 - The link comes up first: a route through a down link is refused, and
   bringing it up changes what the kernel holds, so the rest is planned
   again from a fresh dump (desired.py).
@@ -129,6 +132,7 @@ class Desired:
     chain_table: int | None = None
     chain_metric: int | None = None
     uplinks: tuple[str, ...] = ()
+    addresses: bool = True   # [daemon] assign = "address": each chain's host on the link
 
     def proxies(self, chains: tuple[Chain, ...] | list[Chain] | None = None
                 ) -> dict[Proxy, Chain]:
@@ -283,7 +287,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     kept: list[Chain] = []
     for chain in desired.chains:
         iface = chain.interface
-        holder = state.elsewhere.get(chain.host.packed)
+        holder = state.elsewhere.get(chain.host.packed) if desired.addresses else None
         if holder is not None and address_key(iface) not in state.addresses:
             refusals.append(Refusal(
                 f"chain {iface}", f"chain {iface} ({chain.where}): address {iface.ip} is "
@@ -291,7 +295,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
                 "it did not add"))
             continue
         kept.append(chain)
-    want = {c.interface: c for c in kept}
+    want = {c.interface: c for c in kept} if desired.addresses else {}
 
     ours = sorted((i for i in owned.addresses if address_key(i) in state.addresses),
                   key=_order)
@@ -317,7 +321,14 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     actions += [a for a in proxies if not isinstance(a, AddProxy)]
     actions += [DeleteRoute(k) for k in sorted((k for k in owned.routes if k not in by_key),
                                                key=_order)]
-    actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
+    gone = [i for i in ours if i not in want and i not in first]
+    actions += [DeleteAddress(i) for i in gone]
+    # Likewise when the link's last IPv4 address goes for good (the chains
+    # that had it left, or [daemon] assign became "route"): the IPv4 routes
+    # that stay are added again after it.
+    if any(i.version == 4 for i in gone) and not any(i.version == 4 for i in want) and \
+            not any(len(packed) == 4 for packed, _ in present - {address_key(i) for i in gone}):
+        actions += [AddRoute(k, r, False) for k, r in by_key.items() if k.prefix.version == 4]
     actions += [Forget(i) for i in sorted((i for i in owned.addresses if i not in want
                                            and address_key(i) not in state.addresses),
                                           key=_order)]
