@@ -72,9 +72,7 @@ class Table:
         # Each chain's row, compiled once per Chain object: a reload keeps
         # the rows of the chains it kept (config.Memo) from `previous`,
         # and copies all rows in with one memmove.
-        self._rows = rows(self.chains, previous._rows if previous is not None else {})
-        ffi.memmove(self._array, b"".join(self._rows[id(c)][1] for c in self.chains),
-                    ROW * len(self.chains))
+        self._rows = rows(self.chains, self._array, previous)
         # The per-hop arrays, extension bytes and timing the slots point into.
         self._keep = [self._rows[id(c)][2] for c in self.chains]
         for slot, chain in zip(self._array, self.chains):
@@ -142,22 +140,33 @@ def fill_bucket(bucket, rate: float, burst: int) -> None:
 
 
 ROW = ffi.sizeof("struct rc_chain")
-Row = tuple  # (Chain, its struct rc_chain as bytes, the memory those point into)
+Row = tuple  # (Chain, its slot in its table's array, the memory the slot points into)
 
 
-def rows(chains: Iterable[Chain], kept: dict[int, Row]) -> dict[int, Row]:
-    """id(chain) -> Row of each chain: kept for the very Chain objects
-    `kept` has them for, else compiled (fill_chain) into a scratch slot."""
+def rows(chains: tuple[Chain, ...], array, previous: "Table | None") -> dict[int, Row]:
+    """Fill `array` with the chains' rows, and give id(chain) -> Row: a
+    row of `previous` (a slot, never written after it was built but for
+    what hop_tat points at) is copied for the very Chain objects it has,
+    the others are compiled (fill_chain) into a scratch slot; all go into
+    `array` with one memmove."""
+    kept = previous._rows if previous is not None else {}
+    before = ffi.buffer(previous._array) if previous is not None else b""
     out: dict[int, Row] = {}
+    data = bytearray(ROW * len(chains))
     scratch = ffi.new("struct rc_chain *")
+    fresh = ffi.buffer(scratch, ROW)
     zero = bytes(ROW)
-    for chain in chains:
+    for i, chain in enumerate(chains):
         row = kept.get(id(chain))
-        if row is None or row[0] is not chain:
-            ffi.memmove(scratch, zero, ROW)
+        if row is not None and row[0] is chain:
+            data[i * ROW:(i + 1) * ROW] = before[row[1] * ROW:(row[1] + 1) * ROW]
+            memory = row[2]
+        else:
+            fresh[:] = zero
             memory = fill_chain(scratch[0], chain)
-            row = (chain, bytes(ffi.buffer(scratch, ROW)), memory)
-        out[id(chain)] = row
+            data[i * ROW:(i + 1) * ROW] = fresh
+        out[id(chain)] = (chain, i, memory)
+    ffi.memmove(array, data, len(data))
     return out
 
 

@@ -96,6 +96,8 @@ class Memo:
     """What one load of a file made that the next load of it may keep, so
     that a reload re-reads, re-checks and re-builds only what changed (#21):
 
+    - a config file whose text is the same keeps its shape check and the
+      lines of its tables, keys and elements (tomlpos.Locator);
     - a story file whose bytes are the same (compared whole: no clock or
       stat can miss an edit within the same second) keeps its Story, the
       hops tuple every chain telling it shares;
@@ -127,6 +129,8 @@ class _Turn:
 
     def __init__(self, before: "_Turn | None" = None) -> None:
         self.before = before
+        self.text: tuple[str, str] | None = None   # (source, text) of the file
+        self.at: settings.At | None = None          # its line locator
         self.stories: dict[tuple[str, str | None], tuple[bytes, story.Story]] = {}
         self.tables: dict[tuple[str, str, str], Any] = {}
         self.chains: dict[int, tuple[Any, story.Story | None, tuple]] = {}
@@ -162,14 +166,22 @@ def _load(path: Path, source: str, turn: _Turn | None = None) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not UTF-8 (byte offset {e.start})") from None
-    problem = tomlpos.shape(text).problem()
-    if problem:
-        raise ConfigError(f"{source}:{problem[0]}: {problem[1]}")
+    before = turn.before if turn is not None else None
+    if before is not None and before.text == (source, text):
+        at = before.at  # the same text: its shape passed, its lines are known
+    else:
+        problem = tomlpos.shape(text).problem()
+        if problem:
+            raise ConfigError(f"{source}:{problem[0]}: {problem[1]}")
+        at = None
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(_toml_error(source, text, e)) from None
-    return build(tree, locate(source, text), source, Stories(path, source, turn).read, path,
+    at = at or locate(source, text)
+    if turn is not None:
+        turn.text, turn.at = (source, text), at
+    return build(tree, at, source, Stories(path, source, turn).read, path,
                  secrets(path, source), turn)
 
 

@@ -734,3 +734,18 @@ def test_memo_survives_a_refused_load(tmp_path):
     again = config.load(path, memo)
     assert again.chains[:2] == first.chains[:2]
     assert again.chains[0] is first.chains[0] and again.chains[1] is first.chains[1]
+
+
+def test_memo_reads_an_unchanged_file_without_locating_its_lines_again(tmp_path, monkeypatch):
+    """The same text: no second shape check or line scan, and the same
+    Config; one byte more and both run again."""
+    from routechain import tomlpos
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    scans = []
+    real = tomlpos.Locator
+    monkeypatch.setattr(tomlpos, "Locator", lambda text: scans.append(text) or real(text))
+    first = config.load(path, memo)
+    assert config.load(path, memo) == first and len(scans) == 1
+    path.write_text(MEMO + "\n")
+    assert config.load(path, memo) == first and len(scans) == 2
