@@ -1,8 +1,9 @@
 """The link's desired state, and keeping it.
 
 What the configuration asks for on the TUN is its desired state: one
-address per chain (the chain's host, with its prefix) and the chain's
-prefix route, the extra routes, and the link up. Every route carries the
+address per chain (the chain's host, with its prefix; none with [daemon]
+assign = "route") and the chain's prefix route, the extra routes, and the
+link up. Every route carries the
 configured protocol number ([daemon] route_protocol), and the addresses are added
 without the kernel's own prefix route, so a routing daemon can learn the
 chains' routes by protocol and announce them exactly while the TUN lives;

@@ -7,7 +7,11 @@ Three ways in, each for what it does best:
   address and route changes in bulk: many requests per send() on a plain
   NETLINK_ROUTE socket, the acks collected afterwards and matched by
   sequence number (10,000 addresses take one round trip per WINDOW, not
-  one each). pyroute2 encodes and decodes every message.
+  one each). Address and route requests, and the dumps of addresses and
+  routes, are written and read here with struct (the kernel's ABI; the
+  tests hold them to pyroute2's encoding and decoding): pyroute2's generic
+  codec was most of the time of a start or reload with 10,000 chains.
+  pyroute2 encodes and decodes everything else.
 - `Link.state()` dumps what the kernel holds: the addresses of every
   interface and our own routes, for a reconciliation against the kernel
   rather than against memory.
