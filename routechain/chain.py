@@ -252,20 +252,23 @@ class StoryFacts:
     per hops tuple (chains telling one story share it: config.Stories reads
     each file once, and a reload keeps an unchanged file's Story): whether
     any router is timed or changes its replies, whether any hop has '+'
-    alternatives, and the families the hops were checked for (check_hops).
+    alternatives, whether any hop or alternative has a name to serve, and
+    the families the hops were checked for (check_hops).
     Kept by identity, with the tuple itself so that its id is not reused,
     at most MEMO of them."""
 
     MEMO = 4096
     _memo: dict[int, tuple[tuple[Hop, ...], "StoryFacts"]] = {}
 
-    __slots__ = ("timed", "extended", "alternatives", "checked")
+    __slots__ = ("timed", "extended", "alternatives", "named", "checked")
 
     def __init__(self, hops: tuple[Hop, ...]) -> None:
         every = list(routers(hops))
         self.timed = any(timed(h.props) for h in every)
         self.extended = any(extended(h.props) for h in every)
         self.alternatives = any(h.alternatives for h in hops)
+        # A PTR to serve: a hop or '+' alternative with a name, not silent.
+        self.named = any(r.name and not r.silent for h in hops for r in (h,) + h.alternatives)
         self.checked: set[int] = set()
 
     @classmethod

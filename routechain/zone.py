@@ -52,7 +52,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.reversename
 
-from .chain import Chain
+from .chain import Chain, StoryFacts
 from .config import Config, DnsSettings
 from .errors import ConfigError
 
@@ -392,9 +392,9 @@ def _named(chain: Chain) -> list[tuple[int, str]]:
 
 
 def _has_names(chain: Chain) -> bool:
-    return any(hop.name and not hop.silent or any(a.name and not a.silent
-                                                  for a in hop.alternatives)
-               for hop in chain.hops)
+    """Whether the chain's story names a hop or alternative it serves:
+    worked out once per story (StoryFacts), not once per chain telling it."""
+    return StoryFacts.of(chain.hops).named
 
 
 def _zone_bits(chain: Chain) -> int:
