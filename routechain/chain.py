@@ -351,8 +351,10 @@ def room_after(interface: Interface) -> int:
 
 def parse_prefix(text: str, where: str = "command line") -> Interface:
     """`ADDR/PLEN` or a bare address (/32, /128), as the original takes them."""
+    text = text.strip()
     try:
-        return ipaddress.ip_interface(text.strip())
+        # ip_interface would try IPv4 first, and raise, for every IPv6 one.
+        return (ipaddress.IPv6Interface if ":" in text else ipaddress.IPv4Interface)(text)
     except ValueError:
         pass
     addr, _, plen = text.strip().partition("/")
@@ -372,26 +374,27 @@ def parse_chain_address(text: str, where: str = "command line") -> Interface:
 
 # What a chain's host can never be, and why (the kernel's and RFCs' rules).
 _NEVER = (
-    (lambda i: i.network.prefixlen == 0,
+    (lambda i, ip: i.network.prefixlen == 0,
      "a /0 would take the whole address family, default route included, into the TUN"),
-    (lambda i: i.ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
+    (lambda i, ip: ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
                                     "RFC 1122 3.2.1.3)"),
-    (lambda i: i.ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
-    (lambda i: i.ip.is_multicast, "a multicast address is never a probe's unicast "
+    (lambda i, ip: ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
+    (lambda i, ip: ip.is_multicast, "a multicast address is never a probe's unicast "
                                   "destination, so nothing would be answered"),
-    (lambda i: i.ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
+    (lambda i, ip: ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
                                    "RFC 4291 2.5.6), so no probe from beyond the link arrives"),
-    (lambda i: getattr(i, "scope_id", None) is not None,
+    (lambda i, ip: getattr(i, "scope_id", None) is not None,
      "a scoped address (%zone) belongs to one link; write the address without it"),
-    (lambda i: int(i.ip) > last_host(i.network),
+    (lambda i, ip: int(ip) > last_host(i.network),
      "the broadcast address of its prefix is no host (RFC 919, RFC 1122 3.2.1.3)"),
 )
 
 
 def check_host(interface: Interface, where: str) -> Interface:
     """Refuse a chain host that can never answer a probe, naming why."""
+    ip = interface.ip  # a new object each time ipaddress is asked: once here
     for never, why in _NEVER:
-        if never(interface):
+        if never(interface, ip):
             raise UsageError(f"{where}: {interface} cannot be a chain: {why}")
     return interface
 
