@@ -183,10 +183,11 @@ class _Entry:
     are made on the first query that reaches it (so that building an Index
     costs one dict entry per zone, however many records the zones hold)."""
 
-    __slots__ = ("source", "loaded")
+    __slots__ = ("source", "key", "loaded")
 
-    def __init__(self, source: Zone | Draft) -> None:
+    def __init__(self, source: Zone | Draft, key: bytes) -> None:
         self.source = source
+        self.key = key  # _origin_key(source)
         self.loaded: _Loaded | None = None
 
 
@@ -199,17 +200,23 @@ class _Zones:
     def __init__(self, sources: Iterable[Zone | Draft], previous: "_Zones | None" = None
                  ) -> None:
         self.entries: dict[bytes, _Entry] = {}
-        before = previous.entries if previous is not None else {}
+        # The drafts' entries by origin as text: a reload finds the entry
+        # a draft may keep without making its origin's wire form again.
+        self.drafts: dict[str, _Entry] = {}
+        before = previous.drafts if previous is not None else {}
         for source in sources:
-            key = _origin_key(source)
-            entry = before.get(key)
-            if entry is None or not isinstance(source, Draft) or not source.same(entry.source):
-                entry = _Entry(source)
-            self.entries[key] = entry
+            if isinstance(source, Draft):
+                entry = before.get(source.origin)
+                if entry is None or not source.same(entry.source):
+                    entry = _Entry(source, _origin_key(source))
+                self.drafts[source.origin] = entry
+            else:
+                entry = _Entry(source, _origin_key(source))
+            self.entries[entry.key] = entry
         # The zones made ready that are kept stay ready, oldest first.
         self._ready: collections.deque[_Entry] = collections.deque(
             e for e in (previous._ready if previous is not None else ())
-            if self.entries.get(_origin_key(e.source)) is e)
+            if self.entries.get(e.key) is e)
 
     def ready(self, entry: _Entry) -> _Loaded:
         loaded = entry.loaded
