@@ -295,6 +295,8 @@ def _family(version: int) -> int:
 
 
 def _addr_msg(kind: int, flags: int, index: int, interface: Interface) -> ifaddrmsg:
+    """A chain's address request as pyroute2 builds it: the reference that
+    test_netlink holds _addr_bytes (what is sent) to, byte for byte."""
     msg = ifaddrmsg()
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
@@ -363,6 +365,7 @@ def _addr_dump() -> ifaddrmsg:
 
 
 def _route_msg(kind: int, flags: int, index: int, key: RouteKey, proto: int) -> rtmsg:
+    """A route request as pyroute2 builds it: the reference for _route_bytes."""
     msg = rtmsg()
     msg["header"]["type"] = kind
     msg["header"]["flags"] = flags
