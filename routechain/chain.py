@@ -89,47 +89,23 @@ class Chain:
         self._chapter_addresses
 
     def _check_properties(self) -> None:
-        for k, hop in enumerate(self.hops, 1):
-            for branch in (hop,) + hop.alternatives:
-                _check_rewrite(branch, self.family)
-                mtu = branch.props.mtu
-                if mtu is not None and self.family == 6 and mtu < MIN_MTU6:
-                    raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
-                                     f"{MIN_MTU6} (RFC 8200 5)")
-            if hop.props.balance is not None and not hop.alternatives:
-                raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
-                                 "'+' alternatives: there is nothing to balance")
-            if hop.alternatives and k == len(self.hops):
-                raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
-                                 "cannot have '+' alternatives: it is one host")
-            if len(hop.alternatives) > MAX_ALTERNATIVES:
-                raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
-                                 f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
-            for alt in hop.alternatives:
-                for further in alt.further:
-                    if further.props.mtu is not None:
-                        raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
-                                         "hop of a branch is its '+' line")
-                    if rewrites(further.props):
-                        raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
-                                         "router: a branch rewrites at its '+' line")
-        # The reply core scans a chain's alternatives for a probe addressed
-        # past the chain: bounded per chain, that scan is bounded per packet.
-        alternatives = [a for k in range(1, len(self.hops) + 1)
-                        for a in self.routers_at(k)[1:]]
-        if len(alternatives) > MAX_ALTERNATIVES:
-            raise UsageError(f"{alternatives[MAX_ALTERNATIVES].where}: more than "
-                             f"{MAX_ALTERNATIVES} '+' alternatives in one chain")
+        """What a chain's hops may not hold, checked once per story and
+        family: chains telling one story share its hops (config.Stories),
+        so 10,000 chains of 10 stories check 10 (StoryFacts)."""
+        facts = StoryFacts.of(self.hops)
+        if self.family not in facts.checked:
+            check_hops(self.hops, self.family)
+            facts.checked.add(self.family)
 
     @cached_property
     def _branch_addresses(self) -> dict[tuple[int, int], Address]:
         """(hop, branch) -> address of every '+' alternative: as written, or
         the next free address after the destination."""
         out: dict[tuple[int, int], Address] = {}
+        if not StoryFacts.of(self.hops).alternatives:
+            return out  # most chains: no '+' line, no set of their addresses to build
         wanted = [(k, b, alt) for k in range(1, len(self.hops) + 1)
                   for b, alt in enumerate(self.routers_at(k)[1:], 1)]
-        if not wanted:
-            return out  # most chains: no set of their addresses to build
         host = int(self.host)
         taken = set(range(host, host + self.length + 1))
         for k, b, alt in wanted:
@@ -192,9 +168,9 @@ class Chain:
     def family(self) -> int:
         return self.interface.version
 
-    @property
+    @cached_property
     def host(self) -> Address:
-        return self.interface.ip
+        return self.interface.ip  # a new object each time ipaddress is asked
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -212,7 +188,8 @@ class Chain:
 
     def hop(self, k: int) -> Hop:
         """Hop k (1-based); a chain without a story has anonymous hops."""
-        self.hop_address(k)
+        if not 1 <= k <= self.length:
+            self.hop_address(k)  # the IndexError, worded once
         return self.hops[k - 1] if self.hops else Hop()
 
     @property
@@ -281,17 +258,10 @@ class Chain:
         """How the story ends: "host", or the flag of the last hop's unreachable."""
         return self.defaults.end or "host"
 
-    def _routers(self) -> Iterable[Hop]:
-        for k in range(1, len(self.hops) + 1):
-            yield from self.routers_at(k)
-
     @cached_property
     def has_timing(self) -> bool:
         """Any delay, jitter, loss or rate limit anywhere in the chain."""
-        def timed(p: Props) -> bool:
-            return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
-                        or p.loss or p.rate)
-        return timed(self.defaults) or any(timed(h.props) for h in self._routers())
+        return timed(self.defaults) or StoryFacts.of(self.hops).timed
 
     @cached_property
     def has_delay(self) -> bool:
@@ -303,10 +273,103 @@ class Chain:
     @cached_property
     def has_extensions(self) -> bool:
         """Anything that changes what a reply carries or who sends it."""
-        def extended(p: Props) -> bool:
-            return any(getattr(p, name) is not None for name in REPLY_FIELDS)
-        return (self.end != "host" or any(h.alternatives for h in self.hops)
-                or any(extended(h.props) for h in self._routers()))
+        facts = StoryFacts.of(self.hops)
+        return self.end != "host" or facts.alternatives or facts.extended
+
+
+def timed(p: Props) -> bool:
+    """Whether properties delay, jitter, lose or rate-limit replies."""
+    return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
+                or p.loss or p.rate)
+
+
+def extended(p: Props) -> bool:
+    """Whether properties change what a reply carries or who sends it."""
+    return any(getattr(p, name) is not None for name in REPLY_FIELDS)
+
+
+def routers(hops: tuple[Hop, ...]) -> Iterable[Hop]:
+    """Every router of a story: each hop, its '+' alternatives and the '++'
+    routers further along their branches (Chain.routers_at, hop by hop)."""
+    for hop in hops:
+        yield hop
+        yield from hop.alternatives
+        for alt in hop.alternatives:
+            yield from alt.further
+
+
+class StoryFacts:
+    """What a story's hops say whichever chain tells them, worked out once
+    per hops tuple (chains telling one story share it: config.Stories reads
+    each file once, and a reload keeps an unchanged file's Story): whether
+    any router is timed or changes its replies, whether any hop has '+'
+    alternatives, whether any hop or alternative has a name to serve, and
+    the families the hops were checked for (check_hops).
+    Kept by identity, with the tuple itself so that its id is not reused,
+    at most MEMO of them."""
+
+    MEMO = 4096
+    _memo: dict[int, tuple[tuple[Hop, ...], "StoryFacts"]] = {}
+
+    __slots__ = ("timed", "extended", "alternatives", "named", "checked")
+
+    def __init__(self, hops: tuple[Hop, ...]) -> None:
+        every = list(routers(hops))
+        self.timed = any(timed(h.props) for h in every)
+        self.extended = any(extended(h.props) for h in every)
+        self.alternatives = any(h.alternatives for h in hops)
+        # A PTR to serve: a hop or '+' alternative with a name, not silent.
+        self.named = any(r.name and not r.silent for h in hops for r in (h,) + h.alternatives)
+        self.checked: set[int] = set()
+
+    @classmethod
+    def of(cls, hops: tuple[Hop, ...]) -> "StoryFacts":
+        held = cls._memo.get(id(hops))
+        if held is not None and held[0] is hops:
+            return held[1]
+        if len(cls._memo) >= cls.MEMO:
+            cls._memo.clear()
+        facts = cls(hops)
+        cls._memo[id(hops)] = (hops, facts)
+        return facts
+
+
+def check_hops(hops: tuple[Hop, ...], family: int) -> None:
+    """A story's hops as a chain of `family` may tell them: rewrites of
+    that family, MTUs IPv6 carries, balance only where there is a choice,
+    no '+' at the destination, alternatives within MAX_ALTERNATIVES."""
+    alternatives = 0
+    for k, hop in enumerate(hops, 1):
+        for branch in (hop,) + hop.alternatives:
+            _check_rewrite(branch, family)
+            mtu = branch.props.mtu
+            if mtu is not None and family == 6 and mtu < MIN_MTU6:
+                raise UsageError(f"{branch.where}: mtu {mtu}: IPv6 links carry at least "
+                                 f"{MIN_MTU6} (RFC 8200 5)")
+        if hop.props.balance is not None and not hop.alternatives:
+            raise UsageError(f"{hop.where}: balance={hop.props.balance} on a hop with no "
+                             "'+' alternatives: there is nothing to balance")
+        if hop.alternatives and k == len(hops):
+            raise UsageError(f"{hop.alternatives[0].where}: the destination (the last hop) "
+                             "cannot have '+' alternatives: it is one host")
+        if len(hop.alternatives) > MAX_ALTERNATIVES:
+            raise UsageError(f"{hop.alternatives[MAX_ALTERNATIVES].where}: more than "
+                             f"{MAX_ALTERNATIVES} '+' alternatives at one hop")
+        for alt in hop.alternatives:
+            for further in alt.further:
+                if further.props.mtu is not None:
+                    raise UsageError(f"{further.where}: mtu on a '++' router: the narrow "
+                                     "hop of a branch is its '+' line")
+                if rewrites(further.props):
+                    raise UsageError(f"{further.where}: nat, dscp, ecn or df on a '++' "
+                                     "router: a branch rewrites at its '+' line")
+        # The reply core scans a chain's alternatives for a probe addressed
+        # past the chain: bounded per chain, that scan is bounded per packet.
+        for router in hop.alternatives + tuple(f for a in hop.alternatives for f in a.further):
+            if alternatives == MAX_ALTERNATIVES:
+                raise UsageError(f"{router.where}: more than {MAX_ALTERNATIVES} '+' "
+                                 "alternatives in one chain")
+            alternatives += 1
 
 
 def last_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
@@ -339,8 +402,10 @@ def room_after(interface: Interface) -> int:
 
 def parse_prefix(text: str, where: str = "command line") -> Interface:
     """`ADDR/PLEN` or a bare address (/32, /128), as the original takes them."""
+    text = text.strip()
     try:
-        return ipaddress.ip_interface(text.strip())
+        # ip_interface would try IPv4 first, and raise, for every IPv6 one.
+        return (ipaddress.IPv6Interface if ":" in text else ipaddress.IPv4Interface)(text)
     except ValueError:
         pass
     addr, _, plen = text.strip().partition("/")
@@ -360,26 +425,27 @@ def parse_chain_address(text: str, where: str = "command line") -> Interface:
 
 # What a chain's host can never be, and why (the kernel's and RFCs' rules).
 _NEVER = (
-    (lambda i: i.network.prefixlen == 0,
+    (lambda i, ip: i.network.prefixlen == 0,
      "a /0 would take the whole address family, default route included, into the TUN"),
-    (lambda i: i.ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
+    (lambda i, ip: ip.is_unspecified, "the unspecified address is no host (RFC 4291 2.5.2, "
                                     "RFC 1122 3.2.1.3)"),
-    (lambda i: i.ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
-    (lambda i: i.ip.is_multicast, "a multicast address is never a probe's unicast "
+    (lambda i, ip: ip.is_loopback, "loopback addresses never leave the host (RFC 1122 3.2.1.3)"),
+    (lambda i, ip: ip.is_multicast, "a multicast address is never a probe's unicast "
                                   "destination, so nothing would be answered"),
-    (lambda i: i.ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
+    (lambda i, ip: ip.is_link_local, "link-local addresses are never forwarded (RFC 3927 2.6, "
                                    "RFC 4291 2.5.6), so no probe from beyond the link arrives"),
-    (lambda i: getattr(i, "scope_id", None) is not None,
+    (lambda i, ip: getattr(i, "scope_id", None) is not None,
      "a scoped address (%zone) belongs to one link; write the address without it"),
-    (lambda i: int(i.ip) > last_host(i.network),
+    (lambda i, ip: int(ip) > last_host(i.network),
      "the broadcast address of its prefix is no host (RFC 919, RFC 1122 3.2.1.3)"),
 )
 
 
 def check_host(interface: Interface, where: str) -> Interface:
     """Refuse a chain host that can never answer a probe, naming why."""
+    ip = interface.ip  # a new object each time ipaddress is asked: once here
     for never, why in _NEVER:
-        if never(interface):
+        if never(interface, ip):
             raise UsageError(f"{where}: {interface} cannot be a chain: {why}")
     return interface
 

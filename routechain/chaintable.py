@@ -63,14 +63,24 @@ class Table:
     their prefix, and must not overlap (chain.check_overlap)."""
 
     def __init__(self, chains: Iterable[Chain], limits: Limits = Limits(),
-                 queues: int = 1) -> None:
+                 queues: int = 1, previous: "Table | None" = None) -> None:
         self.chains: tuple[Chain, ...] = tuple(sorted((c for c in chains if c.length > 0),
                                                       key=lambda c: span(c)[:2]))
         self.limits = limits
         # ffi.new never hands out a zero-length array: keep one unused slot.
         self._array = ffi.new("struct rc_chain[]", max(1, len(self.chains)))
+        # Each chain's row, compiled once per Chain object: a reload keeps
+        # the rows of the chains it kept (config.Memo) from `previous`,
+        # and copies all rows in with one memmove.
+        self._rows = rows(self.chains, self._array, previous)
         # The per-hop arrays, extension bytes and timing the slots point into.
-        self._keep = [fill_chain(slot, chain) for slot, chain in zip(self._array, self.chains)]
+        self._keep = [self._rows[id(c)][2] for c in self.chains]
+        for slot, chain in zip(self._array, self.chains):
+            if chain.has_timing:
+                # A table's rate-limit state is its own, as a new table's
+                # always was: never shared with the one it replaces.
+                slot.hop_tat = tat = ffi.new("uint64_t[]", slot.n_timing)
+                self._keep.append(tat)
         self._table = ffi.new("struct rc_table *")
         self._table.n_chains = len(self.chains)
         self._table.chains = self._array
@@ -129,6 +139,37 @@ def fill_bucket(bucket, rate: float, burst: int) -> None:
     interval = max(1, round(NS / rate))
     bucket.interval_ns = interval
     bucket.tolerance_ns = (burst - 1) * interval
+
+
+ROW = ffi.sizeof("struct rc_chain")
+Row = tuple  # (Chain, its slot in its table's array, the memory the slot points into)
+
+
+def rows(chains: tuple[Chain, ...], array, previous: "Table | None") -> dict[int, Row]:
+    """Fill `array` with the chains' rows, and give id(chain) -> Row: a
+    row of `previous` (a slot, never written after it was built but for
+    what hop_tat points at) is copied for the very Chain objects it has,
+    the others are compiled (fill_chain) into a scratch slot; all go into
+    `array` with one memmove."""
+    kept = previous._rows if previous is not None else {}
+    before = ffi.buffer(previous._array) if previous is not None else b""
+    out: dict[int, Row] = {}
+    data = bytearray(ROW * len(chains))
+    scratch = ffi.new("struct rc_chain *")
+    fresh = ffi.buffer(scratch, ROW)
+    zero = bytes(ROW)
+    for i, chain in enumerate(chains):
+        row = kept.get(id(chain))
+        if row is not None and row[0] is chain:
+            data[i * ROW:(i + 1) * ROW] = before[row[1] * ROW:(row[1] + 1) * ROW]
+            memory = row[2]
+        else:
+            fresh[:] = zero
+            memory = fill_chain(scratch[0], chain)
+            data[i * ROW:(i + 1) * ROW] = fresh
+        out[id(chain)] = (chain, i, memory)
+    ffi.memmove(array, data, len(data))
+    return out
 
 
 def fill_chain(slot, chain: Chain) -> tuple:

@@ -92,20 +92,25 @@ def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     cli = command_line_config(args)
 
+    from . import config as config_file
+    memo = config_file.Memo()  # what a reload keeps of what did not change
+
     def load() -> Config:
         """The effective configuration, its files read with the permissions
         of --user (privilege.reading_as): at start as on every reload."""
         if args.config is None:
             return check_runnable(cli)
-        from . import config as config_file, privilege
+        from . import privilege
         with privilege.reading_as(args.user):
-            file = config_file.load(args.config)
+            file = config_file.load(args.config, memo)
         return check_runnable(config_file.merge(cli, file))
 
-    first = load()  # refuse bad input before touching the system
     from . import daemon, service
+    took = daemon.Phases()
+    first = load()  # refuse bad input before touching the system
+    took("load")
     service.setup_logging(args.verbose)
-    return daemon.run(load, user=args.user, config=first)
+    return daemon.run(load, user=args.user, config=first, took=took)
 
 
 def cmd_zone(argv: list[str]) -> int:

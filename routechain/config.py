@@ -92,33 +92,115 @@ class Config:
         return self.summaries + self.warnings
 
 
-def load(path: Path) -> Config:
+def load(path: Path, memo: "Memo | None" = None) -> Config:
     """Read a TOML config file and the story files it names (relative to
-    it). Raises ConfigError `file:line: reason` on anything wrong."""
+    it). Raises ConfigError `file:line: reason` on anything wrong. With a
+    Memo (the daemon keeps one), what the last successful load made from
+    the same input is kept: see Memo."""
     source = str(path)
+    turn = memo.turn() if memo is not None else None
     try:
-        return _load(Path(path), source)
+        config = _load(Path(path), source, turn)
     except RouteChainError as e:
         raise ConfigError(str(e)) from None
     except Exception as e:  # a bound we missed (MemoryError...) must still be one line
         raise ConfigError(f"{source}: cannot load: {one_line(e)}") from None
+    if memo is not None:
+        memo.keep(turn)
+    return config
 
 
-def _load(path: Path, source: str) -> Config:
+class Memo:
+    """What one load of a file made that the next load of it may keep, so
+    that a reload re-reads, re-checks and re-builds only what changed (#21):
+
+    - a config file whose text is the same keeps its shape check and the
+      lines of its tables, keys and elements (tomlpos.Locator);
+    - a story file whose bytes are the same (compared whole: no clock or
+      stat can miss an edit within the same second) keeps its Story, the
+      hops tuple every chain telling it shares;
+    - a [[chain]] table written the same (its TOML value and its line)
+      keeps its checked table, and with the same Story its Chain: the
+      object itself, so the reply table's rows (chaintable) and the
+      zones' drafts made from it are kept too.
+
+    A chain with inline `hops` or `[chain.hop.N]` tables is built again
+    each time (their lines are in its hops' messages). Only a load that
+    succeeds replaces what is kept: a refused reload leaves the memo as
+    the serving configuration made it."""
+
+    def __init__(self) -> None:
+        self.kept = _Turn()
+
+    def turn(self) -> "_Turn":
+        """A new load: reads what was kept, fills a _Turn of its own."""
+        return _Turn(self.kept)
+
+    def keep(self, turn: "_Turn") -> None:
+        turn.before = None
+        self.kept = turn
+
+
+class _Turn:
+    """One load's use of a Memo: what the last one kept (`before`) and
+    what this one made (to be kept if it succeeds)."""
+
+    def __init__(self, before: "_Turn | None" = None) -> None:
+        self.before = before
+        self.text: tuple[str, str] | None = None   # (source, text) of the file
+        self.at: settings.At | None = None          # its line locator
+        self.stories: dict[tuple[str, str | None], tuple[bytes, story.Story]] = {}
+        self.tables: dict[tuple[str, str, str], Any] = {}
+        self.chains: dict[int, tuple[Any, story.Story | None, tuple]] = {}
+
+    def table(self, key: tuple[str, str, str], read: Callable[[], Any]) -> Any:
+        """The checked table for key (table name, TOML value as repr, line),
+        kept or made by read()."""
+        got = self.before.tables.get(key) if self.before is not None else None
+        if got is None:
+            got = read()
+        self.tables[key] = got
+        return got
+
+    def story(self, key: tuple[str, str | None], data: bytes,
+              parse: Callable[[], story.Story]) -> story.Story:
+        got = self.before.stories.get(key) if self.before is not None else None
+        told = got[1] if got is not None and got[0] == data else parse()
+        self.stories[key] = (data, told)
+        return told
+
+    def chain(self, t: Any, told: story.Story | None, make: Callable[[], tuple]) -> tuple:
+        """chain_of's result for checked table t telling `told`: kept when
+        the last load made it from the same table object and Story."""
+        got = self.before.chains.get(id(t)) if self.before is not None else None
+        made = got[2] if got is not None and got[0] is t and got[1] is told else make()
+        self.chains[id(t)] = (t, told, made)
+        return made
+
+
+def _load(path: Path, source: str, turn: _Turn | None = None) -> Config:
     data = files.read_bytes(path, source, "config")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not UTF-8 (byte offset {e.start})") from None
-    problem = tomlpos.shape(text).problem()
-    if problem:
-        raise ConfigError(f"{source}:{problem[0]}: {problem[1]}")
+    before = turn.before if turn is not None else None
+    if before is not None and before.text == (source, text):
+        at = before.at  # the same text: its shape passed, its lines are known
+    else:
+        problem = tomlpos.shape(text).problem()
+        if problem:
+            raise ConfigError(f"{source}:{problem[0]}: {problem[1]}")
+        at = None
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(_toml_error(source, text, e)) from None
-    return build(tree, locate(source, text), source, Stories(path, source).read, path,
-                 secrets(path, source))
+    at = at or locate(source, text)
+    if turn is not None:
+        turn.text, turn.at = (source, text), at
+    return build(tree, at, source, Stories(path, source, turn).read, path,
+                 secrets(path, source), turn)
 
 
 def locate(source: str, text: str) -> settings.At:
@@ -148,13 +230,15 @@ ReadSecret = Callable[[str], bytes]
 
 
 def build(tree: Mapping[str, Any], at: settings.At, source: str, read_story: ReadStory,
-          path: Path | None = None, read_secret: ReadSecret | None = None) -> Config:
+          path: Path | None = None, read_secret: ReadSecret | None = None,
+          turn: _Turn | None = None) -> Config:
     """A parsed TOML file as a Config: the walk over the declarations,
     each [[chain]] with its story, the TSIG keys with their secrets, then
     CHECKS. Pure but for `read_story` and `read_secret` (default: files
-    relative to `source`)."""
-    tables, origins = settings.walk(tree, at)
-    made = [chain_of(t, i, at, source, read_story) for i, t in enumerate(tables["chain"])]
+    relative to `source`); `turn` keeps what the last load made (Memo)."""
+    tables, origins = settings.walk(tree, at, turn.table if turn is not None else None)
+    made = [_chain_of(t, i, at, source, read_story, turn)
+            for i, t in enumerate(tables["chain"])]
     keys, secondaries = tsig_keys(tables, at, read_secret or secrets(Path(source), source))
     rewrites: dict[str, list[str]] = {}
     warnings: list[str] = []
@@ -175,19 +259,32 @@ def build(tree: Mapping[str, Any], at: settings.At, source: str, read_story: Rea
 
 class Stories:
     """Story files named by one config, relative to it, each read once per
-    load whatever number of chains share it."""
+    load whatever number of chains share it; with a _Turn, a file whose
+    bytes did not change since the last load keeps its Story."""
 
-    def __init__(self, path: Path, source: str) -> None:
+    def __init__(self, path: Path, source: str, turn: _Turn | None = None) -> None:
         self.path = path
         self.source = source
-        self._read: dict[tuple[str, str | None], story.Story] = {}
+        self.turn = turn
+        self._read: dict[tuple[str, str | None], tuple[str, story.Story]] = {}
+        self._named: dict[tuple[str, str | None], tuple[str, story.Story]] = {}
 
     def read(self, file: str, suffix: str | None) -> tuple[str, story.Story]:
+        got = self._named.get((file, suffix))  # as written: no path work per chain
+        if got is not None:
+            return got
         shown = str(Path(self.source).parent / file)
         key = (os.path.normpath(self.path.parent / file), suffix)
         if key not in self._read:
-            self._read[key] = story.read(self.path.parent / file, shown, suffix)
-        return shown, self._read[key]
+            if self.turn is None:
+                told = story.read(self.path.parent / file, shown, suffix)
+            else:
+                data = files.read_bytes(self.path.parent / file, shown, "story")
+                told = self.turn.story(key, data, lambda: story.parse_bytes(data, shown,
+                                                                            suffix))
+            self._read[key] = shown, told
+        self._named[(file, suffix)] = self._read[key]
+        return self._read[key]
 
 
 def secrets(path: Path, source: str) -> ReadSecret:
@@ -220,6 +317,15 @@ def tsig_keys(tables: Mapping[str, Any], at: settings.At, read_secret: ReadSecre
             known(s.key, at("secondary", i, "key"))
         secondaries.append(Secondary(*s.address, s.key))
     return tuple(keys.values()), tuple(secondaries)
+
+
+def _chain_of(t: ChainTable, i: int, at: settings.At, source: str, read_story: ReadStory,
+              turn: _Turn | None) -> tuple[Chain, str, story.Story | None]:
+    """chain_of, or what the last load made of the same table and Story."""
+    if turn is None or t.story is None or t.hops is not None or t.hop is not None:
+        return chain_of(t, i, at, source, read_story)
+    told = read_story(t.story, t.suffix)[1]
+    return turn.chain(t, told, lambda: chain_of(t, i, at, source, read_story))
 
 
 def chain_of(t: ChainTable, i: int, at: settings.At, source: str,

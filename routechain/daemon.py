@@ -101,10 +101,10 @@ class Workers:
 
 
 def run(load: Callable[[], Config], notifier=None, user: str | None = None,
-        config: Config | None = None) -> int:
+        config: Config | None = None, took: "Phases | None" = None) -> int:
     """Serve until SIGTERM or SIGINT. `load` gives the effective configuration
     (unless `config` is the one it just gave), and is called again on SIGHUP.
-    Returns the exit status."""
+    `took` holds the phases before (the load). Returns the exit status."""
     from . import service  # the systemd side is optional until the service starts
 
     notifier = notifier or service.Notifier()
@@ -114,6 +114,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
     for warning in config.log_lines:
         log.warning("%s", warning)
 
+    took = took or Phases()
     with ExitStack() as stack:
         tun = stack.enter_context(Tun(started.interface, started.queues))
         link = stack.enter_context(Link(started.interface, config.daemon.route_protocol))
@@ -121,13 +122,16 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         keeper = Keeper(link)
         stack.callback(keeper.remove_all)
         asked = config
+        took("TUN")
         config = keeper.adopt(config, strict=True)
+        took("link")
         for warning in config.warnings[len(asked.warnings):]:  # what was left alone
             log.warning("%s", warning)
         # Every listener is bound here, while the process may still take a
         # port below 1024: `listen` is restart-only, so nothing is bound
         # after this and no capability to bind is kept.
         dns = stack.enter_context(DnsSide(config))
+        took("DNS")
         exporter = None
         if config.metrics.listen:
             from . import metrics
@@ -137,6 +141,7 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
             from .privilege import drop_to
             drop_to(user, keep=CAPABILITIES_KEPT)
         live = Live(Table(config.chains, config.limits, started.queues))
+        took("table")
         pacing = Pacing(config.limits, started.queues)
         workers = Workers(tun.fds, live, pacing)
         stack.callback(workers.stop)
@@ -144,7 +149,8 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         keeper.watch(lambda: signal.pthread_kill(main, WAKE))
         stack.callback(keeper.stop)
         dns.start()
-        _log_chains(config, started)
+        took("threads")
+        _log_chains(config, started, took)
         running = Running(load, config, started, link, keeper, live, workers, dns, notifier)
         if exporter is not None:
             exporter.serve(running)
@@ -159,6 +165,24 @@ def run(load: Callable[[], Config], notifier=None, user: str | None = None,
         keeper.remove_all()
         _log_counters(workers, keeper, dns)
     return status
+
+
+class Phases:
+    """Where a start or reload spent its time, for its log line:
+    `took("name")` ends the phase begun at the last call."""
+
+    def __init__(self) -> None:
+        self.begun = self.last = time.monotonic()
+        self.spent: list[tuple[str, float]] = []
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.spent.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return f"{self.last - self.begun:.2f} s (" + ", ".join(
+            f"{name} {spent:.2f}" for name, spent in self.spent) + ")"
 
 
 @dataclass
@@ -233,27 +257,32 @@ class Running:
         self.notifier.reloading()
         old = self.config
         undo: list[Callable[[], None]] = []
+        took = Phases()
         try:
             new = self.load()
+            took("load")
             for warning in new.log_lines:
                 log.warning("%s", warning)
             for kept in self.started.kept(new):
                 log.warning("reload: %s", kept)
-            table = Table(new.chains, new.limits, self.started.queues)
+            table = Table(new.chains, new.limits, self.started.queues, self.live.table)
+            took("table")
             # System changes last, each with its undo: a failure half-way
             # puts back what the previous configuration had.
             undo.append(lambda: self.keeper.adopt(old, strict=False))
             applied = self.keeper.adopt(new, strict=False)
+            took("link")
             for warning in applied.warnings[len(new.warnings):]:
                 log.warning("reload: %s", warning)
             if applied.chains != new.chains:
-                table = Table(applied.chains, new.limits, self.started.queues)
+                table = Table(applied.chains, new.limits, self.started.queues, table)
             new = applied
             serving = self.live.table  # kept alive by the undo, so put back as it was
             undo.append(lambda: self.live.publish(serving))
             self.live.publish(table)
             undo.append(lambda: self.dns.reload(old))
             self.dns.reload(new)
+            took("DNS")
             mtu, txqueuelen = new.daemon.mtu, new.txqueuelen
             if mtu and mtu != old.daemon.mtu:
                 self.link.set_mtu(mtu)
@@ -279,7 +308,7 @@ class Running:
         self.config = new
         self.reloads_ok += 1
         self.last_reload_ok = True
-        log.info("reloaded: %d chains, %d routes", len(new.chains), len(new.routes))
+        log.info("reloaded: %d chains, %d routes in %s", len(new.chains), len(new.routes), took)
         self.notifier.ready(self.status())
 
 
@@ -371,7 +400,7 @@ def _dns_transfers(config: Config):
     return policy, config.secondaries
 
 
-def _log_chains(config: Config, started: Started) -> None:
+def _log_chains(config: Config, started: Started, took: Phases) -> None:
     """One line for the whole start (however many chains), each chain at
     debug level (`-v`; `route-chain preview` shows the stories), and a
     warning for each chain that answers nothing."""
@@ -387,9 +416,9 @@ def _log_chains(config: Config, started: Started) -> None:
     families = {4: 0, 6: 0}
     for chain in config.chains:
         families[chain.family] += 1
-    log.info("serving on %s with %d queues: %d chains (%d IPv4, %d IPv6), %d hops",
-             started.interface, started.queues, len(config.chains), families[4],
-             families[6], hops)
+    log.info("serving on %s with %d queues: %d chains (%d IPv4, %d IPv6), %d hops; "
+             "set up in %s", started.interface, started.queues, len(config.chains),
+             families[4], families[6], hops, took)
 
 
 def _addresses(listen) -> str:

@@ -1,8 +1,9 @@
 """The link's desired state, and keeping it.
 
 What the configuration asks for on the TUN is its desired state: one
-address per chain (the chain's host, with its prefix) and the chain's
-prefix route, the extra routes, and the link up. Every route carries the
+address per chain (the chain's host, with its prefix; none with [daemon]
+assign = "route") and the chain's prefix route, the extra routes, and the
+link up. Every route carries the
 configured protocol number ([daemon] route_protocol), and the addresses are added
 without the kernel's own prefix route, so a routing daemon can learn the
 chains' routes by protocol and announce them exactly while the TUN lives;
@@ -303,7 +304,8 @@ class Keeper:
             events, self._events = list(self._events), deque()
         if not events or self.config is None:
             return
-        wanted = {c.interface for c in self.config.chains}
+        wanted = {c.interface for c in self.config.chains} \
+            if self.config.daemon.assign != "route" else set()
         routes = set(_desired(self.config).route_keys())
         losses = [e for e in events if e.kind in ("down", "gone", "overrun", "retry")
                   or (e.kind == "address" and e.item in wanted)
@@ -339,7 +341,7 @@ class Keeper:
 def _desired(config: Config) -> Desired:
     d = config.daemon
     return Desired(config.chains, config.routes, d.route_table, d.route_metric,
-                   tuple(dict.fromkeys(d.proxy_uplinks)))
+                   tuple(dict.fromkeys(d.proxy_uplinks)), d.assign != "route")
 
 
 def _listed(items: list[str]) -> str:

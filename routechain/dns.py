@@ -92,6 +92,7 @@ class Server:
         self._lock = threading.Lock()
         self._versions: xfr.Versions | None = None
         self._sources: list[Zone | Draft] = []
+        self.index: Index | None = None
         self._serve(zones)
         self._resigner: threading.Thread | None = None
         self._stop_resign = threading.Event()
@@ -191,7 +192,7 @@ class Server:
                         else self._versions.next(sources, sign, resign))
             index = Index(versions.by_origin.values())
         else:
-            versions, index = None, Index(sources)
+            versions, index = None, Index(sources, self.index if isinstance(self.index, Index) else None)
         self.index, self._versions, self._sources = index, versions, sources
 
     @property

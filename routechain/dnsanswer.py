@@ -185,10 +185,11 @@ class _Entry:
     that building an Index costs one dict entry per zone, however many
     records the zones hold)."""
 
-    __slots__ = ("source", "loaded")
+    __slots__ = ("source", "key", "loaded")
 
-    def __init__(self, source: Zone | Draft) -> None:
+    def __init__(self, source: Zone | Draft, key: bytes) -> None:
         self.source = source
+        self.key = key  # _origin_key(source)
         self.loaded: _Loaded | None = None
 
 
@@ -198,11 +199,26 @@ class _Zones:
     thousand zones costs bounded memory; the oldest made ready is let go
     first, and made again if asked for again."""
 
-    def __init__(self, sources: Iterable[Zone | Draft]) -> None:
+    def __init__(self, sources: Iterable[Zone | Draft], previous: "_Zones | None" = None
+                 ) -> None:
         self.entries: dict[bytes, _Entry] = {}
+        # The drafts' entries by origin as text: a reload finds the entry
+        # a draft may keep without making its origin's wire form again.
+        self.drafts: dict[str, _Entry] = {}
+        before = previous.drafts if previous is not None else {}
         for source in sources:
-            self.entries[_origin_key(source)] = _Entry(source)
-        self._ready: collections.deque[_Entry] = collections.deque()
+            if isinstance(source, Draft):
+                entry = before.get(source.origin)
+                if entry is None or not source.same(entry.source):
+                    entry = _Entry(source, _origin_key(source))
+                self.drafts[source.origin] = entry
+            else:
+                entry = _Entry(source, _origin_key(source))
+            self.entries[entry.key] = entry
+        # The zones made ready that are kept stay ready, oldest first.
+        self._ready: collections.deque[_Entry] = collections.deque(
+            e for e in (previous._ready if previous is not None else ())
+            if self.entries.get(e.key) is e)
 
     def ready(self, entry: _Entry) -> _Loaded:
         loaded = entry.loaded
@@ -232,8 +248,11 @@ class Index:
     first query of its name and type (a memo: one dict insertion at a
     time), and is the one the slow path would give."""
 
-    def __init__(self, zones: Iterable[Zone | Draft]) -> None:
-        self._zones = _Zones(zones)
+    def __init__(self, zones: Iterable[Zone | Draft], previous: "Index | None" = None) -> None:
+        """With `previous` (a reload), a draft of the same records as one
+        of previous's (Draft.same) keeps its entry, and the records made
+        ready for it: only the zones that changed are made again."""
+        self._zones = _Zones(zones, previous._zones if previous is not None else None)
         self._slow = _Resolver(self._zones)
         # The rendered answers, made on a name's first query of a type, the
         # oldest let go past ANSWERS_MAX (made again when asked again).

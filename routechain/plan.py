@@ -17,6 +17,9 @@ The rules, each a reason:
 - A chain's prefix route is ours, not the kernel's (its address is added
   with IFA_F_NOPREFIXROUTE): it carries our protocol, table and metric, so
   a routing daemon can learn it and announce it while the TUN lives.
+  With `addresses` off ([daemon] assign = "route") the route is all a
+  chain takes: no address is added, and ours that are there go (after
+  the routes, as any address no longer wanted).
 - The link comes up first: a route through a down link is refused, and
   bringing it up changes what the kernel holds, so the rest is planned
   again from a fresh dump (desired.py).
@@ -54,6 +57,18 @@ class RouteKey:
     prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
     table: int
     metric: int
+
+    def __hash__(self) -> int:
+        """Worked out once per key (a plan hashes each of 10,000 several
+        times; ipaddress hashes a network anew each time), from what
+        equality compares."""
+        got = self.__dict__.get("_hash")
+        if got is None:
+            net = self.prefix
+            got = hash((net.version, net.network_address.packed, net.prefixlen, self.table,
+                        self.metric))
+            object.__setattr__(self, "_hash", got)
+        return got
 
     @classmethod
     def of(cls, route: Route) -> "RouteKey":
@@ -100,8 +115,9 @@ class State:
 
 
 def address_key(interface: Interface) -> tuple[bytes, int]:
-    """An Interface as State holds addresses."""
-    return interface.ip.packed, interface.network.prefixlen
+    """An Interface as State holds addresses (an interface is its address:
+    ipaddress's Interface classes derive from the Address ones)."""
+    return interface.packed, interface.network.prefixlen
 
 
 @dataclass(frozen=True)
@@ -116,12 +132,15 @@ class Desired:
     chain_table: int | None = None
     chain_metric: int | None = None
     uplinks: tuple[str, ...] = ()
+    addresses: bool = True   # [daemon] assign = "address": each chain's host on the link
 
     def proxies(self, chains: tuple[Chain, ...] | list[Chain] | None = None
                 ) -> dict[Proxy, Chain]:
         """The proxy entries of `chains` (default: all) on every uplink:
         each chain's host, hops and their alternatives."""
         wanted: dict[Proxy, Chain] = {}
+        if not self.uplinks:
+            return wanted  # no uplinks: no chain's 30 hops to list
         for chain in self.chains if chains is None else chains:
             for address in chain_addresses(chain):
                 for uplink in self.uplinks:
@@ -268,7 +287,7 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     kept: list[Chain] = []
     for chain in desired.chains:
         iface = chain.interface
-        holder = state.elsewhere.get(iface.ip.packed)
+        holder = state.elsewhere.get(chain.host.packed) if desired.addresses else None
         if holder is not None and address_key(iface) not in state.addresses:
             refusals.append(Refusal(
                 f"chain {iface}", f"chain {iface} ({chain.where}): address {iface.ip} is "
@@ -276,10 +295,10 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
                 "it did not add"))
             continue
         kept.append(chain)
-    want = {c.interface: c for c in kept}
+    want = {c.interface: c for c in kept} if desired.addresses else {}
 
-    ours = [i for i in sorted(owned.addresses, key=_order)
-            if address_key(i) in state.addresses]
+    ours = sorted((i for i in owned.addresses if address_key(i) in state.addresses),
+                  key=_order)
     clashes = {_clash_key(i) for i in want if address_key(i) not in state.addresses}
     first = [i for i in ours if i not in want and _clash_key(i) in clashes]
     present = state.addresses - {address_key(i) for i in first}
@@ -300,10 +319,19 @@ def plan(desired: Desired, state: State, owned: Owned) -> Plan:
     proxies, notices = _plan_proxies(desired, kept, state, owned)
     actions += [a for a in proxies if isinstance(a, AddProxy)]
     actions += [a for a in proxies if not isinstance(a, AddProxy)]
-    actions += [DeleteRoute(k) for k in sorted(owned.routes, key=_order) if k not in by_key]
-    actions += [DeleteAddress(i) for i in ours if i not in want and i not in first]
-    actions += [Forget(i) for i in sorted(owned.addresses, key=_order)
-                if i not in want and address_key(i) not in state.addresses]
+    actions += [DeleteRoute(k) for k in sorted((k for k in owned.routes if k not in by_key),
+                                               key=_order)]
+    gone = [i for i in ours if i not in want and i not in first]
+    actions += [DeleteAddress(i) for i in gone]
+    # Likewise when the link's last IPv4 address goes for good (the chains
+    # that had it left, or [daemon] assign became "route"): the IPv4 routes
+    # that stay are added again after it.
+    if any(i.version == 4 for i in gone) and not any(i.version == 4 for i in want) and \
+            not any(len(packed) == 4 for packed, _ in present - {address_key(i) for i in gone}):
+        actions += [AddRoute(k, r, False) for k, r in by_key.items() if k.prefix.version == 4]
+    actions += [Forget(i) for i in sorted((i for i in owned.addresses if i not in want
+                                           and address_key(i) not in state.addresses),
+                                          key=_order)]
     return Plan(tuple(actions), tuple(refusals), tuple(kept), desired.extra_routes(),
                 tuple(notices))
 
@@ -394,8 +422,12 @@ def _clash_key(iface: Interface) -> object:
 
 def _order(item: Interface | RouteKey | Proxy) -> tuple:
     """A stable order for what comes from a set: the same plan every time."""
+    # Packed addresses sort as the addresses do, without ipaddress's
+    # comparisons in Python (a reload sorts the 10,000 addresses it owns).
     if isinstance(item, RouteKey):
-        return (item.prefix.version, item.prefix, item.table, item.metric)
+        net = item.prefix
+        return (net.version, net.network_address.packed, net.prefixlen, item.table,
+                item.metric)
     if isinstance(item, Proxy):
-        return (item.address.version, item.uplink, item.address)
-    return (item.version, item.ip, item.network.prefixlen)
+        return (item.address.version, item.uplink, item.address.packed)
+    return (item.version, item.ip.packed, item.network.prefixlen)

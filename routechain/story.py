@@ -211,7 +211,11 @@ def read(path: Path, source: str | None = None, suffix: str | None = None) -> St
     """Read a UTF-8 story file; `source` names it in messages (default: the
     path as given)."""
     source = source or str(path)
-    data = files.read_bytes(path, source, "story")
+    return parse_bytes(files.read_bytes(path, source, "story"), source, suffix)
+
+
+def parse_bytes(data: bytes, source: str, suffix: str | None = None) -> Story:
+    """A story from the bytes of a story file (UTF-8)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -112,10 +112,16 @@ def _string_end(text: str, i: int) -> int:
         while end < len(text) and text[end] == quote:  # """a"""" is legal
             end += 1
         return end
-    j = i + 1
-    while j < len(text) and text[j] not in (quote, "\n"):
-        j += 2 if quote == '"' and text[j] == "\\" else 1
+    # Up to the closing quote or the line's end; in a basic string a
+    # backslash takes the next character along, whatever it is.
+    j = (_BASIC_LINE if quote == '"' else _LITERAL_LINE).match(text, i + 1).end()
+    if j < len(text) and text[j] == "\\":  # only the text's last character stops it
+        j += 2
     return min(j + 1, len(text)) if j < len(text) and text[j] == quote else j
+
+
+_BASIC_LINE = re.compile(r'(?:[^"\\\n]|\\[\s\S])*')
+_LITERAL_LINE = re.compile(r"[^'\n]*")
 
 
 class Locator:

@@ -53,7 +53,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.reversename
 
-from .chain import Chain
+from .chain import Chain, StoryFacts
 from .config import Config, DnsSettings
 from .errors import ConfigError
 
@@ -366,6 +366,15 @@ class Draft:
         Zone.filename."""
         return f"{self.origin[:-1].replace('/', '_')}.zone"
 
+    def same(self, other: object) -> bool:
+        """Whether `other` is a Draft of the same records: the same origin
+        and head, from the very same Chain objects (config.Memo keeps a
+        reload's unchanged chains as they were) with the same parts."""
+        return (isinstance(other, Draft) and other.origin == self.origin
+                and other.head == self.head and len(other.sources) == len(self.sources)
+                and all(a[0] is b[0] and a[1] == b[1]
+                        for a, b in zip(other.sources, self.sources)))
+
     @property
     def records(self) -> tuple[tuple[str, str, str], ...]:
         """(owner relative to the origin, type, target absolute) of every
@@ -444,9 +453,9 @@ def _named(chain: Chain) -> list[tuple[int, str]]:
 
 
 def _has_names(chain: Chain) -> bool:
-    return any(hop.name and not hop.silent or any(a.name and not a.silent
-                                                  for a in hop.alternatives)
-               for hop in chain.hops)
+    """Whether the chain's story names a hop or alternative it serves:
+    worked out once per story (StoryFacts), not once per chain telling it."""
+    return StoryFacts.of(chain.hops).named
 
 
 def _zone_bits(chain: Chain) -> int:

@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 
 from routechain import chaintable, config
+from routechain._core import ffi
 from routechain.chain import MAX_CHAPTERS, Chapter
 from routechain.errors import ConfigError, UsageError
 from routechain.workers import Live
@@ -84,3 +85,42 @@ def test_table_check_refuses_limited_without_buckets():
     table.ptr.limited = 1
     with pytest.raises(ConfigError, match=r"^table: .*\(limited\)"):
         table.check()
+
+
+def test_table_from_a_previous_one_keeps_rows_and_answers_as_a_fresh_one():
+    """A reload's table (previous=) reuses the compiled rows of the very
+    Chain objects the last table had, compiles the others, gives each
+    table its own rate-limit state, and answers every probe exactly as a
+    table built from scratch (random chains and probes, fixed seed)."""
+    import dataclasses
+    import random
+    from probes import random_chains, random_probe
+    rng = random.Random(21)
+    compared = 0
+    for _ in range(20):
+        old_chains = random_chains(rng)
+        old = chaintable.Table(old_chains, config.Limits(), 2)
+        changed = rng.randrange(len(old_chains))
+        new_chains = list(old_chains)
+        # The same prefix told otherwise (a new Chain object), or gone.
+        if rng.random() < 0.7:
+            was = old_chains[changed]
+            new_chains[changed] = dataclasses.replace(
+                was, reply_ttl=rng.choice([t for t in (3, 64, 200) if t != was.reply_ttl]))
+        else:
+            del new_chains[changed]
+        new = chaintable.Table(new_chains, config.Limits(), 2, previous=old)
+        fresh = chaintable.Table(new_chains, config.Limits(), 2)
+        for i, chain in enumerate(new.chains):
+            slot = new.ptr.chains[i]
+            j = old.chains.index(chain) if any(c is chain for c in old.chains) else None
+            if j is not None and chain.has_extensions:
+                assert slot.hops == old.ptr.chains[j].hops  # kept: the same memory
+            if chain.has_timing:
+                assert slot.hop_tat != (old.ptr.chains[j].hop_tat if j is not None
+                                        else ffi.NULL)
+        for _ in range(60):
+            packet = random_probe(rng, new_chains)
+            assert chaintable.reply(packet, new) == chaintable.reply(packet, fresh)
+        compared += 1
+    assert compared == 20

@@ -675,3 +675,102 @@ def test_config_routing_refuses(in_tmp, text, message):
 def test_config_merge_keeps_the_files_routing(in_tmp):
     file = config.load(write(in_tmp, "[daemon]\nroute_protocol = 200\n"))
     assert config.merge(config.Config(), file).daemon.route_protocol == 200
+
+
+# --- a reload keeps what did not change (config.Memo) ---------------------------
+
+MEMO = """\
+[[chain]]
+address = "192.0.2.1/27"
+story = "a.txt"
+
+[[chain]]
+address = "2001:db8::1/64"
+story = "b.txt"
+
+[[chain]]
+address = "198.51.100.1/28"
+hops = ["inline.one", "inline.two"]
+"""
+
+
+def memo_files(tmp_path: Path) -> Path:
+    (tmp_path / "a.txt").write_text("a-one\na-two\n")
+    (tmp_path / "b.txt").write_text("b-one\nb-two\n")
+    path = tmp_path / "rc.toml"
+    path.write_text(MEMO)
+    return path
+
+
+def test_memo_keeps_the_chains_that_did_not_change(tmp_path):
+    """One chain's address changed: the others are the same objects, the
+    changed one is built anew, and the result equals a load from scratch."""
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    first = config.load(path, memo)
+    path.write_text(MEMO.replace("2001:db8::1/64", "2001:db8::2/64"))
+    second = config.load(path, memo)
+    assert second.chains[0] is first.chains[0]
+    assert second.chains[1] is not first.chains[1]
+    assert str(second.chains[1].interface) == "2001:db8::2/64"
+    assert second.chains[1].hops is first.chains[1].hops  # b.txt's Story kept
+    assert second.chains[2] is not first.chains[2]        # inline hops: built again
+    assert second == config.load(path)
+
+
+def test_memo_sees_a_story_edited_within_the_same_second(tmp_path):
+    """Same size, same mtime (set back): the bytes differ, so the story is
+    read again, and every chain telling it tells the new one."""
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    first = config.load(path, memo)
+    story = tmp_path / "a.txt"
+    stat = story.stat()
+    story.write_text("a-ONE\na-two\n")
+    os.utime(story, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = config.load(path, memo)
+    assert [h.name for h in second.chains[0].hops] == ["a-ONE", "a-two"]
+    assert [h.name for h in first.chains[0].hops] == ["a-one", "a-two"]
+    assert second.chains[1] is first.chains[1]
+
+
+def test_memo_moved_chain_gets_its_new_line(tmp_path):
+    """A chain unchanged but moved down a line is checked again: its
+    `where` names the line it is on now."""
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    first = config.load(path, memo)
+    path.write_text("\n" + MEMO)
+    second = config.load(path, memo)
+    assert first.chains[0].where.endswith(":1") and second.chains[0].where.endswith(":2")
+    assert second == config.load(path)
+
+
+def test_memo_survives_a_refused_load(tmp_path):
+    """A load that fails keeps nothing of its own: the next one still
+    keeps what the last good load made."""
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    first = config.load(path, memo)
+    path.write_text(MEMO.replace('story = "b.txt"', 'story = "missing.txt"'))
+    with pytest.raises(ConfigError, match="missing.txt"):
+        config.load(path, memo)
+    path.write_text(MEMO)
+    again = config.load(path, memo)
+    assert again.chains[:2] == first.chains[:2]
+    assert again.chains[0] is first.chains[0] and again.chains[1] is first.chains[1]
+
+
+def test_memo_reads_an_unchanged_file_without_locating_its_lines_again(tmp_path, monkeypatch):
+    """The same text: no second shape check or line scan, and the same
+    Config; one byte more and both run again."""
+    from routechain import tomlpos
+    path = memo_files(tmp_path)
+    memo = config.Memo()
+    scans = []
+    real = tomlpos.Locator
+    monkeypatch.setattr(tomlpos, "Locator", lambda text: scans.append(text) or real(text))
+    first = config.load(path, memo)
+    assert config.load(path, memo) == first and len(scans) == 1
+    path.write_text(MEMO + "\n")
+    assert config.load(path, memo) == first and len(scans) == 2

@@ -347,3 +347,51 @@ def test_moving_the_only_ipv4_host_keeps_the_routes(tmp_path):
         assert hops(net, "198.18.0.11") == ["192.0.2.1", "198.18.0.10", "198.18.0.11"]
         assert "repaired" not in daemon.output(), daemon.output()
         assert repairs_logged(daemon) == 0, daemon.output()
+
+
+def global_addresses(net: TestNet) -> list[str]:
+    """The TUN's addresses as iproute2 lists them, less the kernel's own
+    IPv6 link-local one."""
+    return re.findall(r"inet6? (\S+)", "\n".join(
+        line for line in tun_addresses(net).splitlines() if "fe80:" not in line))
+
+
+def test_assign_route_takes_the_prefix_routes_alone_and_switches_at_reload(tmp_path):
+    """[daemon] assign = "route": no address on the TUN (iproute2 says so),
+    each chain's prefix route with our protocol, and a traceroute from the
+    client through the chain as with addresses; the host address itself
+    is answered as what lies below hop 1 (Destination Unreachable from
+    hop 1). A reload to "address" adds the addresses, and back to "route"
+    removes them, the routes staying throughout."""
+    config = tmp_path / "rc.toml"
+    body = f'[[chain]]\naddress = "{CHAIN4}"\n\n[[chain]]\naddress = "{CHAIN6}"\n'
+    config.write_text('[daemon]\nassign = "route"\n\n' + body)
+    with TestNet.create("da") as net:
+        setup_foreign(net)
+        before = foreign(net)
+        with Daemon(net, "--config", str(config)) as daemon:
+            daemon.wait_for("READY=1")
+            assert global_addresses(net) == []
+            routes = net.run(net.router, "ip", "route", "show", "dev", "route-chain").stdout
+            assert "198.18.0.0/24 proto 151" in routes, routes
+            routes6 = net.run(net.router, "ip", "-6", "route", "show", "dev",
+                              "route-chain").stdout
+            assert "2001:db8::/64 proto 151" in routes6, routes6
+            assert hops(net, "198.18.0.4") == ["192.0.2.1", "198.18.0.2", "198.18.0.3",
+                                               "198.18.0.4"]
+            assert hops(net, "2001:db8::3", six=True) == ["2001:db8:ff::1", "2001:db8::2",
+                                                          "2001:db8::3"]
+            ping = net.run(net.client, "ping", "-c", "1", "-W", "2", "198.18.0.1",
+                           check=False).stdout
+            assert "From 198.18.0.2" in ping and "Unreachable" in ping, ping
+            config.write_text(body)  # assign back to its default, "address"
+            daemon.reload()
+            assert global_addresses(net) == ["198.18.0.1/24", "2001:db8::1/64"]
+            config.write_text('[daemon]\nassign = "route"\n\n' + body)
+            daemon.reload()
+            assert global_addresses(net) == []
+            assert "198.18.0.0/24 proto 151" in net.run(
+                net.router, "ip", "route", "show", "dev", "route-chain").stdout
+            assert hops(net, "198.18.0.3") == ["192.0.2.1", "198.18.0.2", "198.18.0.3"]
+            assert daemon.stop() == 0, daemon.output()
+        assert foreign(net) == before

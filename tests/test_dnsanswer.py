@@ -179,6 +179,36 @@ def test_dnsanswer_index_of_drafts_answers_as_index_of_zones(monkeypatch, loaded
     assert len(ready) == min(4, loaded_max)
 
 
+def test_dnsanswer_index_from_a_previous_one_remakes_only_changed_zones():
+    """A reload's Index (previous=): the zones whose drafts are the same
+    records (the same Chain objects) keep their entries and what was made
+    ready; the zone of the changed chain is made again and answers its new
+    names, as an Index built from scratch does."""
+    zone6 = "0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+    HOP1_6, HOP2_6 = ("2." + "0." * 15 + zone6), ("3." + "0." * 15 + zone6)
+    old_index = dnsanswer.Index(zone.drafts(CONFIG, now=NOW))
+    for name in ("2.100.51.198.in-addr.arpa", HOP1_6):
+        assert ask(old_index, name)[1] == "rcode:NOERROR"
+    changed = Chain(parse_prefix("2001:db8:5::1/64"), (Hop(name="Uno"), Hop(name="Dos")),
+                    where="t")
+    config = Config(chains=CONFIG.chains[:2] + (changed,), dns=CONFIG.dns)
+    new_index = dnsanswer.Index(zone.drafts(config, now=NOW), previous=old_index)
+    old_entries, new_entries = old_index._zones.entries, new_index._zones.entries
+    assert old_entries.keys() == new_entries.keys()
+    kept = {k for k in new_entries if new_entries[k] is old_entries[k]}
+    assert len(kept) == len(new_entries) - 1
+    v4 = dnsanswer._key(dns.name.from_text("100.51.198.in-addr.arpa"))
+    assert v4 in kept and new_entries[v4].loaded is not None  # made ready before: still
+    assert [e for e in new_index._zones._ready] == [new_entries[v4]]
+    fresh = dnsanswer.Index(zone.drafts(config, now=NOW))
+    for name in ("2.100.51.198.in-addr.arpa", HOP1_6,
+                 HOP2_6, "34.2.0.192.in-addr.arpa"):
+        got, want = ask(new_index, name), ask(fresh, name)
+        assert got[1] == want[1] and got[0].answer == want[0].answer, name
+    assert ask(new_index, HOP1_6)[0].answer[0][0] \
+        .target.to_text() == "Uno."
+
+
 def test_dnsanswer_truncates_over_udp_only(index):
     big, _, wire = ask(index, "100.51.198.in-addr.arpa", "NS")
     assert big.flags & dns.flags.TC and not big.answer and len(wire) <= 512

@@ -159,6 +159,12 @@ CASES = [
     ("an extra route that is a chain's own: one route",
      [A6], [("2001:db8::/64", None, 1024)], state([A6]), owned(),
      [f"AddRoute {K6}"], [], [A6]),
+    ("the last IPv4 chain leaves: the kernel flushes the IPv4 routes with its address, "
+     "so the extra IPv4 route that stays is added again after",
+     [A6], [R4], state([A4, A6], routes=[net(A4), net(A6), R4]),
+     owned([A4, A6], [net(A4), net(A6), R4]),
+     ["DeleteRoute 198.18.0.0/24 metric 0", f"DeleteAddress {A4}",
+      "AddRoute 198.19.128.0/17 table 100 metric 0"], [], [A6]),
     ("the kernel's IPv6 metric: a route given none is the one stored with 1024",
      [], [("2001:db8:1::/48", None, 0)], state(routes=[R6]), owned(routes=[R6]),
      [], [], []),
@@ -199,6 +205,30 @@ def test_plan_chain_routes_take_the_configured_table_and_metric(table, metric, w
     got = plan(Desired((chain(A4), chain(A6)), (), table, metric), state([A4, A6]), owned())
     assert [shown(a) for a in got.actions] == want
     assert {a.route.where for a in got.actions} == {f"rc.toml:{A4}", f"rc.toml:{A6}"}
+
+
+K4 = "198.18.0.0/24 metric 0"
+K6_ = "2001:db8::/64 metric 1024"
+
+
+@pytest.mark.parametrize("case, st, ours, actions, kept", [
+    ("nothing there: the routes alone, no address",
+     state(), owned(), [f"AddRoute {K4}", f"AddRoute {K6_}"], [A4, A6]),
+    ("switched from address: the routes stay, our addresses go after them",
+     state([A4, A6], routes=[net(A4), net(A6)]), owned([A4, A6], [net(A4), net(A6)]),
+     # The kernel flushes the IPv4 routes with the link's last IPv4 address.
+     [f"DeleteAddress {A4}", f"DeleteAddress {A6}", f"AddRoute {K4}"], [A4, A6]),
+    ("the host address on another interface is no one's concern: no refusal",
+     state(elsewhere={A4: "lo"}), owned(), [f"AddRoute {K4}", f"AddRoute {K6_}"], [A4, A6]),
+    ("an address of the chain that is not ours is left alone",
+     state([A4], routes=[net(A4), net(A6)]), owned(routes=[net(A4), net(A6)]), [], [A4, A6]),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_plan_assign_route_takes_prefix_routes_alone(case, st, ours, actions, kept):
+    """[daemon] assign = "route": a chain is its prefix route, and no address."""
+    got = plan(Desired((chain(A4), chain(A6)), (), addresses=False), st, ours)
+    assert [shown(a) for a in got.actions] == actions
+    assert got.refusals == ()
+    assert [str(c.interface) for c in got.chains] == kept
 
 
 def test_plan_is_the_same_every_time():

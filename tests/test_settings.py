@@ -18,6 +18,7 @@ SHARED = [s for s in settings.SETTINGS if s.flag]
 # Text values for the string settings: some good, some bad.
 TEXTS = {
     ("daemon", "interface"): ["rc0", "a/b", "x" * 15, "x" * 16, "", "a b", ".."],
+    ("daemon", "assign"): ["address", "route", "Route", "", "addresses"],
     ("route", "prefix"): ["2001:db8::/48", "198.19.0.0/16", "198.19.0.1/16", "banana",
                           "0.0.0.0/0", "::/0", "10.0.0.0/8"],
 }
@@ -160,7 +161,7 @@ WALK = [
     ({"daemon": {"interface": "a/b"}}, "f.toml:daemon.interface: bad interface name 'a/b': "
                                        "1 to 15 bytes, no '/' or white space"),
     ({"daemon": {"colour": "red"}}, "f.toml:daemon.colour: unknown key 'colour' in [daemon]: "
-                                    "expected one of interface, mtu, proxy_uplinks, queues, "
+                                    "expected one of assign, interface, mtu, proxy_uplinks, queues, "
                                     "route_metric, route_protocol, route_table, txqueuelen"),
     ({"deamon": {}}, "f.toml:deamon: unknown table or key 'deamon': expected one of chain, "
                      "daemon, dns, dnssec, limits, metrics, registry, route, secondary, tsig"),

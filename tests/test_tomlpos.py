@@ -133,3 +133,27 @@ def test_tomlpos_time_is_linear(unit):
         a, b = _seconds(fn, small), _seconds(fn, large)
         assert b < max(16 * a, 0.05), (fn, a, b)
         assert b < 2.0, (fn, b)
+
+
+def test_string_end_of_a_one_line_string_matches_a_char_by_char_reading():
+    """_string_end's regular expressions against the obvious loop: up to
+    the closing quote or the line's end, a backslash in a basic string
+    taking the next character along (random texts, fixed seed)."""
+    import random
+    from routechain.tomlpos import _string_end
+
+    def reference(text: str, i: int) -> int:
+        quote, j = text[i], i + 1
+        while j < len(text) and text[j] not in (quote, "\n"):
+            j += 2 if quote == '"' and text[j] == "\\" else 1
+        return min(j + 1, len(text)) if j < len(text) and text[j] == quote else j
+
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(20000):
+        text = "".join(rng.choice("ab\"'\\\n") for _ in range(rng.randint(1, 12)))
+        for i, c in enumerate(text):
+            if c in "\"'" and not text.startswith(c * 3, i):
+                assert _string_end(text, i) == reference(text, i), (text, i)
+                checked += 1
+    assert checked > 10000
