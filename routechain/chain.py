@@ -266,9 +266,7 @@ class Chain:
     @cached_property
     def has_delay(self) -> bool:
         """Any reply of the chain waits: a delay, step, slow hop or jitter."""
-        def waits(p: Props) -> bool:
-            return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us)
-        return waits(self.defaults) or any(waits(h.props) for h in self._routers())
+        return waits(self.defaults) or StoryFacts.of(self.hops).waits
 
     @cached_property
     def has_extensions(self) -> bool:
@@ -281,6 +279,11 @@ def timed(p: Props) -> bool:
     """Whether properties delay, jitter, lose or rate-limit replies."""
     return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us
                 or p.loss or p.rate)
+
+
+def waits(p: Props) -> bool:
+    """Whether properties make replies wait: a delay, step, slow hop or jitter."""
+    return bool((p.delay and p.delay.us) or p.step_us or p.slow_us or p.jitter_us)
 
 
 def extended(p: Props) -> bool:
@@ -302,7 +305,7 @@ class StoryFacts:
     """What a story's hops say whichever chain tells them, worked out once
     per hops tuple (chains telling one story share it: config.Stories reads
     each file once, and a reload keeps an unchanged file's Story): whether
-    any router is timed or changes its replies, whether any hop has '+'
+    any router is timed, makes its replies wait or changes them, whether any hop has '+'
     alternatives, whether any hop or alternative has a name to serve, and
     the families the hops were checked for (check_hops).
     Kept by identity, with the tuple itself so that its id is not reused,
@@ -311,11 +314,12 @@ class StoryFacts:
     MEMO = 4096
     _memo: dict[int, tuple[tuple[Hop, ...], "StoryFacts"]] = {}
 
-    __slots__ = ("timed", "extended", "alternatives", "named", "checked")
+    __slots__ = ("timed", "waits", "extended", "alternatives", "named", "checked")
 
     def __init__(self, hops: tuple[Hop, ...]) -> None:
         every = list(routers(hops))
         self.timed = any(timed(h.props) for h in every)
+        self.waits = any(waits(h.props) for h in every)
         self.extended = any(extended(h.props) for h in every)
         self.alternatives = any(h.alternatives for h in hops)
         # A PTR to serve: a hop or '+' alternative with a name, not silent.
