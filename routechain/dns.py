@@ -44,6 +44,10 @@ import traceback
 from collections.abc import Iterable
 
 from . import notify, rrl, xfr
+try:
+    from . import dnsfast
+except ImportError:  # no C core (a source tree on PYTHONPATH): Python answers all
+    dnsfast = None
 from .dnsanswer import ERRORS, OUTCOMES, PAYLOAD_MAX, SIGNED, Index, truncated
 from .errors import SetupError
 from .settings import DnsSettings
@@ -62,6 +66,20 @@ _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 # Rate limited as errors (rrl.py): error rcodes, refused transfers, bad TSIG.
 _ERRORS = ERRORS | {c for c in xfr.COUNTERS if c.startswith(("xfr_refused:", "tsig:bad"))}
+
+_KIND_OUTCOME = ({kind: outcome for outcome, kind in dnsfast.OUTCOME_KIND.items()}
+                 if dnsfast is not None else {})
+
+
+def _limiter(settings: DnsSettings):
+    """RRL in C (dnsfast.Limiter), shared by the fast path and Python's;
+    rrl.RateLimiter, the reference, when there is no C core."""
+    return dnsfast.Limiter(settings) if dnsfast is not None else rrl.RateLimiter(settings)
+
+
+def _client_key(host: str):
+    """A client's RRL key, as _limiter()'s limiter takes it."""
+    return dnsfast.client_key(host) if dnsfast is not None else rrl.prefix(host)
 
 COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_connections",
             "drop:ratelimited", "drop:tcp_limit", "drop:tcp_timeout", "drop:tcp_unsent",
@@ -97,8 +115,11 @@ class Server:
         self._stop_resign = threading.Event()
         self._resign_wake = threading.Event()
         self._listen = tuple(listen)
-        self._rrl = rrl.RateLimiter(settings)
+        self._rrl = _limiter(settings)
         self._settings = settings
+        # The fast path's answers (of self.index) and its UDP loops.
+        self._table = dnsfast.Table() if dnsfast is not None else None
+        self._udp_loops: list = []
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,7 +192,7 @@ class Server:
         self._send_notify(versions)
         if settings is not None:
             if not self._rrl.same(settings):
-                self._rrl = rrl.RateLimiter(settings)
+                self._rrl = _limiter(settings)
             self._settings = settings
 
     def _serve(self, zones: Iterable[Zone | Draft], resign: frozenset = frozenset()) -> None:
@@ -294,12 +315,32 @@ class Server:
         self.stop()
 
     def counters(self) -> dict[str, int]:
-        """A snapshot of every count, by flat name."""
-        return dict(self._counts)
+        """A snapshot of every count, by flat name: Python's and the fast
+        path's together (a query the fast path answered or limited counts
+        as one of "queries" and of its rcode or drop, as in Python; what it
+        passed on, Python counts), and the fast path's own ("fast:...")."""
+        counts = dict(self._counts)
+        if self._table is None:
+            return counts
+        fast = dict.fromkeys(("fast:received", "fast:sent", *dnsfast.KIND_NAMES.values()), 0)
+        for loop in list(self._udp_loops):
+            for name, value in loop.stats().items():
+                fast[name] += value
+        passed = fast["fast:passed_miss"] + fast["fast:passed_other"] + fast["fast:passed_big"]
+        counts["queries"] += fast["fast:received"] - passed
+        for rcode in ("NOERROR", "NXDOMAIN", "REFUSED"):
+            counts[f"rcode:{rcode}"] += fast[f"fast:{rcode}"]
+        counts["drop:ratelimited"] += fast["fast:ratelimited"]
+        counts["slipped"] += fast["fast:slipped"]
+        counts["truncated"] += fast["fast:slipped"]
+        counts.update(fast)
+        counts["fast:answers"] = len(self._table)
+        counts["fast:table_resets"] = self._table.resets
+        return counts
 
     def summary(self) -> str:
         """The counts that are not zero, short, for STATUS= and the log."""
-        c = self._counts
+        c = self.counters()
         text = f"{c['queries']} queries"
         transfers = sum(v for k, v in c.items() if k.startswith("xfr:"))
         refused = sum(v for k, v in c.items() if k.startswith("xfr_refused:"))
@@ -314,7 +355,7 @@ class Server:
         return text
 
     def detail(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self._counts.items() if v) or "nothing yet"
+        return ", ".join(f"{k}={v}" for k, v in self.counters().items() if v) or "nothing yet"
 
     def _bind(self, kind: int, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -363,7 +404,11 @@ class Server:
         try:
             for sock in self._sockets:
                 if sock.type == socket.SOCK_DGRAM:
-                    self._loop.add_reader(sock.fileno(), self._on_udp, sock)
+                    fast = None
+                    if dnsfast is not None:
+                        fast = dnsfast.UdpLoop(sock.fileno())
+                        self._udp_loops.append(fast)
+                    self._loop.add_reader(sock.fileno(), self._on_udp, sock, fast)
                 else:
                     servers.append(await asyncio.start_server(
                         self._on_tcp, sock=sock, limit=_READ_LIMIT, backlog=128))
@@ -392,8 +437,37 @@ class Server:
             log.error("DNS: internal error while answering (counted; logged once):\n%s",
                       "".join(traceback.format_exception(exc)).rstrip())
 
-    def _on_udp(self, sock: socket.socket) -> None:
-        counts, index, limiter = self._counts, self.index, self._rrl
+    def _table_of(self, index: Index):
+        """The fast path's table, holding answers of `index` only: cleared
+        here, in the serving thread, the first time a new Index (a reload,
+        re-signing) is seen, before any query is answered from either."""
+        table = self._table
+        if table.owner is not index:
+            table.clear(index)
+        return table
+
+    def _on_udp(self, sock: socket.socket, fast) -> None:
+        if fast is None or not self._settings.fast_path:
+            return self._on_udp_python(sock)
+        index = self.index
+        table, limiter = self._table_of(index), self._rrl
+        while True:
+            # With the GIL released: answers every query it has an answer
+            # for; keeps the others (at most a batch) for the slow path.
+            kept, drained = fast.run(table, limiter)
+            if kept:
+                now = time.monotonic()
+                for i in range(kept):
+                    wire, client = fast.pending(i)
+                    reply = self._answer_udp(wire, client, index, limiter, now, table)
+                    if reply is not None:
+                        fast.reply(i, reply)
+            if drained or not kept:
+                return  # the socket is empty, or the budget spent: the others' turn
+
+    def _on_udp_python(self, sock: socket.socket) -> None:
+        """Every query answered in Python ([dns] fast_path = false)."""
+        index, limiter = self.index, self._rrl
         now = time.monotonic()
         for _ in range(UDP_BATCH):
             try:
@@ -402,38 +476,47 @@ class Server:
                 return
             except OSError:
                 return
-            counts["queries"] += 1
-            try:
-                reply, outcome = index.answer(wire, True)
-                if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
-                    # RFC 5936 4.2: transfers over TCP only.
-                    reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"
-                elif outcome == SIGNED:
-                    reply, outcome = xfr.signed_answer(wire, True, self._transfers,
-                                                       index.answer)
-                if reply is not None:
-                    verdict = limiter.check(rrl.prefix(peer[0]), outcome in _ERRORS, now)
-                    if verdict == rrl.DROP:
-                        counts["drop:ratelimited"] += 1
-                        continue
-                    if verdict == rrl.SLIP:
-                        reply = truncated(reply, wire)
-                        if reply is None:
-                            counts["drop:ratelimited"] += 1
-                            continue
-                        counts["slipped"] += 1
-            except Exception as e:  # a bug must not take DNS down: count and log it
-                self._internal_error(e)
-                continue
-            counts[outcome] += 1
+            reply = self._answer_udp(wire, _client_key(peer[0]), index, limiter, now, None)
             if reply is None:
                 continue
-            if reply[2] & 0x02:
-                counts["truncated"] += 1
             try:
                 sock.sendto(reply, peer)
             except OSError:
                 pass  # a peer gone or a full socket buffer: as if lost on the way
+
+    def _answer_udp(self, wire: bytes, client, index: Index, limiter, now: float,
+                    table) -> bytes | None:
+        """The reply to one datagram, rate limited, counted; with `table`,
+        a plain answer is published there for the fast path."""
+        counts = self._counts
+        counts["queries"] += 1
+        try:
+            reply, outcome = index.answer(wire, True)
+            if outcome in (SIGNED, "rcode:REFUSED") and xfr.is_transfer(wire):
+                # RFC 5936 4.2: transfers over TCP only.
+                reply, outcome = xfr.refuse_udp(wire, self._transfers), "xfr_refused:udp"
+            elif outcome == SIGNED:
+                reply, outcome = xfr.signed_answer(wire, True, self._transfers, index.answer)
+            elif table is not None and reply is not None:
+                table.put(wire, reply, outcome)  # refused unless plain: dnsfast.c
+            if reply is not None:
+                verdict = limiter.check(client, outcome in _ERRORS, now)
+                if verdict == rrl.DROP:
+                    counts["drop:ratelimited"] += 1
+                    return None
+                if verdict == rrl.SLIP:
+                    reply = truncated(reply, wire)
+                    if reply is None:
+                        counts["drop:ratelimited"] += 1
+                        return None
+                    counts["slipped"] += 1
+        except Exception as e:  # a bug must not take DNS down: count and log it
+            self._internal_error(e)
+            return None
+        counts[outcome] += 1
+        if reply is not None and reply[2] & 0x02:
+            counts["truncated"] += 1
+        return reply
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         counts, limits = self._counts, self._settings
@@ -489,10 +572,7 @@ class Server:
                     return
                 continue
             try:
-                reply, outcome = self.index.answer(wire, False)
-                if outcome == SIGNED:
-                    reply, outcome = xfr.signed_answer(wire, False, self._transfers,
-                                                       self.index.answer)
+                reply, outcome = self._answer_tcp(wire)
             except Exception as e:
                 self._internal_error(e)
                 continue
@@ -510,6 +590,24 @@ class Server:
                     return
             else:
                 await asyncio.sleep(0)  # one answer per turn: the others' turn
+
+    def _answer_tcp(self, wire: bytes) -> tuple[bytes | None, str]:
+        """The reply to one query over TCP: from the fast path's table when
+        it has it, else from the Index (and published there when plain)."""
+        index = self.index
+        if self._table is None or not self._settings.fast_path:
+            table = None
+        else:
+            table = self._table_of(index)
+            reply, kind = table.answer(wire, False)
+            if reply is not None:
+                return reply, _KIND_OUTCOME[kind]
+        reply, outcome = index.answer(wire, False)
+        if outcome == SIGNED:
+            return xfr.signed_answer(wire, False, self._transfers, index.answer)
+        if table is not None and reply is not None:
+            table.put(wire, reply, outcome)
+        return reply, outcome
 
     async def _transfer(self, wire: bytes, host: str, writer: asyncio.StreamWriter) -> bool:
         """Stream one zone transfer from the versions in force now, a

@@ -1,0 +1,111 @@
+/* The DNS fast path's C API (dnsfast.c): a table of prepared answers, the
+ * response rate limiter, and the UDP loop that answers from them with the
+ * GIL released. cffi parses this file as it stands (routechain/_build.py):
+ * plain declarations only, no include guards, no macros, no includes. C
+ * files include <stdint.h> and <stddef.h> before it.
+ *
+ * Every function here is called from one thread, the DNS server's
+ * (routechain/dns.py): the table and the limiter have one writer and one
+ * reader, the same one, so a reload that clears the table between two
+ * calls is atomic to every query. Only the counters are read from other
+ * threads (relaxed atomics). */
+
+/* How a query met the fast path, for the counters (rc_dns_stats.kinds). */
+enum rc_dns_kind {
+    RC_DNS_NOERROR = 0,      /* answered from the table: NOERROR */
+    RC_DNS_NXDOMAIN,         /* answered from the table: NXDOMAIN */
+    RC_DNS_REFUSED,          /* answered from the table: REFUSED (outside every zone) */
+    RC_DNS_PASS_MISS,        /* plain, not in the table yet: Python answers it */
+    RC_DNS_PASS_OTHER,       /* not plain (opcode, flags, EDNS options, type...): Python */
+    RC_DNS_PASS_BIG,         /* in the table, larger than the client takes: Python truncates */
+    RC_DNS_RATE_DROP,        /* answer limited and not sent */
+    RC_DNS_RATE_SLIP,        /* answer limited and sent truncated (TC) */
+    RC_DNS_SEND_ERROR,       /* sendmmsg refused it: as if lost on the way */
+    RC_DNS_KIND_COUNT
+};
+
+/* Why rc_dns_table_put() refused an answer (returned negated), or 0. */
+enum rc_dns_put {
+    RC_DNS_PUT_OK = 0,
+    RC_DNS_PUT_NOT_PLAIN,    /* the query is not one the fast path would look up */
+    RC_DNS_PUT_NOT_ANSWER,   /* the reply is not this query's whole answer */
+    RC_DNS_PUT_TOO_BIG,      /* the answer is longer than RC_DNS_ANSWER_MAX */
+    RC_DNS_PUT_CROWDED       /* too many keys share its hash run: not stored */
+};
+
+enum rc_dns_limits {
+    RC_DNS_BATCH = 32,       /* datagrams per recvmmsg/sendmmsg */
+    RC_DNS_QUERY_MAX = 65535,/* a datagram read whole, as Python's recvfrom(65535) */
+    RC_DNS_ANSWER_MAX = 4096,/* longest answer kept: far above any plain PTR's */
+    RC_DNS_REPLY_MAX = 4400  /* a composed reply: answer + the query's question */
+};
+
+/* Counters of one UDP loop: written only by its thread, read by anyone. */
+struct rc_dns_stats {
+    uint64_t received;       /* datagrams read */
+    uint64_t kinds[16];      /* by enum rc_dns_kind */
+    uint64_t sent;           /* replies the loop sent itself */
+};
+
+struct rc_dns_table;         /* csrc/dnsfast.c; memory laid out by rc_dns_table_init */
+struct rc_dns_rrl;
+struct rc_dns_udp;
+
+/* The table of prepared answers: up to `entries` answers, `arena` bytes of
+ * names and answers together; when either is full the next put clears it
+ * (bounded as dnsanswer.Index's memo is; the next misses fill it again),
+ * counted in rc_dns_table_resets(). */
+size_t rc_dns_table_bytes(uint32_t entries, uint32_t arena);
+struct rc_dns_table *rc_dns_table_init(void *mem, uint32_t entries, uint32_t arena,
+                                       uint64_t salt);
+void rc_dns_table_clear(struct rc_dns_table *t);
+uint32_t rc_dns_table_count(const struct rc_dns_table *t);
+uint64_t rc_dns_table_resets(const struct rc_dns_table *t);
+
+/* Publish reply as the answer to every query that asks what `query` asks
+ * (the same lower-case name, type and EDNS/DO state): 0, or
+ * -(enum rc_dns_put). `outcome` is an enum rc_dns_kind, one of the three
+ * answers. */
+int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
+                     const uint8_t *reply, size_t rlen, int outcome);
+
+/* The reply to query from the table, into out (cap bytes), as the slow path
+ * gives it, for UDP (udp: the client's size limit) or TCP: its length;
+ * 0 if the fast path does not answer it, with *kind saying why (a pass
+ * kind) or, when answered, which answer it is. */
+size_t rc_dns_answer(const struct rc_dns_table *t, const uint8_t *query, size_t qlen,
+                     int udp, uint8_t *out, size_t cap, int *kind);
+
+/* RRL, as routechain/rrl.py's RateLimiter (the reference this is held
+ * equal to): a bucket per (client prefix, answer or error), at most
+ * table_max of them. Keys: rc_dns_client_key(). */
+size_t rc_dns_rrl_bytes(uint32_t table_max);
+struct rc_dns_rrl *rc_dns_rrl_init(void *mem, uint32_t table_max, double rate, double errors,
+                                   uint32_t slip, uint64_t salt);
+/* 0 send, 1 drop, 2 slip: rrl.SEND, DROP, SLIP. */
+int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double now);
+uint32_t rc_dns_rrl_count(const struct rc_dns_rrl *r);
+
+/* A client's RRL key from its address bytes (4: IPv4, 16: IPv6): its /24
+ * or /56, as rrl.prefix() cuts it. */
+uint64_t rc_dns_client_key(const uint8_t *addr, size_t len);
+
+/* One UDP socket's loop state and buffers (laid out over mem). */
+size_t rc_dns_udp_bytes(void);
+struct rc_dns_udp *rc_dns_udp_init(void *mem, int fd);
+
+/* Read and answer what the socket holds, with the GIL released: every
+ * datagram the table answers is answered (rate limited by rrl, NULL for
+ * none), the others are kept for Python. Returns how many are kept
+ * (rc_dns_udp_pending): after at most one batch with any, or when the
+ * socket is empty (*drained set), or after `budget` datagrams. */
+int rc_dns_udp_run(struct rc_dns_udp *u, const struct rc_dns_table *t, struct rc_dns_rrl *rrl,
+                   uint32_t budget, int *drained);
+
+/* The i-th datagram kept: its bytes (*len) and its sender's RRL key (*client). */
+const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, int i, size_t *len,
+                                  uint64_t *client);
+/* Send reply to the i-th kept datagram's sender: 0, or -errno. */
+int rc_dns_udp_reply(struct rc_dns_udp *u, int i, const uint8_t *reply, size_t len);
+
+void rc_dns_udp_read_stats(const struct rc_dns_udp *u, struct rc_dns_stats *out);

@@ -1,0 +1,161 @@
+"""The DNS fast path's Python side: owns the C memory of csrc/dnsfast.c (a
+table of prepared answers, the response rate limiter, one UDP loop per
+socket) and says in Python terms what the C decided. dns.py wires it in:
+
+- the UDP reader calls `UdpLoop.run()`, which reads and answers datagrams in
+  batches with the GIL released, answering every plain query whose answer
+  is in the `Table` and keeping the others for Python (`pending()`), which
+  answers them as before and `Table.put()`s the answer, so that the next
+  query of that name and type is a hit;
+- the `Table` belongs to one dnsanswer.Index: dns.py clears it when the
+  Index changes (reload, re-signing), in the thread that reads it, so no
+  query sees half of one and none sees the old zones' answers after;
+- `Limiter` is rrl.RateLimiter in C (rrl.py stays the reference it is held
+  equal to), shared by the fast path and Python's, so a client has one
+  pair of buckets however its queries are answered.
+
+Every function here is called from the DNS server's thread only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from ._core import ffi, lib
+from .dnsanswer import ANSWERS_MAX
+from .settings import DnsSettings
+
+__all__ = ["Table", "Limiter", "UdpLoop", "client_key", "OUTCOME_KIND", "KIND_NAMES"]
+
+# Bytes of answers (and their names) the table keeps: ANSWERS_MAX answers
+# of about 250 octets; past either bound it starts again.
+ARENA_BYTES = ANSWERS_MAX * 256
+UDP_BUDGET = 1024  # datagrams per turn of the loop: TCP gets its turn
+
+# An answer's outcome (dnsanswer's counter name) -> enum rc_dns_kind.
+OUTCOME_KIND = {"rcode:NOERROR": lib.RC_DNS_NOERROR, "rcode:NXDOMAIN": lib.RC_DNS_NXDOMAIN,
+                "rcode:REFUSED": lib.RC_DNS_REFUSED}
+# enum rc_dns_kind -> the counter name dns.py shows it under.
+KIND_NAMES = {
+    lib.RC_DNS_NOERROR: "fast:NOERROR", lib.RC_DNS_NXDOMAIN: "fast:NXDOMAIN",
+    lib.RC_DNS_REFUSED: "fast:REFUSED", lib.RC_DNS_PASS_MISS: "fast:passed_miss",
+    lib.RC_DNS_PASS_OTHER: "fast:passed_other", lib.RC_DNS_PASS_BIG: "fast:passed_big",
+    lib.RC_DNS_RATE_DROP: "fast:ratelimited", lib.RC_DNS_RATE_SLIP: "fast:slipped",
+    lib.RC_DNS_SEND_ERROR: "fast:send_errors",
+}
+_raw = ffi.new_allocator(should_clear_after_alloc=False)  # C lays each block out itself
+
+
+def _salt() -> int:
+    return int.from_bytes(os.urandom(8), "little")
+
+
+def client_key(host: str) -> int:
+    """The RRL key of an address's /24 or /56 (rrl.prefix's cut)."""
+    packed = ipaddress.ip_address(host.partition("%")[0]).packed
+    return lib.rc_dns_client_key(packed, len(packed))
+
+
+class Table:
+    """Prepared answers: put(query, reply, outcome) publishes the answer
+    the slow path gave to query for every query that asks the same;
+    answer(query, udp) is the fast path's reply, or None."""
+
+    def __init__(self, entries: int = ANSWERS_MAX, arena: int = ARENA_BYTES) -> None:
+        self._mem = _raw("uint8_t[]", lib.rc_dns_table_bytes(entries, arena))
+        self.c = lib.rc_dns_table_init(self._mem, entries, arena, _salt())
+        self.owner: object | None = None  # the Index whose answers it holds
+        self._out = ffi.new("uint8_t[]", lib.RC_DNS_REPLY_MAX)
+        self._kind = ffi.new("int *")
+
+    def clear(self, owner: object | None = None) -> None:
+        lib.rc_dns_table_clear(self.c)
+        self.owner = owner
+
+    def put(self, query: bytes, reply: bytes, outcome: str) -> int:
+        """0 if stored, else -(enum rc_dns_put)."""
+        kind = OUTCOME_KIND.get(outcome)
+        if kind is None:
+            return -lib.RC_DNS_PUT_NOT_ANSWER
+        return lib.rc_dns_table_put(self.c, query, len(query), reply, len(reply), kind)
+
+    def answer(self, query: bytes, udp: bool) -> tuple[bytes | None, int]:
+        """(reply or None, enum rc_dns_kind)."""
+        n = lib.rc_dns_answer(self.c, query, len(query), udp, self._out, lib.RC_DNS_REPLY_MAX,
+                              self._kind)
+        return (ffi.buffer(self._out, n)[:] if n else None), self._kind[0]
+
+    def __len__(self) -> int:
+        return lib.rc_dns_table_count(self.c)
+
+    @property
+    def resets(self) -> int:
+        """Times the table was cleared: reloads and a full table."""
+        return lib.rc_dns_table_resets(self.c)
+
+
+class Limiter:
+    """rrl.RateLimiter in C: check(client_key, error, now) -> rrl.SEND,
+    DROP or SLIP, by the [dns] rate_limit* settings."""
+
+    def __init__(self, settings: DnsSettings, table_max: int = 65536) -> None:
+        self.rate = settings.rate_limit
+        self.errors = settings.rate_limit_errors
+        self.slip = settings.rate_limit_slip
+        self._mem = _raw("uint8_t[]", lib.rc_dns_rrl_bytes(table_max))
+        self.c = lib.rc_dns_rrl_init(self._mem, table_max, float(self.rate), float(self.errors),
+                                     self.slip, _salt())
+
+    @property
+    def off(self) -> bool:
+        return self.rate <= 0 and self.errors <= 0
+
+    def check(self, client: int, error: bool, now: float) -> int:
+        return lib.rc_dns_rrl_check(self.c, client, error, now)
+
+    def same(self, settings: DnsSettings) -> bool:
+        """True if `settings` limit as this limiter does (a reload keeps its buckets)."""
+        return (self.rate, self.errors, self.slip) == (
+            settings.rate_limit, settings.rate_limit_errors, settings.rate_limit_slip)
+
+    def __len__(self) -> int:
+        return lib.rc_dns_rrl_count(self.c)
+
+
+class UdpLoop:
+    """The fast path of one UDP socket (non-blocking): run() answers what
+    it can and returns how many datagrams are left for Python; pending(i)
+    gives one (bytes, RRL key) and reply(i, bytes) answers it."""
+
+    def __init__(self, fileno: int) -> None:
+        self._mem = _raw("uint8_t[]", lib.rc_dns_udp_bytes())
+        self.c = lib.rc_dns_udp_init(self._mem, fileno)
+        self._drained = ffi.new("int *")
+        self._len = ffi.new("size_t *")
+        self._client = ffi.new("uint64_t *")
+        self._stats = ffi.new("struct rc_dns_stats *")
+
+    def run(self, table: Table, limiter: Limiter | None,
+            budget: int = UDP_BUDGET) -> tuple[int, bool]:
+        """(datagrams kept for Python, whether the socket ran dry)."""
+        rrl = ffi.NULL if limiter is None or limiter.off else limiter.c
+        n = lib.rc_dns_udp_run(self.c, table.c, rrl, budget, self._drained)
+        return n, bool(self._drained[0])
+
+    def pending(self, i: int) -> tuple[bytes, int]:
+        at = lib.rc_dns_udp_pending(self.c, i, self._len, self._client)
+        return ffi.buffer(at, self._len[0])[:], self._client[0]
+
+    def reply(self, i: int, wire: bytes) -> int:
+        """0, or -errno (a peer gone, a full buffer: as if lost on the way)."""
+        return lib.rc_dns_udp_reply(self.c, i, wire, len(wire))
+
+    def stats(self) -> dict[str, int]:
+        """Counters by name: "fast:received", "fast:sent" and KIND_NAMES."""
+        lib.rc_dns_udp_read_stats(self.c, self._stats)
+        s = self._stats
+        out = {"fast:received": s.received, "fast:sent": s.sent}
+        for kind, name in KIND_NAMES.items():
+            out[name] = s.kinds[kind]
+        return out
