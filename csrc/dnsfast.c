@@ -345,6 +345,30 @@ size_t rc_dns_answer(const struct rc_dns_table *t, const uint8_t *query, size_t 
     return answer_plain(t, query, &p, udp, out, cap, kind);
 }
 
+size_t rc_dns_tcp_answer(const struct rc_dns_table *t, const uint8_t *in, size_t len,
+                         size_t *used, uint8_t *out, size_t cap, uint64_t *counts)
+{
+    size_t at = 0, written = 0;
+
+    while (len - at >= 2) {
+        size_t size = (size_t)in[at] << 8 | in[at + 1];
+        if (size > len - at - 2 || cap - written < 2)
+            break;
+        int kind;
+        size_t n = rc_dns_answer(t, in + at + 2, size, 0, out + written + 2,
+                                 cap - written - 2, &kind);
+        if (n == 0)
+            break;
+        out[written] = (uint8_t)(n >> 8);
+        out[written + 1] = (uint8_t)n;
+        written += 2 + n;
+        at += 2 + size;
+        counts[kind]++;
+    }
+    *used = at;
+    return written;
+}
+
 /* The "slip" answer of RRL, made of a composed answer in place (as
  * dnsanswer.truncated() makes it): header with TC, the question, the OPT
  * when the query had one; never longer than the query. */

@@ -76,6 +76,15 @@ int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
 size_t rc_dns_answer(const struct rc_dns_table *t, const uint8_t *query, size_t qlen,
                      int udp, uint8_t *out, size_t cap, int *kind);
 
+/* Over TCP (RFC 7766 8: 2-octet length, then the message): the answers to
+ * the whole queries at the start of in (len bytes), in order, framed, into
+ * out (cap bytes), up to the first the table does not answer or the first
+ * whose answer does not fit: their length; *used says how many bytes of in
+ * they took, counts[kind] how many of each answer (RC_DNS_NOERROR..
+ * RC_DNS_REFUSED) it gave. */
+size_t rc_dns_tcp_answer(const struct rc_dns_table *t, const uint8_t *in, size_t len,
+                         size_t *used, uint8_t *out, size_t cap, uint64_t *counts);
+
 /* RRL, as routechain/rrl.py's RateLimiter (the reference this is held
  * equal to): a bucket per (client prefix, answer or error), at most
  * table_max of them. Keys: rc_dns_client_key(). */

@@ -31,6 +31,7 @@ __all__ = ["Table", "Limiter", "UdpLoop", "client_key", "OUTCOME_KIND", "KIND_NA
 # Bytes of answers (and their names) the table keeps: ANSWERS_MAX answers
 # of about 250 octets; past either bound it starts again.
 ARENA_BYTES = ANSWERS_MAX * 256
+STREAM_BYTES = 64 * 1024  # answers over TCP made in one call
 UDP_BUDGET = 1024  # datagrams per turn of the loop: TCP gets its turn
 
 # An answer's outcome (dnsanswer's counter name) -> enum rc_dns_kind.
@@ -68,6 +69,7 @@ class Table:
         self.owner: object | None = None  # the Index whose answers it holds
         self._out = ffi.new("uint8_t[]", lib.RC_DNS_REPLY_MAX)
         self._kind = ffi.new("int *")
+        self._stream = None  # made on the first TCP query
 
     def clear(self, owner: object | None = None) -> None:
         lib.rc_dns_table_clear(self.c)
@@ -85,6 +87,20 @@ class Table:
         n = lib.rc_dns_answer(self.c, query, len(query), udp, self._out, lib.RC_DNS_REPLY_MAX,
                               self._kind)
         return (ffi.buffer(self._out, n)[:] if n else None), self._kind[0]
+
+    def answer_stream(self, buf: bytes, at: int) -> tuple[bytes, int, list[int]]:
+        """The framed answers to the whole TCP queries at buf[at:] the table
+        answers, up to the first it does not: (answers, bytes of buf they
+        took, [NOERROR, NXDOMAIN, REFUSED] answers given)."""
+        if self._stream is None:
+            self._stream = ffi.new("uint8_t[]", STREAM_BYTES)
+            self._used = ffi.new("size_t *")
+            self._counts = ffi.new("uint64_t[3]")
+        counts = self._counts
+        counts[0] = counts[1] = counts[2] = 0
+        n = lib.rc_dns_tcp_answer(self.c, ffi.from_buffer("uint8_t[]", buf) + at, len(buf) - at, self._used,
+                                  self._stream, STREAM_BYTES, counts)
+        return ffi.buffer(self._stream, n)[:], self._used[0], list(counts)
 
     def __len__(self) -> int:
         return lib.rc_dns_table_count(self.c)

@@ -399,3 +399,28 @@ def test_dnsfast_server_rate_limits_a_flood_from_one_client():
     assert 20 <= full <= 20 + 20 * elapsed, (full, elapsed)  # a burst, then the refill
     assert slipped >= 1 and c["fast:slipped"] >= 1 and c["fast:ratelimited"] >= 1, c
     assert c["drop:ratelimited"] >= c["fast:ratelimited"] and c["slipped"] >= c["fast:slipped"]
+
+
+def test_dnsfast_server_pipelined_tcp_queries_answered_in_order():
+    """200 queries in one write (hits, misses, ANY, a malformed one): the
+    answers come back in order, each the Index's, counted once each."""
+    index = dnsanswer.Index(ZONES)
+    rng = random.Random(12)
+    first = [plain_query(rng) for _ in range(60)]
+    queries = first + [recased(rng, q) for q in first] + [
+        query_with(rdtype="ANY"), b"\x12\x34\x01\x00\x00\x01" + bytes(6)] + [recased(rng, q) for q in first + first[:18]]
+    with rdns.Server(ZONES, [("127.0.0.1", 0)], NO_RRL) as srv:
+        port = srv.addresses[0][1]
+        before = srv.counters()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"".join(struct.pack("!H", len(q)) + q for q in queries))
+            for q in queries:
+                size = struct.unpack("!H", s.recv(2, socket.MSG_WAITALL))[0]
+                reply = s.recv(size, socket.MSG_WAITALL)
+                expected = index.answer(q, False)[0]
+                assert dns.message.from_wire(reply) == dns.message.from_wire(expected)
+                assert reply[:12] == expected[:12]
+        after = srv.counters()
+    assert after["tcp_queries"] - before["tcp_queries"] == len(queries) == 200, {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    answered = sum(after[k] - before[k] for k in after if k.startswith("rcode:"))
+    assert answered == 200
