@@ -22,7 +22,13 @@
  * of the same key: the part after the question never depends on the
  * query's case (names there are pointers into the question, or the zone's).
  *
- * The table and the limiter have one thread (the DNS server's): no locks.
+ * The table has one writer at a time (Python serialises put and clear)
+ * and readers in other threads (a UDP loop each): a seqlock. A writer
+ * makes seq odd, changes the table, makes it even; a reader copies an
+ * answer out and keeps it only if seq was even and the same before and
+ * after, else the query goes to Python as a miss. What a reader takes
+ * from a slot before that check (offsets, lengths) is bounds-checked, so
+ * a torn slot can make a miss but never a read outside the table.
  * A key's hash is salted per start and a lookup probes at most PROBE_MAX
  * slots, so chosen names cannot make a lookup slow. */
 #include <errno.h>
@@ -32,7 +38,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dnsfast.h"
 
@@ -161,6 +169,7 @@ struct slot {
 };
 
 struct rc_dns_table {
+    uint64_t seq;            /* odd while a writer changes the table (a seqlock) */
     uint32_t mask;           /* slots - 1 */
     uint32_t count, entries_max;
     uint32_t used, arena_cap;
@@ -190,6 +199,8 @@ static uint64_t hash_key(const uint8_t *key, size_t len, uint64_t salt)
     return h ? h : 1;
 }
 
+static void clear(struct rc_dns_table *t);
+
 size_t rc_dns_table_bytes(uint32_t entries, uint32_t arena)
 {
     return 63 + round_up(sizeof(struct rc_dns_table), 64)
@@ -209,17 +220,35 @@ struct rc_dns_table *rc_dns_table_init(void *mem, uint32_t entries, uint32_t are
     t->salt = salt;
     t->slots = (struct slot *)(at + round_up(sizeof *t, 64));
     t->arena = (uint8_t *)(t->slots + t->mask + 1);
-    rc_dns_table_clear(t);
+    clear(t);
     t->resets = 0;
     return t;
 }
 
-void rc_dns_table_clear(struct rc_dns_table *t)
+static void write_begin(struct rc_dns_table *t)
+{
+    __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void write_end(struct rc_dns_table *t)
+{
+    __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
+}
+
+static void clear(struct rc_dns_table *t)
 {
     memset(t->slots, 0, ((size_t)t->mask + 1) * sizeof *t->slots);
     t->count = 0;
     t->used = 0;
-    t->resets++;
+    __atomic_store_n(&t->resets, t->resets + 1, __ATOMIC_RELAXED);
+}
+
+void rc_dns_table_clear(struct rc_dns_table *t)
+{
+    write_begin(t);
+    clear(t);
+    write_end(t);
 }
 
 uint32_t rc_dns_table_count(const struct rc_dns_table *t)
@@ -229,7 +258,7 @@ uint32_t rc_dns_table_count(const struct rc_dns_table *t)
 
 uint64_t rc_dns_table_resets(const struct rc_dns_table *t)
 {
-    return t->resets;
+    return __atomic_load_n(&t->resets, __ATOMIC_RELAXED);
 }
 
 /* The slot holding key, or the empty slot where it would go; NULL if
@@ -241,7 +270,8 @@ static struct slot *find(const struct rc_dns_table *t, const uint8_t *key, size_
         struct slot *s = &t->slots[(h + k) & t->mask];
         if (s->hash == 0)
             return s;
-        if (s->hash == h && s->key_len == len && memcmp(t->arena + s->at, key, len) == 0)
+        if (s->hash == h && s->key_len == len && (size_t)s->at + s->key_len + s->value_len
+                <= t->arena_cap && memcmp(t->arena + s->at, key, len) == 0)
             return s;
     }
     return NULL;
@@ -273,12 +303,15 @@ int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
     size_t need = klen + VALUE_HEAD + rest;
     if (need > t->arena_cap)
         return -RC_DNS_PUT_TOO_BIG;
+    write_begin(t);
     if (t->count >= t->entries_max || t->used + need > t->arena_cap)
-        rc_dns_table_clear(t);
+        clear(t);
     uint64_t h = hash_key(key, klen, t->salt);
     struct slot *s = find(t, key, klen, h);
-    if (s == NULL)
+    if (s == NULL) {
+        write_end(t);
         return -RC_DNS_PUT_CROWDED;
+    }
     uint8_t *at = t->arena + t->used;
     memcpy(at, key, klen);
     at[klen] = (uint8_t)outcome;
@@ -291,6 +324,7 @@ int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
     *s = (struct slot){.hash = h, .at = t->used, .key_len = (uint16_t)klen,
                        .value_len = (uint16_t)(VALUE_HEAD + rest)};
     t->used += (uint32_t)need;
+    write_end(t);
     return RC_DNS_PUT_OK;
 }
 
@@ -305,17 +339,22 @@ static size_t limit_of(const struct plain *p, int udp)
     return size > PAYLOAD_MAX ? PAYLOAD_MAX : size;
 }
 
-/* The answer to a plain query p from the table (see rc_dns_answer). */
+/* The answer to a plain query p from the table (see rc_dns_answer), read
+ * under the seqlock. */
 static size_t answer_plain(const struct rc_dns_table *t, const uint8_t *q, const struct plain *p,
                            int udp, uint8_t *out, size_t cap, int *kind)
 {
     uint8_t key[NAME_MAX + 3];
     size_t klen = make_key(q, p, key);
-    const struct slot *s = find(t, key, klen, hash_key(key, klen, t->salt));
-    if (s == NULL || s->hash == 0) {
-        *kind = RC_DNS_PASS_MISS;
+    uint64_t h = hash_key(key, klen, t->salt);
+    uint64_t seq = __atomic_load_n(&t->seq, __ATOMIC_ACQUIRE);
+
+    *kind = RC_DNS_PASS_MISS;
+    if (seq & 1)
+        return 0;  /* a writer is at work: Python answers this one */
+    const struct slot *s = find(t, key, klen, h);
+    if (s == NULL || s->hash == 0 || s->value_len < VALUE_HEAD)
         return 0;
-    }
     const uint8_t *v = t->arena + s->at + s->key_len;
     size_t rest = s->value_len - VALUE_HEAD;
     size_t len = p->qend + rest;
@@ -323,13 +362,19 @@ static size_t answer_plain(const struct rc_dns_table *t, const uint8_t *q, const
         *kind = RC_DNS_PASS_BIG;
         return 0;
     }
+    uint8_t outcome = v[0];
     memcpy(out, q, 2);
     out[2] = v[1] | (q[2] & FLAG_RD);
     out[3] = v[2] | (q[3] & FLAG_CD);
     memcpy(out + 4, v + 3, 8);
     memcpy(out + HEADER, q + HEADER, p->qend - HEADER);
     memcpy(out + p->qend, v + VALUE_HEAD, rest);
-    *kind = v[0];
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&t->seq, __ATOMIC_RELAXED) != seq || outcome > RC_DNS_REFUSED) {
+        *kind = RC_DNS_PASS_MISS;
+        return 0;  /* changed while copied: what was copied may be torn */
+    }
+    *kind = outcome;
     return len;
 }
 
@@ -404,6 +449,8 @@ static const uint64_t SHARED_KEY = 8ull << 56;   /* rrl._SHARED: many prefixes a
 static const double SWEEP_INTERVAL = 1.0;
 
 struct rc_dns_rrl {
+    uint32_t lock;           /* a spinlock: Python's thread and the UDP loops check */
+    uint32_t active;         /* rate or errors > 0: read without the lock */
     uint32_t mask, count, table_max, slip;
     double rate, errors, next_sweep;
     uint64_t salt;
@@ -417,6 +464,29 @@ size_t rc_dns_rrl_bytes(uint32_t table_max)
          + ((size_t)pow2_at_least(2ull * table_max + 4) + table_max + 2) * sizeof(struct bucket);
 }
 
+static void lock(struct rc_dns_rrl *r)
+{
+    while (__atomic_exchange_n(&r->lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&r->lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+
+static void unlock(struct rc_dns_rrl *r)
+{
+    __atomic_store_n(&r->lock, 0, __ATOMIC_RELEASE);
+}
+
+static void configure(struct rc_dns_rrl *r, double rate, double errors, uint32_t slip)
+{
+    r->rate = rate;
+    r->errors = errors;
+    r->slip = slip;
+    r->count = 0;
+    r->next_sweep = 0;
+    memset(r->slots, 0, ((size_t)r->mask + 1) * sizeof *r->slots);
+    __atomic_store_n(&r->active, rate > 0 || errors > 0, __ATOMIC_RELAXED);
+}
+
 struct rc_dns_rrl *rc_dns_rrl_init(void *mem, uint32_t table_max, double rate, double errors,
                                    uint32_t slip, uint64_t salt)
 {
@@ -427,19 +497,23 @@ struct rc_dns_rrl *rc_dns_rrl_init(void *mem, uint32_t table_max, double rate, d
     memset(r, 0, sizeof *r);
     r->mask = slots - 1;
     r->table_max = table_max;
-    r->rate = rate;
-    r->errors = errors;
-    r->slip = slip;
     r->salt = salt;
     r->slots = (struct bucket *)(at + round_up(sizeof *r, 64));
     r->scratch = r->slots + slots;
-    memset(r->slots, 0, slots * sizeof *r->slots);
+    configure(r, rate, errors, slip);
     return r;
+}
+
+void rc_dns_rrl_configure(struct rc_dns_rrl *r, double rate, double errors, uint32_t slip)
+{
+    lock(r);
+    configure(r, rate, errors, slip);
+    unlock(r);
 }
 
 uint32_t rc_dns_rrl_count(const struct rc_dns_rrl *r)
 {
-    return r->count;
+    return __atomic_load_n(&r->count, __ATOMIC_RELAXED);
 }
 
 uint64_t rc_dns_client_key(const uint8_t *addr, size_t len)
@@ -491,7 +565,7 @@ static bool sweep(struct rc_dns_rrl *r, double now)
     return r->count < r->table_max;
 }
 
-int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double now)
+static int check(struct rc_dns_rrl *r, uint64_t client, int error, double now)
 {
     double rate = error ? r->errors : r->rate;
     if (rate <= 0)
@@ -506,7 +580,7 @@ int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double no
         }
         if (b->key == 0) {
             *b = (struct bucket){.key = key, .tokens = rate, .last = now};
-            r->count++;
+            __atomic_store_n(&r->count, r->count + 1, __ATOMIC_RELAXED);
         }
     }
     double tokens = b->tokens + (now - b->last) * rate;
@@ -522,18 +596,37 @@ int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double no
     return r->slip && b->limited % r->slip == 0 ? SLIP : DROP;
 }
 
+int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double now)
+{
+    lock(r);
+    int verdict = check(r, client, error, now);
+    unlock(r);
+    return verdict;
+}
+
 /* --- the UDP loop ------------------------------------------------------- */
 
+/* A datagram left for Python, with where it came from. */
+struct kept {
+    uint32_t len;
+    uint32_t name_len;
+    struct sockaddr_in6 from;
+    uint8_t data[RC_DNS_QUERY_MAX];
+};
+
 struct rc_dns_udp {
-    int fd;
-    int n_pending;
-    uint8_t pending[RC_DNS_BATCH];       /* indexes into the batch */
+    int fd, stop_fd, wake_fd;
+    const struct rc_dns_table *table;
+    struct rc_dns_rrl *rrl;
+    uint32_t head;           /* next kept slot the loop fills (its own) */
+    uint32_t tail;           /* next kept slot Python reads (Python's) */
     struct rc_dns_stats stats;
     struct mmsghdr in[RC_DNS_BATCH], out[RC_DNS_BATCH];
     struct iovec in_iov[RC_DNS_BATCH], out_iov[RC_DNS_BATCH];
     struct sockaddr_in6 from[RC_DNS_BATCH];
     uint8_t reply[RC_DNS_BATCH][RC_DNS_REPLY_MAX];
-    uint8_t query[RC_DNS_BATCH][RC_DNS_QUERY_MAX];  /* last: untouched until read into */
+    uint8_t query[RC_DNS_BATCH][RC_DNS_QUERY_MAX];
+    struct kept kept[RC_DNS_KEPT];   /* last: pages untouched until used */
 };
 
 size_t rc_dns_udp_bytes(void)
@@ -541,12 +634,16 @@ size_t rc_dns_udp_bytes(void)
     return 63 + sizeof(struct rc_dns_udp);
 }
 
-struct rc_dns_udp *rc_dns_udp_init(void *mem, int fd)
+struct rc_dns_udp *rc_dns_udp_init(void *mem, const struct rc_dns_udp_config *c)
 {
     struct rc_dns_udp *u = (struct rc_dns_udp *)round_up((uintptr_t)mem, 64);
 
     memset(u, 0, offsetof(struct rc_dns_udp, reply));
-    u->fd = fd;
+    u->fd = c->fd;
+    u->stop_fd = c->stop_fd;
+    u->wake_fd = c->wake_fd;
+    u->table = c->table;
+    u->rrl = c->rrl;
     for (int i = 0; i < RC_DNS_BATCH; i++) {
         u->in_iov[i] = (struct iovec){u->query[i], RC_DNS_QUERY_MAX};
         u->in[i].msg_hdr.msg_iov = &u->in_iov[i];
@@ -591,102 +688,159 @@ static void send_all(struct rc_dns_udp *u, unsigned n)
     }
 }
 
-int rc_dns_udp_run(struct rc_dns_udp *u, const struct rc_dns_table *t, struct rc_dns_rrl *rrl,
-                   uint32_t budget, int *drained)
+/* Leave datagram i for Python: false if Python has RC_DNS_KEPT waiting. */
+static bool keep(struct rc_dns_udp *u, int i)
 {
-    uint32_t read = 0;
+    uint32_t head = u->head;
+    if (head - __atomic_load_n(&u->tail, __ATOMIC_ACQUIRE) >= RC_DNS_KEPT)
+        return false;
+    struct kept *k = &u->kept[head % RC_DNS_KEPT];
+    k->len = u->in[i].msg_len;
+    k->name_len = u->in[i].msg_hdr.msg_namelen;
+    memcpy(&k->from, &u->from[i], sizeof k->from);
+    memcpy(k->data, u->query[i], k->len);
+    __atomic_store_n(&u->head, head + 1, __ATOMIC_RELEASE);
+    return true;
+}
 
-    u->n_pending = 0;
-    *drained = 0;
-    while (read < budget) {
-        for (int i = 0; i < RC_DNS_BATCH; i++) {
-            u->in[i].msg_hdr.msg_namelen = sizeof u->from[i];
-            u->in[i].msg_hdr.msg_flags = 0;
-        }
-        int n = recvmmsg(u->fd, u->in, RC_DNS_BATCH, MSG_DONTWAIT, NULL);
-        if (n < 0) {
+/* Wait until the socket is readable (1) or stop is asked (0). */
+static int wait_readable(const struct rc_dns_udp *u)
+{
+    struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            *drained = 1;  /* empty, or an error Python's own read would meet too */
-            break;
+            return -errno;
         }
-        read += (uint32_t)n;
-        unsigned n_out = 0;
-        double now = -1;
-        for (int i = 0; i < n; i++) {
-            bump(&u->stats.received);
-            const uint8_t *q = u->query[i];
-            size_t qlen = u->in[i].msg_len;
-            struct plain p;
-            int kind = RC_DNS_PASS_OTHER;
-            size_t len = 0;
-            uint8_t *out = u->reply[n_out];
-            if (parse_plain(q, qlen, &p))
-                len = answer_plain(t, q, &p, 1, out, RC_DNS_REPLY_MAX, &kind);
-            if (len == 0) {
+        if (fds[1].revents)
+            return 0;
+        if (fds[0].revents & POLLNVAL)
+            return -EBADF;  /* the socket closed under the loop: never spin */
+        return 1;
+    }
+}
+
+/* One batch: read, answer what the table answers, keep the rest. Returns
+ * datagrams read, 0 if none, -errno. */
+static int serve_batch(struct rc_dns_udp *u, bool *woke)
+{
+    for (int i = 0; i < RC_DNS_BATCH; i++) {
+        u->in[i].msg_hdr.msg_namelen = sizeof u->from[i];
+        u->in[i].msg_hdr.msg_flags = 0;
+    }
+    int n = recvmmsg(u->fd, u->in, RC_DNS_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    const struct rc_dns_table *t = u->table;
+    struct rc_dns_rrl *rrl = u->rrl != NULL && __atomic_load_n(&u->rrl->active, __ATOMIC_RELAXED)
+                           ? u->rrl : NULL;
+    unsigned n_out = 0;
+    double now = -1;
+    for (int i = 0; i < n; i++) {
+        bump(&u->stats.received);
+        const uint8_t *q = u->query[i];
+        size_t qlen = u->in[i].msg_len;
+        struct plain p;
+        int kind = RC_DNS_PASS_OTHER;
+        size_t len = 0;
+        uint8_t *out = u->reply[n_out];
+        if (parse_plain(q, qlen, &p))
+            len = answer_plain(t, q, &p, 1, out, RC_DNS_REPLY_MAX, &kind);
+        if (len == 0) {
+            if (keep(u, i)) {
                 bump(&u->stats.kinds[kind]);
-                u->pending[u->n_pending++] = (uint8_t)i;
+                *woke = true;
+            } else {
+                bump(&u->stats.kinds[RC_DNS_PASS_DROPPED]);
+            }
+            continue;
+        }
+        if (rrl != NULL) {
+            if (now < 0)
+                now = now_seconds();
+            int verdict = rc_dns_rrl_check(rrl, client_of(&u->from[i]),
+                                           kind == RC_DNS_REFUSED, now);
+            if (verdict == DROP) {
+                bump(&u->stats.kinds[RC_DNS_RATE_DROP]);
                 continue;
             }
-            if (rrl != NULL) {
-                if (now < 0)
-                    now = now_seconds();
-                int verdict = rc_dns_rrl_check(rrl, client_of(&u->from[i]),
-                                               kind == RC_DNS_REFUSED, now);
-                if (verdict == DROP) {
-                    bump(&u->stats.kinds[RC_DNS_RATE_DROP]);
-                    continue;
-                }
-                if (verdict == SLIP) {
-                    len = slip_answer(out, &p);
-                    bump(&u->stats.kinds[RC_DNS_RATE_SLIP]);
-                }
+            if (verdict == SLIP) {
+                len = slip_answer(out, &p);
+                bump(&u->stats.kinds[RC_DNS_RATE_SLIP]);
             }
-            bump(&u->stats.kinds[kind]);
-            u->out_iov[n_out] = (struct iovec){out, len};
-            u->out[n_out].msg_hdr = (struct msghdr){
-                .msg_name = &u->from[i], .msg_namelen = u->in[i].msg_hdr.msg_namelen,
-                .msg_iov = &u->out_iov[n_out], .msg_iovlen = 1};
-            n_out++;
         }
-        if (n_out)
-            send_all(u, n_out);
-        if (u->n_pending)
-            break;
-        if (n < RC_DNS_BATCH) {
-            *drained = 1;  /* the socket had no more: spare the read that says so */
-            break;
-        }
+        bump(&u->stats.kinds[kind]);
+        u->out_iov[n_out] = (struct iovec){out, len};
+        u->out[n_out].msg_hdr = (struct msghdr){
+            .msg_name = &u->from[i], .msg_namelen = u->in[i].msg_hdr.msg_namelen,
+            .msg_iov = &u->out_iov[n_out], .msg_iovlen = 1};
+        n_out++;
     }
-    return u->n_pending;
+    if (n_out)
+        send_all(u, n_out);
+    return n;
 }
 
-const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, int i, size_t *len,
+int rc_dns_udp_serve(struct rc_dns_udp *u)
+{
+    for (;;) {
+        bool woke = false;
+        int n = serve_batch(u, &woke);
+        if (woke) {
+            uint64_t one = 1;
+            if (write(u->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+                return -errno;
+        }
+        if (n > 0)
+            continue;
+        if (n < 0 && n != -EINTR) {
+            bump(&u->stats.read_errors);
+        }
+        int r = wait_readable(u);
+        if (r <= 0)
+            return r;
+    }
+}
+
+uint32_t rc_dns_udp_kept(const struct rc_dns_udp *u)
+{
+    return __atomic_load_n(&u->head, __ATOMIC_ACQUIRE) - u->tail;
+}
+
+const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, uint32_t i, size_t *len,
                                   uint64_t *client)
 {
-    if (i < 0 || i >= u->n_pending)
+    if (i >= rc_dns_udp_kept(u))
         return NULL;
-    int at = u->pending[i];
-    *len = u->in[at].msg_len;
-    *client = client_of(&u->from[at]);
-    return u->query[at];
+    const struct kept *k = &u->kept[(u->tail + i) % RC_DNS_KEPT];
+    *len = k->len;
+    *client = client_of(&k->from);
+    return k->data;
 }
 
-int rc_dns_udp_reply(struct rc_dns_udp *u, int i, const uint8_t *reply, size_t len)
+int rc_dns_udp_reply(struct rc_dns_udp *u, uint32_t i, const uint8_t *reply, size_t len)
 {
-    if (i < 0 || i >= u->n_pending)
+    if (i >= rc_dns_udp_kept(u))
         return -EINVAL;
-    int at = u->pending[i];
-    if (sendto(u->fd, reply, len, MSG_DONTWAIT, (const struct sockaddr *)&u->from[at],
-               u->in[at].msg_hdr.msg_namelen) < 0)
+    const struct kept *k = &u->kept[(u->tail + i) % RC_DNS_KEPT];
+    if (sendto(u->fd, reply, len, MSG_DONTWAIT, (const struct sockaddr *)&k->from,
+               k->name_len) < 0)
         return -errno;
     return 0;
+}
+
+void rc_dns_udp_release(struct rc_dns_udp *u, uint32_t n)
+{
+    uint32_t kept = rc_dns_udp_kept(u);
+    __atomic_store_n(&u->tail, u->tail + (n < kept ? n : kept), __ATOMIC_RELEASE);
 }
 
 void rc_dns_udp_read_stats(const struct rc_dns_udp *u, struct rc_dns_stats *out)
 {
     out->received = __atomic_load_n(&u->stats.received, __ATOMIC_RELAXED);
     out->sent = __atomic_load_n(&u->stats.sent, __ATOMIC_RELAXED);
+    out->read_errors = __atomic_load_n(&u->stats.read_errors, __ATOMIC_RELAXED);
     for (size_t k = 0; k < sizeof out->kinds / sizeof out->kinds[0]; k++)
         out->kinds[k] = __atomic_load_n(&u->stats.kinds[k], __ATOMIC_RELAXED);
 }

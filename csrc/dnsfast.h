@@ -4,11 +4,12 @@
  * plain declarations only, no include guards, no macros, no includes. C
  * files include <stdint.h> and <stddef.h> before it.
  *
- * Every function here is called from one thread, the DNS server's
- * (routechain/dns.py): the table and the limiter have one writer and one
- * reader, the same one, so a reload that clears the table between two
- * calls is atomic to every query. Only the counters are read from other
- * threads (relaxed atomics). */
+ * Threads: each UDP socket has a loop of its own (rc_dns_udp_serve, a
+ * thread with the GIL released); Python's DNS thread answers what the loops
+ * keep for it, and publishes answers. The table is a seqlock (one writer
+ * at a time: Python serialises put and clear), the limiter has a spinlock,
+ * the kept datagrams are a ring with one producer (the loop) and one
+ * consumer (Python), counters have one writer each (relaxed atomics). */
 
 /* How a query met the fast path, for the counters (rc_dns_stats.kinds). */
 enum rc_dns_kind {
@@ -21,6 +22,7 @@ enum rc_dns_kind {
     RC_DNS_RATE_DROP,        /* answer limited and not sent */
     RC_DNS_RATE_SLIP,        /* answer limited and sent truncated (TC) */
     RC_DNS_SEND_ERROR,       /* sendmmsg refused it: as if lost on the way */
+    RC_DNS_PASS_DROPPED,     /* for Python, who has RC_DNS_KEPT waiting: dropped */
     RC_DNS_KIND_COUNT
 };
 
@@ -37,7 +39,8 @@ enum rc_dns_limits {
     RC_DNS_BATCH = 32,       /* datagrams per recvmmsg/sendmmsg */
     RC_DNS_QUERY_MAX = 65535,/* a datagram read whole, as Python's recvfrom(65535) */
     RC_DNS_ANSWER_MAX = 4096,/* longest answer kept: far above any plain PTR's */
-    RC_DNS_REPLY_MAX = 4400  /* a composed reply: answer + the query's question */
+    RC_DNS_REPLY_MAX = 4400, /* a composed reply: answer + the query's question */
+    RC_DNS_KEPT = 256        /* datagrams a UDP loop keeps for Python at once */
 };
 
 /* Counters of one UDP loop: written only by its thread, read by anyone. */
@@ -45,6 +48,7 @@ struct rc_dns_stats {
     uint64_t received;       /* datagrams read */
     uint64_t kinds[16];      /* by enum rc_dns_kind */
     uint64_t sent;           /* replies the loop sent itself */
+    uint64_t read_errors;    /* recvmmsg failed other than EAGAIN */
 };
 
 struct rc_dns_table;         /* csrc/dnsfast.c; memory laid out by rc_dns_table_init */
@@ -93,28 +97,42 @@ struct rc_dns_rrl *rc_dns_rrl_init(void *mem, uint32_t table_max, double rate, d
                                    uint32_t slip, uint64_t salt);
 /* 0 send, 1 drop, 2 slip: rrl.SEND, DROP, SLIP. */
 int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double now);
+/* New limits (a reload): every bucket forgotten, as a new RateLimiter. */
+void rc_dns_rrl_configure(struct rc_dns_rrl *r, double rate, double errors, uint32_t slip);
 uint32_t rc_dns_rrl_count(const struct rc_dns_rrl *r);
 
 /* A client's RRL key from its address bytes (4: IPv4, 16: IPv6): its /24
  * or /56, as rrl.prefix() cuts it. */
 uint64_t rc_dns_client_key(const uint8_t *addr, size_t len);
 
-/* One UDP socket's loop state and buffers (laid out over mem). */
+/* One UDP socket's loop: its socket (non-blocking), an eventfd that stops
+ * it, an eventfd it wakes Python with when it keeps a datagram, and the
+ * table and limiter it answers with (both outlive it). */
+struct rc_dns_udp_config {
+    int fd;
+    int stop_fd;
+    int wake_fd;
+    const struct rc_dns_table *table;
+    struct rc_dns_rrl *rrl;
+};
+
+/* Its state and buffers, laid out over mem (rc_dns_udp_bytes() long). */
 size_t rc_dns_udp_bytes(void);
-struct rc_dns_udp *rc_dns_udp_init(void *mem, int fd);
+struct rc_dns_udp *rc_dns_udp_init(void *mem, const struct rc_dns_udp_config *config);
 
-/* Read and answer what the socket holds, with the GIL released: every
- * datagram the table answers is answered (rate limited by rrl, NULL for
- * none), the others are kept for Python. Returns how many are kept
- * (rc_dns_udp_pending): after at most one batch with any, or when the
- * socket is empty (*drained set), or after `budget` datagrams. */
-int rc_dns_udp_run(struct rc_dns_udp *u, const struct rc_dns_table *t, struct rc_dns_rrl *rrl,
-                   uint32_t budget, int *drained);
+/* Run the loop until stop_fd is readable (0) or poll fails (-errno): read
+ * in batches, answer every datagram the table answers (rate limited),
+ * keep the others for Python (at most RC_DNS_KEPT; more are dropped,
+ * counted) and wake it. Call with the GIL released (cffi does). */
+int rc_dns_udp_serve(struct rc_dns_udp *u);
 
-/* The i-th datagram kept: its bytes (*len) and its sender's RRL key (*client). */
-const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, int i, size_t *len,
+/* For Python's thread: how many datagrams are kept; the i-th of them (its
+ * bytes, *len, and its sender's RRL key, *client); send reply to its
+ * sender (0 or -errno); then let the loop reuse the first n. */
+uint32_t rc_dns_udp_kept(const struct rc_dns_udp *u);
+const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, uint32_t i, size_t *len,
                                   uint64_t *client);
-/* Send reply to the i-th kept datagram's sender: 0, or -errno. */
-int rc_dns_udp_reply(struct rc_dns_udp *u, int i, const uint8_t *reply, size_t len);
+int rc_dns_udp_reply(struct rc_dns_udp *u, uint32_t i, const uint8_t *reply, size_t len);
+void rc_dns_udp_release(struct rc_dns_udp *u, uint32_t n);
 
 void rc_dns_udp_read_stats(const struct rc_dns_udp *u, struct rc_dns_stats *out);

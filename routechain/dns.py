@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import threading
 import time
@@ -113,6 +114,11 @@ class Server:
         self._lock = threading.Lock()
         self._versions: xfr.Versions | None = None
         self._sources: list[Zone | Draft] = []
+        # The fast path (dnsfast.py): its answers, of self.index only; its
+        # UDP loops, a thread per UDP socket. Chosen at start ([dns] fast_path).
+        self._fast = settings.fast_path and dnsfast is not None
+        self._table = dnsfast.Table() if self._fast else None
+        self._udp_loops: list = []
         self._serve(zones)
         self._resigner: threading.Thread | None = None
         self._stop_resign = threading.Event()
@@ -120,9 +126,6 @@ class Server:
         self._listen = tuple(listen)
         self._rrl = _limiter(settings)
         self._settings = settings
-        # The fast path's answers (of self.index) and its UDP loops.
-        self._table = dnsfast.Table() if dnsfast is not None else None
-        self._udp_loops: list = []
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +198,10 @@ class Server:
         self._send_notify(versions)
         if settings is not None:
             if not self._rrl.same(settings):
-                self._rrl = _limiter(settings)
+                if dnsfast is not None:
+                    self._rrl.configure(settings)  # the UDP loops keep their limiter
+                else:
+                    self._rrl = _limiter(settings)
             self._settings = settings
 
     def _serve(self, zones: Iterable[Zone | Draft], resign: frozenset = frozenset()) -> None:
@@ -216,6 +222,7 @@ class Server:
         else:
             versions, index = None, Index(sources)
         self.index, self._versions, self._sources = index, versions, sources
+        self._answers_of(index)
 
     @property
     def _sign(self):
@@ -267,6 +274,7 @@ class Server:
             sources = [v.source or v.zone for v in versions.by_origin.values()]
             versions = versions.next(sources, self._keep_versions, signer.sign, resign=due)
             self.index = Index(versions.zones)
+            self._answers_of(self.index)
             self._versions = versions
             self._counts["dnssec:resigned"] += len(due)
         log.info("DNSSEC: signed %d zones again before their signatures expire", len(due))
@@ -298,7 +306,8 @@ class Server:
 
     def alive(self) -> bool:
         """True while the serving thread runs (for the watchdog)."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() \
+            and all(loop.alive() for loop in self._udp_loops)
 
     def stop(self) -> None:
         self._stop_resign.set()
@@ -325,15 +334,19 @@ class Server:
         counts = dict(self._counts)
         if self._table is None:
             return counts
-        fast = dict.fromkeys(("fast:received", "fast:sent", *dnsfast.KIND_NAMES.values()), 0)
+        fast = dict.fromkeys(("fast:received", "fast:sent", "fast:read_errors",
+                              *dnsfast.KIND_NAMES.values()), 0)
         for loop in list(self._udp_loops):
             for name, value in loop.stats().items():
                 fast[name] += value
+        # Python counts what it was passed; one dropped because Python had
+        # a full ring waiting is lost as in a full socket buffer: no query.
         passed = fast["fast:passed_miss"] + fast["fast:passed_other"] + fast["fast:passed_big"]
-        counts["queries"] += fast["fast:received"] - passed
+        counts["queries"] += fast["fast:received"] - passed - fast["fast:python_busy"]
         for rcode in ("NOERROR", "NXDOMAIN", "REFUSED"):
             counts[f"rcode:{rcode}"] += fast[f"fast:{rcode}"]
         counts["drop:ratelimited"] += fast["fast:ratelimited"]
+        counts["drop:busy"] = fast["fast:python_busy"]  # Python had a full ring waiting
         counts["slipped"] += fast["fast:slipped"]
         counts["truncated"] += fast["fast:slipped"]
         counts.update(fast)
@@ -407,17 +420,22 @@ class Server:
         try:
             for sock in self._sockets:
                 if sock.type == socket.SOCK_DGRAM:
-                    fast = None
-                    if dnsfast is not None:
-                        fast = dnsfast.UdpLoop(sock.fileno())
+                    if self._fast:
+                        fast = dnsfast.UdpLoop(sock.fileno(), self._table, self._rrl)
                         self._udp_loops.append(fast)
-                    self._loop.add_reader(sock.fileno(), self._on_udp, sock, fast)
+                        self._loop.add_reader(fast.wake_fd, self._on_udp_kept, fast)
+                        fast.start()
+                    else:
+                        self._loop.add_reader(sock.fileno(), self._on_udp_python, sock)
                 else:
                     servers.append(await asyncio.start_server(
                         self._on_tcp, sock=sock, limit=_READ_LIMIT, backlog=128))
             self._started.set()
             await self._stopping.wait()
         finally:
+            for fast in self._udp_loops:
+                self._loop.remove_reader(fast.wake_fd)
+                fast.stop()  # before stop() closes its socket
             for sock in self._sockets:
                 if sock.type == socket.SOCK_DGRAM:
                     self._loop.remove_reader(sock.fileno())
@@ -440,36 +458,38 @@ class Server:
             log.error("DNS: internal error while answering (counted; logged once):\n%s",
                       "".join(traceback.format_exception(exc)).rstrip())
 
-    def _table_of(self, index: Index):
-        """The fast path's table, holding answers of `index` only: cleared
-        here, in the serving thread, the first time a new Index (a reload,
-        re-signing) is seen, before any query is answered from either."""
-        table = self._table
-        if table.owner is not index:
-            table.clear(index)
-        return table
+    def _answers_of(self, index: Index) -> None:
+        """The fast path answers from `index` from now on: its table is
+        cleared (before reload() returns, so no query after it gets an old
+        zone's answer; one during it gets the old zones' or the new ones')
+        and takes answers of `index` only."""
+        if self._table is not None:
+            self._table.clear(index)
 
-    def _on_udp(self, sock: socket.socket, fast) -> None:
-        if fast is None or not self._settings.fast_path:
-            return self._on_udp_python(sock)
-        index = self.index
-        table, limiter = self._table_of(index), self._rrl
-        while True:
-            # With the GIL released: answers every query it has an answer
-            # for; keeps the others (at most a batch) for the slow path.
-            kept, drained = fast.run(table, limiter)
-            if kept:
-                now = time.monotonic()
-                for i in range(kept):
-                    wire, client = fast.pending(i)
-                    reply = self._answer_udp(wire, client, index, limiter, now, table)
-                    if reply is not None:
-                        fast.reply(i, reply)
-            if drained or not kept:
-                return  # the socket is empty, or the budget spent: the others' turn
+    KEPT_ROUNDS = 4  # rounds of kept datagrams answered per turn of the loop
+
+    def _on_udp_kept(self, fast) -> None:
+        """Answer what a UDP loop left for Python, as before the fast path,
+        and publish the answers; a few rounds per turn, then the others'
+        turn (waking ourselves for the rest)."""
+        table = self._table
+        for _ in range(self.KEPT_ROUNDS):
+            kept = fast.take()
+            if not kept:
+                return
+            # The Index in force now, after these arrived: one that came
+            # after a reload returned is never answered from the old zones.
+            index, limiter, now = self.index, self._rrl, time.monotonic()
+            for i, (wire, client) in enumerate(kept):
+                reply = self._answer_udp(wire, client, index, limiter, now, table)
+                if reply is not None:
+                    fast.reply(i, reply)
+            fast.release(len(kept))
+        os.eventfd_write(fast.wake_fd, 1)
 
     def _on_udp_python(self, sock: socket.socket) -> None:
-        """Every query answered in Python ([dns] fast_path = false)."""
+        """Every query answered in Python ([dns] fast_path = false, or no
+        C core): at most UDP_BATCH datagrams per turn of the loop."""
         index, limiter = self.index, self._rrl
         now = time.monotonic()
         for _ in range(UDP_BATCH):
@@ -501,7 +521,7 @@ class Server:
             elif outcome == SIGNED:
                 reply, outcome = xfr.signed_answer(wire, True, self._transfers, index.answer)
             elif table is not None and reply is not None:
-                table.put(wire, reply, outcome)  # refused unless plain: dnsfast.c
+                table.put(wire, reply, outcome, index)  # refused unless plain: dnsfast.c
             if reply is not None:
                 verdict = limiter.check(client, outcome in _ERRORS, now)
                 if verdict == rrl.DROP:
@@ -626,10 +646,8 @@ class Server:
                 await asyncio.sleep(0)  # one read's answers per turn: the others' turn
 
     def _fast_table(self):
-        """The fast path's table of the Index in force, or None when off."""
-        if self._table is None or not self._settings.fast_path:
-            return None
-        return self._table_of(self.index)
+        """The fast path's table, or None when off."""
+        return self._table
 
     def _count_fast(self, kinds: list[int]) -> None:
         """Count TCP answers the table gave ([NOERROR, NXDOMAIN, REFUSED])."""
@@ -648,7 +666,7 @@ class Server:
         if outcome == SIGNED:
             return xfr.signed_answer(wire, False, self._transfers, index.answer)
         if table is not None and reply is not None:
-            table.put(wire, reply, outcome)
+            table.put(wire, reply, outcome, index)
         return reply, outcome
 
     async def _transfer(self, wire: bytes, host: str, writer: asyncio.StreamWriter) -> bool:

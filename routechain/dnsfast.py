@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 
 from ._core import ffi, lib
 from .dnsanswer import ANSWERS_MAX
@@ -32,7 +33,6 @@ __all__ = ["Table", "Limiter", "UdpLoop", "client_key", "OUTCOME_KIND", "KIND_NA
 # of about 250 octets; past either bound it starts again.
 ARENA_BYTES = ANSWERS_MAX * 256
 STREAM_BYTES = 64 * 1024  # answers over TCP made in one call
-UDP_BUDGET = 1024  # datagrams per turn of the loop: TCP gets its turn
 
 # An answer's outcome (dnsanswer's counter name) -> enum rc_dns_kind.
 OUTCOME_KIND = {"rcode:NOERROR": lib.RC_DNS_NOERROR, "rcode:NXDOMAIN": lib.RC_DNS_NXDOMAIN,
@@ -43,7 +43,7 @@ KIND_NAMES = {
     lib.RC_DNS_REFUSED: "fast:REFUSED", lib.RC_DNS_PASS_MISS: "fast:passed_miss",
     lib.RC_DNS_PASS_OTHER: "fast:passed_other", lib.RC_DNS_PASS_BIG: "fast:passed_big",
     lib.RC_DNS_RATE_DROP: "fast:ratelimited", lib.RC_DNS_RATE_SLIP: "fast:slipped",
-    lib.RC_DNS_SEND_ERROR: "fast:send_errors",
+    lib.RC_DNS_SEND_ERROR: "fast:send_errors", lib.RC_DNS_PASS_DROPPED: "fast:python_busy",
 }
 _raw = ffi.new_allocator(should_clear_after_alloc=False)  # C lays each block out itself
 
@@ -67,20 +67,28 @@ class Table:
         self._mem = _raw("uint8_t[]", lib.rc_dns_table_bytes(entries, arena))
         self.c = lib.rc_dns_table_init(self._mem, entries, arena, _salt())
         self.owner: object | None = None  # the Index whose answers it holds
+        self._writing = threading.Lock()  # one writer at a time (the seqlock's rule)
         self._out = ffi.new("uint8_t[]", lib.RC_DNS_REPLY_MAX)
         self._kind = ffi.new("int *")
         self._stream = None  # made on the first TCP query
 
     def clear(self, owner: object | None = None) -> None:
-        lib.rc_dns_table_clear(self.c)
-        self.owner = owner
+        """Forget every answer: from now on it holds answers of `owner` only."""
+        with self._writing:
+            lib.rc_dns_table_clear(self.c)
+            self.owner = owner
 
-    def put(self, query: bytes, reply: bytes, outcome: str) -> int:
-        """0 if stored, else -(enum rc_dns_put)."""
+    def put(self, query: bytes, reply: bytes, outcome: str, owner: object | None = None) -> int:
+        """Publish reply, the answer `owner` gave to query: 0 if stored,
+        else -(enum rc_dns_put); not stored (1) if the table now holds
+        another owner's answers (a reload came between)."""
         kind = OUTCOME_KIND.get(outcome)
         if kind is None:
             return -lib.RC_DNS_PUT_NOT_ANSWER
-        return lib.rc_dns_table_put(self.c, query, len(query), reply, len(reply), kind)
+        with self._writing:
+            if owner is not self.owner:
+                return 1
+            return lib.rc_dns_table_put(self.c, query, len(query), reply, len(reply), kind)
 
     def answer(self, query: bytes, udp: bool) -> tuple[bytes | None, int]:
         """(reply or None, enum rc_dns_kind)."""
@@ -123,9 +131,13 @@ class Limiter:
         self.c = lib.rc_dns_rrl_init(self._mem, table_max, float(self.rate), float(self.errors),
                                      self.slip, _salt())
 
-    @property
-    def off(self) -> bool:
-        return self.rate <= 0 and self.errors <= 0
+    def configure(self, settings: DnsSettings) -> None:
+        """Limit by `settings` from now on, every bucket forgotten (a
+        reload that changes the limits; the loops keep this limiter)."""
+        self.rate = settings.rate_limit
+        self.errors = settings.rate_limit_errors
+        self.slip = settings.rate_limit_slip
+        lib.rc_dns_rrl_configure(self.c, float(self.rate), float(self.errors), self.slip)
 
     def check(self, client: int, error: bool, now: float) -> int:
         return lib.rc_dns_rrl_check(self.c, client, error, now)
@@ -140,38 +152,75 @@ class Limiter:
 
 
 class UdpLoop:
-    """The fast path of one UDP socket (non-blocking): run() answers what
-    it can and returns how many datagrams are left for Python; pending(i)
-    gives one (bytes, RRL key) and reply(i, bytes) answers it."""
+    """The fast path of one UDP socket (non-blocking), in a thread of its
+    own: start() runs rc_dns_udp_serve (GIL released) answering what the
+    table answers; the datagrams it keeps for Python wake `wake_fd`, and
+    take() gives them, each as (bytes, RRL key), to answer with reply(i,
+    bytes), then release(n). stop() ends the thread."""
 
-    def __init__(self, fileno: int) -> None:
+    def __init__(self, fileno: int, table: Table, limiter: Limiter) -> None:
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._mem = _raw("uint8_t[]", lib.rc_dns_udp_bytes())
-        self.c = lib.rc_dns_udp_init(self._mem, fileno)
-        self._drained = ffi.new("int *")
+        self._table, self._limiter = table, limiter  # the C reads them: kept alive
+        config = ffi.new("struct rc_dns_udp_config *", {
+            "fd": fileno, "stop_fd": self._stop_fd, "wake_fd": self.wake_fd,
+            "table": table.c, "rrl": limiter.c})
+        self.c = lib.rc_dns_udp_init(self._mem, config)
         self._len = ffi.new("size_t *")
         self._client = ffi.new("uint64_t *")
         self._stats = ffi.new("struct rc_dns_stats *")
+        self._thread: threading.Thread | None = None
+        self.result: int | None = None
 
-    def run(self, table: Table, limiter: Limiter | None,
-            budget: int = UDP_BUDGET) -> tuple[int, bool]:
-        """(datagrams kept for Python, whether the socket ran dry)."""
-        rrl = ffi.NULL if limiter is None or limiter.off else limiter.c
-        n = lib.rc_dns_udp_run(self.c, table.c, rrl, budget, self._drained)
-        return n, bool(self._drained[0])
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="route-chain-dns-udp",
+                                        daemon=True)
+        self._thread.start()
 
-    def pending(self, i: int) -> tuple[bytes, int]:
-        at = lib.rc_dns_udp_pending(self.c, i, self._len, self._client)
-        return ffi.buffer(at, self._len[0])[:], self._client[0]
+    def _run(self) -> None:
+        self.result = lib.rc_dns_udp_serve(self.c)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """End the thread (within a poll's wake-up) and close the eventfds."""
+        if self._thread is not None:
+            os.eventfd_write(self._stop_fd, 1)
+            self._thread.join(timeout=5.0)
+        if not self.alive():
+            os.close(self._stop_fd)
+            os.close(self.wake_fd)
+            self._stop_fd = self.wake_fd = -1
+
+    def take(self) -> list[tuple[bytes, int]]:
+        """The datagrams kept for Python, oldest first: (bytes, RRL key)."""
+        try:
+            os.eventfd_read(self.wake_fd)
+        except BlockingIOError:
+            pass
+        out = []
+        for i in range(lib.rc_dns_udp_kept(self.c)):
+            at = lib.rc_dns_udp_pending(self.c, i, self._len, self._client)
+            out.append((ffi.buffer(at, self._len[0])[:], self._client[0]))
+        return out
 
     def reply(self, i: int, wire: bytes) -> int:
-        """0, or -errno (a peer gone, a full buffer: as if lost on the way)."""
+        """Answer the i-th taken: 0, or -errno (a peer gone, a full buffer:
+        as if lost on the way)."""
         return lib.rc_dns_udp_reply(self.c, i, wire, len(wire))
 
+    def release(self, n: int) -> None:
+        lib.rc_dns_udp_release(self.c, n)
+
     def stats(self) -> dict[str, int]:
-        """Counters by name: "fast:received", "fast:sent" and KIND_NAMES."""
+        """Counters by name: "fast:received", "fast:sent", "fast:read_errors"
+        and KIND_NAMES."""
         lib.rc_dns_udp_read_stats(self.c, self._stats)
         s = self._stats
-        out = {"fast:received": s.received, "fast:sent": s.sent}
+        out = {"fast:received": s.received, "fast:sent": s.sent,
+               "fast:read_errors": s.read_errors}
         for kind, name in KIND_NAMES.items():
             out[name] = s.kinds[kind]
         return out

@@ -360,7 +360,7 @@ def test_dnsfast_server_fast_path_off_answers_the_same():
             port = srv.addresses[0][1]
             replies[fast] = [udp_ask(port, q) for q in queries + queries]
             c = srv.counters()
-            assert (c["fast:received"] > 0) == fast
+            assert (c.get("fast:received", 0) > 0) == fast
             assert c["queries"] == 400
     for a, b in zip(replies[True], replies[False]):
         assert a[:12] == b[:12] and len(a) == len(b)
