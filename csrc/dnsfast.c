@@ -606,28 +606,43 @@ int rc_dns_rrl_check(struct rc_dns_rrl *r, uint64_t client, int error, double no
 
 /* --- the UDP loop ------------------------------------------------------- */
 
-/* A datagram left for Python, with where it came from. */
+/* A datagram left for Python, with where it came from: a record in the
+ * kept ring, its data after it, the next record at the next multiple of 8
+ * (a record that would not fit before the ring's end starts at 0, after
+ * a WRAP mark). */
 struct kept {
-    uint32_t len;
+    uint32_t len;            /* WRAP: the rest of the ring is unused */
     uint32_t name_len;
     struct sockaddr_in6 from;
-    uint8_t data[RC_DNS_QUERY_MAX];
+    uint32_t unused;         /* to a multiple of 8 */
 };
+
+static const uint32_t WRAP = UINT32_MAX;
 
 struct rc_dns_udp {
     int fd, stop_fd, wake_fd;
     const struct rc_dns_table *table;
     struct rc_dns_rrl *rrl;
-    uint32_t head;           /* next kept slot the loop fills (its own) */
-    uint32_t tail;           /* next kept slot Python reads (Python's) */
+    uint64_t head;           /* bytes of the ring the loop has filled (its own) */
+    uint64_t tail;           /* bytes of it Python has read (Python's) */
     struct rc_dns_stats stats;
     struct mmsghdr in[RC_DNS_BATCH], out[RC_DNS_BATCH];
     struct iovec in_iov[RC_DNS_BATCH], out_iov[RC_DNS_BATCH];
     struct sockaddr_in6 from[RC_DNS_BATCH];
     uint8_t reply[RC_DNS_BATCH][RC_DNS_REPLY_MAX];
     uint8_t query[RC_DNS_BATCH][RC_DNS_QUERY_MAX];
-    struct kept kept[RC_DNS_KEPT];   /* last: pages untouched until used */
+    _Alignas(8) uint8_t ring[RC_DNS_KEPT_BYTES];  /* last: pages untouched until used */
 };
+
+_Static_assert(RC_DNS_KEPT_BYTES % 8 == 0 && sizeof(struct kept) % 8 == 0,
+               "kept records stay 8-aligned");
+_Static_assert(RC_DNS_KEPT_BYTES > 2 * (sizeof(struct kept) + RC_DNS_QUERY_MAX),
+               "the kept ring holds the largest datagram");
+
+static size_t record_bytes(size_t len)
+{
+    return round_up(sizeof(struct kept) + len, 8);
+}
 
 size_t rc_dns_udp_bytes(void)
 {
@@ -688,18 +703,28 @@ static void send_all(struct rc_dns_udp *u, unsigned n)
     }
 }
 
-/* Leave datagram i for Python: false if Python has RC_DNS_KEPT waiting. */
+/* Leave datagram i for Python: false if the kept ring has no room. */
 static bool keep(struct rc_dns_udp *u, int i)
 {
-    uint32_t head = u->head;
-    if (head - __atomic_load_n(&u->tail, __ATOMIC_ACQUIRE) >= RC_DNS_KEPT)
+    uint64_t head = u->head;
+    uint64_t used = head - __atomic_load_n(&u->tail, __ATOMIC_ACQUIRE);
+    size_t at = head % RC_DNS_KEPT_BYTES, len = u->in[i].msg_len;
+    size_t need = record_bytes(len), skip = 0;
+
+    if (at + need > RC_DNS_KEPT_BYTES)
+        skip = RC_DNS_KEPT_BYTES - at;  /* to the ring's start, after a WRAP mark */
+    if (used + skip + need > RC_DNS_KEPT_BYTES)
         return false;
-    struct kept *k = &u->kept[head % RC_DNS_KEPT];
-    k->len = u->in[i].msg_len;
+    if (skip) {
+        ((struct kept *)(u->ring + at))->len = WRAP;
+        at = 0;
+    }
+    struct kept *k = (struct kept *)(u->ring + at);
+    k->len = (uint32_t)len;
     k->name_len = u->in[i].msg_hdr.msg_namelen;
     memcpy(&k->from, &u->from[i], sizeof k->from);
-    memcpy(k->data, u->query[i], k->len);
-    __atomic_store_n(&u->head, head + 1, __ATOMIC_RELEASE);
+    memcpy(u->ring + at + sizeof *k, u->query[i], len);
+    __atomic_store_n(&u->head, head + skip + need, __ATOMIC_RELEASE);
     return true;
 }
 
@@ -803,37 +828,47 @@ int rc_dns_udp_serve(struct rc_dns_udp *u)
     }
 }
 
-uint32_t rc_dns_udp_kept(const struct rc_dns_udp *u)
+/* The first kept record, past a WRAP mark; NULL if none. */
+static const struct kept *first_kept(struct rc_dns_udp *u)
 {
-    return __atomic_load_n(&u->head, __ATOMIC_ACQUIRE) - u->tail;
+    uint64_t head = __atomic_load_n(&u->head, __ATOMIC_ACQUIRE);
+    if (u->tail == head)
+        return NULL;
+    const struct kept *k = (const struct kept *)(u->ring + u->tail % RC_DNS_KEPT_BYTES);
+    if (k->len == WRAP) {
+        __atomic_store_n(&u->tail, u->tail + RC_DNS_KEPT_BYTES - u->tail % RC_DNS_KEPT_BYTES,
+                         __ATOMIC_RELEASE);
+        k = (const struct kept *)u->ring;
+    }
+    return k;
 }
 
-const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, uint32_t i, size_t *len,
-                                  uint64_t *client)
+const uint8_t *rc_dns_udp_first(struct rc_dns_udp *u, size_t *len, uint64_t *client)
 {
-    if (i >= rc_dns_udp_kept(u))
+    const struct kept *k = first_kept(u);
+    if (k == NULL)
         return NULL;
-    const struct kept *k = &u->kept[(u->tail + i) % RC_DNS_KEPT];
     *len = k->len;
     *client = client_of(&k->from);
-    return k->data;
+    return (const uint8_t *)(k + 1);
 }
 
-int rc_dns_udp_reply(struct rc_dns_udp *u, uint32_t i, const uint8_t *reply, size_t len)
+int rc_dns_udp_reply(struct rc_dns_udp *u, const uint8_t *reply, size_t len)
 {
-    if (i >= rc_dns_udp_kept(u))
+    const struct kept *k = first_kept(u);
+    if (k == NULL)
         return -EINVAL;
-    const struct kept *k = &u->kept[(u->tail + i) % RC_DNS_KEPT];
     if (sendto(u->fd, reply, len, MSG_DONTWAIT, (const struct sockaddr *)&k->from,
                k->name_len) < 0)
         return -errno;
     return 0;
 }
 
-void rc_dns_udp_release(struct rc_dns_udp *u, uint32_t n)
+void rc_dns_udp_pop(struct rc_dns_udp *u)
 {
-    uint32_t kept = rc_dns_udp_kept(u);
-    __atomic_store_n(&u->tail, u->tail + (n < kept ? n : kept), __ATOMIC_RELEASE);
+    const struct kept *k = first_kept(u);  /* at tail, past any WRAP mark */
+    if (k != NULL)
+        __atomic_store_n(&u->tail, u->tail + record_bytes(k->len), __ATOMIC_RELEASE);
 }
 
 void rc_dns_udp_read_stats(const struct rc_dns_udp *u, struct rc_dns_stats *out)

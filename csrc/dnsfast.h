@@ -22,7 +22,7 @@ enum rc_dns_kind {
     RC_DNS_RATE_DROP,        /* answer limited and not sent */
     RC_DNS_RATE_SLIP,        /* answer limited and sent truncated (TC) */
     RC_DNS_SEND_ERROR,       /* sendmmsg refused it: as if lost on the way */
-    RC_DNS_PASS_DROPPED,     /* for Python, who has RC_DNS_KEPT waiting: dropped */
+    RC_DNS_PASS_DROPPED,     /* for Python, whose kept ring is full: dropped */
     RC_DNS_KIND_COUNT
 };
 
@@ -40,7 +40,7 @@ enum rc_dns_limits {
     RC_DNS_QUERY_MAX = 65535,/* a datagram read whole, as Python's recvfrom(65535) */
     RC_DNS_ANSWER_MAX = 4096,/* longest answer kept: far above any plain PTR's */
     RC_DNS_REPLY_MAX = 4400, /* a composed reply: answer + the query's question */
-    RC_DNS_KEPT = 256        /* datagrams a UDP loop keeps for Python at once */
+    RC_DNS_KEPT_BYTES = 1048576  /* datagrams a UDP loop keeps for Python: 1 MiB of them */
 };
 
 /* Counters of one UDP loop: written only by its thread, read by anyone. */
@@ -122,17 +122,15 @@ struct rc_dns_udp *rc_dns_udp_init(void *mem, const struct rc_dns_udp_config *co
 
 /* Run the loop until stop_fd is readable (0) or poll fails (-errno): read
  * in batches, answer every datagram the table answers (rate limited),
- * keep the others for Python (at most RC_DNS_KEPT; more are dropped,
- * counted) and wake it. Call with the GIL released (cffi does). */
+ * keep the others for Python (at most RC_DNS_KEPT_BYTES of them; more are
+ * dropped, counted) and wake it. Call with the GIL released (cffi does). */
 int rc_dns_udp_serve(struct rc_dns_udp *u);
 
-/* For Python's thread: how many datagrams are kept; the i-th of them (its
- * bytes, *len, and its sender's RRL key, *client); send reply to its
- * sender (0 or -errno); then let the loop reuse the first n. */
-uint32_t rc_dns_udp_kept(const struct rc_dns_udp *u);
-const uint8_t *rc_dns_udp_pending(const struct rc_dns_udp *u, uint32_t i, size_t *len,
-                                  uint64_t *client);
-int rc_dns_udp_reply(struct rc_dns_udp *u, uint32_t i, const uint8_t *reply, size_t len);
-void rc_dns_udp_release(struct rc_dns_udp *u, uint32_t n);
+/* For Python's thread: the first datagram kept (its bytes, *len, and its
+ * sender's RRL key, *client), NULL if none; send reply to its sender (0 or
+ * -errno); pop it, so the loop may reuse its room. */
+const uint8_t *rc_dns_udp_first(struct rc_dns_udp *u, size_t *len, uint64_t *client);
+int rc_dns_udp_reply(struct rc_dns_udp *u, const uint8_t *reply, size_t len);
+void rc_dns_udp_pop(struct rc_dns_udp *u);
 
 void rc_dns_udp_read_stats(const struct rc_dns_udp *u, struct rc_dns_stats *out);

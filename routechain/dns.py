@@ -466,25 +466,24 @@ class Server:
         if self._table is not None:
             self._table.clear(index)
 
-    KEPT_ROUNDS = 4  # rounds of kept datagrams answered per turn of the loop
+    KEPT_TURN = 256  # datagrams kept for Python answered per turn of the loop
 
     def _on_udp_kept(self, fast) -> None:
         """Answer what a UDP loop left for Python, as before the fast path,
-        and publish the answers; a few rounds per turn, then the others'
-        turn (waking ourselves for the rest)."""
-        table = self._table
-        for _ in range(self.KEPT_ROUNDS):
-            kept = fast.take()
-            if not kept:
+        and publish the answers; at most KEPT_TURN per turn, then the
+        others' turn (waking ourselves for the rest)."""
+        fast.clear_wake()
+        table, now = self._table, time.monotonic()
+        for _ in range(self.KEPT_TURN):
+            kept = fast.first()
+            if kept is None:
                 return
-            # The Index in force now, after these arrived: one that came
+            # The Index in force after this one arrived: a query that came
             # after a reload returned is never answered from the old zones.
-            index, limiter, now = self.index, self._rrl, time.monotonic()
-            for i, (wire, client) in enumerate(kept):
-                reply = self._answer_udp(wire, client, index, limiter, now, table)
-                if reply is not None:
-                    fast.reply(i, reply)
-            fast.release(len(kept))
+            reply = self._answer_udp(kept[0], kept[1], self.index, self._rrl, now, table)
+            if reply is not None:
+                fast.reply(reply)
+            fast.pop()
         os.eventfd_write(fast.wake_fd, 1)
 
     def _on_udp_python(self, sock: socket.socket) -> None:

@@ -106,8 +106,9 @@ class Table:
             self._counts = ffi.new("uint64_t[3]")
         counts = self._counts
         counts[0] = counts[1] = counts[2] = 0
-        n = lib.rc_dns_tcp_answer(self.c, ffi.from_buffer("uint8_t[]", buf) + at, len(buf) - at, self._used,
-                                  self._stream, STREAM_BYTES, counts)
+        start = ffi.from_buffer("uint8_t[]", buf) + at
+        n = lib.rc_dns_tcp_answer(self.c, start, len(buf) - at, self._used, self._stream,
+                                  STREAM_BYTES, counts)
         return ffi.buffer(self._stream, n)[:], self._used[0], list(counts)
 
     def __len__(self) -> int:
@@ -154,9 +155,9 @@ class Limiter:
 class UdpLoop:
     """The fast path of one UDP socket (non-blocking), in a thread of its
     own: start() runs rc_dns_udp_serve (GIL released) answering what the
-    table answers; the datagrams it keeps for Python wake `wake_fd`, and
-    take() gives them, each as (bytes, RRL key), to answer with reply(i,
-    bytes), then release(n). stop() ends the thread."""
+    table answers; the datagrams it keeps for Python wake `wake_fd`
+    (clear_wake()), and first() gives the oldest, as (bytes, RRL key), to
+    answer with reply(bytes), then pop(). stop() ends the thread."""
 
     def __init__(self, fileno: int, table: Table, limiter: Limiter) -> None:
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -194,25 +195,28 @@ class UdpLoop:
             os.close(self.wake_fd)
             self._stop_fd = self.wake_fd = -1
 
-    def take(self) -> list[tuple[bytes, int]]:
-        """The datagrams kept for Python, oldest first: (bytes, RRL key)."""
+    def first(self) -> tuple[bytes, int] | None:
+        """The oldest datagram kept for Python, as (bytes, RRL key), or None;
+        answer it with reply() (or not), then pop()."""
+        at = lib.rc_dns_udp_first(self.c, self._len, self._client)
+        if at == ffi.NULL:
+            return None
+        return ffi.buffer(at, self._len[0])[:], self._client[0]
+
+    def reply(self, wire: bytes) -> int:
+        """Answer the first: 0, or -errno (a peer gone, a full buffer: as
+        if lost on the way)."""
+        return lib.rc_dns_udp_reply(self.c, wire, len(wire))
+
+    def pop(self) -> None:
+        lib.rc_dns_udp_pop(self.c)
+
+    def clear_wake(self) -> None:
+        """Consume the wake-up (before reading what woke it)."""
         try:
             os.eventfd_read(self.wake_fd)
         except BlockingIOError:
             pass
-        out = []
-        for i in range(lib.rc_dns_udp_kept(self.c)):
-            at = lib.rc_dns_udp_pending(self.c, i, self._len, self._client)
-            out.append((ffi.buffer(at, self._len[0])[:], self._client[0]))
-        return out
-
-    def reply(self, i: int, wire: bytes) -> int:
-        """Answer the i-th taken: 0, or -errno (a peer gone, a full buffer:
-        as if lost on the way)."""
-        return lib.rc_dns_udp_reply(self.c, i, wire, len(wire))
-
-    def release(self, n: int) -> None:
-        lib.rc_dns_udp_release(self.c, n)
 
     def stats(self) -> dict[str, int]:
         """Counters by name: "fast:received", "fast:sent", "fast:read_errors"
