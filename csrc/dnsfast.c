@@ -754,9 +754,12 @@ static int serve_batch(struct rc_dns_udp *u, bool *woke)
         u->in[i].msg_hdr.msg_namelen = sizeof u->from[i];
         u->in[i].msg_hdr.msg_flags = 0;
     }
-    int n = recvmmsg(u->fd, u->in, RC_DNS_BATCH, MSG_DONTWAIT, NULL);
+    /* A blocking socket with a receive timeout: one call waits for the
+     * first datagram and takes what else is there (no poll, no read that
+     * finds nothing); the timeout lets the loop see stop_fd. */
+    int n = recvmmsg(u->fd, u->in, RC_DNS_BATCH, MSG_WAITFORONE, NULL);
     if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     const struct rc_dns_table *t = u->table;
     struct rc_dns_rrl *rrl = u->rrl != NULL && __atomic_load_n(&u->rrl->active, __ATOMIC_RELAXED)
                            ? u->rrl : NULL;
@@ -807,6 +810,12 @@ static int serve_batch(struct rc_dns_udp *u, bool *woke)
     return n;
 }
 
+static bool stop_asked(const struct rc_dns_udp *u)
+{
+    struct pollfd fd = {.fd = u->stop_fd, .events = POLLIN};
+    return poll(&fd, 1, 0) != 0;  /* readable, or poll failed: stop either way */
+}
+
 int rc_dns_udp_serve(struct rc_dns_udp *u)
 {
     for (;;) {
@@ -819,9 +828,13 @@ int rc_dns_udp_serve(struct rc_dns_udp *u)
         }
         if (n > 0)
             continue;
-        if (n < 0 && n != -EINTR) {
-            bump(&u->stats.read_errors);
+        if (n == -EAGAIN || n == -EINTR) {
+            if (stop_asked(u))  /* between batches of a busy socket: at each timeout */
+                return 0;
+            continue;
         }
+        /* Another error: counted; wait rather than spin on it. */
+        bump(&u->stats.read_errors);
         int r = wait_readable(u);
         if (r <= 0)
             return r;

@@ -121,6 +121,7 @@ size_t rc_dns_udp_bytes(void);
 struct rc_dns_udp *rc_dns_udp_init(void *mem, const struct rc_dns_udp_config *config);
 
 /* Run the loop until stop_fd is readable (0) or poll fails (-errno): read
+ * (the socket blocking, with SO_RCVTIMEO: how long a stop may wait)
  * in batches, answer every datagram the table answers (rate limited),
  * keep the others for Python (at most RC_DNS_KEPT_BYTES of them; more are
  * dropped, counted) and wake it. Call with the GIL released (cffi does). */

@@ -421,7 +421,7 @@ class Server:
             for sock in self._sockets:
                 if sock.type == socket.SOCK_DGRAM:
                     if self._fast:
-                        fast = dnsfast.UdpLoop(sock.fileno(), self._table, self._rrl)
+                        fast = dnsfast.UdpLoop(sock, self._table, self._rrl)
                         self._udp_loops.append(fast)
                         self._loop.add_reader(fast.wake_fd, self._on_udp_kept, fast)
                         fast.start()

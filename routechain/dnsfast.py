@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+import struct
 import threading
 
 from ._core import ffi, lib
@@ -33,6 +35,7 @@ __all__ = ["Table", "Limiter", "UdpLoop", "client_key", "OUTCOME_KIND", "KIND_NA
 # of about 250 octets; past either bound it starts again.
 ARENA_BYTES = ANSWERS_MAX * 256
 STREAM_BYTES = 64 * 1024  # answers over TCP made in one call
+STOP_WAIT = 0.1  # seconds a UDP loop may take to see stop()
 
 # An answer's outcome (dnsanswer's counter name) -> enum rc_dns_kind.
 OUTCOME_KIND = {"rcode:NOERROR": lib.RC_DNS_NOERROR, "rcode:NXDOMAIN": lib.RC_DNS_NXDOMAIN,
@@ -159,7 +162,13 @@ class UdpLoop:
     (clear_wake()), and first() gives the oldest, as (bytes, RRL key), to
     answer with reply(bytes), then pop(). stop() ends the thread."""
 
-    def __init__(self, fileno: int, table: Table, limiter: Limiter) -> None:
+    def __init__(self, sock: socket.socket, table: Table, limiter: Limiter) -> None:
+        # The loop's own from now on: it waits in recvmmsg, at most
+        # STOP_WAIT at a time, so that stop() is seen.
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        struct.pack("@ll", 0, int(STOP_WAIT * 1e6)))
+        fileno = sock.fileno()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._mem = _raw("uint8_t[]", lib.rc_dns_udp_bytes())
