@@ -261,18 +261,36 @@ uint64_t rc_dns_table_resets(const struct rc_dns_table *t)
     return __atomic_load_n(&t->resets, __ATOMIC_RELAXED);
 }
 
+/* A slot as read once: a reader checks and uses this copy only, so a
+ * writer changing the slot meanwhile cannot move what it checked. */
+static struct slot read_slot(const struct slot *s)
+{
+    return (struct slot){
+        .hash = __atomic_load_n(&s->hash, __ATOMIC_RELAXED),
+        .at = __atomic_load_n(&s->at, __ATOMIC_RELAXED),
+        .key_len = __atomic_load_n(&s->key_len, __ATOMIC_RELAXED),
+        .value_len = __atomic_load_n(&s->value_len, __ATOMIC_RELAXED)};
+}
+
 /* The slot holding key, or the empty slot where it would go; NULL if
- * PROBE_MAX slots hold other keys. */
+ * PROBE_MAX slots hold other keys. *copy: the slot as read (its hash 0 if
+ * empty), with key and value inside the arena. */
 static struct slot *find(const struct rc_dns_table *t, const uint8_t *key, size_t len,
-                         uint64_t h)
+                         uint64_t h, struct slot *copy)
 {
     for (uint32_t k = 0; k < PROBE_MAX; k++) {
         struct slot *s = &t->slots[(h + k) & t->mask];
-        if (s->hash == 0)
+        struct slot c = read_slot(s);
+        if (c.hash == 0) {
+            *copy = c;
             return s;
-        if (s->hash == h && s->key_len == len && (size_t)s->at + s->key_len + s->value_len
-                <= t->arena_cap && memcmp(t->arena + s->at, key, len) == 0)
+        }
+        if (c.hash == h && c.key_len == len && c.value_len >= VALUE_HEAD
+                && (size_t)c.at + c.key_len + c.value_len <= t->arena_cap
+                && memcmp(t->arena + c.at, key, len) == 0) {
+            *copy = c;
             return s;
+        }
     }
     return NULL;
 }
@@ -307,7 +325,8 @@ int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
     if (t->count >= t->entries_max || t->used + need > t->arena_cap)
         clear(t);
     uint64_t h = hash_key(key, klen, t->salt);
-    struct slot *s = find(t, key, klen, h);
+    struct slot old;
+    struct slot *s = find(t, key, klen, h, &old);
     if (s == NULL) {
         write_end(t);
         return -RC_DNS_PUT_CROWDED;
@@ -319,10 +338,12 @@ int rc_dns_table_put(struct rc_dns_table *t, const uint8_t *query, size_t qlen,
     at[klen + 2] = reply[3] & (uint8_t)~FLAG_CD;
     memcpy(at + klen + 3, reply + 4, 8);
     memcpy(at + klen + VALUE_HEAD, reply + p.qend, rest);
-    if (s->hash == 0)
+    if (old.hash == 0)
         t->count++;
-    *s = (struct slot){.hash = h, .at = t->used, .key_len = (uint16_t)klen,
-                       .value_len = (uint16_t)(VALUE_HEAD + rest)};
+    __atomic_store_n(&s->at, t->used, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->key_len, (uint16_t)klen, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->value_len, (uint16_t)(VALUE_HEAD + rest), __ATOMIC_RELAXED);
+    __atomic_store_n(&s->hash, h, __ATOMIC_RELAXED);
     t->used += (uint32_t)need;
     write_end(t);
     return RC_DNS_PUT_OK;
@@ -352,11 +373,11 @@ static size_t answer_plain(const struct rc_dns_table *t, const uint8_t *q, const
     *kind = RC_DNS_PASS_MISS;
     if (seq & 1)
         return 0;  /* a writer is at work: Python answers this one */
-    const struct slot *s = find(t, key, klen, h);
-    if (s == NULL || s->hash == 0 || s->value_len < VALUE_HEAD)
+    struct slot c;
+    if (find(t, key, klen, h, &c) == NULL || c.hash == 0)
         return 0;
-    const uint8_t *v = t->arena + s->at + s->key_len;
-    size_t rest = s->value_len - VALUE_HEAD;
+    const uint8_t *v = t->arena + c.at + c.key_len;  /* inside the arena: find() */
+    size_t rest = c.value_len - VALUE_HEAD;
     size_t len = p->qend + rest;
     if (len > limit_of(p, udp) || len > cap) {
         *kind = RC_DNS_PASS_BIG;

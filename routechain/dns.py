@@ -4,14 +4,22 @@ run with the GIL released, so answering costs them CPU, never a stall).
 What to answer is dnsanswer.Index's business; this module moves bytes and
 bounds every buffer and count:
 
-- UDP: a reader on the socket drains at most UDP_BATCH datagrams per turn
-  of the loop (one wake-up for many queries, and TCP gets its turn);
-  responses are rate limited per client prefix (rrl.py). asyncio's own
-  datagram endpoint reads one datagram per wake-up: with dnsperf on this
-  server it answered 18-24k queries/s where the draining reader answers
-  76-87k (2 shared CPUs).
+- UDP, with [dns] fast_path (the default): each socket has a C loop in a
+  thread of its own (dnsfast.py, csrc/dnsfast.c; GIL released) that reads
+  and writes datagrams in batches and answers every plain query whose
+  answer is in the fast path's table; it keeps the others in a ring for
+  this loop, which answers them as below and publishes each plain answer
+  into the table, so the next query like it is answered in C. Responses
+  are rate limited per client prefix, in C, by one limiter for both
+  (rrl.py is its reference). A reload clears the table before it returns.
+- UDP without it: a reader on the socket drains at most UDP_BATCH
+  datagrams per turn of the loop (one wake-up for many queries, and TCP
+  gets its turn). asyncio's own datagram endpoint reads one datagram per
+  wake-up: with dnsperf on this server it answered 18-24k queries/s where
+  the draining reader answers 76-87k (2 shared CPUs).
 - TCP (RFC 7766): 2-byte length framing, several queries per connection,
-  answered in order. At most [dns] tcp_connections at once and
+  answered in order: all the whole queries one read brings, a run of the
+  fast path's table hits in one C call, the answers written at once. At most [dns] tcp_connections at once and
   tcp_connections_per_client from one address (more are closed at once);
   an idle connection closes after tcp_idle_timeout seconds; a query must arrive whole within QUERY_DEADLINE of its
   first byte, however its bytes trickle in; when the answers a client does
@@ -23,7 +31,8 @@ bounds every buffer and count:
   they start, one message per turn of the loop, so queries go on being
   answered; NOTIFY (notify.py) runs as tasks on the same loop.
 - Seen: `counters()` gives flat counts ("queries", "rcode:NOERROR",
-  "drop:ratelimited", ...); an exception while answering is counted
+  "drop:ratelimited", ..., the fast path's answers folded in, and its own
+  as "fast:..."); an exception while answering is counted
   ("internal_errors"), logged with its traceback the first time its place
   in the code is hit, and never stops the server.
 
