@@ -453,3 +453,18 @@ def test_dnsfast_server_kept_ring_wraps_and_loses_nothing():
         c = srv.counters()
     assert c["fast:passed_other"] == 600 and c["fast:passed_miss"] == 300, c
     assert c["fast:python_busy"] == 0 and c["queries"] == 900
+
+
+def test_dnsfast_counts_reach_the_metrics():
+    """What C answered is in the metrics' responses and queries, and its
+    own counters are there as events."""
+    from routechain import metrics
+    wire = dns.message.make_query("2.100.51.198.in-addr.arpa", "PTR").to_wire()
+    with rdns.Server(ZONES, [("127.0.0.1", 0)], NO_RRL) as srv:
+        port = srv.addresses[0][1]
+        for _ in range(3):
+            udp_ask(port, wire)
+        values = metrics.dns_counters(srv.counters())
+    assert values[("queries", None)] == 3 and values[("responses", "NOERROR")] == 3
+    assert values[("events", "fast:NOERROR")] == 2
+    assert values[("events", "fast:passed_miss")] == 1
