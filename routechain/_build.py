@@ -6,13 +6,13 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["reply.c", "table.c", "pace.c", "book.c", "pool.c", "serve.c", "worker.c"]
+SOURCES = ["reply.c", "table.c", "pace.c", "book.c", "pool.c", "serve.c", "worker.c", "dnsfast.c"]
 
 ffibuilder = FFI()
-ffibuilder.cdef((CSRC / "routechain.h").read_text())
+ffibuilder.cdef((CSRC / "routechain.h").read_text() + (CSRC / "dnsfast.h").read_text())
 ffibuilder.set_source(
     "routechain._core",
-    "#include <stdint.h>\n#include <stddef.h>\n#include \"routechain.h\"\n",
+    "#include <stdint.h>\n#include <stddef.h>\n#include \"routechain.h\"\n#include \"dnsfast.h\"\n",
     # setuptools wants paths relative to the project root, where pip runs us.
     sources=[f"csrc/{name}" for name in SOURCES],
     include_dirs=["csrc"],

@@ -528,6 +528,8 @@ class DnsSettings:
                                      10, 0, 10**6)
     rate_limit_slip: int = declare("int", "every Nth limited answer goes out truncated; "
                                    "0 = none", 2, 0, 10)
+    fast_path: bool = declare("bool", "answer plain queries from prepared answers in C "
+                              "(dnsfast.py); false: every query in Python", True, restart=True)
     tcp_connections: int = declare("int", "TCP connections at once, in total", 128, 1, 65535)
     tcp_connections_per_client: int = declare(
         "int", "TCP connections at once from one client address", 8, 1, 65535)

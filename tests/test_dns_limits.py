@@ -124,7 +124,8 @@ def capture():
             captured.append(udp[8:])
 t = threading.Thread(target=capture); t.start()
 
-query = dns.message.make_query(QNAME, "ANY", use_edns=0, payload=4096).to_wire()
+QTYPE = sys.argv[5] if len(sys.argv) > 5 else "ANY"
+query = dns.message.make_query(QNAME, QTYPE, use_edns=0, payload=4096).to_wire()
 if FAMILY == "4":
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     def forged(i):
@@ -285,6 +286,24 @@ def test_dns_forged_flood_is_not_reflected(running, family):
     queries, dropped = map(int, re.match(r"(\d+) queries, (\d+) dropped", dns_status(daemon))
                            .groups())
     assert queries >= c["drop:ratelimited"] and dropped >= 1  # a snapshot up to 5 s old
+
+
+def test_dns_forged_flood_of_plain_queries_is_limited_in_c(running):
+    """5000 plain PTR queries from forged sources in one /24: the C fast
+    path answers them (after the first) and limits them as rrl.py would,
+    sharing the buckets with Python: full answers stay near the rate
+    limit, and the counters show the fast path's drops and slips."""
+    net, daemon = running
+    r = client(net, FLOOD, "5000", "3", "4", "PTR")
+    assert r["sent"] >= 1000, r
+    assert r["full"] <= RATE * (r["elapsed"] + 2.5), r
+    assert r["replies"] <= r["sent"] // 2 + r["full"], r  # slip 2
+    assert all(r["normal"]) and all(r["normal_after"]), r
+    c = counters(daemon)
+    assert c["fast:ratelimited"] >= 1 and c["fast:slipped"] >= 1, c
+    assert c["fast:NOERROR"] >= r["full"] - 10, c  # the answers that went out: from C
+    assert c["drop:ratelimited"] + c["slipped"] >= c["queries"] - RATE * (r["elapsed"] + 2.5) \
+        - 2 * len(r["normal"]) - 6, c
 
 
 def test_dns_tcp_greedy_and_trickling_clients_starve_nobody(running):

@@ -380,8 +380,8 @@ def test_settings_one_declaration_makes_key_flag_help_merge_and_restart(grown):
 
 def test_settings_restart_only_are_the_declared_ones():
     assert {s.name for s in settings.SETTINGS if s.restart} == {
-        "daemon.interface", "daemon.queues", "daemon.route_protocol", "dns.listen",
-        "limits.delay_pool", "limits.seed", "metrics.listen"}
+        "daemon.interface", "daemon.queues", "daemon.route_protocol", "dns.fast_path",
+        "dns.listen", "limits.delay_pool", "limits.seed", "metrics.listen"}
 
 
 RESTART = [
