@@ -16,6 +16,11 @@ ffibuilder.set_source(
     # setuptools wants paths relative to the project root, where pip runs us.
     sources=[f"csrc/{name}" for name in SOURCES],
     include_dirs=["csrc"],
+    # Every header, so that a build left in build/ recompiles each .c file
+    # after a header changes (setuptools compares times with these too):
+    # a struct that moved in routechain.h must never meet an object file
+    # built against the old one.
+    depends=sorted(f"csrc/{h.name}" for h in CSRC.glob("*.h")),
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
                         "-Wno-unused-parameter", "-D_GNU_SOURCE"],
 )
