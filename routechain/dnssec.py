@@ -196,28 +196,27 @@ def ds(origin: dns.name.Name, keys: Keys):
 
 
 def ds_lines(zones, keys: Keys) -> str:
-    """Master-file DS records for the parent of each zone, ready to paste."""
+    """Master-file DS records for the parent of each zone, given as
+    (origin, TTL) pairs, ready to paste."""
     out = []
-    for z in zones:
-        out.append(f"{z.origin.to_text()}\t{z.soa.ttl}\tIN\tDS\t{ds(z.origin, keys).to_text()}")
+    for origin, ttl in zones:
+        out.append(f"{origin.to_text()}\t{ttl}\tIN\tDS\t{ds(origin, keys).to_text()}")
     return "\n".join(out) + "\n" if out else ""
 
 
-def export(zones, keys: Keys, settings: DnssecSettings, output_dir: Path,
-           now: float) -> list[Path]:
+def export(zones, keys: Keys, settings: DnssecSettings, output_dir: Path, now: float):
     """Sign each zone and write its master file into output_dir (made if
-    missing); the paths written, in order."""
+    missing), one at a time: yields (path, zone) as each is written, so
+    that a caller never holds more than one signed zone."""
     output_dir = Path(output_dir)
-    paths = []
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         for z in zones:
             path = output_dir / z.filename
             path.write_text(sign(z, keys, settings, now).to_text(), encoding="ascii")
-            paths.append(path)
+            yield path, z
     except OSError as e:
         raise ConfigError(f"{e.filename or output_dir}: cannot write zone: {e.strerror}") from None
-    return paths
 
 
 # --- signing -----------------------------------------------------------------
