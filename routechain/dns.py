@@ -99,6 +99,24 @@ COUNTERS = ("queries", "tcp_queries", *OUTCOMES, "truncated", "slipped", "tcp_co
             "internal_errors", *xfr.COUNTERS, *notify.COUNTERS, "dnssec:resigned")
 
 
+UDP_RECEIVE_BUFFER = 4 << 20  # bytes the kernel may hold for a UDP listener
+_SO_RCVBUFFORCE = 33          # socket(7), Linux; Python does not name it
+
+
+def _widen_receive_buffer(sock: socket.socket) -> None:
+    """Let a burst of queries wait in the kernel rather than be dropped:
+    the default buffer (net.core.rmem_default, some 208 KiB) holds only a
+    few hundred datagrams, each charged its whole buffer, and a resolver
+    refilling its cache or the fast path's thread losing its CPU for a
+    moment sends more. SO_RCVBUFFORCE passes net.core.rmem_max; it needs
+    CAP_NET_ADMIN, which the daemon holds while it binds; without it the
+    kernel caps SO_RCVBUF at rmem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, UDP_RECEIVE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+
+
 class Server:
     """Serve `zones` on `listen` [(address, port), ...] over UDP and TCP,
     within the limits of `settings` ([dns] rate_limit*, tcp_*); transfers
@@ -400,6 +418,8 @@ class Server:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            _widen_receive_buffer(sock)
         shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
         try:
             try:
