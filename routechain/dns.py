@@ -176,11 +176,7 @@ class Server:
             return
         try:
             for host, port in self._listen:
-                udp = self._bind(socket.SOCK_DGRAM, host, port)
-                port = udp.getsockname()[1]
-                tcp = self._bind(socket.SOCK_STREAM, host, port)
-                tcp.listen(128)
-                self.addresses.append((host, port))
+                self.addresses.append((host, self._bind_pair(host, port)))
         except BaseException:
             self._close_sockets()
             self.addresses = []
@@ -408,6 +404,28 @@ class Server:
 
     def detail(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.counters().items() if v) or "nothing yet"
+
+    PICK_TRIES = 16  # port 0: UDP ports the kernel picks until TCP has it free too
+
+    def _bind_pair(self, host: str, port: int) -> int:
+        """Bind UDP and TCP on host:port, the TCP socket listening; returns
+        the port. With port 0 the kernel picks a free UDP port, whose number
+        TCP may hold already (a client's ephemeral port): pick again."""
+        for left in range(self.PICK_TRIES - 1 if port == 0 else 0, -1, -1):
+            udp = self._bind(socket.SOCK_DGRAM, host, port)
+            chosen = udp.getsockname()[1]
+            try:
+                tcp = self._bind(socket.SOCK_STREAM, host, chosen)
+            except SetupError:
+                if not left:
+                    raise
+                for sock in self._sockets[-2:]:
+                    sock.close()
+                del self._sockets[-2:]
+                continue
+            tcp.listen(128)
+            return chosen
+        raise AssertionError("unreachable")
 
     def _bind(self, kind: int, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -640,3 +640,45 @@ def test_dns_limits_without_a_dns_table_are_the_defaults():
     srv = rdns.Server([], [], settings=NO_RRL)
     srv.reload([], Config().dns)
     assert srv._rrl.same(DnsSettings()) and not srv._rrl.same(NO_RRL)
+
+
+def test_dns_bind_on_port_0_picks_again_when_tcp_holds_the_udp_port(monkeypatch):
+    """Port 0: the kernel picks a free UDP port, and a TCP socket may hold
+    that number already (a client's ephemeral port: CI met it). The server
+    picks again, and keeps no socket of the pair it gave up."""
+    srv = rdns.Server([], [("127.0.0.1", 0)])
+    real, blockers = srv._bind, []
+
+    def bind(kind, host, port):
+        if kind == socket.SOCK_STREAM and not blockers:  # the first TCP bind meets a listener
+            blocker = socket.socket()
+            blocker.bind((host, port))
+            blocker.listen(1)
+            blockers.append(blocker)
+        return real(kind, host, port)
+
+    monkeypatch.setattr(srv, "_bind", bind)
+    try:
+        srv.bind()
+        port = srv.addresses[0][1]
+        assert blockers and port != blockers[0].getsockname()[1]
+        assert sorted(s.type for s in srv._sockets) == [socket.SOCK_STREAM, socket.SOCK_DGRAM]
+        assert all(s.getsockname()[1] == port for s in srv._sockets)
+    finally:
+        srv._close_sockets()
+        for b in blockers:
+            b.close()
+
+
+def test_dns_bind_on_a_taken_port_says_which():
+    """A fixed port that TCP holds is not picked again: one line naming it."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        srv = rdns.Server([], [("127.0.0.1", port)])
+        try:
+            with pytest.raises(SetupError, match=f"127.0.0.1:{port} \\(tcp\\)"):
+                srv.bind()
+        finally:
+            srv._close_sockets()
