@@ -415,17 +415,14 @@ class Server:
             udp = self._bind(socket.SOCK_DGRAM, host, port)
             chosen = udp.getsockname()[1]
             try:
-                tcp = self._bind(socket.SOCK_STREAM, host, chosen)
+                self._bind(socket.SOCK_STREAM, host, chosen).listen(128)
+                return chosen
             except SetupError:
                 if not left:
                     raise
-                for sock in self._sockets[-2:]:
+                for sock in self._sockets[-2:]:  # the pair given up
                     sock.close()
                 del self._sockets[-2:]
-                continue
-            tcp.listen(128)
-            return chosen
-        raise AssertionError("unreachable")
 
     def _bind(self, kind: int, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
